@@ -1,0 +1,615 @@
+//! The follower's durable data: one file per key in a single directory.
+//!
+//! # Why one file per key
+//!
+//! A follower's state is a map from string keys to string values. Storing each
+//! key in its own file keeps the store simple and inspectable (`ls` and `cat`
+//! show exactly what a follower holds), and gives every write an atomic
+//! building block the operating system already provides: `rename(2)` replaces
+//! a directory entry in one step, so a reader opening the file sees either the
+//! whole old value or the whole new value, never a mixture. There is no index
+//! to keep consistent with the data, no compaction and no recovery beyond
+//! deleting abandoned temp files. The cost — one inode per key and an fsync
+//! per write — is acceptable for a store whose writes are already paced by
+//! two-phase commit.
+//!
+//! # File names, byte by byte
+//!
+//! A key may be any UTF-8 string: it can contain `/`, `..`, spaces, newlines,
+//! NUL bytes or upper-case letters, none of which may reach the file system
+//! as-is. A key's file name is `k` followed by the key's bytes encoded one at
+//! a time:
+//!
+//! * `a`–`z` and `0`–`9` are written verbatim;
+//! * every other byte — upper-case letters, `_`, `.`, `/`, space, control
+//!   bytes and each byte of a multi-byte UTF-8 character — is written as `_`
+//!   followed by two lower-case hex digits.
+//!
+//! | key            | file name                |
+//! |----------------|--------------------------|
+//! | `user42`       | `kuser42`                |
+//! | `Upper`        | `k_55pper`               |
+//! | `../x`         | `k_2e_2e_2fx`            |
+//! | `a b`          | `ka_20b`                 |
+//! | `é`            | `k_c3_a9`                |
+//! | `k_41`         | `kk_5f41`                |
+//!
+//! The encoding is a bijection between keys and canonical names, so listing
+//! the directory recovers every key ([`key_for_file_name`] rejects any name
+//! that is not exactly what [`file_name_for`] would produce). Names consist
+//! only of lower-case ASCII letters, digits and `_`, so a case-insensitive file
+//! system cannot merge two keys (`UPPER` and `upper` stay distinct), and a name
+//! can never contain a path separator nor be `.` or `..`.
+//!
+//! # Hashed names for long keys
+//!
+//! Encoding can triple a key's length, and most file systems limit a name to
+//! 255 bytes. When the `k` name would be longer than 200 bytes the file is
+//! instead named `h` followed by the 64 lower-case hex digits of the SHA-256
+//! of the key bytes (65 bytes in all), and since the name no longer spells the
+//! key, the key is stored inside the file:
+//!
+//! ```text
+//! <key length in decimal ASCII> '\n' <key bytes> <value bytes>
+//! ```
+//!
+//! A `k` file holds exactly the value bytes. Reading an `h` file whose stored
+//! key is not the requested key (a hash collision or a tampered file) is
+//! reported as [`Error::Corrupt`] rather than returning another key's value.
+//!
+//! Other names in the directory: temp files are `t<random hex>.tmp`, the
+//! owning process's lock file is `.lock`; anything else is logged once when
+//! the store is opened and otherwise ignored.
+//!
+//! # Atomic replace and why each fsync is there
+//!
+//! [`KvStore::put`] performs:
+//!
+//! 1. write the new content to a fresh temp file `t<random>.tmp` in the same
+//!    directory (created exclusively, so it never clobbers anything);
+//! 2. `fsync` the temp file — otherwise after a crash the rename below could
+//!    be durable while the data it points to is not, leaving an empty or
+//!    partial file under the key's name;
+//! 3. `rename` the temp file over the key's file — the atomic switch readers
+//!    observe;
+//! 4. `fsync` the directory — the rename is a change to the directory, and
+//!    only syncing the directory makes it survive a power loss. The write is
+//!    acknowledged only after this step.
+//!
+//! [`KvStore::delete`] unlinks the file and fsyncs the directory for the same
+//! reason. [`KvStore::apply_batch`] does steps 1–3 for every change and a
+//! single directory fsync at the end; it is durable when it returns but not
+//! atomic across keys if the machine crashes in the middle — the journal that
+//! drives it replays the whole (idempotent) batch after a crash. A crash
+//! between steps 1 and 3 leaves a temp file behind; [`KvStore::open`] removes
+//! such files (and fsyncs the directory) while the old value stays intact.
+//!
+//! # Why nothing can escape the directory
+//!
+//! Every path the store touches is `dir.join(name)` where `name` is built by
+//! this module from the characters `[a-z0-9_]` (plus the fixed `h`, `t` and
+//! `.tmp` affixes). Such a name has no separator, is never `.` or `..`, is
+//! never empty and never absolute, so whatever the key, the store creates,
+//! reads, renames and removes only entries directly inside its directory.
+//!
+//! # Concurrency
+//!
+//! All methods take `&self`. Writers are serialised by an internal mutex so
+//! that "later change wins" holds across threads; readers take no lock at all
+//! and rely on the atomic rename to never observe a half-written value.
+//!
+//! Length limits on keys and values (64 KiB and 3 MiB) are enforced by the
+//! request-handling layers; this module stores whatever it is given.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use sha2::{Digest, Sha256};
+
+#[cfg(test)]
+mod tests;
+
+/// An error from the key-value store, always naming the path involved.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An operating-system I/O call failed.
+    #[error("kv store {path}: {source}")]
+    Io {
+        /// The file or directory the failed call was about.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file's content is not what the store writes (bad header, wrong key,
+    /// invalid UTF-8...).
+    #[error("kv store {path}: {reason}")]
+    Corrupt {
+        /// The offending file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// Result type of the key-value store.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// One change to apply: `Some(value)` = put, `None` = delete.
+pub type Change<'a> = (&'a str, Option<&'a str>);
+
+/// Names longer than this (in bytes) are replaced by hashed names.
+const MAX_PLAIN_NAME: usize = 200;
+/// Prefix of a plainly encoded key file.
+const PLAIN_PREFIX: char = 'k';
+/// Prefix of a hashed key file.
+const HASHED_PREFIX: char = 'h';
+/// Prefix and suffix of temp files.
+const TEMP_PREFIX: &str = "t";
+const TEMP_SUFFIX: &str = ".tmp";
+/// The owning process's lock file, never a key.
+const LOCK_FILE: &str = ".lock";
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+fn io_err(path: &Path, source: io::Error) -> Error {
+    Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn corrupt(path: &Path, reason: impl Into<String>) -> Error {
+    Error::Corrupt {
+        path: path.to_path_buf(),
+        reason: reason.into(),
+    }
+}
+
+fn hex_lower(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        s.push(char::from(HEX[usize::from(b >> 4)]));
+        s.push(char::from(HEX[usize::from(b & 0x0f)]));
+    }
+    s
+}
+
+fn hex_digit_value(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    }
+}
+
+fn is_verbatim(b: u8) -> bool {
+    b.is_ascii_lowercase() || b.is_ascii_digit()
+}
+
+/// The `k` name of a key, regardless of its length.
+fn plain_name(key: &str) -> String {
+    let mut name = String::with_capacity(1 + key.len() * 3);
+    name.push(PLAIN_PREFIX);
+    for &b in key.as_bytes() {
+        if is_verbatim(b) {
+            name.push(char::from(b));
+        } else {
+            name.push('_');
+            name.push(char::from(HEX[usize::from(b >> 4)]));
+            name.push(char::from(HEX[usize::from(b & 0x0f)]));
+        }
+    }
+    name
+}
+
+/// Length of the `k` name of a key without building it.
+fn plain_name_len(key: &str) -> usize {
+    1 + key
+        .as_bytes()
+        .iter()
+        .map(|&b| if is_verbatim(b) { 1 } else { 3 })
+        .sum::<usize>()
+}
+
+fn hashed_name(key: &str) -> String {
+    let digest = Sha256::digest(key.as_bytes());
+    let mut name = String::with_capacity(65);
+    name.push(HASHED_PREFIX);
+    name.push_str(&hex_lower(&digest));
+    name
+}
+
+/// The file name a key is stored under (public for tests and tools).
+///
+/// `k` + encoded key bytes when that is at most 200 bytes long, otherwise
+/// `h` + hex SHA-256 of the key. See the module documentation.
+pub fn file_name_for(key: &str) -> String {
+    if plain_name_len(key) > MAX_PLAIN_NAME {
+        hashed_name(key)
+    } else {
+        plain_name(key)
+    }
+}
+
+/// The key a `k` file name stands for; `None` for any other name or an
+/// invalid encoding.
+///
+/// Only canonical names are accepted: the result, if any, is a key `k` with
+/// `file_name_for(k) == name`. So `k_61` (non-canonical spelling of `ka`),
+/// upper-case hex digits, truncated escapes, names decoding to invalid UTF-8
+/// and names longer than 200 bytes all give `None`.
+pub fn key_for_file_name(name: &str) -> Option<String> {
+    let encoded = name.strip_prefix(PLAIN_PREFIX)?;
+    if name.len() > MAX_PLAIN_NAME {
+        return None;
+    }
+    let bytes = encoded.as_bytes();
+    let mut key = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if is_verbatim(b) {
+            key.push(b);
+            i += 1;
+        } else if b == b'_' {
+            let hi = hex_digit_value(*bytes.get(i + 1)?)?;
+            let lo = hex_digit_value(*bytes.get(i + 2)?)?;
+            let decoded = (hi << 4) | lo;
+            if is_verbatim(decoded) {
+                // Would have been written verbatim: not canonical.
+                return None;
+            }
+            key.push(decoded);
+            i += 3;
+        } else {
+            return None;
+        }
+    }
+    String::from_utf8(key).ok()
+}
+
+/// Whether `name` is a well-formed hashed key file name.
+fn is_hashed_name(name: &str) -> bool {
+    match name.strip_prefix(HASHED_PREFIX) {
+        Some(hex) => hex.len() == 64 && hex.bytes().all(|b| hex_digit_value(b).is_some()),
+        None => false,
+    }
+}
+
+/// Whether `name` is a temp file left by a writer.
+fn is_temp_name(name: &str) -> bool {
+    name.len() >= TEMP_PREFIX.len() + TEMP_SUFFIX.len()
+        && name.starts_with(TEMP_PREFIX)
+        && name.ends_with(TEMP_SUFFIX)
+}
+
+/// What a directory entry is, judged by its name alone.
+enum EntryKind {
+    Plain(String),
+    Hashed,
+    Temp,
+    Lock,
+    Unknown,
+}
+
+fn classify(name: &str) -> EntryKind {
+    if name == LOCK_FILE {
+        EntryKind::Lock
+    } else if is_temp_name(name) {
+        EntryKind::Temp
+    } else if is_hashed_name(name) {
+        EntryKind::Hashed
+    } else if let Some(key) = key_for_file_name(name) {
+        EntryKind::Plain(key)
+    } else {
+        EntryKind::Unknown
+    }
+}
+
+/// Splits the content of an `h` file into (key bytes, value bytes).
+fn split_hashed(path: &Path, content: &[u8]) -> Result<(Vec<u8>, Vec<u8>)> {
+    let newline = content
+        .iter()
+        .take(21)
+        .position(|&b| b == b'\n')
+        .ok_or_else(|| corrupt(path, "hashed key file has no key-length header"))?;
+    let digits = &content[..newline];
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return Err(corrupt(path, "hashed key file has a malformed key length"));
+    }
+    let key_len = std::str::from_utf8(digits)
+        .ok()
+        .and_then(|s| s.parse::<usize>().ok())
+        .ok_or_else(|| corrupt(path, "hashed key file has a malformed key length"))?;
+    let rest = &content[newline + 1..];
+    if key_len > rest.len() {
+        return Err(corrupt(
+            path,
+            format!(
+                "hashed key file claims a {key_len}-byte key but holds only {} bytes",
+                rest.len()
+            ),
+        ));
+    }
+    let (key, value) = rest.split_at(key_len);
+    Ok((key.to_vec(), value.to_vec()))
+}
+
+fn value_string(path: &Path, bytes: Vec<u8>) -> Result<String> {
+    String::from_utf8(bytes).map_err(|_| corrupt(path, "value is not valid UTF-8"))
+}
+
+/// Reads a whole file; `Ok(None)` if it does not exist.
+fn read_optional(path: &Path) -> Result<Option<Vec<u8>>> {
+    let mut file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err(path, e)),
+    };
+    let mut buf = Vec::new();
+    file.read_to_end(&mut buf).map_err(|e| io_err(path, e))?;
+    Ok(Some(buf))
+}
+
+/// Flushes a directory's entries (creations, renames, unlinks) to disk.
+fn sync_dir(dir: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io_err(dir, e))?;
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+    }
+    Ok(())
+}
+
+/// The follower's key-value store: one file per key under one directory.
+///
+/// `Send + Sync`; all methods take `&self`. Writes are serialised internally,
+/// reads run concurrently with each other and with writes.
+#[derive(Debug)]
+pub struct KvStore {
+    dir: PathBuf,
+    /// Serialises writers so that later changes win across threads.
+    write_lock: Mutex<()>,
+}
+
+impl KvStore {
+    /// Opens the store in `dir`, creating the directory (`create_dir_all`) if
+    /// absent. Removes leftover temp files (`t*.tmp`) from a crash, and fsyncs
+    /// the directory if it removed any. Logs a warning once for every name
+    /// that is neither a key file, a temp file nor `.lock`.
+    pub fn open(dir: &Path) -> Result<KvStore> {
+        fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+        let mut removed_any = false;
+        for entry in fs::read_dir(dir).map_err(|e| io_err(dir, e))? {
+            let entry = entry.map_err(|e| io_err(dir, e))?;
+            let os_name = entry.file_name();
+            let Some(name) = os_name.to_str() else {
+                tracing::warn!(
+                    dir = %dir.display(),
+                    name = %os_name.to_string_lossy(),
+                    "ignoring file with a non-UTF-8 name in kv store directory"
+                );
+                continue;
+            };
+            match classify(name) {
+                EntryKind::Temp => {
+                    let path = dir.join(name);
+                    match fs::remove_file(&path) {
+                        Ok(()) => removed_any = true,
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(io_err(&path, e)),
+                    }
+                    tracing::debug!(path = %path.display(), "removed leftover temp file");
+                }
+                EntryKind::Unknown => {
+                    tracing::warn!(
+                        dir = %dir.display(),
+                        name,
+                        "ignoring unexpected file in kv store directory"
+                    );
+                }
+                EntryKind::Plain(_) | EntryKind::Hashed | EntryKind::Lock => {}
+            }
+        }
+        if removed_any {
+            sync_dir(dir)?;
+        }
+        Ok(KvStore {
+            dir: dir.to_path_buf(),
+            write_lock: Mutex::new(()),
+        })
+    }
+
+    /// The directory holding the store.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The value of `key`, or `None` if absent. Never sees a half-written
+    /// value. A hashed file holding a different key, or a value that is not
+    /// UTF-8, is [`Error::Corrupt`].
+    pub fn get(&self, key: &str) -> Result<Option<String>> {
+        let name = file_name_for(key);
+        let path = self.dir.join(&name);
+        let Some(content) = read_optional(&path)? else {
+            return Ok(None);
+        };
+        if name.starts_with(HASHED_PREFIX) {
+            let (stored_key, value) = split_hashed(&path, &content)?;
+            if stored_key != key.as_bytes() {
+                return Err(corrupt(
+                    &path,
+                    "hashed key file holds a different key than requested",
+                ));
+            }
+            value_string(&path, value).map(Some)
+        } else {
+            value_string(&path, content).map(Some)
+        }
+    }
+
+    /// Atomically replaces the value: write temp file, fsync it, rename over
+    /// the key's file, fsync the directory. Durable when it returns.
+    pub fn put(&self, key: &str, value: &str) -> Result<()> {
+        let _guard = self.lock_writers();
+        self.replace_file(key, value)?;
+        sync_dir(&self.dir)
+    }
+
+    /// Removes the key (absent is fine): unlink, fsync the directory.
+    pub fn delete(&self, key: &str) -> Result<()> {
+        let _guard = self.lock_writers();
+        self.remove_file(key)?;
+        sync_dir(&self.dir)
+    }
+
+    /// Applies several changes with one directory fsync at the end (each file
+    /// still written to a temp file, fsynced and renamed). Returns only once
+    /// all are durable. Later changes to the same key win.
+    ///
+    /// Not atomic across keys if the machine crashes midway: after a crash
+    /// some changes may be visible and others not; replaying the batch fixes
+    /// that. On error, changes before the failing one may have been applied.
+    pub fn apply_batch(&self, changes: &[Change<'_>]) -> Result<()> {
+        let _guard = self.lock_writers();
+        // Only the last change to each key matters.
+        let mut last: BTreeMap<&str, usize> = BTreeMap::new();
+        for (i, (key, _)) in changes.iter().enumerate() {
+            last.insert(key, i);
+        }
+        for (i, (key, change)) in changes.iter().enumerate() {
+            if last.get(key) != Some(&i) {
+                continue;
+            }
+            match change {
+                Some(value) => self.replace_file(key, value)?,
+                None => self.remove_file(key)?,
+            }
+        }
+        sync_dir(&self.dir)
+    }
+
+    /// True if the store holds no key.
+    pub fn is_empty(&self) -> Result<bool> {
+        for entry in fs::read_dir(&self.dir).map_err(|e| io_err(&self.dir, e))? {
+            let entry = entry.map_err(|e| io_err(&self.dir, e))?;
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            if matches!(classify(&name), EntryKind::Plain(_) | EntryKind::Hashed) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Every key with its value, sorted by key (for tests and for comparing
+    /// followers). Files that are not key files are ignored; a key file whose
+    /// content does not match its name is [`Error::Corrupt`].
+    pub fn dump(&self) -> Result<BTreeMap<String, String>> {
+        let mut out = BTreeMap::new();
+        for entry in fs::read_dir(&self.dir).map_err(|e| io_err(&self.dir, e))? {
+            let entry = entry.map_err(|e| io_err(&self.dir, e))?;
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            let path = self.dir.join(&name);
+            match classify(&name) {
+                EntryKind::Plain(key) => {
+                    // A concurrent delete may have removed it since listing.
+                    if let Some(content) = read_optional(&path)? {
+                        out.insert(key, value_string(&path, content)?);
+                    }
+                }
+                EntryKind::Hashed => {
+                    let Some(content) = read_optional(&path)? else {
+                        continue;
+                    };
+                    let (key_bytes, value) = split_hashed(&path, &content)?;
+                    let key = String::from_utf8(key_bytes)
+                        .map_err(|_| corrupt(&path, "stored key is not valid UTF-8"))?;
+                    if file_name_for(&key) != name {
+                        return Err(corrupt(
+                            &path,
+                            "stored key does not hash to the file's name",
+                        ));
+                    }
+                    out.insert(key, value_string(&path, value)?);
+                }
+                EntryKind::Temp | EntryKind::Lock | EntryKind::Unknown => {}
+            }
+        }
+        Ok(out)
+    }
+
+    fn lock_writers(&self) -> std::sync::MutexGuard<'_, ()> {
+        // The guarded data is `()`, so a poisoned lock holds nothing broken.
+        self.write_lock
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Steps 1–3 of the atomic replace (no directory fsync).
+    fn replace_file(&self, key: &str, value: &str) -> Result<()> {
+        let name = file_name_for(key);
+        let target = self.dir.join(&name);
+        let hashed = name.starts_with(HASHED_PREFIX);
+        let (file, temp) = self.create_temp()?;
+        let written = write_content(file, key, value, hashed)
+            .map_err(|e| io_err(&temp, e))
+            .and_then(|()| fs::rename(&temp, &target).map_err(|e| io_err(&target, e)));
+        if written.is_err() {
+            // Best effort: open() removes it anyway if this fails.
+            let _ = fs::remove_file(&temp);
+        }
+        written
+    }
+
+    fn remove_file(&self, key: &str) -> Result<()> {
+        let path = self.dir.join(file_name_for(key));
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err(&path, e)),
+        }
+    }
+
+    /// Creates a fresh, exclusively created temp file in the directory.
+    fn create_temp(&self) -> Result<(File, PathBuf)> {
+        let mut attempts = 0;
+        loop {
+            let suffix: [u8; 16] = rand::random();
+            let path = self
+                .dir
+                .join(format!("{TEMP_PREFIX}{}{TEMP_SUFFIX}", hex_lower(&suffix)));
+            match OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(file) => return Ok((file, path)),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempts < 8 => {
+                    attempts += 1;
+                }
+                Err(e) => return Err(io_err(&path, e)),
+            }
+        }
+    }
+}
+
+/// Writes a key file's content and fsyncs it.
+fn write_content(file: File, key: &str, value: &str, hashed: bool) -> io::Result<()> {
+    let mut w = io::BufWriter::with_capacity(64 * 1024, file);
+    if hashed {
+        writeln!(w, "{}", key.len())?;
+        w.write_all(key.as_bytes())?;
+    }
+    w.write_all(value.as_bytes())?;
+    let file = w.into_inner().map_err(|e| e.into_error())?;
+    file.sync_all()
+}

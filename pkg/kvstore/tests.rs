@@ -1,0 +1,592 @@
+use super::*;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use rand::Rng;
+
+/// A temp parent directory and a store in its "store" subdirectory.
+fn new_store() -> (tempfile::TempDir, KvStore) {
+    let parent = tempfile::tempdir().expect("tempdir");
+    let store = KvStore::open(&parent.path().join("store")).expect("open");
+    (parent, store)
+}
+
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .expect("read_dir")
+        .map(|e| {
+            e.expect("entry")
+                .file_name()
+                .into_string()
+                .expect("utf-8 name")
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+/// The directory holds only regular files, and the parent only the store dir.
+fn assert_contained(parent: &Path, store: &KvStore) {
+    assert_eq!(names_in(parent), vec!["store".to_string()]);
+    for entry in fs::read_dir(store.dir()).expect("read_dir") {
+        let entry = entry.expect("entry");
+        let ty = entry.file_type().expect("file_type");
+        assert!(ty.is_file(), "not a regular file: {:?}", entry.path());
+        let name = entry.file_name().into_string().expect("utf-8 name");
+        assert!(name.len() <= 255, "name too long: {}", name.len());
+        assert!(
+            name.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+            "unexpected character in {name:?}"
+        );
+    }
+}
+
+fn hostile_keys() -> Vec<String> {
+    let mut keys: Vec<String> = [
+        "../x",
+        "a/b",
+        ".",
+        "..",
+        "/etc/passwd",
+        "a b\nc",
+        "UPPER",
+        "upper",
+        "Upper",
+        "\0",
+        "a\0b",
+        "k_41",
+        "_41",
+        "k",
+        "h",
+        "ka",
+        ".lock",
+        "t0.tmp",
+        "tabc.tmp",
+        "..\\..\\windows",
+        "C:\\x",
+        "~",
+        "-rf",
+        "日本語",
+        "é",
+        "e\u{301}",
+        "🦀 crab",
+        "\u{10FFFF}",
+        "\t\r\n",
+        "%2e%2e%2f",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    // Looks like a hashed name.
+    keys.push(format!("h{}", "0".repeat(64)));
+    keys.push("x".repeat(10 * 1024));
+    keys.push("/".repeat(64 * 1024));
+    keys.push("é".repeat(32 * 1024));
+    // Right at the threshold: 199 verbatim bytes -> 200-byte name (plain),
+    // 200 bytes -> 201 (hashed).
+    keys.push("a".repeat(199));
+    keys.push("a".repeat(200));
+    keys
+}
+
+#[test]
+fn hostile_keys_round_trip_and_stay_inside() {
+    let (parent, store) = new_store();
+    let keys = hostile_keys();
+    let mut expected = BTreeMap::new();
+    for (i, key) in keys.iter().enumerate() {
+        let value = format!("value {i} for {}", key.len());
+        store.put(key, &value).expect("put");
+        expected.insert(key.clone(), value);
+    }
+    for (key, value) in &expected {
+        assert_eq!(
+            store.get(key).expect("get").as_deref(),
+            Some(value.as_str())
+        );
+    }
+    assert_eq!(store.dump().expect("dump"), expected);
+    assert_eq!(names_in(store.dir()).len(), expected.len());
+    assert_contained(parent.path(), &store);
+
+    // Reopening sees the same data.
+    let reopened = KvStore::open(store.dir()).expect("reopen");
+    assert_eq!(reopened.dump().expect("dump"), expected);
+
+    for key in &keys {
+        store.delete(key).expect("delete");
+    }
+    assert!(store.is_empty().expect("is_empty"));
+    assert!(names_in(store.dir()).is_empty());
+    assert_contained(parent.path(), &store);
+}
+
+#[test]
+fn specific_names() {
+    assert_eq!(file_name_for("user42"), "kuser42");
+    assert_eq!(file_name_for("Upper"), "k_55pper");
+    assert_eq!(file_name_for("../x"), "k_2e_2e_2fx");
+    assert_eq!(file_name_for("."), "k_2e");
+    assert_eq!(file_name_for(".."), "k_2e_2e");
+    assert_eq!(file_name_for("a/b"), "ka_2fb");
+    assert_eq!(file_name_for("a b\nc"), "ka_20b_0ac");
+    assert_eq!(file_name_for("é"), "k_c3_a9");
+    assert_eq!(file_name_for("k_41"), "kk_5f41");
+    assert_eq!(file_name_for("a\0b"), "ka_00b");
+    assert_eq!(key_for_file_name("kk_5f41").as_deref(), Some("k_41"));
+    assert_eq!(key_for_file_name("k_41").as_deref(), Some("A"));
+}
+
+#[test]
+fn upper_and_lower_case_are_distinct_files() {
+    let (_parent, store) = new_store();
+    store.put("UPPER", "big").expect("put");
+    store.put("upper", "small").expect("put");
+    assert_ne!(file_name_for("UPPER"), file_name_for("upper"));
+    assert_ne!(
+        file_name_for("UPPER").to_lowercase(),
+        file_name_for("upper").to_lowercase()
+    );
+    assert_eq!(store.get("UPPER").expect("get").as_deref(), Some("big"));
+    assert_eq!(store.get("upper").expect("get").as_deref(), Some("small"));
+    assert_eq!(names_in(store.dir()).len(), 2);
+}
+
+#[test]
+fn long_keys_use_hashed_names() {
+    let (parent, store) = new_store();
+    let key10k: String = (0..10_000)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    let key64k = "Z".repeat(64 * 1024);
+    for key in [&key10k, &key64k] {
+        let name = file_name_for(key);
+        assert!(name.starts_with('h'), "{name}");
+        assert_eq!(name.len(), 65);
+        assert!(name.len() <= 255);
+        assert_eq!(key_for_file_name(&name), None);
+    }
+    store.put(&key10k, "ten").expect("put");
+    store.put(&key64k, "sixty-four").expect("put");
+    assert_eq!(store.get(&key10k).expect("get").as_deref(), Some("ten"));
+    assert_eq!(
+        store.get(&key64k).expect("get").as_deref(),
+        Some("sixty-four")
+    );
+    // A key sharing a long prefix but not stored is absent.
+    let other = format!("{key64k}!");
+    assert_eq!(store.get(&other).expect("get"), None);
+    // Hashed files also hold empty values.
+    store.put(&other, "").expect("put");
+    assert_eq!(store.get(&other).expect("get").as_deref(), Some(""));
+
+    let dump = store.dump().expect("dump");
+    assert_eq!(dump.len(), 3);
+    assert_eq!(dump.get(&key10k).map(String::as_str), Some("ten"));
+    assert_eq!(dump.get(&key64k).map(String::as_str), Some("sixty-four"));
+    assert_eq!(dump.get(&other).map(String::as_str), Some(""));
+
+    // On-disk layout of an h file.
+    let content = fs::read(store.dir().join(file_name_for(&key10k))).expect("read");
+    let mut expected = b"10000\n".to_vec();
+    expected.extend_from_slice(key10k.as_bytes());
+    expected.extend_from_slice(b"ten");
+    assert_eq!(content, expected);
+    assert_contained(parent.path(), &store);
+}
+
+#[test]
+fn threshold_between_plain_and_hashed() {
+    let plain = "a".repeat(199);
+    assert_eq!(file_name_for(&plain).len(), 200);
+    assert!(file_name_for(&plain).starts_with('k'));
+    assert_eq!(key_for_file_name(&file_name_for(&plain)), Some(plain));
+    let hashed = "a".repeat(200);
+    assert!(file_name_for(&hashed).starts_with('h'));
+    // A 201-byte k name is not canonical.
+    assert_eq!(key_for_file_name(&format!("k{hashed}")), None);
+    // Escapes count three bytes each: k + 66 escapes = 199 bytes, k + 67 = 202.
+    let escaped = "A".repeat(66);
+    assert!(file_name_for(&escaped).starts_with('k'));
+    let escaped = "A".repeat(67);
+    assert!(file_name_for(&escaped).starts_with('h'));
+}
+
+#[test]
+fn unicode_and_nul_keys() {
+    let (_parent, store) = new_store();
+    let keys = [
+        "日本語",
+        "Ελληνικά",
+        "🦀",
+        "a\0b",
+        "\0",
+        "\u{FEFF}bom",
+        "ß",
+        "SS",
+    ];
+    for (i, key) in keys.iter().enumerate() {
+        store.put(key, &format!("v{i}")).expect("put");
+    }
+    for (i, key) in keys.iter().enumerate() {
+        assert_eq!(store.get(key).expect("get"), Some(format!("v{i}")));
+    }
+    assert_eq!(store.dump().expect("dump").len(), keys.len());
+}
+
+#[test]
+fn keys_that_look_like_encodings() {
+    let (_parent, store) = new_store();
+    let keys = ["k_41", "A", "_41", "k", "ka", "a", "_", "__", "_5f"];
+    for key in keys {
+        store.put(key, key).expect("put");
+    }
+    let dump = store.dump().expect("dump");
+    assert_eq!(dump.len(), keys.len());
+    for key in keys {
+        assert_eq!(dump.get(key).map(String::as_str), Some(key));
+    }
+}
+
+#[test]
+fn empty_value_differs_from_absent() {
+    let (_parent, store) = new_store();
+    assert_eq!(store.get("k").expect("get"), None);
+    store.put("k", "").expect("put");
+    assert_eq!(store.get("k").expect("get"), Some(String::new()));
+    assert!(!store.is_empty().expect("is_empty"));
+    assert_eq!(
+        store.dump().expect("dump"),
+        BTreeMap::from([("k".to_string(), String::new())])
+    );
+    store.delete("k").expect("delete");
+    assert_eq!(store.get("k").expect("get"), None);
+    assert!(store.is_empty().expect("is_empty"));
+}
+
+#[test]
+fn put_replaces() {
+    let (_parent, store) = new_store();
+    store.put("key", "one").expect("put");
+    store.put("key", "a much longer second value").expect("put");
+    assert_eq!(
+        store.get("key").expect("get").as_deref(),
+        Some("a much longer second value")
+    );
+    store.put("key", "3").expect("put");
+    assert_eq!(store.get("key").expect("get").as_deref(), Some("3"));
+    assert_eq!(names_in(store.dir()), vec!["kkey".to_string()]);
+}
+
+#[test]
+fn delete_absent_is_ok() {
+    let (_parent, store) = new_store();
+    store.delete("nothing").expect("delete absent");
+    store
+        .delete(&"x".repeat(1000))
+        .expect("delete absent hashed");
+    store.put("x", "1").expect("put");
+    store.delete("x").expect("delete");
+    store.delete("x").expect("delete again");
+    assert_eq!(store.get("x").expect("get"), None);
+}
+
+#[test]
+fn large_value_round_trips() {
+    let (_parent, store) = new_store();
+    let value: String = (0..3 * 1024 * 1024)
+        .map(|i| char::from(b' ' + (i % 90) as u8))
+        .collect();
+    store.put("big", &value).expect("put");
+    assert_eq!(store.get("big").expect("get"), Some(value.clone()));
+    let long_key = "K".repeat(64 * 1024);
+    store.put(&long_key, &value).expect("put");
+    assert_eq!(store.get(&long_key).expect("get"), Some(value));
+}
+
+#[test]
+fn leftover_temp_file_is_removed_on_open_and_old_value_intact() {
+    let parent = tempfile::tempdir().expect("tempdir");
+    let dir = parent.path().join("store");
+    {
+        let store = KvStore::open(&dir).expect("open");
+        store.put("a", "old").expect("put");
+        store.put(&"L".repeat(500), "old long").expect("put");
+    }
+    // Simulate a crash between writing the temp file and renaming it.
+    fs::write(dir.join("t0123456789abcdef.tmp"), "new but never renamed").expect("write");
+    fs::write(dir.join("tdeadbeef.tmp"), "12\npartial").expect("write");
+    // Files the store does not own are left alone and ignored.
+    fs::write(dir.join(".lock"), "1234").expect("write");
+    fs::write(dir.join("README"), "hello").expect("write");
+    fs::write(dir.join("k_4G"), "bad encoding").expect("write");
+
+    let store = KvStore::open(&dir).expect("reopen");
+    let names = names_in(&dir);
+    assert!(
+        !names.iter().any(|n| n.ends_with(".tmp")),
+        "temp files survived: {names:?}"
+    );
+    assert!(names.contains(&".lock".to_string()));
+    assert!(names.contains(&"README".to_string()));
+    assert!(names.contains(&"k_4G".to_string()));
+    assert_eq!(store.get("a").expect("get").as_deref(), Some("old"));
+    assert_eq!(
+        store.dump().expect("dump"),
+        BTreeMap::from([
+            ("a".to_string(), "old".to_string()),
+            ("L".repeat(500), "old long".to_string()),
+        ])
+    );
+}
+
+#[test]
+fn lock_and_unknown_files_do_not_count_as_keys() {
+    let (_parent, store) = new_store();
+    fs::write(store.dir().join(".lock"), "").expect("write");
+    fs::write(store.dir().join("notes.txt"), "").expect("write");
+    fs::write(store.dir().join("k_61"), "non-canonical").expect("write");
+    fs::write(store.dir().join("hxyz"), "").expect("write");
+    assert!(store.is_empty().expect("is_empty"));
+    assert!(store.dump().expect("dump").is_empty());
+}
+
+#[test]
+fn apply_batch_puts_and_deletes() {
+    let (_parent, store) = new_store();
+    store.put("keep", "k").expect("put");
+    store.put("gone", "g").expect("put");
+    store.put("revived", "r0").expect("put");
+    let long = "Q".repeat(300);
+    store
+        .apply_batch(&[
+            ("new", Some("n")),
+            ("gone", None),
+            ("absent", None),
+            ("twice", Some("first")),
+            ("twice", Some("second")),
+            ("put-then-delete", Some("x")),
+            ("put-then-delete", None),
+            ("revived", None),
+            ("revived", Some("r1")),
+            ("empty", Some("")),
+            (long.as_str(), Some("long")),
+            ("../escape", Some("no")),
+        ])
+        .expect("apply_batch");
+    let expected = BTreeMap::from([
+        ("keep".to_string(), "k".to_string()),
+        ("new".to_string(), "n".to_string()),
+        ("twice".to_string(), "second".to_string()),
+        ("revived".to_string(), "r1".to_string()),
+        ("empty".to_string(), String::new()),
+        (long.clone(), "long".to_string()),
+        ("../escape".to_string(), "no".to_string()),
+    ]);
+    assert_eq!(store.dump().expect("dump"), expected);
+    assert_eq!(store.get("gone").expect("get"), None);
+    assert_eq!(store.get("put-then-delete").expect("get"), None);
+    assert!(!names_in(store.dir()).iter().any(|n| n.ends_with(".tmp")));
+    store.apply_batch(&[]).expect("empty batch");
+    assert_eq!(store.dump().expect("dump"), expected);
+}
+
+#[test]
+fn dump_returns_exactly_what_was_put() {
+    let (_parent, store) = new_store();
+    let mut rng = rand::rng();
+    let mut expected = BTreeMap::new();
+    for _ in 0..200 {
+        let key = random_string(&mut rng, 1, 40);
+        let value = random_string(&mut rng, 0, 100);
+        store.put(&key, &value).expect("put");
+        expected.insert(key, value);
+    }
+    let doomed: Vec<String> = expected.keys().step_by(3).cloned().collect();
+    for key in &doomed {
+        store.delete(key).expect("delete");
+        expected.remove(key);
+    }
+    assert_eq!(store.dump().expect("dump"), expected);
+    assert_eq!(
+        KvStore::open(store.dir())
+            .expect("reopen")
+            .dump()
+            .expect("dump"),
+        expected
+    );
+}
+
+fn random_string(rng: &mut impl Rng, min: usize, max: usize) -> String {
+    let len = rng.random_range(min..=max);
+    (0..len)
+        .map(|_| match rng.random_range(0..4) {
+            0 => char::from(rng.random_range(b'a'..=b'z')),
+            1 => char::from(rng.random_range(0u8..0x80)),
+            2 => char::from_u32(rng.random_range(0x80..0x800)).unwrap_or('x'),
+            _ => rng.random::<char>(),
+        })
+        .collect()
+}
+
+#[test]
+fn name_round_trip_all_chars() {
+    for c in (0..=0x10FFFFu32).filter_map(char::from_u32) {
+        let key = c.to_string();
+        let name = file_name_for(&key);
+        assert_eq!(key_for_file_name(&name), Some(key), "{name}");
+    }
+    for b in 0u8..0x80 {
+        let key = char::from(b).to_string();
+        let name = file_name_for(&key);
+        if b.is_ascii_lowercase() || b.is_ascii_digit() {
+            assert_eq!(name, format!("k{key}"));
+        } else {
+            assert_eq!(name, format!("k_{b:02x}"));
+        }
+    }
+}
+
+#[test]
+fn name_round_trip_random_strings() {
+    let mut rng = rand::rng();
+    for _ in 0..20_000 {
+        let key = random_string(&mut rng, 1, 120);
+        let name = file_name_for(&key);
+        assert!(name.len() <= 255);
+        assert!(
+            name.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+            "{name}"
+        );
+        if name.starts_with('k') {
+            assert!(name.len() <= 200);
+            assert_eq!(key_for_file_name(&name), Some(key));
+        } else {
+            assert!(name.starts_with('h'));
+            assert_eq!(name.len(), 65);
+            assert_eq!(key_for_file_name(&name), None);
+        }
+    }
+}
+
+#[test]
+fn invalid_names_decode_to_none() {
+    for name in [
+        "", "k_61", "k_4", "k_", "k_4G", "k_4A", "kA", "K61", "x", "h", ".lock", "t1.tmp", "k_ff",
+        "k_c3", "ka.b", "k/a", "k_2e/",
+    ] {
+        assert_eq!(key_for_file_name(name), None, "{name:?}");
+    }
+    // Decodes fine but "k" alone is the (unused) empty key.
+    assert_eq!(key_for_file_name("k").as_deref(), Some(""));
+}
+
+#[test]
+fn hashed_file_with_mismatching_key_is_corrupt() {
+    let (_parent, store) = new_store();
+    let key = "m".repeat(1000);
+    store.put(&key, "value").expect("put");
+    let path = store.dir().join(file_name_for(&key));
+
+    // Same length, different key.
+    let other = "n".repeat(1000);
+    fs::write(&path, format!("1000\n{other}value")).expect("write");
+    assert!(matches!(store.get(&key), Err(Error::Corrupt { .. })));
+    assert!(matches!(store.dump(), Err(Error::Corrupt { .. })));
+
+    // Different length.
+    fs::write(&path, "3\nabcvalue").expect("write");
+    assert!(matches!(store.get(&key), Err(Error::Corrupt { .. })));
+    assert!(matches!(store.dump(), Err(Error::Corrupt { .. })));
+
+    // Malformed headers.
+    for content in [
+        &b""[..],
+        b"no header",
+        b"\nxyz",
+        b"-1\nx",
+        b"99999999999999999999999\nx",
+        b"2000\nshort",
+    ] {
+        fs::write(&path, content).expect("write");
+        assert!(
+            matches!(store.get(&key), Err(Error::Corrupt { .. })),
+            "{content:?}"
+        );
+    }
+
+    // Restoring the right content makes it readable again.
+    fs::write(&path, format!("1000\n{key}value")).expect("write");
+    assert_eq!(store.get(&key).expect("get").as_deref(), Some("value"));
+}
+
+#[test]
+fn invalid_utf8_value_is_corrupt() {
+    let (_parent, store) = new_store();
+    fs::write(store.dir().join(file_name_for("bad")), [0xff, 0xfe]).expect("write");
+    assert!(matches!(store.get("bad"), Err(Error::Corrupt { .. })));
+    assert!(matches!(store.dump(), Err(Error::Corrupt { .. })));
+}
+
+#[test]
+fn open_creates_nested_directories() {
+    let parent = tempfile::tempdir().expect("tempdir");
+    let dir = parent.path().join("a").join("b").join("c");
+    let store = KvStore::open(&dir).expect("open");
+    assert!(dir.is_dir());
+    assert_eq!(store.dir(), dir.as_path());
+    assert!(store.is_empty().expect("is_empty"));
+}
+
+#[test]
+fn open_on_a_file_fails_with_io_error() {
+    let parent = tempfile::tempdir().expect("tempdir");
+    let path = parent.path().join("file");
+    fs::write(&path, "x").expect("write");
+    let err = KvStore::open(&path).expect_err("must fail");
+    assert!(matches!(err, Error::Io { .. }));
+    assert!(err.to_string().contains("kv store"));
+}
+
+#[test]
+fn store_is_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<KvStore>();
+    assert_send_sync::<Error>();
+}
+
+#[test]
+fn readers_never_see_half_written_values() {
+    let (_parent, store) = new_store();
+    let store = Arc::new(store);
+    let a = "A".repeat(256 * 1024);
+    let b = "B".repeat(300 * 1024);
+    store.put("key", &a).expect("put");
+    let stop = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..4)
+        .map(|_| {
+            let store = Arc::clone(&store);
+            let stop = Arc::clone(&stop);
+            let (a, b) = (a.clone(), b.clone());
+            std::thread::spawn(move || {
+                let mut reads = 0;
+                while !stop.load(Ordering::Relaxed) || reads == 0 {
+                    let v = store.get("key").expect("get").expect("present");
+                    assert!(v == a || v == b, "torn read of {} bytes", v.len());
+                    reads += 1;
+                }
+            })
+        })
+        .collect();
+    for i in 0..40 {
+        let v = if i % 2 == 0 { &b } else { &a };
+        store.put("key", v).expect("put");
+    }
+    stop.store(true, Ordering::Relaxed);
+    for r in readers {
+        r.join().expect("reader panicked");
+    }
+}

@@ -1,0 +1,13 @@
+pub mod journal;
+pub mod kvstore;
+pub mod limits;
+pub mod tpc;
+
+pub mod proto {
+    pub mod api {
+        tonic::include_proto!("api");
+    }
+    pub mod rpc {
+        tonic::include_proto!("rpc");
+    }
+}

@@ -1,0 +1,373 @@
+//! The follower's protocol core: a pure state machine with no I/O.
+//!
+//! [`FollowerCore::handle`] takes one leader message and returns the [`Effect`]s the
+//! runtime must carry out, in write-ahead order: first what to make durable
+//! ([`Effect::Persist`]), then what to apply to the key-value store ([`Effect::Apply`]),
+//! then [`Effect::Finish`] (which the runtime hands back to [`FollowerCore::finish`] to
+//! release the lock), and last the [`Effect::Reply`]. So the vote is durable before it is
+//! sent, and a decided value is durable and visible before the key's lock is released and
+//! the ACK sent (DESIGN §1.3). Journal replay goes through the same code
+//! ([`FollowerCore::replay`]), minus the persisting and the replies.
+//!
+//! State per transaction: *prepared* (INIT → READY: the key is locked and reads of it are
+//! refused) until a decision arrives, then *decided* (remembered only while a late
+//! PREPARE of it could still arrive). The rules, each one tested in `follower_core_tests.rs`:
+//!
+//! - A PREPARE for a key locked by another transaction gets ABORT.
+//! - A repeated PREPARE gets the same vote; a PREPARE of a transaction already decided,
+//!   or below the low-water mark the leader sent (everything below it that was sent to
+//!   this follower is decided and ACKed), or from an older leader epoch, gets ABORT and
+//!   takes no lock. That is why decided ids are remembered, and journaled, until the
+//!   low-water mark passes them: a checkpoint may drop a decided record only below it.
+//! - A repeated decision gets ACK again and changes nothing; a decision for an unknown
+//!   transaction is journaled as a marker, so that a late PREPARE of it is refused.
+//! - Legacy messages (no transaction id, from classic tooling): at most one undecided
+//!   legacy transaction; an identical retransmitted PREPARE gets the same vote, a
+//!   different one ABORT; a legacy decision that follows, on the same stream, a legacy
+//!   PREPARE this follower refused is ACKed and changes nothing; any other legacy
+//!   decision decides the pending legacy transaction. Legacy messages never touch a
+//!   transaction that has an id.
+//! - Cluster id: adopted from the first leader message that carries one (durably), then
+//!   a leader with another id is refused, and so is a cluster with committed writes
+//!   when this follower is empty (it would serve a partial copy).
+
+use std::collections::{HashMap, HashSet};
+
+use super::message::{Body, LeaderMessage, Op, Outcome, Reply, TxId};
+use super::records::FollowerRecord;
+
+/// Identifies one incoming stream, for the per-stream legacy rule.
+pub type StreamId = u64;
+
+/// The id under which the (single) undecided legacy transaction is kept.
+const LEGACY: &str = "";
+
+/// A transaction that voted COMMIT and waits for its decision.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PreparedTxn {
+    /// The key it locks.
+    pub key: String,
+    /// What it does to the key if committed.
+    pub op: Op,
+}
+
+/// What the runtime must do, in order, after a message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Effect {
+    /// Append this record to the journal and make it durable before anything after it.
+    Persist(FollowerRecord),
+    /// Apply this change to the key-value store, durably.
+    Apply { key: String, op: Op },
+    /// Give this back to [`FollowerCore::finish`]: the transaction is decided and applied.
+    Finish { txid: String, outcome: Outcome },
+    /// Send this answer on the stream the message came from.
+    Reply(Reply),
+    /// Refuse the leader: end the stream with FAILED_PRECONDITION and this message.
+    Refuse(String),
+}
+
+/// The follower's protocol state. See the module documentation for the rules.
+#[derive(Debug, Default)]
+pub struct FollowerCore {
+    cluster_id: Option<String>,
+    /// True if the store holds data (or ever committed here): such a follower may join a
+    /// cluster that has data.
+    has_data: bool,
+    max_epoch: u64,
+    low_water: Option<TxId>,
+    prepared: HashMap<String, PreparedTxn>,
+    /// key -> id of the transaction holding its lock.
+    locks: HashMap<String, String>,
+    decided: HashMap<String, Outcome>,
+    /// Streams whose last legacy PREPARE this follower refused.
+    legacy_refused: HashSet<StreamId>,
+}
+
+impl FollowerCore {
+    /// A core for a follower whose key-value store does (`has_data`) or does not hold data.
+    pub fn new(has_data: bool) -> Self {
+        FollowerCore {
+            has_data,
+            ..Default::default()
+        }
+    }
+
+    /// Handles one message from stream `stream`; returns the effects in write-ahead order.
+    pub fn handle(&mut self, stream: StreamId, msg: LeaderMessage) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        let mut adopted_cluster = false;
+        if let Some(cluster) = &msg.cluster {
+            match &self.cluster_id {
+                Some(mine) if *mine != cluster.id => {
+                    return vec![Effect::Refuse(format!(
+                        "this follower belongs to cluster {mine}, not to the leader's cluster {}; \
+                         point the leader at the right followers, or give this follower empty \
+                         --journal-dir and --kv-dir",
+                        cluster.id
+                    ))];
+                }
+                None if cluster.has_data && !self.has_data => {
+                    return vec![Effect::Refuse(format!(
+                        "this follower is empty but cluster {} already has committed writes; \
+                         seed it first: stop the cluster, copy the --kv-dir and --journal-dir of \
+                         a healthy follower into this follower's directories, then restart",
+                        cluster.id
+                    ))];
+                }
+                None => {
+                    self.cluster_id = Some(cluster.id.clone());
+                    adopted_cluster = true;
+                }
+                Some(_) => {}
+            }
+        }
+        self.max_epoch = self.max_epoch.max(msg.epoch);
+        if let Some(mark) = msg.low_water {
+            self.raise_low_water(mark);
+        }
+        if adopted_cluster {
+            effects.push(Effect::Persist(self.meta_record()));
+        }
+        let problem = msg.prepare_problem();
+        match (msg.is_legacy(), msg.body) {
+            (false, Body::Prepare { key, op }) => {
+                effects.extend(self.prepare(msg.txid, key, op, problem));
+            }
+            (true, Body::Prepare { key, op }) => {
+                effects.extend(self.prepare_legacy(stream, key, op, problem));
+            }
+            (false, Body::Decide(outcome)) => {
+                effects.extend(self.decide(msg.txid, outcome));
+            }
+            (true, Body::Decide(outcome)) => {
+                if self.legacy_refused.remove(&stream) || !self.prepared.contains_key(LEGACY) {
+                    effects.push(Effect::Reply(Reply::Ack));
+                } else {
+                    effects.extend(self.decide(LEGACY.to_string(), outcome));
+                }
+            }
+        }
+        effects
+    }
+
+    fn prepare(
+        &mut self,
+        txid: String,
+        key: String,
+        op: Op,
+        problem: Option<String>,
+    ) -> Vec<Effect> {
+        let abort = vec![Effect::Reply(Reply::Vote(Outcome::Abort))];
+        if self.prepared.contains_key(&txid) {
+            return vec![Effect::Reply(Reply::Vote(Outcome::Commit))];
+        }
+        if self.decided.contains_key(&txid) {
+            return abort;
+        }
+        if let Ok(id) = txid.parse::<TxId>() {
+            let below_mark = self.low_water.is_some_and(|mark| id < mark);
+            if id.epoch < self.max_epoch || below_mark {
+                return abort;
+            }
+        }
+        if problem.is_some() || self.locks.contains_key(&key) {
+            // Remembered so that a retransmission gets the same vote; the leader is
+            // bound to abort this transaction.
+            self.decided.insert(txid, Outcome::Abort);
+            return abort;
+        }
+        self.locks.insert(key.clone(), txid.clone());
+        self.prepared.insert(txid.clone(), PreparedTxn { key: key.clone(), op: op.clone() });
+        vec![
+            Effect::Persist(FollowerRecord::Prepare { txid, key, op }),
+            Effect::Reply(Reply::Vote(Outcome::Commit)),
+        ]
+    }
+
+    fn prepare_legacy(
+        &mut self,
+        stream: StreamId,
+        key: String,
+        op: Op,
+        problem: Option<String>,
+    ) -> Vec<Effect> {
+        let same_as_pending = self
+            .prepared
+            .get(LEGACY)
+            .map(|pending| pending.key == key && pending.op == op);
+        let refuse = match same_as_pending {
+            Some(true) => {
+                self.legacy_refused.remove(&stream);
+                return vec![Effect::Reply(Reply::Vote(Outcome::Commit))];
+            }
+            Some(false) => true,
+            None => problem.is_some() || self.locks.contains_key(&key),
+        };
+        if refuse {
+            self.legacy_refused.insert(stream);
+            return vec![Effect::Reply(Reply::Vote(Outcome::Abort))];
+        }
+        self.legacy_refused.remove(&stream);
+        self.locks.insert(key.clone(), LEGACY.to_string());
+        self.prepared.insert(LEGACY.to_string(), PreparedTxn { key: key.clone(), op: op.clone() });
+        vec![
+            Effect::Persist(FollowerRecord::Prepare { txid: LEGACY.to_string(), key, op }),
+            Effect::Reply(Reply::Vote(Outcome::Commit)),
+        ]
+    }
+
+    /// The decision path, shared by live messages and journal replay.
+    fn decide(&mut self, txid: String, outcome: Outcome) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        if let Some(txn) = self.prepared.get(&txid) {
+            effects.push(Effect::Persist(FollowerRecord::Decide { txid: txid.clone(), outcome }));
+            if outcome == Outcome::Commit {
+                effects.push(Effect::Apply { key: txn.key.clone(), op: txn.op.clone() });
+            }
+            effects.push(Effect::Finish { txid, outcome });
+        } else if let Some(&known) = self.decided.get(&txid) {
+            if known != outcome {
+                tracing::error!(%txid, ?known, ?outcome, "leader sent a decision that contradicts an earlier one; keeping the earlier");
+            }
+        } else if !self.is_below_low_water(&txid) {
+            // Unknown: remember it, durably, so a late PREPARE of it is refused.
+            effects.push(Effect::Persist(FollowerRecord::Decide { txid: txid.clone(), outcome }));
+            effects.push(Effect::Finish { txid, outcome });
+        }
+        effects.push(Effect::Reply(Reply::Ack));
+        effects
+    }
+
+    /// Called by the runtime for [`Effect::Finish`], once the decision is durable and
+    /// applied: forgets the prepared state and releases the key's lock.
+    pub fn finish(&mut self, txid: &str, outcome: Outcome) {
+        if let Some(txn) = self.prepared.remove(txid) {
+            if self.locks.get(&txn.key).is_some_and(|owner| owner == txid) {
+                self.locks.remove(&txn.key);
+            }
+            if outcome == Outcome::Commit {
+                self.has_data = true;
+            }
+        }
+        if txid != LEGACY && !self.is_below_low_water(txid) {
+            self.decided.insert(txid.to_string(), outcome);
+        }
+    }
+
+    /// Called by the runtime when the journal could not make a PREPARE durable: the
+    /// transaction is dropped and the vote becomes ABORT.
+    pub fn prepare_failed(&mut self, txid: &str) -> Reply {
+        if let Some(txn) = self.prepared.remove(txid) {
+            if self.locks.get(&txn.key).is_some_and(|owner| owner == txid) {
+                self.locks.remove(&txn.key);
+            }
+        }
+        if txid != LEGACY {
+            self.decided.insert(txid.to_string(), Outcome::Abort);
+        }
+        Reply::Vote(Outcome::Abort)
+    }
+
+    /// Rebuilds state from one journal record; returns the effects to carry out (only
+    /// [`Effect::Apply`] and [`Effect::Finish`]: a replayed decision is re-applied, which
+    /// is idempotent).
+    pub fn replay(&mut self, record: FollowerRecord) -> Vec<Effect> {
+        match record {
+            FollowerRecord::Meta { cluster_id, max_epoch, low_water } => {
+                if cluster_id.is_some() {
+                    self.cluster_id = cluster_id;
+                }
+                self.max_epoch = self.max_epoch.max(max_epoch);
+                if let Some(mark) = low_water {
+                    self.raise_low_water(mark);
+                }
+                Vec::new()
+            }
+            FollowerRecord::Prepare { txid, key, op } => {
+                self.locks.insert(key.clone(), txid.clone());
+                self.prepared.insert(txid, PreparedTxn { key, op });
+                Vec::new()
+            }
+            FollowerRecord::Decide { txid, outcome } => self
+                .decide(txid, outcome)
+                .into_iter()
+                .filter(|e| matches!(e, Effect::Apply { .. } | Effect::Finish { .. }))
+                .collect(),
+        }
+    }
+
+    /// Ends the per-stream state of a closed stream.
+    pub fn stream_closed(&mut self, stream: StreamId) {
+        self.legacy_refused.remove(&stream);
+    }
+
+    /// Whether a direct read of `key` may be answered now; if not, why (the key has an
+    /// undecided transaction: answering with the old value could be stale).
+    pub fn check_readable(&self, key: &str) -> Result<(), String> {
+        match self.locks.get(key) {
+            None => Ok(()),
+            Some(txid) if txid.is_empty() => {
+                Err("key has an undecided legacy transaction".to_string())
+            }
+            Some(txid) => Err(format!("key has an undecided transaction {txid}")),
+        }
+    }
+
+    /// The records a checkpoint must keep: the metadata, the decided ids a late PREPARE
+    /// could still name, and every undecided transaction.
+    pub fn live_records(&self) -> Vec<FollowerRecord> {
+        let mut records = vec![self.meta_record()];
+        let mut decided: Vec<_> = self.decided.iter().collect();
+        decided.sort();
+        records.extend(decided.into_iter().map(|(txid, &outcome)| FollowerRecord::Decide {
+            txid: txid.clone(),
+            outcome,
+        }));
+        let mut prepared: Vec<_> = self.prepared.iter().collect();
+        prepared.sort_by(|a, b| a.0.cmp(b.0));
+        records.extend(prepared.into_iter().map(|(txid, txn)| FollowerRecord::Prepare {
+            txid: txid.clone(),
+            key: txn.key.clone(),
+            op: txn.op.clone(),
+        }));
+        records
+    }
+
+    /// The undecided transactions, for status and tests.
+    pub fn prepared(&self) -> &HashMap<String, PreparedTxn> {
+        &self.prepared
+    }
+
+    /// The cluster this follower belongs to, if it joined one.
+    pub fn cluster_id(&self) -> Option<&str> {
+        self.cluster_id.as_deref()
+    }
+
+    fn meta_record(&self) -> FollowerRecord {
+        FollowerRecord::Meta {
+            cluster_id: self.cluster_id.clone(),
+            max_epoch: self.max_epoch,
+            low_water: self.low_water,
+        }
+    }
+
+    fn raise_low_water(&mut self, mark: TxId) {
+        if self.low_water.is_some_and(|current| current >= mark) {
+            return;
+        }
+        self.low_water = Some(mark);
+        self.decided
+            .retain(|txid, _| txid.parse::<TxId>().map_or(true, |id| id >= mark));
+    }
+
+    fn is_below_low_water(&self, txid: &str) -> bool {
+        match (txid.parse::<TxId>(), self.low_water) {
+            (Ok(id), Some(mark)) => id < mark,
+            _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "follower_core_tests.rs"]
+mod tests;

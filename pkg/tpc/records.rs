@@ -1,0 +1,220 @@
+//! Journal records of the leader and the follower, and their encoding as journal fields.
+//!
+//! Every record is a list of string fields whose first field names the kind. The
+//! journal escapes the fields, so keys and values may hold any characters.
+//!
+//! Follower journal:
+//! - `meta CLUSTER_ID MAX_EPOCH LOW_WATER` (empty fields when unknown)
+//! - `prepare TXID KEY put VALUE` or `prepare TXID KEY del` (TXID empty: legacy)
+//! - `decide TXID commit|abort`
+//!
+//! Leader journal:
+//! - `meta CLUSTER_ID EPOCH HAS_DATA` (HAS_DATA is `0` or `1`)
+//! - `begin TXID KEY FOLLOWER...` before the first PREPARE
+//! - `decide TXID commit|abort FOLLOWER...` (the followers that still need the decision)
+//! - `done TXID` once every one of them ACKed
+
+use super::message::{Op, Outcome, TxId};
+use crate::journal::Record;
+
+/// A record in a follower's journal.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FollowerRecord {
+    /// Cluster membership and the protocol marks that let a checkpoint drop decided ids.
+    Meta {
+        cluster_id: Option<String>,
+        max_epoch: u64,
+        low_water: Option<TxId>,
+    },
+    /// A COMMIT vote: the transaction holds the key's lock until its decision.
+    Prepare { txid: String, key: String, op: Op },
+    /// A decision (or a marker for a decided transaction this follower never prepared).
+    Decide { txid: String, outcome: Outcome },
+}
+
+/// A record in the leader's journal.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LeaderRecord {
+    /// Written at every start (with the new epoch) and when the cluster gets data.
+    Meta {
+        cluster_id: String,
+        epoch: u64,
+        has_data: bool,
+    },
+    /// A transaction about to send its first PREPARE.
+    Begin {
+        txid: TxId,
+        key: String,
+        followers: Vec<String>,
+    },
+    /// Its decision, and the followers it must reach.
+    Decide {
+        txid: TxId,
+        outcome: Outcome,
+        followers: Vec<String>,
+    },
+    /// Every follower ACKed the decision: the transaction is finished.
+    Done { txid: TxId },
+}
+
+fn opt_field(value: &Option<String>) -> String {
+    value.clone().unwrap_or_default()
+}
+
+fn parse_u64(field: &str, what: &str) -> Result<u64, String> {
+    field.parse().map_err(|_| format!("bad {what} {field:?}"))
+}
+
+fn parse_txid(field: &str) -> Result<TxId, String> {
+    field.parse()
+}
+
+fn parse_outcome(field: &str) -> Result<Outcome, String> {
+    Outcome::parse(field).ok_or_else(|| format!("bad outcome {field:?}"))
+}
+
+impl From<&FollowerRecord> for Record {
+    fn from(record: &FollowerRecord) -> Record {
+        match record {
+            FollowerRecord::Meta { cluster_id, max_epoch, low_water } => vec![
+                "meta".into(),
+                opt_field(cluster_id),
+                max_epoch.to_string(),
+                low_water.map(|t| t.to_string()).unwrap_or_default(),
+            ],
+            FollowerRecord::Prepare { txid, key, op } => {
+                let mut fields = vec!["prepare".into(), txid.clone(), key.clone()];
+                match op {
+                    Op::Put(value) => fields.extend(["put".into(), value.clone()]),
+                    Op::Delete => fields.push("del".into()),
+                }
+                fields
+            }
+            FollowerRecord::Decide { txid, outcome } => {
+                vec!["decide".into(), txid.clone(), outcome.as_str().into()]
+            }
+        }
+    }
+}
+
+impl TryFrom<Record> for FollowerRecord {
+    type Error = String;
+    fn try_from(record: Record) -> Result<Self, String> {
+        let fields: Vec<&str> = record.iter().map(String::as_str).collect();
+        match fields.as_slice() {
+            ["meta", cluster, epoch, low_water] => Ok(FollowerRecord::Meta {
+                cluster_id: (!cluster.is_empty()).then(|| cluster.to_string()),
+                max_epoch: parse_u64(epoch, "epoch")?,
+                low_water: if low_water.is_empty() {
+                    None
+                } else {
+                    Some(parse_txid(low_water)?)
+                },
+            }),
+            ["prepare", txid, key, "put", value] => Ok(FollowerRecord::Prepare {
+                txid: txid.to_string(),
+                key: key.to_string(),
+                op: Op::Put(value.to_string()),
+            }),
+            ["prepare", txid, key, "del"] => Ok(FollowerRecord::Prepare {
+                txid: txid.to_string(),
+                key: key.to_string(),
+                op: Op::Delete,
+            }),
+            ["decide", txid, outcome] => Ok(FollowerRecord::Decide {
+                txid: txid.to_string(),
+                outcome: parse_outcome(outcome)?,
+            }),
+            _ => Err(format!("not a follower record: {:?}", fields.first())),
+        }
+    }
+}
+
+impl From<&LeaderRecord> for Record {
+    fn from(record: &LeaderRecord) -> Record {
+        match record {
+            LeaderRecord::Meta { cluster_id, epoch, has_data } => vec![
+                "meta".into(),
+                cluster_id.clone(),
+                epoch.to_string(),
+                if *has_data { "1" } else { "0" }.into(),
+            ],
+            LeaderRecord::Begin { txid, key, followers } => {
+                let mut fields = vec!["begin".into(), txid.to_string(), key.clone()];
+                fields.extend(followers.iter().cloned());
+                fields
+            }
+            LeaderRecord::Decide { txid, outcome, followers } => {
+                let mut fields = vec!["decide".into(), txid.to_string(), outcome.as_str().into()];
+                fields.extend(followers.iter().cloned());
+                fields
+            }
+            LeaderRecord::Done { txid } => vec!["done".into(), txid.to_string()],
+        }
+    }
+}
+
+impl TryFrom<Record> for LeaderRecord {
+    type Error = String;
+    fn try_from(record: Record) -> Result<Self, String> {
+        let fields: Vec<&str> = record.iter().map(String::as_str).collect();
+        let rest = |from: usize| fields[from..].iter().map(|f| f.to_string()).collect();
+        match fields.as_slice() {
+            ["meta", cluster, epoch, has_data] => Ok(LeaderRecord::Meta {
+                cluster_id: cluster.to_string(),
+                epoch: parse_u64(epoch, "epoch")?,
+                has_data: *has_data == "1",
+            }),
+            ["begin", txid, key, ..] => Ok(LeaderRecord::Begin {
+                txid: parse_txid(txid)?,
+                key: key.to_string(),
+                followers: rest(3),
+            }),
+            ["decide", txid, outcome, ..] => Ok(LeaderRecord::Decide {
+                txid: parse_txid(txid)?,
+                outcome: parse_outcome(outcome)?,
+                followers: rest(3),
+            }),
+            ["done", txid] => Ok(LeaderRecord::Done { txid: parse_txid(txid)? }),
+            _ => Err(format!("not a leader record: {:?}", fields.first())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn follower_records_round_trip() {
+        let records = [
+            FollowerRecord::Meta { cluster_id: Some("c".into()), max_epoch: 3, low_water: Some(TxId { epoch: 3, seq: 9 }) },
+            FollowerRecord::Meta { cluster_id: None, max_epoch: 0, low_water: None },
+            FollowerRecord::Prepare { txid: "1.2".into(), key: "a b\n".into(), op: Op::Put(String::new()) },
+            FollowerRecord::Prepare { txid: String::new(), key: "k".into(), op: Op::Delete },
+            FollowerRecord::Decide { txid: "1.2".into(), outcome: Outcome::Abort },
+        ];
+        for record in records {
+            let fields: Record = (&record).into();
+            assert_eq!(FollowerRecord::try_from(fields).unwrap(), record);
+        }
+        assert!(FollowerRecord::try_from(vec!["bogus".to_string()]).is_err());
+        assert!(FollowerRecord::try_from(vec!["decide".into(), "1.1".into(), "maybe".into()]).is_err());
+    }
+
+    #[test]
+    fn leader_records_round_trip() {
+        let txid = TxId { epoch: 2, seq: 7 };
+        let records = [
+            LeaderRecord::Meta { cluster_id: "c".into(), epoch: 2, has_data: true },
+            LeaderRecord::Begin { txid, key: "k".into(), followers: vec!["a:1".into(), "unix:/x".into()] },
+            LeaderRecord::Decide { txid, outcome: Outcome::Commit, followers: vec![] },
+            LeaderRecord::Done { txid },
+        ];
+        for record in records {
+            let fields: Record = (&record).into();
+            assert_eq!(LeaderRecord::try_from(fields).unwrap(), record);
+        }
+        assert!(LeaderRecord::try_from(vec!["begin".into(), "x".into(), "k".into()]).is_err());
+    }
+}
