@@ -1,1 +1,325 @@
-fn main() {}
+//! The `tpc` command: a leader, a follower, or a client, by its flags.
+//!
+//! Flags follow DESIGN §3. For the classic Go tooling's scripts, `-flag` is read as
+//! `--flag`, boolean flags take `=true`/`=false`, and `--journal FILE` and
+//! `--logtostderr` are accepted.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, CommandFactory, Parser, Subcommand};
+use tracing::Instrument;
+
+use tpc::client::{self, shell, Client};
+use tpc::net::{Address, ListenAddr, Listener};
+use tpc::tpc::follower::{Follower, FollowerConfig};
+use tpc::tpc::leader::{Leader, LeaderConfig};
+
+/// The leader's port when none is given, and the port the client dials by default.
+const DEFAULT_LEADER_PORT: u16 = 50000;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "tpc",
+    version,
+    about = "A small, strongly consistent replicated key-value store (one leader, N followers, two-phase commit)",
+    long_about = None,
+    args_conflicts_with_subcommands = true,
+    after_help = "Examples:
+  tpc --tpc-follower --journal-dir data/f1 --kv-dir data/f1/kv --port 50001
+  tpc --tpc-leader --journal-dir data/leader --follower 127.0.0.1:50001 --port 50000
+  tpc client                      # interactive shell against 127.0.0.1:50000
+  tpc client put greeting hello   # one command
+  scripts/cluster.sh 3            # a local leader and 3 followers
+
+Logs go to stderr; filter them with RUST_LOG (e.g. RUST_LOG=debug)."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    node: NodeArgs,
+}
+
+#[derive(Args, Debug)]
+struct NodeArgs {
+    /// Run as the leader: serve clients and coordinate writes.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "BOOL")]
+    tpc_leader: Option<bool>,
+    /// Run as a follower: hold a full copy and vote on writes.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "BOOL")]
+    tpc_follower: Option<bool>,
+    /// Directory of the journal (the file DIR/journal). Created if absent.
+    #[arg(long, value_name = "DIR")]
+    journal_dir: Option<PathBuf>,
+    /// The journal file itself (classic flag; instead of --journal-dir).
+    #[arg(long, value_name = "FILE", conflicts_with = "journal_dir")]
+    journal: Option<PathBuf>,
+    /// Follower: directory of the key-value files. Created if absent.
+    #[arg(long, value_name = "DIR")]
+    kv_dir: Option<PathBuf>,
+    /// Leader: a follower's address, host:port or unix:/path (repeat, or separate with commas).
+    #[arg(long = "follower", value_name = "ADDR", value_delimiter = ',')]
+    followers: Vec<String>,
+    /// Listen on this port on all interfaces (IPv6 and IPv4). Leader default: 50000.
+    #[arg(long, conflicts_with = "listen")]
+    port: Option<u16>,
+    /// Listen on this address instead: host:port or unix:/path.
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// This node's name in logs.
+    #[arg(long)]
+    name: Option<String>,
+    /// Leader: how long to wait for each follower's vote; no answer counts as ABORT.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    vote_timeout: Duration,
+    /// Accepted for compatibility with the classic tooling; logs always go to stderr.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "BOOL")]
+    logtostderr: Option<bool>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Talk to a cluster: an interactive shell, or one command.
+    Client(ClientArgs),
+}
+
+#[derive(Args, Debug)]
+struct ClientArgs {
+    /// The leader's address, host:port or unix:/path.
+    #[arg(long, default_value = client::DEFAULT_LEADER, value_name = "ADDR")]
+    leader: String,
+    /// How long one request may take.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    timeout: Duration,
+    #[command(subcommand)]
+    op: Option<ClientOp>,
+}
+
+#[derive(Subcommand, Debug)]
+enum ClientOp {
+    /// Print the value of KEY (exit status 1 if absent, 2 on error).
+    Get { key: String },
+    /// Set KEY to VALUE on every follower.
+    Put { key: String, value: String },
+    /// Delete KEY.
+    #[command(alias = "delete")]
+    Del { key: String },
+}
+
+/// Parses `500ms`, `1s`, `1.5s`, `2m`, or a plain number of seconds.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
+        Some(i) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 500ms or 1s"))?;
+    let seconds = match unit {
+        "ms" => number / 1000.0,
+        "s" => number,
+        "m" => number * 60.0,
+        _ => return Err(format!("{text:?}: unit must be ms, s or m")),
+    };
+    if !(seconds > 0.0 && seconds < 1e6) {
+        return Err(format!("{text:?} must be more than zero"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+/// Rewrites Go-style `-flag` into `--flag` for the long flags we know.
+fn go_style_args() -> Vec<String> {
+    let command = Cli::command();
+    let mut known: Vec<String> = command
+        .get_arguments()
+        .filter_map(|a| a.get_long().map(String::from))
+        .collect();
+    for sub in command.get_subcommands() {
+        known.extend(
+            sub.get_arguments()
+                .filter_map(|a| a.get_long().map(String::from)),
+        );
+    }
+    std::env::args()
+        .map(|arg| {
+            let bare = arg.strip_prefix('-').filter(|rest| !rest.starts_with('-'));
+            match bare {
+                Some(rest)
+                    if known
+                        .iter()
+                        .any(|k| rest.split('=').next() == Some(k.as_str())) =>
+                {
+                    format!("-{arg}")
+                }
+                _ => arg,
+            }
+        })
+        .collect()
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse_from(go_style_args());
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("tpc: error: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match cli.command {
+        Some(Command::Client(args)) => runtime.block_on(client_main(args)),
+        None => {
+            init_logging();
+            match runtime.block_on(node_main(cli.node)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    eprintln!("tpc: error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+async fn node_main(args: NodeArgs) -> Result<(), String> {
+    let leader = args.tpc_leader == Some(true);
+    let follower = args.tpc_follower == Some(true);
+    if leader == follower {
+        return Err(
+            "choose one role: --tpc-leader or --tpc-follower (or use `tpc client`); see tpc --help"
+                .into(),
+        );
+    }
+    let journal_path = match (&args.journal_dir, &args.journal) {
+        (Some(dir), None) => dir.join("journal"),
+        (None, Some(file)) => file.clone(),
+        _ => return Err("give --journal-dir DIR (or the classic --journal FILE)".into()),
+    };
+    let listen = match (&args.port, &args.listen) {
+        (Some(port), None) => ListenAddr::Port(*port),
+        (None, Some(addr)) => ListenAddr::Addr(addr.parse::<Address>()?),
+        (None, None) if leader => ListenAddr::Port(DEFAULT_LEADER_PORT),
+        _ => return Err("give --port PORT or --listen ADDR".into()),
+    };
+    let role = if leader { "leader" } else { "follower" };
+    let name = args.name.clone().unwrap_or_else(|| role.to_string());
+    let span = tracing::info_span!("node", name = %name);
+    async move {
+        let shutdown = shutdown_signal();
+        if leader {
+            let config = LeaderConfig { journal_path, followers: args.followers.clone(), vote_timeout: args.vote_timeout };
+            let node = Leader::start(config).map_err(|e| e.to_string())?;
+            let listener = Listener::bind(&listen).await.map_err(|e| format!("cannot listen on {listen:?}: {e}"))?;
+            tracing::info!(address = %listener.local_address(), followers = ?args.followers, "leader listening");
+            node.serve(listener, shutdown).await.map_err(|e| e.to_string())
+        } else {
+            let kv_dir = args.kv_dir.clone().ok_or("a follower needs --kv-dir DIR")?;
+            let node = Follower::open(&FollowerConfig { journal_path, kv_dir }).map_err(|e| e.to_string())?;
+            let listener = Listener::bind(&listen).await.map_err(|e| format!("cannot listen on {listen:?}: {e}"))?;
+            tracing::info!(address = %listener.local_address(), "follower listening");
+            node.serve(listener, shutdown).await.map_err(|e| e.to_string())
+        }
+    }
+    .instrument(span)
+    .await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down");
+}
+
+async fn client_main(args: ClientArgs) -> ExitCode {
+    let mut client = match Client::new(&args.leader, args.timeout) {
+        Ok(client) => client,
+        Err(e) => {
+            eprintln!("tpc client: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let command = match args.op {
+        None => {
+            return match shell::interactive(client, &args.leader).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("tpc client: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Some(ClientOp::Get { key }) => shell::Command::Get(key),
+        Some(ClientOp::Put { key, value }) => shell::Command::Put(key, value),
+        Some(ClientOp::Del { key }) => shell::Command::Delete(key),
+    };
+    let is_get = matches!(command, shell::Command::Get(_));
+    match shell::run(&mut client, command).await {
+        Ok(text) => {
+            if is_get {
+                println!("{text}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            if error.starts_with("NOT_FOUND") {
+                ExitCode::from(1)
+            } else {
+                ExitCode::from(2)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1s"), Ok(Duration::from_secs(1)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        for bad in ["", "0", "0s", "x", "1h", "-1s"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

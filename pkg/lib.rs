@@ -1,13 +1,68 @@
+//! tpc: a small, strongly consistent replicated key-value store.
+//!
+//! One leader serves clients; every follower holds a full copy; every write is made
+//! atomic across all followers with two-phase commit over one long-lived bidirectional
+//! gRPC stream per follower. `DESIGN.md` (in the project's shared folder) is the contract;
+//! the README tells how to run it.
+//!
+//! - [`journal`]: the append-only, checksummed line journal every node writes ahead.
+//! - [`kvstore`]: the follower's file-per-key store.
+//! - [`tpc`]: the protocol cores (pure state machines) and the runtime around them.
+//! - [`client`]: the client library used by the shell, the tests and the tools.
+
+use std::path::PathBuf;
+
+pub mod client;
+pub mod dirlock;
 pub mod journal;
 pub mod kvstore;
 pub mod limits;
+pub mod net;
 pub mod tpc;
 
+/// The generated wire types (`api/kv.proto`, `pkg/rpc/tpc.proto`).
 pub mod proto {
+    /// Client API: package `api`.
     pub mod api {
         tonic::include_proto!("api");
     }
+    /// Leader <-> follower protocol: package `rpc`.
     pub mod rpc {
         tonic::include_proto!("rpc");
     }
 }
+
+/// A node-level error: what stops a node from starting or running. Errors a client
+/// can cause are `tonic::Status`es instead, and never reach this type.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The journal failed or is corrupt.
+    #[error(transparent)]
+    Journal(#[from] journal::Error),
+    /// The key-value store failed.
+    #[error(transparent)]
+    Kv(#[from] kvstore::Error),
+    /// A journal record that decodes but is not a valid protocol record.
+    #[error("journal {path}: record {index}: {reason}; refusing to start")]
+    BadRecord {
+        path: PathBuf,
+        index: usize,
+        reason: String,
+    },
+    /// A file system operation failed.
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Bad flags or an unusable setup.
+    #[error("{0}")]
+    Config(String),
+    /// The gRPC server failed.
+    #[error("server: {0}")]
+    Server(#[from] tonic::transport::Error),
+}
+
+/// Result with [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;

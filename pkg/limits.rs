@@ -43,9 +43,13 @@ mod tests {
         assert!(check_key("k").is_ok());
         assert!(check_key(&"k".repeat(MAX_KEY_BYTES)).is_ok());
         assert!(check_key("").unwrap_err().contains("empty"));
-        assert!(check_key(&"k".repeat(MAX_KEY_BYTES + 1)).unwrap_err().contains("64 KiB"));
+        assert!(check_key(&"k".repeat(MAX_KEY_BYTES + 1))
+            .unwrap_err()
+            .contains("64 KiB"));
         assert!(check_value("").is_ok());
         assert!(check_value(&"v".repeat(MAX_VALUE_BYTES)).is_ok());
-        assert!(check_value(&"v".repeat(MAX_VALUE_BYTES + 1)).unwrap_err().contains("3 MiB"));
+        assert!(check_value(&"v".repeat(MAX_VALUE_BYTES + 1))
+            .unwrap_err()
+            .contains("3 MiB"));
     }
 }

@@ -177,7 +177,13 @@ impl FollowerCore {
             return abort;
         }
         self.locks.insert(key.clone(), txid.clone());
-        self.prepared.insert(txid.clone(), PreparedTxn { key: key.clone(), op: op.clone() });
+        self.prepared.insert(
+            txid.clone(),
+            PreparedTxn {
+                key: key.clone(),
+                op: op.clone(),
+            },
+        );
         vec![
             Effect::Persist(FollowerRecord::Prepare { txid, key, op }),
             Effect::Reply(Reply::Vote(Outcome::Commit)),
@@ -209,9 +215,19 @@ impl FollowerCore {
         }
         self.legacy_refused.remove(&stream);
         self.locks.insert(key.clone(), LEGACY.to_string());
-        self.prepared.insert(LEGACY.to_string(), PreparedTxn { key: key.clone(), op: op.clone() });
+        self.prepared.insert(
+            LEGACY.to_string(),
+            PreparedTxn {
+                key: key.clone(),
+                op: op.clone(),
+            },
+        );
         vec![
-            Effect::Persist(FollowerRecord::Prepare { txid: LEGACY.to_string(), key, op }),
+            Effect::Persist(FollowerRecord::Prepare {
+                txid: LEGACY.to_string(),
+                key,
+                op,
+            }),
             Effect::Reply(Reply::Vote(Outcome::Commit)),
         ]
     }
@@ -220,9 +236,15 @@ impl FollowerCore {
     fn decide(&mut self, txid: String, outcome: Outcome) -> Vec<Effect> {
         let mut effects = Vec::new();
         if let Some(txn) = self.prepared.get(&txid) {
-            effects.push(Effect::Persist(FollowerRecord::Decide { txid: txid.clone(), outcome }));
+            effects.push(Effect::Persist(FollowerRecord::Decide {
+                txid: txid.clone(),
+                outcome,
+            }));
             if outcome == Outcome::Commit {
-                effects.push(Effect::Apply { key: txn.key.clone(), op: txn.op.clone() });
+                effects.push(Effect::Apply {
+                    key: txn.key.clone(),
+                    op: txn.op.clone(),
+                });
             }
             effects.push(Effect::Finish { txid, outcome });
         } else if let Some(&known) = self.decided.get(&txid) {
@@ -231,7 +253,10 @@ impl FollowerCore {
             }
         } else if !self.is_below_low_water(&txid) {
             // Unknown: remember it, durably, so a late PREPARE of it is refused.
-            effects.push(Effect::Persist(FollowerRecord::Decide { txid: txid.clone(), outcome }));
+            effects.push(Effect::Persist(FollowerRecord::Decide {
+                txid: txid.clone(),
+                outcome,
+            }));
             effects.push(Effect::Finish { txid, outcome });
         }
         effects.push(Effect::Reply(Reply::Ack));
@@ -273,7 +298,11 @@ impl FollowerCore {
     /// is idempotent).
     pub fn replay(&mut self, record: FollowerRecord) -> Vec<Effect> {
         match record {
-            FollowerRecord::Meta { cluster_id, max_epoch, low_water } => {
+            FollowerRecord::Meta {
+                cluster_id,
+                max_epoch,
+                low_water,
+            } => {
                 if cluster_id.is_some() {
                     self.cluster_id = cluster_id;
                 }
@@ -319,17 +348,25 @@ impl FollowerCore {
         let mut records = vec![self.meta_record()];
         let mut decided: Vec<_> = self.decided.iter().collect();
         decided.sort();
-        records.extend(decided.into_iter().map(|(txid, &outcome)| FollowerRecord::Decide {
-            txid: txid.clone(),
-            outcome,
-        }));
+        records.extend(
+            decided
+                .into_iter()
+                .map(|(txid, &outcome)| FollowerRecord::Decide {
+                    txid: txid.clone(),
+                    outcome,
+                }),
+        );
         let mut prepared: Vec<_> = self.prepared.iter().collect();
         prepared.sort_by(|a, b| a.0.cmp(b.0));
-        records.extend(prepared.into_iter().map(|(txid, txn)| FollowerRecord::Prepare {
-            txid: txid.clone(),
-            key: txn.key.clone(),
-            op: txn.op.clone(),
-        }));
+        records.extend(
+            prepared
+                .into_iter()
+                .map(|(txid, txn)| FollowerRecord::Prepare {
+                    txid: txid.clone(),
+                    key: txn.key.clone(),
+                    op: txn.op.clone(),
+                }),
+        );
         records
     }
 

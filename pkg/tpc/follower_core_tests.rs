@@ -6,10 +6,22 @@ use crate::tpc::message::ClusterInfo;
 
 fn msg(txid: &str, body: Body) -> LeaderMessage {
     let epoch = txid.parse::<TxId>().map(|t| t.epoch).unwrap_or(0);
-    LeaderMessage { txid: txid.into(), body, epoch, low_water: None, cluster: None }
+    LeaderMessage {
+        txid: txid.into(),
+        body,
+        epoch,
+        low_water: None,
+        cluster: None,
+    }
 }
 fn prepare(txid: &str, key: &str, value: &str) -> LeaderMessage {
-    msg(txid, Body::Prepare { key: key.into(), op: Op::Put(value.into()) })
+    msg(
+        txid,
+        Body::Prepare {
+            key: key.into(),
+            op: Op::Put(value.into()),
+        },
+    )
 }
 fn decide(txid: &str, outcome: Outcome) -> LeaderMessage {
     msg(txid, Body::Decide(outcome))
@@ -32,15 +44,25 @@ fn run(core: &mut FollowerCore, stream: StreamId, m: LeaderMessage) -> Vec<Effec
 }
 
 fn persisted_prepare(txid: &str, key: &str, value: &str) -> Effect {
-    Effect::Persist(FollowerRecord::Prepare { txid: txid.into(), key: key.into(), op: Op::Put(value.into()) })
+    Effect::Persist(FollowerRecord::Prepare {
+        txid: txid.into(),
+        key: key.into(),
+        op: Op::Put(value.into()),
+    })
 }
 
 #[test]
 fn prepare_journals_the_vote_before_replying_and_locks_the_key() {
     let mut core = FollowerCore::new(false);
     let effects = run(&mut core, 1, prepare("1.1", "k", "v"));
-    assert_eq!(effects, vec![persisted_prepare("1.1", "k", "v"), vote(Commit)]);
-    assert!(core.check_readable("k").is_err(), "lock must be visible to reads");
+    assert_eq!(
+        effects,
+        vec![persisted_prepare("1.1", "k", "v"), vote(Commit)]
+    );
+    assert!(
+        core.check_readable("k").is_err(),
+        "lock must be visible to reads"
+    );
     assert!(core.check_readable("other").is_ok());
 }
 
@@ -52,13 +74,25 @@ fn commit_journals_applies_then_releases_then_acks() {
     assert_eq!(
         effects,
         vec![
-            Effect::Persist(FollowerRecord::Decide { txid: "1.1".into(), outcome: Commit }),
-            Effect::Apply { key: "k".into(), op: Op::Put("v".into()) },
-            Effect::Finish { txid: "1.1".into(), outcome: Commit },
+            Effect::Persist(FollowerRecord::Decide {
+                txid: "1.1".into(),
+                outcome: Commit
+            }),
+            Effect::Apply {
+                key: "k".into(),
+                op: Op::Put("v".into())
+            },
+            Effect::Finish {
+                txid: "1.1".into(),
+                outcome: Commit
+            },
             ACK,
         ]
     );
-    assert!(core.check_readable("k").is_err(), "lock held until Finish is carried out");
+    assert!(
+        core.check_readable("k").is_err(),
+        "lock held until Finish is carried out"
+    );
     core.finish("1.1", Commit);
     assert!(core.check_readable("k").is_ok());
 }
@@ -77,17 +111,26 @@ fn abort_releases_without_applying() {
 fn prepare_of_a_locked_key_gets_abort_and_same_vote_on_retry() {
     let mut core = FollowerCore::new(false);
     run(&mut core, 1, prepare("1.1", "k", "v"));
-    assert_eq!(run(&mut core, 1, prepare("1.2", "k", "w")), vec![vote(Abort)]);
+    assert_eq!(
+        run(&mut core, 1, prepare("1.2", "k", "w")),
+        vec![vote(Abort)]
+    );
     run(&mut core, 1, decide("1.1", Commit));
     // The lock is gone now, but 1.2 was refused: a retransmission gets the same vote.
-    assert_eq!(run(&mut core, 1, prepare("1.2", "k", "w")), vec![vote(Abort)]);
+    assert_eq!(
+        run(&mut core, 1, prepare("1.2", "k", "w")),
+        vec![vote(Abort)]
+    );
 }
 
 #[test]
 fn repeated_prepare_gets_the_same_commit_vote_without_journaling_again() {
     let mut core = FollowerCore::new(false);
     run(&mut core, 1, prepare("1.1", "k", "v"));
-    assert_eq!(run(&mut core, 2, prepare("1.1", "k", "v")), vec![vote(Commit)]);
+    assert_eq!(
+        run(&mut core, 2, prepare("1.1", "k", "v")),
+        vec![vote(Commit)]
+    );
 }
 
 #[test]
@@ -96,7 +139,11 @@ fn repeated_decision_gets_ack_and_changes_nothing() {
     run(&mut core, 1, prepare("1.1", "k", "v"));
     run(&mut core, 1, decide("1.1", Commit));
     assert_eq!(run(&mut core, 1, decide("1.1", Commit)), vec![ACK]);
-    assert_eq!(run(&mut core, 1, decide("1.1", Abort)), vec![ACK], "a contradicting decision changes nothing");
+    assert_eq!(
+        run(&mut core, 1, decide("1.1", Abort)),
+        vec![ACK],
+        "a contradicting decision changes nothing"
+    );
 }
 
 #[test]
@@ -104,7 +151,10 @@ fn prepare_of_a_decided_transaction_gets_abort_and_no_lock() {
     let mut core = FollowerCore::new(false);
     run(&mut core, 1, prepare("1.1", "k", "v"));
     run(&mut core, 1, decide("1.1", Commit));
-    assert_eq!(run(&mut core, 1, prepare("1.1", "k", "v")), vec![vote(Abort)]);
+    assert_eq!(
+        run(&mut core, 1, prepare("1.1", "k", "v")),
+        vec![vote(Abort)]
+    );
     assert!(core.check_readable("k").is_ok());
 }
 
@@ -115,12 +165,21 @@ fn decision_for_an_unknown_transaction_is_journaled_so_a_late_prepare_is_refused
     assert_eq!(
         effects,
         vec![
-            Effect::Persist(FollowerRecord::Decide { txid: "1.5".into(), outcome: Abort }),
-            Effect::Finish { txid: "1.5".into(), outcome: Abort },
+            Effect::Persist(FollowerRecord::Decide {
+                txid: "1.5".into(),
+                outcome: Abort
+            }),
+            Effect::Finish {
+                txid: "1.5".into(),
+                outcome: Abort
+            },
             ACK
         ]
     );
-    assert_eq!(run(&mut core, 1, prepare("1.5", "k", "v")), vec![vote(Abort)]);
+    assert_eq!(
+        run(&mut core, 1, prepare("1.5", "k", "v")),
+        vec![vote(Abort)]
+    );
     assert!(core.check_readable("k").is_ok());
 }
 
@@ -131,7 +190,10 @@ fn prepare_below_the_low_water_mark_gets_abort_and_no_lock() {
     let mut m = prepare("1.9", "other", "x");
     m.low_water = Some(TxId { epoch: 1, seq: 9 });
     run(&mut core, 1, m);
-    assert_eq!(run(&mut core, 1, prepare("1.3", "k", "v")), vec![vote(Abort)]);
+    assert_eq!(
+        run(&mut core, 1, prepare("1.3", "k", "v")),
+        vec![vote(Abort)]
+    );
     assert!(core.check_readable("k").is_ok());
     // A decision below the mark needs no marker.
     assert_eq!(run(&mut core, 1, decide("1.3", Abort)), vec![ACK]);
@@ -141,7 +203,10 @@ fn prepare_below_the_low_water_mark_gets_abort_and_no_lock() {
 fn prepare_from_an_older_epoch_gets_abort() {
     let mut core = FollowerCore::new(false);
     run(&mut core, 1, prepare("5.1", "a", "x"));
-    assert_eq!(run(&mut core, 1, prepare("4.7", "k", "v")), vec![vote(Abort)]);
+    assert_eq!(
+        run(&mut core, 1, prepare("4.7", "k", "v")),
+        vec![vote(Abort)]
+    );
     assert!(core.check_readable("k").is_ok());
 }
 
@@ -162,9 +227,15 @@ fn low_water_mark_prunes_remembered_decisions() {
 #[test]
 fn invalid_prepare_gets_abort() {
     let mut core = FollowerCore::new(false);
-    assert_eq!(run(&mut core, 1, prepare("1.1", "", "v")), vec![vote(Abort)]);
+    assert_eq!(
+        run(&mut core, 1, prepare("1.1", "", "v")),
+        vec![vote(Abort)]
+    );
     let huge = "v".repeat(crate::limits::MAX_VALUE_BYTES + 1);
-    assert_eq!(run(&mut core, 1, prepare("1.2", "k", &huge)), vec![vote(Abort)]);
+    assert_eq!(
+        run(&mut core, 1, prepare("1.2", "k", &huge)),
+        vec![vote(Abort)]
+    );
 }
 
 #[test]
@@ -173,13 +244,19 @@ fn failed_journal_write_turns_the_vote_into_abort() {
     run(&mut core, 1, prepare("1.1", "k", "v"));
     assert_eq!(core.prepare_failed("1.1"), Reply::Vote(Abort));
     assert!(core.check_readable("k").is_ok());
-    assert_eq!(run(&mut core, 1, prepare("1.1", "k", "v")), vec![vote(Abort)]);
+    assert_eq!(
+        run(&mut core, 1, prepare("1.1", "k", "v")),
+        vec![vote(Abort)]
+    );
 }
 
 #[test]
 fn legacy_identical_prepare_gets_same_vote_and_different_one_abort() {
     let mut core = FollowerCore::new(false);
-    assert_eq!(run(&mut core, 1, prepare("", "k", "v")), vec![persisted_prepare("", "k", "v"), vote(Commit)]);
+    assert_eq!(
+        run(&mut core, 1, prepare("", "k", "v")),
+        vec![persisted_prepare("", "k", "v"), vote(Commit)]
+    );
     assert_eq!(run(&mut core, 1, prepare("", "k", "v")), vec![vote(Commit)]);
     assert_eq!(run(&mut core, 2, prepare("", "j", "w")), vec![vote(Abort)]);
 }
@@ -190,10 +267,16 @@ fn legacy_decision_after_a_refused_prepare_on_the_same_stream_changes_nothing() 
     run(&mut core, 1, prepare("", "k", "v"));
     assert_eq!(run(&mut core, 2, prepare("", "j", "w")), vec![vote(Abort)]);
     assert_eq!(run(&mut core, 2, decide("", Commit)), vec![ACK]);
-    assert!(core.check_readable("k").is_err(), "stream 1's transaction is untouched");
+    assert!(
+        core.check_readable("k").is_err(),
+        "stream 1's transaction is untouched"
+    );
     // On stream 1 the decision applies to the pending legacy transaction.
     let effects = run(&mut core, 1, decide("", Commit));
-    assert!(effects.contains(&Effect::Apply { key: "k".into(), op: Op::Put("v".into()) }));
+    assert!(effects.contains(&Effect::Apply {
+        key: "k".into(),
+        op: Op::Put("v".into())
+    }));
     assert!(core.check_readable("k").is_ok());
 }
 
@@ -204,7 +287,11 @@ fn legacy_decision_on_another_stream_decides_the_pending_legacy_transaction() {
     let effects = run(&mut core, 7, decide("", Abort));
     assert_eq!(effects.last(), Some(&ACK));
     assert!(core.check_readable("k").is_ok());
-    assert_eq!(run(&mut core, 7, decide("", Abort)), vec![ACK], "none pending: just ACK");
+    assert_eq!(
+        run(&mut core, 7, decide("", Abort)),
+        vec![ACK],
+        "none pending: just ACK"
+    );
 }
 
 #[test]
@@ -216,39 +303,75 @@ fn legacy_messages_never_touch_transactions_with_ids() {
     assert!(core.prepared().contains_key("1.1"));
     // And a transaction with an id can't take a key a legacy one holds.
     run(&mut core, 3, prepare("", "j", "w"));
-    assert_eq!(run(&mut core, 1, prepare("1.2", "j", "x")), vec![vote(Abort)]);
+    assert_eq!(
+        run(&mut core, 1, prepare("1.2", "j", "x")),
+        vec![vote(Abort)]
+    );
 }
 
 fn with_cluster(mut m: LeaderMessage, id: &str, has_data: bool) -> LeaderMessage {
-    m.cluster = Some(ClusterInfo { id: id.into(), has_data });
+    m.cluster = Some(ClusterInfo {
+        id: id.into(),
+        has_data,
+    });
     m
 }
 
 #[test]
 fn cluster_id_is_adopted_durably_then_another_is_refused() {
     let mut core = FollowerCore::new(false);
-    let effects = run(&mut core, 1, with_cluster(prepare("1.1", "k", "v"), "A", false));
+    let effects = run(
+        &mut core,
+        1,
+        with_cluster(prepare("1.1", "k", "v"), "A", false),
+    );
     assert_eq!(
         effects[0],
-        Effect::Persist(FollowerRecord::Meta { cluster_id: Some("A".into()), max_epoch: 1, low_water: None })
+        Effect::Persist(FollowerRecord::Meta {
+            cluster_id: Some("A".into()),
+            max_epoch: 1,
+            low_water: None
+        })
     );
     assert_eq!(core.cluster_id(), Some("A"));
-    let effects = run(&mut core, 1, with_cluster(prepare("1.2", "j", "v"), "B", false));
+    let effects = run(
+        &mut core,
+        1,
+        with_cluster(prepare("1.2", "j", "v"), "B", false),
+    );
     assert!(matches!(&effects[..], [Effect::Refuse(why)] if why.contains("cluster A")));
-    assert!(core.check_readable("j").is_ok(), "a refused leader takes no lock");
+    assert!(
+        core.check_readable("j").is_ok(),
+        "a refused leader takes no lock"
+    );
     // Classic messages carry no cluster id and are accepted.
-    assert_eq!(run(&mut core, 1, prepare("", "j", "v")).last(), Some(&vote(Commit)));
+    assert_eq!(
+        run(&mut core, 1, prepare("", "j", "v")).last(),
+        Some(&vote(Commit))
+    );
 }
 
 #[test]
 fn empty_follower_refuses_a_cluster_with_data() {
     let mut core = FollowerCore::new(false);
-    let effects = run(&mut core, 1, with_cluster(prepare("1.1", "k", "v"), "A", true));
+    let effects = run(
+        &mut core,
+        1,
+        with_cluster(prepare("1.1", "k", "v"), "A", true),
+    );
     assert!(matches!(&effects[..], [Effect::Refuse(why)] if why.contains("seed")));
     assert_eq!(core.cluster_id(), None);
     // A follower that has data may join (e.g. one seeded by copying a follower).
     let mut seeded = FollowerCore::new(true);
-    assert_eq!(run(&mut seeded, 1, with_cluster(prepare("1.1", "k", "v"), "A", true)).last(), Some(&vote(Commit)));
+    assert_eq!(
+        run(
+            &mut seeded,
+            1,
+            with_cluster(prepare("1.1", "k", "v"), "A", true)
+        )
+        .last(),
+        Some(&vote(Commit))
+    );
 }
 
 #[test]
@@ -275,9 +398,18 @@ fn replay_restores_prepared_locks_and_applies_decided_ones() {
     assert_eq!(
         effects,
         vec![
-            Effect::Apply { key: "a".into(), op: Op::Put("1".into()) },
-            Effect::Finish { txid: "1.1".into(), outcome: Commit },
-            Effect::Finish { txid: "1.9".into(), outcome: Abort },
+            Effect::Apply {
+                key: "a".into(),
+                op: Op::Put("1".into())
+            },
+            Effect::Finish {
+                txid: "1.1".into(),
+                outcome: Commit
+            },
+            Effect::Finish {
+                txid: "1.9".into(),
+                outcome: Abort
+            },
         ]
     );
     for e in &effects {
@@ -285,16 +417,31 @@ fn replay_restores_prepared_locks_and_applies_decided_ones() {
             restarted.finish(txid, *outcome);
         }
     }
-    assert!(restarted.check_readable("b").is_err(), "prepared lock comes back");
+    assert!(
+        restarted.check_readable("b").is_err(),
+        "prepared lock comes back"
+    );
     assert!(restarted.check_readable("a").is_ok());
-    assert_eq!(run(&mut restarted, 1, prepare("1.2", "b", "2")), vec![vote(Commit)], "same vote after restart");
-    assert_eq!(run(&mut restarted, 1, prepare("1.9", "c", "2")), vec![vote(Abort)], "decided marker survives");
+    assert_eq!(
+        run(&mut restarted, 1, prepare("1.2", "b", "2")),
+        vec![vote(Commit)],
+        "same vote after restart"
+    );
+    assert_eq!(
+        run(&mut restarted, 1, prepare("1.9", "c", "2")),
+        vec![vote(Abort)],
+        "decided marker survives"
+    );
 }
 
 #[test]
 fn checkpoint_keeps_what_a_restart_needs() {
     let mut core = FollowerCore::new(false);
-    run(&mut core, 1, with_cluster(prepare("2.1", "a", "1"), "C", false));
+    run(
+        &mut core,
+        1,
+        with_cluster(prepare("2.1", "a", "1"), "C", false),
+    );
     run(&mut core, 1, decide("2.1", Commit));
     run(&mut core, 1, prepare("2.2", "b", "2"));
     let mut restarted = FollowerCore::new(true);
@@ -307,6 +454,13 @@ fn checkpoint_keeps_what_a_restart_needs() {
     }
     assert_eq!(restarted.cluster_id(), Some("C"));
     assert!(restarted.check_readable("b").is_err());
-    assert_eq!(run(&mut restarted, 1, prepare("2.1", "a", "1")), vec![vote(Abort)]);
-    assert_eq!(run(&mut restarted, 1, prepare("1.7", "z", "1")), vec![vote(Abort)], "epoch survives");
+    assert_eq!(
+        run(&mut restarted, 1, prepare("2.1", "a", "1")),
+        vec![vote(Abort)]
+    );
+    assert_eq!(
+        run(&mut restarted, 1, prepare("1.7", "z", "1")),
+        vec![vote(Abort)],
+        "epoch survives"
+    );
 }

@@ -144,8 +144,8 @@ impl TryFrom<rpc::LeaderMsg> for LeaderMessage {
         }
         let msg_type = rpc::MessageType::try_from(m.r#type)
             .map_err(|_| format!("unknown message type {}", m.r#type))?;
-        let action = rpc::Action::try_from(m.action)
-            .map_err(|_| format!("unknown action {}", m.action))?;
+        let action =
+            rpc::Action::try_from(m.action).map_err(|_| format!("unknown action {}", m.action))?;
         let body = match (msg_type, action) {
             (rpc::MessageType::Vote, rpc::Action::Prepare) => {
                 let op = match rpc::Operation::try_from(m.op) {
@@ -188,12 +188,10 @@ impl LeaderMessage {
     /// Why a PREPARE must be refused whatever the state (bad key or value), if it must.
     pub fn prepare_problem(&self) -> Option<String> {
         match &self.body {
-            Body::Prepare { key, op } => limits::check_key(key)
-                .err()
-                .or_else(|| match op {
-                    Op::Put(value) => limits::check_value(value).err(),
-                    Op::Delete => None,
-                }),
+            Body::Prepare { key, op } => limits::check_key(key).err().or_else(|| match op {
+                Op::Put(value) => limits::check_value(value).err(),
+                Op::Delete => None,
+            }),
             Body::Decide(_) => None,
         }
     }
@@ -272,7 +270,18 @@ mod tests {
         assert!("1.99".parse::<TxId>().unwrap() < a);
         assert!("2.9".parse::<TxId>().unwrap() < a);
         assert!("3.1".parse::<TxId>().unwrap() > a);
-        for bad in ["", ".", "1.", ".1", "1.2.3", "+1.2", "1.-2", "a.b", "1 .2", "99999999999999999999.1"] {
+        for bad in [
+            "",
+            ".",
+            "1.",
+            ".1",
+            "1.2.3",
+            "+1.2",
+            "1.-2",
+            "a.b",
+            "1 .2",
+            "99999999999999999999.1",
+        ] {
             assert!(bad.parse::<TxId>().is_err(), "{bad:?} parsed");
         }
     }
@@ -281,10 +290,16 @@ mod tests {
     fn wire_conversion_round_trips() {
         let msg = LeaderMessage {
             txid: "3.4".into(),
-            body: Body::Prepare { key: "k".into(), op: Op::Delete },
+            body: Body::Prepare {
+                key: "k".into(),
+                op: Op::Delete,
+            },
             epoch: 3,
             low_water: Some(TxId { epoch: 3, seq: 1 }),
-            cluster: Some(ClusterInfo { id: "c".into(), has_data: true }),
+            cluster: Some(ClusterInfo {
+                id: "c".into(),
+                has_data: true,
+            }),
         };
         let wire: rpc::LeaderMsg = msg.clone().into();
         assert_eq!(LeaderMessage::try_from(wire).unwrap(), msg);
@@ -292,25 +307,61 @@ mod tests {
 
     #[test]
     fn classic_prepare_is_a_legacy_put() {
-        let wire = rpc::LeaderMsg { key: "k".into(), value: "v".into(), ..Default::default() };
+        let wire = rpc::LeaderMsg {
+            key: "k".into(),
+            value: "v".into(),
+            ..Default::default()
+        };
         let msg = LeaderMessage::try_from(wire).unwrap();
         assert!(msg.is_legacy());
-        assert_eq!(msg.body, Body::Prepare { key: "k".into(), op: Op::Put("v".into()) });
+        assert_eq!(
+            msg.body,
+            Body::Prepare {
+                key: "k".into(),
+                op: Op::Put("v".into())
+            }
+        );
     }
 
     #[test]
     fn malformed_messages_are_refused_with_a_reason() {
         let cases = [
-            rpc::LeaderMsg { r#type: 0, action: 3, ..Default::default() },
-            rpc::LeaderMsg { r#type: 1, action: 0, ..Default::default() },
-            rpc::LeaderMsg { r#type: 7, ..Default::default() },
-            rpc::LeaderMsg { action: 9, ..Default::default() },
-            rpc::LeaderMsg { op: 5, ..Default::default() },
-            rpc::LeaderMsg { low_water: "x".into(), ..Default::default() },
-            rpc::LeaderMsg { txid: "1".repeat(200), ..Default::default() },
+            rpc::LeaderMsg {
+                r#type: 0,
+                action: 3,
+                ..Default::default()
+            },
+            rpc::LeaderMsg {
+                r#type: 1,
+                action: 0,
+                ..Default::default()
+            },
+            rpc::LeaderMsg {
+                r#type: 7,
+                ..Default::default()
+            },
+            rpc::LeaderMsg {
+                action: 9,
+                ..Default::default()
+            },
+            rpc::LeaderMsg {
+                op: 5,
+                ..Default::default()
+            },
+            rpc::LeaderMsg {
+                low_water: "x".into(),
+                ..Default::default()
+            },
+            rpc::LeaderMsg {
+                txid: "1".repeat(200),
+                ..Default::default()
+            },
         ];
         for wire in cases {
-            assert!(LeaderMessage::try_from(wire.clone()).is_err(), "{wire:?} accepted");
+            assert!(
+                LeaderMessage::try_from(wire.clone()).is_err(),
+                "{wire:?} accepted"
+            );
         }
     }
 }

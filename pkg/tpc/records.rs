@@ -76,7 +76,11 @@ fn parse_outcome(field: &str) -> Result<Outcome, String> {
 impl From<&FollowerRecord> for Record {
     fn from(record: &FollowerRecord) -> Record {
         match record {
-            FollowerRecord::Meta { cluster_id, max_epoch, low_water } => vec![
+            FollowerRecord::Meta {
+                cluster_id,
+                max_epoch,
+                low_water,
+            } => vec![
                 "meta".into(),
                 opt_field(cluster_id),
                 max_epoch.to_string(),
@@ -133,18 +137,30 @@ impl TryFrom<Record> for FollowerRecord {
 impl From<&LeaderRecord> for Record {
     fn from(record: &LeaderRecord) -> Record {
         match record {
-            LeaderRecord::Meta { cluster_id, epoch, has_data } => vec![
+            LeaderRecord::Meta {
+                cluster_id,
+                epoch,
+                has_data,
+            } => vec![
                 "meta".into(),
                 cluster_id.clone(),
                 epoch.to_string(),
                 if *has_data { "1" } else { "0" }.into(),
             ],
-            LeaderRecord::Begin { txid, key, followers } => {
+            LeaderRecord::Begin {
+                txid,
+                key,
+                followers,
+            } => {
                 let mut fields = vec!["begin".into(), txid.to_string(), key.clone()];
                 fields.extend(followers.iter().cloned());
                 fields
             }
-            LeaderRecord::Decide { txid, outcome, followers } => {
+            LeaderRecord::Decide {
+                txid,
+                outcome,
+                followers,
+            } => {
                 let mut fields = vec!["decide".into(), txid.to_string(), outcome.as_str().into()];
                 fields.extend(followers.iter().cloned());
                 fields
@@ -175,7 +191,9 @@ impl TryFrom<Record> for LeaderRecord {
                 outcome: parse_outcome(outcome)?,
                 followers: rest(3),
             }),
-            ["done", txid] => Ok(LeaderRecord::Done { txid: parse_txid(txid)? }),
+            ["done", txid] => Ok(LeaderRecord::Done {
+                txid: parse_txid(txid)?,
+            }),
             _ => Err(format!("not a leader record: {:?}", fields.first())),
         }
     }
@@ -188,27 +206,60 @@ mod tests {
     #[test]
     fn follower_records_round_trip() {
         let records = [
-            FollowerRecord::Meta { cluster_id: Some("c".into()), max_epoch: 3, low_water: Some(TxId { epoch: 3, seq: 9 }) },
-            FollowerRecord::Meta { cluster_id: None, max_epoch: 0, low_water: None },
-            FollowerRecord::Prepare { txid: "1.2".into(), key: "a b\n".into(), op: Op::Put(String::new()) },
-            FollowerRecord::Prepare { txid: String::new(), key: "k".into(), op: Op::Delete },
-            FollowerRecord::Decide { txid: "1.2".into(), outcome: Outcome::Abort },
+            FollowerRecord::Meta {
+                cluster_id: Some("c".into()),
+                max_epoch: 3,
+                low_water: Some(TxId { epoch: 3, seq: 9 }),
+            },
+            FollowerRecord::Meta {
+                cluster_id: None,
+                max_epoch: 0,
+                low_water: None,
+            },
+            FollowerRecord::Prepare {
+                txid: "1.2".into(),
+                key: "a b\n".into(),
+                op: Op::Put(String::new()),
+            },
+            FollowerRecord::Prepare {
+                txid: String::new(),
+                key: "k".into(),
+                op: Op::Delete,
+            },
+            FollowerRecord::Decide {
+                txid: "1.2".into(),
+                outcome: Outcome::Abort,
+            },
         ];
         for record in records {
             let fields: Record = (&record).into();
             assert_eq!(FollowerRecord::try_from(fields).unwrap(), record);
         }
         assert!(FollowerRecord::try_from(vec!["bogus".to_string()]).is_err());
-        assert!(FollowerRecord::try_from(vec!["decide".into(), "1.1".into(), "maybe".into()]).is_err());
+        assert!(
+            FollowerRecord::try_from(vec!["decide".into(), "1.1".into(), "maybe".into()]).is_err()
+        );
     }
 
     #[test]
     fn leader_records_round_trip() {
         let txid = TxId { epoch: 2, seq: 7 };
         let records = [
-            LeaderRecord::Meta { cluster_id: "c".into(), epoch: 2, has_data: true },
-            LeaderRecord::Begin { txid, key: "k".into(), followers: vec!["a:1".into(), "unix:/x".into()] },
-            LeaderRecord::Decide { txid, outcome: Outcome::Commit, followers: vec![] },
+            LeaderRecord::Meta {
+                cluster_id: "c".into(),
+                epoch: 2,
+                has_data: true,
+            },
+            LeaderRecord::Begin {
+                txid,
+                key: "k".into(),
+                followers: vec!["a:1".into(), "unix:/x".into()],
+            },
+            LeaderRecord::Decide {
+                txid,
+                outcome: Outcome::Commit,
+                followers: vec![],
+            },
             LeaderRecord::Done { txid },
         ];
         for record in records {

@@ -1,0 +1,113 @@
+//! The client library: a thin, typed wrapper over `KeyValueAPI`, used by the shell, the
+//! tests and the tools. Errors are the server's `tonic::Status` (code and message), so
+//! callers can tell `NOT_FOUND` from `ABORTED` from `UNAVAILABLE`.
+
+pub mod shell;
+
+use std::time::Duration;
+
+use tonic::transport::Channel;
+use tonic::{Request, Status};
+
+use crate::limits::MAX_GRPC_MESSAGE_BYTES;
+use crate::net::{self, Address};
+use crate::proto::api;
+
+/// The leader address the tools use when none is given (the cluster script's leader).
+pub const DEFAULT_LEADER: &str = "127.0.0.1:50000";
+
+/// A connection to a tpc node (normally the leader).
+#[derive(Clone)]
+pub struct Client {
+    inner: api::key_value_api_client::KeyValueApiClient<Channel>,
+    timeout: Duration,
+}
+
+impl Client {
+    /// A client for `addr` (`host:port` or `unix:/path`) that connects on first use and
+    /// reconnects by itself; each call waits at most `timeout`.
+    pub fn new(addr: &str, timeout: Duration) -> Result<Client, String> {
+        let addr: Address = addr.parse()?;
+        let channel = net::connect_lazy(&addr, timeout)?;
+        Ok(Client::from_channel(channel, timeout))
+    }
+
+    /// A client over an existing channel.
+    pub fn from_channel(channel: Channel, timeout: Duration) -> Client {
+        let inner = api::key_value_api_client::KeyValueApiClient::new(channel)
+            .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES);
+        Client { inner, timeout }
+    }
+
+    fn request<T>(&self, message: T) -> Request<T> {
+        let mut request = Request::new(message);
+        request.set_timeout(self.timeout);
+        request
+    }
+
+    /// The value of `key`; `NOT_FOUND` if it is absent.
+    pub async fn get(&mut self, key: &str) -> Result<String, Status> {
+        let request = self.request(api::GetRequest {
+            key: key.to_string(),
+        });
+        Ok(self.inner.get(request).await?.into_inner().value)
+    }
+
+    /// Sets `key` to `value` on every follower, or on none (then `ABORTED` or `UNAVAILABLE`).
+    pub async fn put(&mut self, key: &str, value: &str) -> Result<(), Status> {
+        let request = self.request(api::PutRequest {
+            key: key.to_string(),
+            value: value.to_string(),
+        });
+        self.inner.put(request).await?;
+        Ok(())
+    }
+
+    /// Removes `key` on every follower, or on none; removing an absent key succeeds.
+    pub async fn delete(&mut self, key: &str) -> Result<(), Status> {
+        let request = self.request(api::DeleteRequest {
+            key: key.to_string(),
+        });
+        self.inner.delete(request).await?;
+        Ok(())
+    }
+}
+
+/// One line describing a failed call: the status code's name and the server's message.
+pub fn describe(status: &Status) -> String {
+    let code = format!("{:?}", status.code());
+    let code = code_name(&code);
+    if status.message().is_empty() {
+        code
+    } else {
+        format!("{code}: {}", status.message())
+    }
+}
+
+/// `NotFound` -> `NOT_FOUND`, the spelling gRPC users know.
+fn code_name(debug: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in debug.chars().enumerate() {
+        if c.is_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(c.to_ascii_uppercase());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_are_described_with_grpc_code_names() {
+        assert_eq!(
+            describe(&Status::not_found("key not found")),
+            "NOT_FOUND: key not found"
+        );
+        assert_eq!(describe(&Status::invalid_argument("")), "INVALID_ARGUMENT");
+        assert_eq!(describe(&Status::unavailable("x")), "UNAVAILABLE: x");
+    }
+}

@@ -1,0 +1,414 @@
+//! The follower's runtime: the gRPC services and the thread that owns the protocol state.
+//!
+//! One thread, the *state owner*, replays the journal, then takes leader messages one at
+//! a time from every stream, runs them through [`FollowerCore`] and carries out the
+//! effects in the order the core gives them (journal, then key-value store, then lock
+//! release, then reply). File I/O and fsync are blocking, so it is a plain thread, not an
+//! async task. Each incoming stream has a task that forwards its messages in arrival order
+//! and waits for each reply before the next, so one stream's messages are handled in order.
+//!
+//! `Get` runs in the gRPC handler: it asks the core (behind a short-held mutex) whether
+//! the key is locked and otherwise reads the file. The core makes a lock visible before
+//! the vote is sent, and releases it only after the decided value is applied, so a direct
+//! read of a follower is never stale (DESIGN §1.3). Until replay is done `Get` answers
+//! `UNAVAILABLE`, and incoming streams are held: their messages wait in the queue.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
+
+use super::follower_core::{Effect, FollowerCore, StreamId};
+use super::message::{LeaderMessage, Op};
+use super::records::FollowerRecord;
+use crate::dirlock::DirLock;
+use crate::journal::{Journal, Record};
+use crate::kvstore::KvStore;
+use crate::limits::{self, MAX_GRPC_MESSAGE_BYTES};
+use crate::net::Listener;
+use crate::proto::{api, rpc};
+use crate::{Error, Result};
+
+/// After this many journal records, the journal is checkpointed (rewritten with only
+/// its live records), so start-up time does not grow with the number of writes.
+pub const CHECKPOINT_RECORDS: usize = 10_000;
+
+/// Where a follower keeps its data.
+#[derive(Clone, Debug)]
+pub struct FollowerConfig {
+    /// The journal file.
+    pub journal_path: PathBuf,
+    /// The key-value directory.
+    pub kv_dir: PathBuf,
+}
+
+/// State shared between the gRPC handlers and the state owner.
+struct Shared {
+    core: Mutex<FollowerCore>,
+    kv: KvStore,
+    ready: AtomicBool,
+    next_stream: AtomicU64,
+}
+
+impl Shared {
+    fn core(&self) -> MutexGuard<'_, FollowerCore> {
+        // A panic while holding the lock would be a bug; the state is still the best we have.
+        self.core
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+enum Command {
+    Message {
+        stream: StreamId,
+        msg: LeaderMessage,
+        reply: oneshot::Sender<std::result::Result<rpc::Response, Status>>,
+    },
+    StreamClosed(StreamId),
+}
+
+/// A follower with its directories locked and its journal read, ready to serve.
+pub struct Follower {
+    shared: Arc<Shared>,
+    inbox: mpsc::Sender<Command>,
+    /// Resolves when the state owner stops (with its error, if it failed).
+    owner_done: oneshot::Receiver<Result<()>>,
+    _locks: (DirLock, DirLock),
+}
+
+/// The lock file guarding a journal file.
+pub fn journal_lock_path(journal: &Path) -> PathBuf {
+    let mut name = journal.file_name().unwrap_or_default().to_os_string();
+    name.push(".lock");
+    journal.with_file_name(name)
+}
+
+impl Follower {
+    /// Locks the directories, opens the store and the journal (a corrupt journal stops
+    /// the start here), and starts the state owner, which replays the journal.
+    pub fn open(config: &FollowerConfig) -> Result<Follower> {
+        create_parent(&config.journal_path)?;
+        std::fs::create_dir_all(&config.kv_dir).map_err(|source| Error::Io {
+            path: config.kv_dir.clone(),
+            source,
+        })?;
+        let journal_lock = DirLock::acquire(&journal_lock_path(&config.journal_path))?;
+        let kv_lock = DirLock::acquire(&config.kv_dir.join(".lock"))?;
+        let kv = KvStore::open(&config.kv_dir)?;
+        let (journal, raw) = Journal::open(&config.journal_path)?;
+        let records = raw
+            .into_iter()
+            .enumerate()
+            .map(|(index, r)| {
+                FollowerRecord::try_from(r).map_err(|reason| Error::BadRecord {
+                    path: config.journal_path.clone(),
+                    index: index + 1,
+                    reason,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let has_data = !kv.is_empty()?;
+        let shared = Arc::new(Shared {
+            core: Mutex::new(FollowerCore::new(has_data)),
+            kv,
+            ready: AtomicBool::new(false),
+            next_stream: AtomicU64::new(1),
+        });
+        let (inbox, commands) = mpsc::channel(1024);
+        let owner_shared = shared.clone();
+        let (done, owner_done) = oneshot::channel();
+        let span = tracing::Span::current();
+        std::thread::Builder::new()
+            .name("follower-state".into())
+            .spawn(move || {
+                let _entered = span.enter();
+                let _ = done.send(
+                    StateOwner {
+                        shared: owner_shared,
+                        journal,
+                    }
+                    .run(records, commands),
+                );
+            })
+            .map_err(|source| Error::Io {
+                path: config.journal_path.clone(),
+                source,
+            })?;
+        Ok(Follower {
+            shared,
+            inbox,
+            owner_done,
+            _locks: (journal_lock, kv_lock),
+        })
+    }
+
+    /// Serves `TwoPhaseCommit` and `KeyValueAPI` on `listener` until `shutdown` resolves
+    /// or the state owner fails.
+    pub async fn serve(
+        self,
+        listener: Listener,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<()> {
+        let service = FollowerService {
+            shared: self.shared.clone(),
+            inbox: self.inbox.clone(),
+        };
+        let router = tonic::transport::Server::builder()
+            .add_service(
+                rpc::two_phase_commit_server::TwoPhaseCommitServer::new(service.clone())
+                    .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
+                    .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES),
+            )
+            .add_service(
+                api::key_value_api_server::KeyValueApiServer::new(service)
+                    .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
+                    .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES),
+            );
+        drop(self.inbox);
+        tokio::select! {
+            served = listener.serve(router, shutdown) => served.map_err(Error::from),
+            stopped = self.owner_done => match stopped {
+                Ok(result) => result,
+                Err(_) => Err(Error::Config("the follower state thread panicked".into())),
+            },
+        }
+    }
+
+    /// True once the journal is replayed.
+    pub fn is_ready(&self) -> bool {
+        self.shared.ready.load(Ordering::Acquire)
+    }
+}
+
+fn create_parent(path: &Path) -> Result<()> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|source| Error::Io {
+            path: parent.to_path_buf(),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+/// The thread that owns the journal and carries out the core's effects.
+struct StateOwner {
+    shared: Arc<Shared>,
+    journal: Journal,
+}
+
+impl StateOwner {
+    fn run(
+        mut self,
+        records: Vec<FollowerRecord>,
+        mut commands: mpsc::Receiver<Command>,
+    ) -> Result<()> {
+        let count = records.len();
+        for record in records {
+            let effects = self.shared.core().replay(record);
+            for effect in effects {
+                match effect {
+                    Effect::Apply { key, op } => self.apply(&key, &op)?,
+                    Effect::Finish { txid, outcome } => self.shared.core().finish(&txid, outcome),
+                    _ => {}
+                }
+            }
+        }
+        let prepared = self.shared.core().prepared().len();
+        self.shared.ready.store(true, Ordering::Release);
+        tracing::info!(
+            records = count,
+            prepared,
+            "journal replayed; follower ready"
+        );
+        while let Some(command) = commands.blocking_recv() {
+            match command {
+                Command::Message { stream, msg, reply } => {
+                    let txid = msg.txid.clone();
+                    let effects = self.shared.core().handle(stream, msg);
+                    let _ = reply.send(self.carry_out(&txid, effects));
+                    self.checkpoint_if_due();
+                }
+                Command::StreamClosed(stream) => self.shared.core().stream_closed(stream),
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(&self, key: &str, op: &Op) -> Result<()> {
+        match op {
+            Op::Put(value) => self.shared.kv.put(key, value)?,
+            Op::Delete => self.shared.kv.delete(key)?,
+        }
+        Ok(())
+    }
+
+    /// Carries out one message's effects in order; the answer for the stream.
+    fn carry_out(
+        &mut self,
+        txid: &str,
+        effects: Vec<Effect>,
+    ) -> std::result::Result<rpc::Response, Status> {
+        let mut response = None;
+        for effect in effects {
+            match effect {
+                Effect::Persist(record) => {
+                    if let Err(e) = self.journal.append(&Record::from(&record)) {
+                        tracing::error!(%txid, error = %e, "journal write failed");
+                        if let FollowerRecord::Prepare { txid, .. } = &record {
+                            let vote = self.shared.core().prepare_failed(txid);
+                            return Ok(vote.to_wire(txid, self.shared.core().cluster_id()));
+                        }
+                        return Err(Status::unavailable(format!(
+                            "follower journal write failed: {e}"
+                        )));
+                    }
+                }
+                Effect::Apply { key, op } => {
+                    if let Err(e) = self.apply(&key, &op) {
+                        tracing::error!(%txid, error = %e, "applying a decided write failed");
+                        return Err(Status::unavailable(format!(
+                            "follower store write failed: {e}"
+                        )));
+                    }
+                }
+                Effect::Finish { txid, outcome } => self.shared.core().finish(&txid, outcome),
+                Effect::Reply(reply) => {
+                    response = Some(reply.to_wire(txid, self.shared.core().cluster_id()));
+                }
+                Effect::Refuse(why) => {
+                    tracing::error!(reason = %why, "refusing the leader");
+                    return Err(Status::failed_precondition(why));
+                }
+            }
+        }
+        response.ok_or_else(|| Status::internal("no reply produced"))
+    }
+
+    fn checkpoint_if_due(&mut self) {
+        if self.journal.record_count() < CHECKPOINT_RECORDS {
+            return;
+        }
+        let live: Vec<Record> = self
+            .shared
+            .core()
+            .live_records()
+            .iter()
+            .map(Record::from)
+            .collect();
+        match self.journal.rewrite(&live) {
+            Ok(()) => tracing::debug!(records = live.len(), "journal checkpointed"),
+            Err(e) => tracing::warn!(error = %e, "journal checkpoint failed; will retry"),
+        }
+    }
+}
+
+/// The gRPC face of a follower.
+#[derive(Clone)]
+struct FollowerService {
+    shared: Arc<Shared>,
+    inbox: mpsc::Sender<Command>,
+}
+
+#[tonic::async_trait]
+impl rpc::two_phase_commit_server::TwoPhaseCommit for FollowerService {
+    type TPCMsgStream = ReceiverStream<std::result::Result<rpc::Response, Status>>;
+
+    async fn tpc_msg(
+        &self,
+        request: Request<Streaming<rpc::LeaderMsg>>,
+    ) -> std::result::Result<Response<Self::TPCMsgStream>, Status> {
+        let mut inbound = request.into_inner();
+        let (out, out_rx) = mpsc::channel(64);
+        let stream = self.shared.next_stream.fetch_add(1, Ordering::Relaxed);
+        let inbox = self.inbox.clone();
+        tokio::spawn(async move {
+            tracing::debug!(stream, "leader stream opened");
+            while let Some(item) = inbound.next().await {
+                let wire = match item {
+                    Ok(wire) => wire,
+                    Err(status) => {
+                        tracing::debug!(stream, %status, "leader stream ended");
+                        break;
+                    }
+                };
+                let msg = match LeaderMessage::try_from(wire) {
+                    Ok(msg) => msg,
+                    Err(why) => {
+                        tracing::warn!(stream, reason = %why, "refusing a malformed leader message");
+                        let _ = out.send(Err(Status::invalid_argument(why))).await;
+                        break;
+                    }
+                };
+                let (reply, answer) = oneshot::channel();
+                if inbox.send(Command::Message { stream, msg, reply }).await.is_err() {
+                    let _ = out.send(Err(Status::unavailable("follower is shutting down"))).await;
+                    break;
+                }
+                match answer.await {
+                    Ok(Ok(response)) => {
+                        if out.send(Ok(response)).await.is_err() {
+                            break;
+                        }
+                    }
+                    Ok(Err(status)) => {
+                        let _ = out.send(Err(status)).await;
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            let _ = inbox.send(Command::StreamClosed(stream)).await;
+        }.in_current_span());
+        Ok(Response::new(ReceiverStream::new(out_rx)))
+    }
+}
+
+#[tonic::async_trait]
+impl api::key_value_api_server::KeyValueApi for FollowerService {
+    async fn get(
+        &self,
+        request: Request<api::GetRequest>,
+    ) -> std::result::Result<Response<api::Response>, Status> {
+        let key = request.into_inner().key;
+        limits::check_key(&key).map_err(Status::invalid_argument)?;
+        if !self.shared.ready.load(Ordering::Acquire) {
+            return Err(Status::unavailable("follower is replaying its journal"));
+        }
+        self.shared
+            .core()
+            .check_readable(&key)
+            .map_err(Status::unavailable)?;
+        match self.shared.kv.get(&key) {
+            Ok(Some(value)) => Ok(Response::new(api::Response { value })),
+            Ok(None) => Err(Status::not_found("key not found")),
+            Err(e) => {
+                tracing::error!(error = %e, "read failed");
+                Err(Status::internal(format!("read failed: {e}")))
+            }
+        }
+    }
+
+    async fn put(
+        &self,
+        _: Request<api::PutRequest>,
+    ) -> std::result::Result<Response<api::Response>, Status> {
+        Err(Status::failed_precondition(
+            "this node is a follower: writes go to the leader",
+        ))
+    }
+
+    async fn delete(
+        &self,
+        _: Request<api::DeleteRequest>,
+    ) -> std::result::Result<Response<api::Response>, Status> {
+        Err(Status::failed_precondition(
+            "this node is a follower: writes go to the leader",
+        ))
+    }
+}

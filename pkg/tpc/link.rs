@@ -1,0 +1,433 @@
+//! The leader's message manager: one task per follower owning one long-lived
+//! bidirectional `TPCMsg` stream.
+//!
+//! The coordinator hands a link PREPAREs (answered with a [`VoteResult`]) and decisions
+//! (delivered until ACKed). The rules it keeps (DESIGN §1.4–1.5, §2):
+//!
+//! - **Decisions first.** Undelivered decisions are kept in order and sent before any new
+//!   PREPARE, also on a fresh stream after a reconnect, until the follower ACKs each one.
+//! - **One answer per message.** Replies are matched by transaction id; a reply without
+//!   one (a classic peer) answers the oldest unanswered message.
+//! - **Per-message timeouts** find dead or stuck peers: a message unanswered within the
+//!   vote timeout ends the stream (its PREPARE counts as no vote) and the link reconnects,
+//!   backing off up to about a second. There are no heartbeats on the stream, and
+//!   HTTP/2 keepalive pings are rare (see [`crate::net`]).
+//! - **Classic peers send response headers only with their first reply**, so the first
+//!   message is queued on the request stream before the call awaits the headers.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tonic::{Code, Streaming};
+use tracing::Instrument;
+
+use super::message::Outcome;
+use crate::limits::MAX_GRPC_MESSAGE_BYTES;
+use crate::net::{self, Address};
+use crate::proto::rpc;
+
+/// The longest pause between reconnection attempts (DESIGN §2: about 1 s).
+pub const MAX_BACKOFF: Duration = Duration::from_secs(1);
+const MIN_BACKOFF: Duration = Duration::from_millis(20);
+
+/// How a follower answered a PREPARE.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VoteResult {
+    /// It voted.
+    Vote(Outcome),
+    /// The PREPARE was never sent: the follower is unreachable or refused. It needs no decision.
+    NotSent(String),
+    /// The PREPARE was sent but no vote came back in time. It needs the decision.
+    NoAnswer(String),
+}
+
+impl VoteResult {
+    /// True if the follower may have received the PREPARE, so it must get the decision.
+    pub fn was_sent(&self) -> bool {
+        !matches!(self, VoteResult::NotSent(_))
+    }
+}
+
+/// What the status of a link looks like from outside.
+#[derive(Clone, Debug, Default)]
+pub struct LinkStatus {
+    /// A stream to the follower is open.
+    pub connected: bool,
+    /// The last error, if the last attempt failed.
+    pub last_error: Option<String>,
+    /// Decisions not yet ACKed.
+    pub pending_decisions: usize,
+}
+
+/// A follower ACKed the decision of a transaction.
+#[derive(Clone, Debug)]
+pub struct Ack {
+    /// The follower (its address as given on the command line).
+    pub follower: String,
+    /// The transaction id.
+    pub txid: String,
+}
+
+enum Command {
+    Prepare {
+        msg: rpc::LeaderMsg,
+        reply: oneshot::Sender<VoteResult>,
+    },
+    Decide {
+        msg: rpc::LeaderMsg,
+    },
+}
+
+/// The coordinator's handle on one follower's link.
+#[derive(Clone)]
+pub struct Link {
+    name: String,
+    commands: mpsc::UnboundedSender<Command>,
+    status: Arc<Mutex<LinkStatus>>,
+}
+
+impl Link {
+    /// Starts the link task for the follower at `addr`, named `name` (the address as
+    /// written on the command line). ACKs are reported on `acks`.
+    pub fn spawn(
+        name: String,
+        addr: Address,
+        vote_timeout: Duration,
+        cluster_id: String,
+        acks: mpsc::UnboundedSender<Ack>,
+    ) -> Link {
+        let (commands, rx) = mpsc::unbounded_channel();
+        let status = Arc::new(Mutex::new(LinkStatus::default()));
+        let task = LinkTask {
+            name: name.clone(),
+            addr,
+            vote_timeout,
+            cluster_id,
+            commands: rx,
+            acks,
+            status: status.clone(),
+            pending: VecDeque::new(),
+            stream: None,
+            backoff: MIN_BACKOFF,
+            retry_at: None,
+        };
+        tokio::spawn(task.run().in_current_span());
+        Link {
+            name,
+            commands,
+            status,
+        }
+    }
+
+    /// The follower's name (its address as given).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Sends a PREPARE; the answer comes within about the vote timeout.
+    pub fn prepare(&self, msg: rpc::LeaderMsg) -> oneshot::Receiver<VoteResult> {
+        let (reply, answer) = oneshot::channel();
+        if let Err(mpsc::error::SendError(Command::Prepare { reply, .. })) =
+            self.commands.send(Command::Prepare { msg, reply })
+        {
+            let _ = reply.send(VoteResult::NotSent("link stopped".into()));
+        }
+        answer
+    }
+
+    /// Queues a decision; it is delivered (and retransmitted) until the follower ACKs it.
+    pub fn decide(&self, msg: rpc::LeaderMsg) {
+        let _ = self.commands.send(Command::Decide { msg });
+    }
+
+    /// A snapshot of the link's status.
+    pub fn status(&self) -> LinkStatus {
+        self.status.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}
+
+enum Waiter {
+    Vote(Option<oneshot::Sender<VoteResult>>),
+    Decision,
+}
+
+struct Outstanding {
+    txid: String,
+    deadline: Instant,
+    waiter: Waiter,
+}
+
+struct OpenStream {
+    requests: mpsc::UnboundedSender<rpc::LeaderMsg>,
+    responses: Streaming<rpc::Response>,
+    outstanding: VecDeque<Outstanding>,
+}
+
+struct LinkTask {
+    name: String,
+    addr: Address,
+    vote_timeout: Duration,
+    cluster_id: String,
+    commands: mpsc::UnboundedReceiver<Command>,
+    acks: mpsc::UnboundedSender<Ack>,
+    status: Arc<Mutex<LinkStatus>>,
+    /// Decisions not yet ACKed, in the order they were decided.
+    pending: VecDeque<rpc::LeaderMsg>,
+    stream: Option<OpenStream>,
+    backoff: Duration,
+    retry_at: Option<Instant>,
+}
+
+enum Event {
+    Command(Option<Command>),
+    Response(Option<Result<rpc::Response, tonic::Status>>),
+    Timeout,
+    Retry,
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl LinkTask {
+    async fn run(mut self) {
+        loop {
+            let deadline = self
+                .stream
+                .as_ref()
+                .and_then(|s| s.outstanding.front().map(|o| o.deadline));
+            let event = tokio::select! {
+                command = self.commands.recv() => Event::Command(command),
+                response = async {
+                    match self.stream.as_mut() {
+                        Some(s) => s.responses.message().await.transpose(),
+                        None => std::future::pending().await,
+                    }
+                } => Event::Response(response),
+                _ = sleep_until(deadline) => Event::Timeout,
+                _ = sleep_until(self.retry_at) => Event::Retry,
+            };
+            match event {
+                Event::Command(None) => return,
+                Event::Command(Some(Command::Prepare { msg, reply })) => {
+                    let txid = msg.txid.clone();
+                    self.send(vec![(msg, Waiter::Vote(Some(reply)))], &txid)
+                        .await;
+                }
+                Event::Command(Some(Command::Decide { msg })) => {
+                    self.pending.push_back(msg.clone());
+                    if self.stream.is_some() {
+                        let txid = msg.txid.clone();
+                        self.send(vec![(msg, Waiter::Decision)], &txid).await;
+                    } else if self.retry_at.is_none() {
+                        self.retry_at = Some(Instant::now());
+                    }
+                }
+                Event::Response(Some(Ok(response))) => self.on_response(response),
+                Event::Response(Some(Err(status))) => self.on_stream_error(&status),
+                Event::Response(None) => self.reset("the follower ended the stream".into()),
+                Event::Timeout => self.reset(format!("no answer within {:?}", self.vote_timeout)),
+                Event::Retry => {
+                    self.retry_at = None;
+                    if self.stream.is_none() && !self.pending.is_empty() {
+                        self.send(Vec::new(), "").await;
+                    }
+                }
+            }
+            self.publish_status();
+        }
+    }
+
+    /// Sends messages, opening a stream (with the pending decisions first) if none is open.
+    async fn send(&mut self, messages: Vec<(rpc::LeaderMsg, Waiter)>, what: &str) {
+        let deadline = Instant::now() + self.vote_timeout;
+        if let Some(stream) = self.stream.as_mut() {
+            for (msg, waiter) in messages {
+                stream.outstanding.push_back(Outstanding {
+                    txid: msg.txid.clone(),
+                    deadline,
+                    waiter,
+                });
+                if stream.requests.send(msg).is_err() {
+                    self.reset("stream closed".into());
+                    return;
+                }
+            }
+            return;
+        }
+        let channel = match net::connect(&self.addr, self.vote_timeout).await {
+            Ok(channel) => channel,
+            Err(e) => {
+                for (_, waiter) in messages {
+                    if let Waiter::Vote(Some(reply)) = waiter {
+                        let _ = reply.send(VoteResult::NotSent(format!("unreachable: {e}")));
+                    }
+                }
+                self.failed(e);
+                return;
+            }
+        };
+        // Queue the first messages before awaiting response headers (classic peers send
+        // headers only with their first reply). Pending decisions go first.
+        let (requests, rx) = mpsc::unbounded_channel();
+        let mut outstanding = VecDeque::new();
+        let decisions: Vec<_> = self
+            .pending
+            .iter()
+            .cloned()
+            .map(|m| (m, Waiter::Decision))
+            .collect();
+        for (msg, waiter) in decisions.into_iter().chain(messages) {
+            outstanding.push_back(Outstanding {
+                txid: msg.txid.clone(),
+                deadline,
+                waiter,
+            });
+            let _ = requests.send(msg);
+        }
+        let mut client = rpc::two_phase_commit_client::TwoPhaseCommitClient::new(channel)
+            .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES);
+        let call = client.tpc_msg(UnboundedReceiverStream::new(rx));
+        let responses = match tokio::time::timeout_at(deadline, call).await {
+            Ok(Ok(response)) => response.into_inner(),
+            Ok(Err(status)) => {
+                return self.abandon(outstanding, describe_status(&self.name, &status))
+            }
+            Err(_) => {
+                return self.abandon(
+                    outstanding,
+                    format!("no answer within {:?}", self.vote_timeout),
+                )
+            }
+        };
+        tracing::debug!(follower = %self.name, %what, "stream open");
+        self.stream = Some(OpenStream {
+            requests,
+            responses,
+            outstanding,
+        });
+    }
+
+    fn on_response(&mut self, response: rpc::Response) {
+        if !response.cluster_id.is_empty() && response.cluster_id != self.cluster_id {
+            let why = format!(
+                "refusing follower {}: it belongs to cluster {}, this leader's cluster is {}",
+                self.name, response.cluster_id, self.cluster_id
+            );
+            tracing::error!("{why}");
+            self.reset(why);
+            return;
+        }
+        let Some(stream) = self.stream.as_mut() else {
+            return;
+        };
+        let position = if response.txid.is_empty() {
+            (!stream.outstanding.is_empty()).then_some(0)
+        } else {
+            stream
+                .outstanding
+                .iter()
+                .position(|o| o.txid == response.txid)
+        };
+        let Some(entry) = position.and_then(|p| stream.outstanding.remove(p)) else {
+            tracing::warn!(follower = %self.name, txid = %response.txid, "reply to no outstanding message; ignored");
+            return;
+        };
+        self.backoff = MIN_BACKOFF;
+        let action = rpc::Action::try_from(response.action).ok();
+        match entry.waiter {
+            Waiter::Vote(reply) => {
+                let vote = match action {
+                    Some(rpc::Action::Commit) => Outcome::Commit,
+                    Some(rpc::Action::Abort) => Outcome::Abort,
+                    other => {
+                        tracing::warn!(follower = %self.name, txid = %entry.txid, ?other, "answer to a PREPARE is not a vote; counted as ABORT");
+                        Outcome::Abort
+                    }
+                };
+                if let Some(reply) = reply {
+                    let _ = reply.send(VoteResult::Vote(vote));
+                }
+            }
+            Waiter::Decision => {
+                if action != Some(rpc::Action::Ack) {
+                    tracing::warn!(follower = %self.name, txid = %entry.txid, ?action, "answer to a decision is not ACK; will resend");
+                    self.reset("decision not ACKed".into());
+                    return;
+                }
+                self.pending.retain(|m| m.txid != entry.txid);
+                let _ = self.acks.send(Ack {
+                    follower: self.name.clone(),
+                    txid: entry.txid,
+                });
+            }
+        }
+    }
+
+    fn on_stream_error(&mut self, status: &tonic::Status) {
+        self.reset(describe_status(&self.name, status));
+    }
+
+    /// Drops the stream: unanswered votes count as no answer, undelivered decisions stay
+    /// pending and a reconnection is scheduled.
+    fn reset(&mut self, why: String) {
+        let outstanding = self
+            .stream
+            .take()
+            .map(|s| s.outstanding)
+            .unwrap_or_default();
+        self.abandon(outstanding, why);
+    }
+
+    fn abandon(&mut self, outstanding: VecDeque<Outstanding>, why: String) {
+        for entry in outstanding {
+            if let Waiter::Vote(Some(reply)) = entry.waiter {
+                let _ = reply.send(VoteResult::NoAnswer(why.clone()));
+            }
+        }
+        self.failed(why);
+    }
+
+    fn failed(&mut self, why: String) {
+        let changed = self
+            .status
+            .lock()
+            .map(|s| s.last_error.as_deref() != Some(why.as_str()))
+            .unwrap_or(true);
+        if changed {
+            tracing::warn!(follower = %self.name, reason = %why, "follower link down");
+        }
+        if let Ok(mut s) = self.status.lock() {
+            s.last_error = Some(why);
+        }
+        if !self.pending.is_empty() {
+            self.retry_at = Some(Instant::now() + self.backoff);
+        }
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+    }
+
+    fn publish_status(&self) {
+        if let Ok(mut s) = self.status.lock() {
+            s.connected = self.stream.is_some();
+            s.pending_decisions = self.pending.len();
+            if s.connected {
+                s.last_error = None;
+            }
+        }
+    }
+}
+
+fn describe_status(follower: &str, status: &tonic::Status) -> String {
+    if status.code() == Code::FailedPrecondition {
+        tracing::error!(%follower, reason = %status.message(), "follower refused this leader");
+    }
+    format!("{:?}: {}", status.code(), status.message())
+}
