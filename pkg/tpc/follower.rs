@@ -23,6 +23,7 @@ use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
+use super::crash::crash_point;
 use super::follower_core::{Effect, FollowerCore, StreamId};
 use super::message::{LeaderMessage, Op};
 use super::records::FollowerRecord;
@@ -258,6 +259,9 @@ impl StateOwner {
         for effect in effects {
             match effect {
                 Effect::Persist(record) => {
+                    if matches!(record, FollowerRecord::Decide { .. }) {
+                        crash_point("follower-before-decision");
+                    }
                     if let Err(e) = self.journal.append(&Record::from(&record)) {
                         tracing::error!(%txid, error = %e, "journal write failed");
                         if let FollowerRecord::Prepare { txid, .. } = &record {
@@ -267,6 +271,9 @@ impl StateOwner {
                         return Err(Status::unavailable(format!(
                             "follower journal write failed: {e}"
                         )));
+                    }
+                    if matches!(record, FollowerRecord::Prepare { .. }) {
+                        crash_point("follower-after-vote-journaled");
                     }
                 }
                 Effect::Apply { key, op } => {

@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tonic::{Code, Request, Response, Status};
 use tracing::Instrument;
 
+use super::crash::crash_point;
 use super::leader_core::LeaderCore;
 use super::link::{Ack, Link, VoteResult};
 use super::message::{Body, Op, Outcome, TxId};
@@ -262,6 +263,7 @@ impl Coordinator {
         let records = self.core.decide(txid, outcome, sent_to.clone());
         // A decision that can't be made durable must not be sent: stop; a restart aborts it.
         self.persist(&records)?;
+        crash_point("leader-after-decision-journaled");
         tracing::debug!(%txid, key = ?request.key, ?outcome, "decided");
         let _ = request.reply.send(self.client_answer(outcome, &votes));
         for follower in &sent_to {
