@@ -13,6 +13,7 @@
 //! read of a follower is never stale (DESIGN §1.3). Until replay is done `Get` answers
 //! `UNAVAILABLE`, and incoming streams are held: their messages wait in the queue.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -210,16 +211,7 @@ impl StateOwner {
         mut commands: mpsc::Receiver<Command>,
     ) -> Result<()> {
         let count = records.len();
-        for record in records {
-            let effects = self.shared.core().replay(record);
-            for effect in effects {
-                match effect {
-                    Effect::Apply { key, op } => self.apply(&key, &op)?,
-                    Effect::Finish { txid, outcome } => self.shared.core().finish(&txid, outcome),
-                    _ => {}
-                }
-            }
-        }
+        self.replay(records)?;
         let prepared = self.shared.core().prepared().len();
         self.shared.ready.store(true, Ordering::Release);
         tracing::info!(
@@ -237,6 +229,44 @@ impl StateOwner {
                 }
                 Command::StreamClosed(stream) => self.shared.core().stream_closed(stream),
             }
+        }
+        Ok(())
+    }
+
+    /// Rebuilds the core from the journal and brings the store up to date. Replayed
+    /// decisions may or may not have reached the store before the crash; re-applying is
+    /// idempotent, but each key is written at most once, and only if its file differs,
+    /// so a restart costs reads, not thousands of fsyncs.
+    fn replay(&mut self, records: Vec<FollowerRecord>) -> Result<()> {
+        let mut changes: HashMap<String, Op> = HashMap::new();
+        for record in records {
+            let effects = self.shared.core().replay(record);
+            for effect in effects {
+                match effect {
+                    Effect::Apply { key, op } => {
+                        changes.insert(key, op);
+                    }
+                    Effect::Finish { txid, outcome } => self.shared.core().finish(&txid, outcome),
+                    _ => {}
+                }
+            }
+        }
+        let mut stale = Vec::new();
+        for (key, op) in &changes {
+            let wanted = match op {
+                Op::Put(value) => Some(value.as_str()),
+                Op::Delete => None,
+            };
+            if self.shared.kv.get(key)?.as_deref() != wanted {
+                stale.push((key.as_str(), wanted));
+            }
+        }
+        self.shared.kv.apply_batch(&stale)?;
+        if !stale.is_empty() {
+            tracing::info!(
+                keys = stale.len(),
+                "re-applied decided writes from the journal"
+            );
         }
         Ok(())
     }

@@ -170,7 +170,7 @@ impl TryFrom<rpc::LeaderMsg> for LeaderMessage {
         } else {
             Some(m.low_water.parse::<TxId>()?)
         };
-        let cluster = (!m.cluster_id.is_empty()).then(|| ClusterInfo {
+        let cluster = (!m.cluster_id.is_empty()).then_some(ClusterInfo {
             id: m.cluster_id,
             has_data: m.cluster_has_data,
         });
