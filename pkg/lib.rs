@@ -12,6 +12,7 @@
 
 use std::path::PathBuf;
 
+pub mod check;
 pub mod client;
 pub mod dirlock;
 pub mod journal;
