@@ -1,1 +1,832 @@
+//! End-to-end tests: real `tpc` processes (the built binary), each in its own temporary
+//! directories, talking over Unix sockets inside them. Every test checks one rule of
+//! DESIGN.md; crashes are real (`kill -9`, or `TPC_CRASH_AT` crash points that abort the
+//! process at a chosen protocol step). Waits poll with a bounded deadline; a failing test
+//! prints the stderr of every node it started.
 
+#[path = "e2e_support/mod.rs"]
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tonic::Code;
+
+use support::{
+    follower, get, poll, settled_get, spawn, spawn_with_dirs, wait_follower_ready,
+    wait_leader_ready, Cluster, NodeDirs, Role, CRASH_AT, POLL_TIMEOUT,
+};
+
+const MIB: usize = 1024 * 1024;
+const KIB: usize = 1024;
+
+/// Asserts that a direct read of every follower answers `expected` (after any
+/// in-flight decision has arrived: UNAVAILABLE is polled past).
+async fn assert_followers(cluster: &Cluster, key: &str, expected: Option<&str>) {
+    for addr in cluster.follower_addrs() {
+        let got = settled_get(&addr, key).await;
+        assert_eq!(
+            got.as_deref(),
+            expected,
+            "direct Get({key:?}) on follower {addr}"
+        );
+    }
+}
+
+/// Asserts that `status` has `code` and (if given) mentions `needle`.
+fn assert_status(result: Result<impl std::fmt::Debug, tonic::Status>, code: Code, needle: &str) {
+    match result {
+        Ok(v) => panic!("expected {code:?} mentioning {needle:?}, got Ok({v:?})"),
+        Err(s) => {
+            assert_eq!(s.code(), code, "unexpected status: {s:?}");
+            assert!(
+                s.message().contains(needle),
+                "the {code:?} message should mention {needle:?}: {:?}",
+                s.message()
+            );
+        }
+    }
+}
+
+/// Names in `dir` that are directories.
+fn subdirectories(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
+        .map(|e| e.expect("dir entry"))
+        .filter(|e| e.file_type().expect("file type").is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+fn entries(dir: &std::path::Path) -> BTreeSet<String> {
+    std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
+        .map(|e| {
+            e.expect("dir entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// 1. Reads and writes, any key, limits, writes refused by followers.
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_through_the_leader_reach_every_follower_any_key_round_trips_and_bad_input_is_refused(
+) {
+    // A 3 MiB value takes the followers a while to journal in a debug build: a vote
+    // timeout that is generous (speed is not what this test checks).
+    let mut cluster = Cluster::new(3);
+    cluster.vote_timeout = "10s".into();
+    let cluster = cluster.started().await;
+    let mut c = cluster.client();
+
+    // Put, overwrite, delete.
+    c.put("k", "v1").await.expect("put k=v1");
+    assert_eq!(c.get("k").await.expect("get k"), "v1");
+    assert_followers(&cluster, "k", Some("v1")).await;
+    c.put("k", "v2").await.expect("overwrite k=v2");
+    assert_eq!(c.get("k").await.expect("get k"), "v2");
+    assert_followers(&cluster, "k", Some("v2")).await;
+    c.delete("k").await.expect("delete k");
+    assert_eq!(c.get("k").await.unwrap_err().code(), Code::NotFound);
+    assert_followers(&cluster, "k", None).await;
+
+    // Deleting an absent key succeeds and leaves it absent.
+    c.delete("never-written")
+        .await
+        .expect("delete of an absent key");
+    assert_eq!(
+        c.get("never-written").await.unwrap_err().code(),
+        Code::NotFound
+    );
+
+    // An empty value is a value, not a delete.
+    c.put("empty", "").await.expect("put empty value");
+    assert_eq!(c.get("empty").await.expect("get empty"), "");
+    assert_followers(&cluster, "empty", Some("")).await;
+
+    // Any string key round-trips, on the leader and on every follower, and nothing is
+    // created outside the node directories.
+    let pid = std::process::id();
+    let escape_name = format!("tpc-e2e-escape-{pid}");
+    let escape_abs = std::env::temp_dir().join(&escape_name);
+    let weird_keys: Vec<String> = vec![
+        "a/b".into(),
+        "a/b/c/".into(),
+        "/".into(),
+        ".".into(),
+        "..".into(),
+        "../escape".into(),
+        format!("../../{escape_name}"),
+        escape_abs.display().to_string(),
+        "with space".into(),
+        " ".into(),
+        "line\nbreak".into(),
+        "cr\r\n".into(),
+        "tab\there".into(),
+        "percent %2F %".into(),
+        "ünïcödé ключ 鍵 🙂".into(),
+        "nul\0byte".into(),
+        "\0".into(),
+        "UPPER".into(),
+        "upper".into(),
+        "Upper".into(),
+        "k".repeat(300),
+        "x".repeat(64 * KIB), // the longest key allowed
+    ];
+    for (i, key) in weird_keys.iter().enumerate() {
+        let value = format!(
+            "value #{i} for {:?}",
+            key.chars().take(40).collect::<String>()
+        );
+        c.put(key, &value)
+            .await
+            .unwrap_or_else(|e| panic!("put {key:?}: {e:?}"));
+    }
+    for (i, key) in weird_keys.iter().enumerate() {
+        let value = format!(
+            "value #{i} for {:?}",
+            key.chars().take(40).collect::<String>()
+        );
+        assert_eq!(
+            c.get(key)
+                .await
+                .unwrap_or_else(|e| panic!("get {key:?}: {e:?}")),
+            value,
+            "Get({key:?}) through the leader"
+        );
+        assert_followers(&cluster, key, Some(&value)).await;
+    }
+
+    // The largest value allowed (3 MiB exactly) round-trips.
+    let big: String = "0123456789abcdef".repeat(3 * MIB / 16);
+    assert_eq!(big.len(), 3 * MIB);
+    c.put("big", &big).await.expect("put a 3 MiB value");
+    assert!(c.get("big").await.expect("get big") == big, "3 MiB value");
+    for addr in cluster.follower_addrs() {
+        assert!(
+            settled_get(&addr, "big").await.as_deref() == Some(big.as_str()),
+            "3 MiB value on {addr}"
+        );
+    }
+
+    // Limits: INVALID_ARGUMENT naming the limit, and nothing changes.
+    c.put("limited", "before").await.expect("put limited");
+    assert_status(
+        c.put("limited", &"v".repeat(3 * MIB + 1)).await,
+        Code::InvalidArgument,
+        "3 MiB",
+    );
+    let long_key = "k".repeat(64 * KIB + 1);
+    assert_status(c.put(&long_key, "v").await, Code::InvalidArgument, "64 KiB");
+    assert_status(c.get(&long_key).await, Code::InvalidArgument, "64 KiB");
+    assert_status(c.delete(&long_key).await, Code::InvalidArgument, "64 KiB");
+    assert_status(c.put("", "v").await, Code::InvalidArgument, "");
+    assert_status(c.get("").await, Code::InvalidArgument, "");
+    assert_status(c.delete("").await, Code::InvalidArgument, "");
+    assert_eq!(c.get("limited").await.expect("get limited"), "before");
+    assert_followers(&cluster, "limited", Some("before")).await;
+
+    // Writes sent to a follower are refused and change nothing.
+    for addr in cluster.follower_addrs() {
+        let mut direct = support::client(&addr);
+        assert_status(
+            direct.put("limited", "sneaky").await,
+            Code::FailedPrecondition,
+            "",
+        );
+        assert_status(direct.delete("limited").await, Code::FailedPrecondition, "");
+        assert_status(
+            direct.put("new-key", "x").await,
+            Code::FailedPrecondition,
+            "",
+        );
+    }
+    assert_followers(&cluster, "limited", Some("before")).await;
+    assert_followers(&cluster, "new-key", None).await;
+    assert_eq!(c.get("limited").await.expect("get limited"), "before");
+
+    // Nothing outside the directories we gave.
+    assert!(
+        !escape_abs.exists(),
+        "{} was created by a key",
+        escape_abs.display()
+    );
+    for dirs in cluster.follower_dirs.iter() {
+        assert_eq!(
+            subdirectories(&dirs.kv_dir()),
+            Vec::<String>::new(),
+            "the kv dir of {} has subdirectories",
+            dirs.name
+        );
+        let allowed: BTreeSet<String> = ["journal", "kv", "cwd", "stderr.log"]
+            .iter()
+            .map(|s| s.to_string())
+            .chain([format!("{}.sock", dirs.name)])
+            .collect();
+        let found = entries(dirs.root());
+        assert!(
+            found.is_subset(&allowed),
+            "unexpected entries in the node dir of {}: {:?}",
+            dirs.name,
+            found.difference(&allowed).collect::<Vec<_>>()
+        );
+    }
+    for dirs in cluster.follower_dirs.iter().chain([&cluster.leader_dirs]) {
+        assert_eq!(
+            entries(&dirs.cwd()),
+            BTreeSet::new(),
+            "{} wrote into its working directory",
+            dirs.name
+        );
+    }
+    let leader_allowed: BTreeSet<String> = ["journal", "cwd", "stderr.log", "leader.sock"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let found = entries(cluster.leader_dirs.root());
+    assert!(
+        found.is_subset(&leader_allowed),
+        "unexpected entries in the leader's dir: {:?}",
+        found.difference(&leader_allowed).collect::<Vec<_>>()
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// 2. A follower that crashed between its vote and the decision.
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_that_crashed_after_voting_keeps_the_key_locked_until_the_leader_redelivers_the_decision(
+) {
+    let mut cluster = Cluster::new(3);
+    cluster.start_follower(0, &[(CRASH_AT, "follower-before-decision")]);
+    cluster.start_follower(1, &[]);
+    cluster.start_follower(2, &[]);
+    for addr in cluster.follower_addrs() {
+        wait_follower_ready(&addr).await;
+    }
+    cluster.start_leader(&[]);
+    wait_leader_ready(&cluster.leader_addr()).await;
+    let mut c = cluster.client();
+
+    c.put("k", "v1")
+        .await
+        .expect("the decision was durable at the leader: the put must succeed");
+    let status = cluster.follower(0).wait_exit(Duration::from_secs(10)).await;
+    assert!(!status.success(), "f1 should have aborted: {status:?}");
+    assert!(
+        cluster.follower_dirs[0]
+            .log()
+            .contains("crash point follower-before-decision reached"),
+        "f1 should have died at its crash point"
+    );
+    cluster.followers[0] = None;
+    assert_eq!(c.get("k").await.expect("get k via the leader"), "v1");
+
+    // F1 comes back where the leader can't reach it: its prepared lock is restored from
+    // its journal, so it answers UNAVAILABLE for k, never the old (absent) value.
+    let elsewhere = cluster.follower_dirs[0].socket("f1-elsewhere.sock");
+    cluster.followers[0] = Some(spawn(
+        &cluster.follower_dirs[0],
+        Role::Follower,
+        &elsewhere,
+        &[],
+    ));
+    wait_follower_ready(&elsewhere).await;
+    for attempt in 0..5 {
+        match get(&elsewhere, "k").await {
+            Err(s) if s.code() == Code::Unavailable => {}
+            other => panic!(
+                "attempt {attempt}: a follower with an undecided prepared write of k must answer UNAVAILABLE, got {other:?}"
+            ),
+        }
+        assert_eq!(c.get("k").await.expect("get k via the leader"), "v1");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Back on its own address, the leader redelivers the decision.
+    cluster.kill_follower(0);
+    cluster.start_follower(0, &[]);
+    let f1 = cluster.follower_addr(0);
+    poll("f1 to apply the redelivered decision", POLL_TIMEOUT, || {
+        let f1 = f1.clone();
+        async move {
+            match get(&f1, "k").await {
+                Ok(Some(v)) if v == "v1" => Ok(()),
+                Ok(other) => panic!("f1 answered {other:?} for k, expected v1"),
+                Err(s) if matches!(s.code(), Code::Unavailable | Code::Unknown) => {
+                    Err(format!("{s:?}"))
+                }
+                Err(s) => panic!("f1: unexpected {s:?}"),
+            }
+        }
+    })
+    .await;
+    assert_followers(&cluster, "k", Some("v1")).await;
+    assert_eq!(c.get("k").await.expect("get k via the leader"), "v1");
+}
+
+// ---------------------------------------------------------------------------------------
+// 3. The leader crashed after journaling its decision.
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_crashed_after_journaling_its_decision_finishes_the_transaction_on_restart() {
+    let mut cluster = Cluster::new(3);
+    for i in 0..3 {
+        cluster.start_follower(i, &[]);
+    }
+    for addr in cluster.follower_addrs() {
+        wait_follower_ready(&addr).await;
+    }
+    cluster.start_leader(&[(CRASH_AT, "leader-after-decision-journaled")]);
+    wait_leader_ready(&cluster.leader_addr()).await;
+
+    let result = cluster.client().put("k", "v").await;
+    assert!(
+        result.is_err(),
+        "the leader died before answering: {result:?}"
+    );
+    let status = cluster
+        .leader
+        .as_mut()
+        .unwrap()
+        .wait_exit(Duration::from_secs(10))
+        .await;
+    assert!(
+        !status.success(),
+        "the leader should have aborted: {status:?}"
+    );
+    assert!(cluster
+        .leader_dirs
+        .log()
+        .contains("crash point leader-after-decision-journaled reached"));
+    cluster.leader = None;
+
+    // Every follower voted and holds the prepared write: undecided, so UNAVAILABLE.
+    for addr in cluster.follower_addrs() {
+        for _ in 0..3 {
+            match get(&addr, "k").await {
+                Err(s) if s.code() == Code::Unavailable => {}
+                other => {
+                    panic!("{addr}: a prepared, undecided key must read UNAVAILABLE, got {other:?}")
+                }
+            }
+        }
+    }
+
+    // The restarted leader finishes the transaction by itself (no client action).
+    cluster.start_leader(&[]);
+    for addr in cluster.follower_addrs() {
+        poll(
+            &format!("{addr} to apply the restarted leader's decision"),
+            POLL_TIMEOUT,
+            || {
+                let addr = addr.clone();
+                async move {
+                    match get(&addr, "k").await {
+                        Ok(Some(v)) if v == "v" => Ok(()),
+                        Ok(other) => panic!("{addr} answered {other:?} for k, expected v"),
+                        Err(s) if matches!(s.code(), Code::Unavailable | Code::Unknown) => {
+                            Err(format!("{s:?}"))
+                        }
+                        Err(s) => panic!("{addr}: unexpected {s:?}"),
+                    }
+                }
+            },
+        )
+        .await;
+    }
+    wait_leader_ready(&cluster.leader_addr()).await;
+    let mut c = cluster.client();
+    assert_eq!(c.get("k").await.expect("get k"), "v");
+    c.put("k", "v2").await.expect("a new put after recovery");
+    assert_eq!(c.get("k").await.expect("get k"), "v2");
+    assert_followers(&cluster, "k", Some("v2")).await;
+}
+
+// ---------------------------------------------------------------------------------------
+// 4. A follower down.
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_while_a_follower_is_down_fails_unavailable_changes_nothing_and_writes_resume_after_its_restart(
+) {
+    let mut cluster = Cluster::start(3).await;
+    let mut c = cluster.client();
+    c.put("k", "old").await.expect("put k=old");
+    assert_followers(&cluster, "k", Some("old")).await;
+
+    cluster.kill_follower(1);
+    let answer = tokio::time::timeout(Duration::from_secs(20), c.put("k", "new"))
+        .await
+        .expect("a put with a follower down must not hang");
+    assert_status(answer, Code::Unavailable, "");
+    for i in [0, 2] {
+        let addr = cluster.follower_addr(i);
+        assert_eq!(
+            settled_get(&addr, "k").await.as_deref(),
+            Some("old"),
+            "{addr} after a failed put"
+        );
+    }
+    assert_eq!(c.get("k").await.expect("get k via the leader"), "old");
+
+    cluster.start_follower(1, &[]);
+    poll("a put to succeed after f2's restart", POLL_TIMEOUT, || {
+        let mut c = c.clone();
+        async move { c.put("k", "new2").await.map_err(|s| format!("{s:?}")) }
+    })
+    .await;
+    assert_followers(&cluster, "k", Some("new2")).await;
+    assert_eq!(c.get("k").await.expect("get k via the leader"), "new2");
+}
+
+// ---------------------------------------------------------------------------------------
+// 5. kill -9 of every node under load.
+// ---------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone)]
+struct Write {
+    client: usize,
+    value: String,
+    issued: Instant,
+    completed: Instant,
+    /// `Ok` acknowledged; `Err(code)` outcome unknown (unless ABORTED: not applied).
+    result: Result<(), Code>,
+}
+
+/// The rule: the final value of a key is never older than its last acknowledged write.
+fn check_final_value(key: &str, writes: &[Write], last: Option<&str>) -> Result<(), String> {
+    let acked: Vec<&Write> = writes.iter().filter(|w| w.result.is_ok()).collect();
+    let Some(value) = last else {
+        return match acked.first() {
+            Some(w) => Err(format!(
+                "{key}: absent after restart, but {:?} (client {}) was acknowledged",
+                w.value, w.client
+            )),
+            None => Ok(()),
+        };
+    };
+    let Some(w) = writes.iter().find(|w| w.value == value) else {
+        return Err(format!("{key}: {value:?} was never written to this key"));
+    };
+    if w.result == Err(Code::Aborted) {
+        return Err(format!(
+            "{key}: {value:?} was refused with ABORTED (not applied), yet it is the value"
+        ));
+    }
+    if w.result.is_ok() {
+        if let Some(later) = acked
+            .iter()
+            .find(|l| l.value != w.value && l.issued > w.completed)
+        {
+            return Err(format!(
+                "{key}: the value is {value:?} (acknowledged), but the acknowledged write {:?} \
+                 was issued after it completed: a lost acknowledged write",
+                later.value
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn the_final_value_check_catches_lost_writes() {
+    let t0 = Instant::now();
+    let at = |ms: u64| t0 + Duration::from_millis(ms);
+    let w = |client, value: &str, issued, completed, result| Write {
+        client,
+        value: value.into(),
+        issued: at(issued),
+        completed: at(completed),
+        result,
+    };
+    let writes = vec![
+        w(0, "a", 0, 10, Ok(())),
+        w(1, "b", 5, 15, Ok(())), // concurrent with a
+        w(0, "c", 20, 30, Ok(())),
+        w(1, "d", 25, 40, Err(Code::Unavailable)),
+        w(1, "e", 50, 60, Err(Code::Aborted)),
+    ];
+    assert!(check_final_value("k", &writes, Some("c")).is_ok());
+    assert!(check_final_value("k", &writes, Some("d")).is_ok());
+    assert!(check_final_value("k", &writes, Some("a")).is_err());
+    assert!(check_final_value("k", &writes, Some("b")).is_err());
+    assert!(check_final_value("k", &writes, Some("e")).is_err());
+    assert!(check_final_value("k", &writes, Some("zzz")).is_err());
+    assert!(check_final_value("k", &writes, None).is_err());
+    assert!(check_final_value("k", &writes[3..4], None).is_ok());
+    assert!(check_final_value("k", &writes[..2], Some("a")).is_ok());
+    assert!(check_final_value("k", &writes[..2], Some("b")).is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_kill_9_of_every_node() {
+    const CLIENTS: usize = 4;
+    const KEYS: usize = 8;
+    let mut cluster = Cluster::start(3).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for client_no in 0..CLIENTS {
+        let addr = cluster.leader_addr();
+        let stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut c = support::client(&addr);
+            let mut log: Vec<(String, Write)> = Vec::new();
+            let mut n = 0usize;
+            while !stop.load(Ordering::SeqCst) {
+                let key = format!("key{}", (client_no * 3 + n * 5 + n / 8) % KEYS);
+                let value = format!("c{client_no}-{n}");
+                let issued = Instant::now();
+                let result = c.put(&key, &value).await.map_err(|s| s.code());
+                let completed = Instant::now();
+                let failed = result.is_err();
+                log.push((
+                    key,
+                    Write {
+                        client: client_no,
+                        value,
+                        issued,
+                        completed,
+                        result,
+                    },
+                ));
+                n += 1;
+                if failed {
+                    // The nodes are being killed; don't spin.
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+            log
+        }));
+    }
+    // The workload runs for a fixed time; then every node dies mid-write.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    cluster.kill_all();
+    stop.store(true, Ordering::SeqCst);
+    let mut per_key: BTreeMap<String, Vec<Write>> = BTreeMap::new();
+    for task in tasks {
+        for (key, write) in task.await.expect("client task") {
+            per_key.entry(key).or_default().push(write);
+        }
+    }
+    let acked = per_key
+        .values()
+        .flatten()
+        .filter(|w| w.result.is_ok())
+        .count();
+    let failed: Vec<Code> = per_key
+        .values()
+        .flatten()
+        .filter_map(|w| w.result.err())
+        .collect();
+    eprintln!(
+        "workload: {acked} acknowledged writes, {} failed ({:?} ...)",
+        failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    assert!(
+        acked >= KEYS,
+        "too few acknowledged writes to test anything: {acked}"
+    );
+
+    // Restart everything.
+    for i in 0..3 {
+        cluster.start_follower(i, &[]);
+    }
+    cluster.start_leader(&[]);
+    for addr in cluster.follower_addrs() {
+        wait_follower_ready(&addr).await;
+    }
+    wait_leader_ready(&cluster.leader_addr()).await;
+
+    let mut c = cluster.client();
+    let mut problems = Vec::new();
+    for k in 0..KEYS {
+        let key = format!("key{k}");
+        let mut seen = Vec::new();
+        for addr in cluster.follower_addrs() {
+            seen.push(settled_get(&addr, &key).await);
+        }
+        assert!(
+            seen.windows(2).all(|w| w[0] == w[1]),
+            "followers disagree on {key} after restart: {seen:?}"
+        );
+        let through_leader = match c.get(&key).await {
+            Ok(v) => Some(v),
+            Err(s) if s.code() == Code::NotFound => None,
+            Err(s) => panic!("get {key} via the leader: {s:?}"),
+        };
+        assert_eq!(
+            through_leader, seen[0],
+            "the leader's answer for {key} differs from the followers'"
+        );
+        let writes = per_key.get(&key).cloned().unwrap_or_default();
+        if let Err(problem) = check_final_value(&key, &writes, through_leader.as_deref()) {
+            problems.push(problem);
+        }
+    }
+    assert!(problems.is_empty(), "durability violated: {problems:#?}");
+}
+
+// ---------------------------------------------------------------------------------------
+// 6. Directory locks, corrupt journals, torn tails.
+// ---------------------------------------------------------------------------------------
+
+/// Starts `role` on `journal_dir`/`kv_dir` and asserts that it exits non-zero saying the
+/// directory is locked.
+async fn assert_refused_as_locked(
+    name: &str,
+    role: Role,
+    journal_dir: &std::path::Path,
+    kv_dir: &std::path::Path,
+) {
+    let dirs = NodeDirs::new(name);
+    let mut node = spawn_with_dirs(&dirs, role, &dirs.addr(), &[], journal_dir, kv_dir);
+    let status = node.wait_exit(Duration::from_secs(10)).await;
+    assert!(
+        !status.success(),
+        "{name} on shared directories must fail: {status:?}"
+    );
+    let log = dirs.log();
+    assert!(
+        log.contains("locked") || log.contains("another tpc process"),
+        "{name}'s error should say the directory is locked:\n{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_cannot_share_a_journal_or_kv_directory() {
+    let f1 = NodeDirs::new("f1");
+    let _f1 = follower(&f1);
+    wait_follower_ready(&f1.addr()).await;
+    let ld = NodeDirs::new("leader");
+    let _leader = support::leader(&ld, &[&f1]);
+    wait_leader_ready(&ld.addr()).await;
+
+    let scratch = NodeDirs::new("scratch");
+    assert_refused_as_locked(
+        "both-shared",
+        Role::Follower,
+        &f1.journal_dir(),
+        &f1.kv_dir(),
+    )
+    .await;
+    assert_refused_as_locked(
+        "kv-shared",
+        Role::Follower,
+        &scratch.journal_dir(),
+        &f1.kv_dir(),
+    )
+    .await;
+    assert_refused_as_locked(
+        "journal-shared",
+        Role::Follower,
+        &f1.journal_dir(),
+        &scratch.kv_dir(),
+    )
+    .await;
+    assert_refused_as_locked(
+        "leader-shared",
+        Role::leader(vec![f1.addr()]),
+        &ld.journal_dir(),
+        &scratch.kv_dir(),
+    )
+    .await;
+
+    // The owners were not disturbed.
+    let mut c = support::client(&ld.addr());
+    c.put("k", "v").await.expect("put after the refused starts");
+    assert_eq!(c.get("k").await.expect("get k"), "v");
+    assert_eq!(settled_get(&f1.addr(), "k").await.as_deref(), Some("v"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_journal_line_stops_a_follower_naming_file_and_line_and_a_torn_tail_is_dropped() {
+    let mut cluster = Cluster::start(1).await;
+    let mut c = cluster.client();
+    c.put("a", "1").await.expect("put a");
+    c.put("b", "2").await.expect("put b");
+    assert_followers(&cluster, "b", Some("2")).await;
+    cluster.kill_all();
+
+    let journal = cluster.follower_dirs[0].journal_file();
+    let good = std::fs::read(&journal).expect("read f1's journal");
+    let lines = good.iter().filter(|&&b| b == b'\n').count();
+    assert!(
+        lines >= 1 && good.ends_with(b"\n"),
+        "f1's journal should hold complete records: {:?}",
+        String::from_utf8_lossy(&good)
+    );
+
+    // A complete line with a bad checksum: refuse to start, name file and line, change nothing.
+    let mut corrupt = good.clone();
+    corrupt.extend_from_slice(b"deadbeef put bogus%20record\n");
+    std::fs::write(&journal, &corrupt).expect("write the corrupt journal");
+    cluster.start_follower(0, &[]);
+    let status = cluster.follower(0).wait_exit(Duration::from_secs(10)).await;
+    cluster.followers[0] = None;
+    assert!(
+        !status.success(),
+        "a follower with a corrupt journal must not run: {status:?}"
+    );
+    let log = cluster.follower_dirs[0].log();
+    let path = journal.display().to_string();
+    let line = format!("line {}", lines + 1);
+    assert!(
+        log.contains(&path) && log.contains(&line),
+        "the error should name {path} and {line:?}:\n{log}"
+    );
+    assert!(
+        std::fs::read(&journal).expect("read journal") == corrupt,
+        "a corrupt journal must be left exactly as it was"
+    );
+
+    // A torn tail (half of a line, no newline) is dropped; the follower serves.
+    let last_line_start = good[..good.len() - 1]
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |i| i + 1);
+    let last_line = &good[last_line_start..good.len() - 1];
+    let mut torn = good.clone();
+    torn.extend_from_slice(&last_line[..last_line.len() / 2]);
+    std::fs::write(&journal, &torn).expect("write the torn journal");
+    cluster.start_follower(0, &[]);
+    let f1 = cluster.follower_addr(0);
+    wait_follower_ready(&f1).await;
+    assert_eq!(settled_get(&f1, "a").await.as_deref(), Some("1"));
+    assert_eq!(settled_get(&f1, "b").await.as_deref(), Some("2"));
+    let after = std::fs::read(&journal).expect("read journal");
+    assert!(
+        after.starts_with(&good) && after.ends_with(b"\n"),
+        "the torn tail should have been cut off: {:?}",
+        String::from_utf8_lossy(&after[good.len().min(after.len())..])
+    );
+
+    // New records after the dropped tail replay fine.
+    cluster.start_leader(&[]);
+    wait_leader_ready(&cluster.leader_addr()).await;
+    c.put("c", "3").await.expect("put c after the torn tail");
+    assert_followers(&cluster, "c", Some("3")).await;
+    cluster.kill_follower(0);
+    cluster.start_follower(0, &[]);
+    wait_follower_ready(&f1).await;
+    for (key, value) in [("a", "1"), ("b", "2"), ("c", "3")] {
+        assert_eq!(settled_get(&f1, key).await.as_deref(), Some(value), "{key}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// 7. The leader starts before its followers.
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_started_before_its_followers_answers_unavailable_then_serves_once_they_are_up() {
+    let mut cluster = Cluster::new(3);
+    cluster.start_leader(&[]);
+    // Wait until the leader itself accepts connections (so UNAVAILABLE below is its
+    // answer, not a refused connection).
+    let socket = cluster.leader_dirs.root().join("leader.sock");
+    poll("the leader to listen", POLL_TIMEOUT, || {
+        let socket = socket.clone();
+        async move {
+            std::os::unix::net::UnixStream::connect(&socket)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }
+    })
+    .await;
+
+    let mut c = cluster.client();
+    let answer = tokio::time::timeout(Duration::from_secs(20), c.get("k"))
+        .await
+        .expect("a get with every follower down must not hang");
+    assert_status(answer, Code::Unavailable, "");
+    let answer = tokio::time::timeout(Duration::from_secs(20), c.put("k", "early"))
+        .await
+        .expect("a put with every follower down must not hang");
+    assert_status(answer, Code::Unavailable, "");
+
+    for i in 0..3 {
+        cluster.start_follower(i, &[]);
+    }
+    poll(
+        "a put to succeed once the followers are up",
+        POLL_TIMEOUT,
+        || {
+            let mut c = c.clone();
+            async move { c.put("k", "v").await.map_err(|s| format!("{s:?}")) }
+        },
+    )
+    .await;
+    assert_eq!(c.get("k").await.expect("get k"), "v");
+    assert_followers(&cluster, "k", Some("v")).await;
+}
