@@ -280,30 +280,25 @@ impl StateOwner {
     }
 
     /// Carries out one message's effects in order; the answer for the stream.
+    /// Consecutive records to journal share one write and one fsync.
     fn carry_out(
         &mut self,
         txid: &str,
         effects: Vec<Effect>,
     ) -> std::result::Result<rpc::Response, Status> {
         let mut response = None;
-        for effect in effects {
+        let mut to_journal = Vec::new();
+        let mut effects = effects.into_iter().peekable();
+        while let Some(effect) = effects.next() {
             match effect {
                 Effect::Persist(record) => {
-                    if matches!(record, FollowerRecord::Decide { .. }) {
-                        crash_point("follower-before-decision");
-                    }
-                    if let Err(e) = self.journal.append(&Record::from(&record)) {
-                        tracing::error!(%txid, error = %e, "journal write failed");
-                        if let FollowerRecord::Prepare { txid, .. } = &record {
-                            let vote = self.shared.core().prepare_failed(txid);
-                            return Ok(vote.to_wire(txid, self.shared.core().cluster_id()));
+                    to_journal.push(record);
+                    if !matches!(effects.peek(), Some(Effect::Persist(_))) {
+                        if let Some(vote) =
+                            self.journal_records(txid, std::mem::take(&mut to_journal))?
+                        {
+                            return Ok(vote);
                         }
-                        return Err(Status::unavailable(format!(
-                            "follower journal write failed: {e}"
-                        )));
-                    }
-                    if matches!(record, FollowerRecord::Prepare { .. }) {
-                        crash_point("follower-after-vote-journaled");
                     }
                 }
                 Effect::Apply { key, op } => {
@@ -325,6 +320,42 @@ impl StateOwner {
             }
         }
         response.ok_or_else(|| Status::internal("no reply produced"))
+    }
+
+    /// Journals `records` durably. If that fails for a PREPARE, the vote becomes ABORT
+    /// (returned as the answer); for anything else the stream fails and the leader
+    /// retransmits, the core unchanged.
+    fn journal_records(
+        &mut self,
+        txid: &str,
+        records: Vec<FollowerRecord>,
+    ) -> std::result::Result<Option<rpc::Response>, Status> {
+        if records
+            .iter()
+            .any(|r| matches!(r, FollowerRecord::Decide { .. }))
+        {
+            crash_point("follower-before-decision");
+        }
+        let lines: Vec<Record> = records.iter().map(Record::from).collect();
+        if let Err(e) = self.journal.append_batch(&lines) {
+            tracing::error!(%txid, error = %e, "journal write failed");
+            for record in &records {
+                if let FollowerRecord::Prepare { txid, .. } = record {
+                    let vote = self.shared.core().prepare_failed(txid);
+                    return Ok(Some(vote.to_wire(txid, self.shared.core().cluster_id())));
+                }
+            }
+            return Err(Status::unavailable(format!(
+                "follower journal write failed: {e}"
+            )));
+        }
+        if records
+            .iter()
+            .any(|r| matches!(r, FollowerRecord::Prepare { .. }))
+        {
+            crash_point("follower-after-vote-journaled");
+        }
+        Ok(None)
     }
 
     fn checkpoint_if_due(&mut self) {

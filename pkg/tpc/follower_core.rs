@@ -75,6 +75,9 @@ pub struct FollowerCore {
     has_data: bool,
     max_epoch: u64,
     low_water: Option<TxId>,
+    /// The epoch and mark as last journaled: when they rise, the next journal write
+    /// carries a `meta` record too (in the same fsync), so a restart keeps them.
+    journaled_marks: (u64, Option<TxId>),
     prepared: HashMap<String, PreparedTxn>,
     /// key -> id of the transaction holding its lock.
     locks: HashMap<String, String>,
@@ -125,28 +128,26 @@ impl FollowerCore {
         if let Some(mark) = msg.low_water {
             self.raise_low_water(mark);
         }
-        if adopted_cluster {
-            effects.push(Effect::Persist(self.meta_record()));
-        }
         let problem = msg.prepare_problem();
-        match (msg.is_legacy(), msg.body) {
-            (false, Body::Prepare { key, op }) => {
-                effects.extend(self.prepare(msg.txid, key, op, problem));
-            }
-            (true, Body::Prepare { key, op }) => {
-                effects.extend(self.prepare_legacy(stream, key, op, problem));
-            }
-            (false, Body::Decide(outcome)) => {
-                effects.extend(self.decide(msg.txid, outcome));
-            }
+        let body = match (msg.is_legacy(), msg.body) {
+            (false, Body::Prepare { key, op }) => self.prepare(msg.txid, key, op, problem),
+            (true, Body::Prepare { key, op }) => self.prepare_legacy(stream, key, op, problem),
+            (false, Body::Decide(outcome)) => self.decide(msg.txid, outcome),
             (true, Body::Decide(outcome)) => {
                 if self.legacy_refused.remove(&stream) || !self.prepared.contains_key(LEGACY) {
-                    effects.push(Effect::Reply(Reply::Ack));
+                    vec![Effect::Reply(Reply::Ack)]
                 } else {
-                    effects.extend(self.decide(LEGACY.to_string(), outcome));
+                    self.decide(LEGACY.to_string(), outcome)
                 }
             }
+        };
+        let journals = body.iter().any(|e| matches!(e, Effect::Persist(_)));
+        let marks = (self.max_epoch, self.low_water);
+        if adopted_cluster || (journals && marks != self.journaled_marks) {
+            effects.push(Effect::Persist(self.meta_record()));
+            self.journaled_marks = marks;
         }
+        effects.extend(body);
         effects
     }
 
@@ -310,6 +311,7 @@ impl FollowerCore {
                 if let Some(mark) = low_water {
                     self.raise_low_water(mark);
                 }
+                self.journaled_marks = (self.max_epoch, self.low_water);
                 Vec::new()
             }
             FollowerRecord::Prepare { txid, key, op } => {

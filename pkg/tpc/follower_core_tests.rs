@@ -43,6 +43,14 @@ fn run(core: &mut FollowerCore, stream: StreamId, m: LeaderMessage) -> Vec<Effec
     effects
 }
 
+fn meta(max_epoch: u64, low_water: Option<TxId>) -> Effect {
+    Effect::Persist(FollowerRecord::Meta {
+        cluster_id: None,
+        max_epoch,
+        low_water,
+    })
+}
+
 fn persisted_prepare(txid: &str, key: &str, value: &str) -> Effect {
     Effect::Persist(FollowerRecord::Prepare {
         txid: txid.into(),
@@ -57,7 +65,11 @@ fn prepare_journals_the_vote_before_replying_and_locks_the_key() {
     let effects = run(&mut core, 1, prepare("1.1", "k", "v"));
     assert_eq!(
         effects,
-        vec![persisted_prepare("1.1", "k", "v"), vote(Commit)]
+        vec![
+            meta(1, None),
+            persisted_prepare("1.1", "k", "v"),
+            vote(Commit)
+        ]
     );
     assert!(
         core.check_readable("k").is_err(),
@@ -165,6 +177,7 @@ fn decision_for_an_unknown_transaction_is_journaled_so_a_late_prepare_is_refused
     assert_eq!(
         effects,
         vec![
+            meta(1, None),
             Effect::Persist(FollowerRecord::Decide {
                 txid: "1.5".into(),
                 outcome: Abort
@@ -463,4 +476,22 @@ fn checkpoint_keeps_what_a_restart_needs() {
         vec![vote(Abort)],
         "epoch survives"
     );
+}
+
+#[test]
+fn a_rising_epoch_or_mark_is_journaled_with_the_next_record_so_a_restart_keeps_it() {
+    let mut core = FollowerCore::new(false);
+    run(&mut core, 1, prepare("2.1", "a", "1"));
+    let mut m = decide("2.1", Commit);
+    m.low_water = Some(TxId { epoch: 2, seq: 1 });
+    // The decision is journaled anyway: the new mark rides along, before it.
+    let effects = run(&mut core, 1, m);
+    assert_eq!(effects[0], meta(2, Some(TxId { epoch: 2, seq: 1 })));
+    // Unchanged marks are not journaled again.
+    let effects = run(&mut core, 1, prepare("2.2", "b", "1"));
+    assert_eq!(effects[0], persisted_prepare("2.2", "b", "1"));
+    // A message that journals nothing journals no marks either.
+    let mut m = prepare("2.2", "b", "1");
+    m.low_water = Some(TxId { epoch: 2, seq: 2 });
+    assert_eq!(run(&mut core, 1, m), vec![vote(Commit)]);
 }
