@@ -34,6 +34,20 @@ pub fn check_value(value: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A key quoted for a message, shortened if long: error messages travel in gRPC
+/// headers, which must stay small.
+pub fn quote_key(key: &str) -> String {
+    const SHOWN: usize = 64;
+    if key.len() <= SHOWN {
+        return format!("{key:?}");
+    }
+    let mut end = SHOWN;
+    while !key.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{:?}… ({} bytes)", &key[..end], key.len())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -51,5 +65,14 @@ mod tests {
         assert!(check_value(&"v".repeat(MAX_VALUE_BYTES + 1))
             .unwrap_err()
             .contains("3 MiB"));
+    }
+
+    #[test]
+    fn long_keys_are_shortened_in_messages() {
+        assert_eq!(quote_key("a\nb"), "\"a\\nb\"");
+        let long = "é".repeat(1000);
+        let quoted = quote_key(&long);
+        assert!(quoted.len() < 150, "{quoted}");
+        assert!(quoted.ends_with("(2000 bytes)"), "{quoted}");
     }
 }

@@ -404,7 +404,10 @@ impl api::key_value_api_server::KeyValueApi for LeaderService {
                 match tokio::time::timeout(inner.vote_timeout, reader.get(req)).await {
                     Ok(Ok(response)) => return Ok(response),
                     Ok(Err(status)) if status.code() == Code::NotFound => {
-                        return Err(Status::not_found(format!("key not found: {key:?}")))
+                        return Err(Status::not_found(format!(
+                            "key not found: {}",
+                            limits::quote_key(&key)
+                        )))
                     }
                     Ok(Err(status)) => {
                         last_error = format!("follower {name}: {}", status.message())
