@@ -19,6 +19,7 @@ pub mod journal;
 pub mod kvstore;
 pub mod limits;
 pub mod net;
+pub mod proxy;
 pub mod tpc;
 
 /// The generated wire types (`api/kv.proto`, `pkg/rpc/tpc.proto`).

@@ -7,3 +7,6 @@ pub mod leader_core;
 pub mod link;
 pub mod message;
 pub mod records;
+
+#[cfg(test)]
+mod simulation;
