@@ -13,6 +13,7 @@ use tracing::Instrument;
 
 use tpc::client::{self, shell, Client};
 use tpc::net::{Address, ListenAddr, Listener};
+use tpc::proxy::{self, Faults, Proxy, ProxyConfig};
 use tpc::tpc::follower::{Follower, FollowerConfig};
 use tpc::tpc::leader::{Leader, LeaderConfig};
 
@@ -83,6 +84,47 @@ struct NodeArgs {
 enum Command {
     /// Talk to a cluster: an interactive shell, or one command.
     Client(ClientArgs),
+    /// Forward between the leader and one follower, injecting faults (for tests).
+    Proxy(ProxyArgs),
+}
+
+#[derive(Args, Debug)]
+#[command(
+    after_help = "The leader's --follower points at --listen; the proxy forwards to --target.
+Example:
+  tpc proxy --listen 127.0.0.1:6001 --target 127.0.0.1:50001 --drop 0.05 --dup 0.02 --delay-ms 0-200 --seed 7"
+)]
+struct ProxyArgs {
+    /// Where the leader connects: host:port or unix:/path.
+    #[arg(long, value_name = "ADDR")]
+    listen: String,
+    /// The follower to forward to: host:port or unix:/path.
+    #[arg(long, value_name = "ADDR")]
+    target: String,
+    /// Probability of dropping a leader message (and of failing a read with UNAVAILABLE).
+    #[arg(long, value_name = "P", default_value = "0", value_parser = proxy::parse_probability)]
+    drop: f64,
+    /// Probability of dropping a follower reply.
+    #[arg(long, value_name = "P", default_value = "0", value_parser = proxy::parse_probability)]
+    drop_reply: f64,
+    /// Probability of forwarding a leader message twice.
+    #[arg(long, value_name = "P", default_value = "0", value_parser = proxy::parse_probability)]
+    dup: f64,
+    /// Probability of forwarding a follower reply twice.
+    #[arg(long, value_name = "P", default_value = "0", value_parser = proxy::parse_probability)]
+    dup_reply: f64,
+    /// Delay of every message and read, in milliseconds: MIN-MAX (e.g. 0-200) or one number.
+    #[arg(long, value_name = "MS", default_value = "0", value_parser = proxy::parse_delay_range)]
+    delay_ms: (u64, u64),
+    /// Probability of delivering a message (either way) again after 1-20 later ones.
+    #[arg(long, value_name = "P", default_value = "0", value_parser = proxy::parse_probability)]
+    replay: f64,
+    /// Probability that a message (either way) cuts the stream.
+    #[arg(long, value_name = "P", default_value = "0", value_parser = proxy::parse_probability)]
+    cut: f64,
+    /// Seed of the fault decisions (default: random; the seed used is logged at start).
+    #[arg(long, value_name = "S")]
+    seed: Option<u64>,
 }
 
 #[derive(Args, Debug)]
@@ -174,6 +216,17 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Some(Command::Client(args)) => runtime.block_on(client_main(args)),
+        Some(Command::Proxy(args)) => {
+            init_logging();
+            match runtime.block_on(proxy_main(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    eprintln!("tpc proxy: error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         None => {
             init_logging();
             match runtime.block_on(node_main(cli.node)) {
@@ -240,6 +293,41 @@ async fn node_main(args: NodeArgs) -> Result<(), String> {
     }
     .instrument(span)
     .await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn proxy_main(args: ProxyArgs) -> Result<(), String> {
+    let listen = ListenAddr::Addr(
+        args.listen
+            .parse::<Address>()
+            .map_err(|e| format!("--listen: {e}"))?,
+    );
+    let target = args
+        .target
+        .parse::<Address>()
+        .map_err(|e| format!("--target: {e}"))?;
+    let config = ProxyConfig {
+        target,
+        faults: Faults {
+            drop: args.drop,
+            drop_reply: args.drop_reply,
+            dup: args.dup,
+            dup_reply: args.dup_reply,
+            delay_ms: args.delay_ms,
+            replay: args.replay,
+            cut: args.cut,
+        },
+        seed: args.seed.unwrap_or_else(rand::random),
+    };
+    let proxy = Proxy::new(config).map_err(|e| e.to_string())?;
+    let listener = Listener::bind(&listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    proxy
+        .serve(listener, shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())?;
     tracing::info!("stopped");
     Ok(())
 }
@@ -315,6 +403,43 @@ mod tests {
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         for bad in ["", "0", "0s", "x", "1h", "-1s"] {
             assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn proxy_flags_parse_and_are_checked() {
+        let cli = Cli::try_parse_from([
+            "tpc",
+            "proxy",
+            "--listen",
+            "unix:/tmp/p.sock",
+            "--target",
+            "127.0.0.1:5",
+            "--drop",
+            "0.05",
+            "--dup-reply",
+            "1",
+            "--delay-ms",
+            "0-200",
+            "--seed",
+            "7",
+        ])
+        .expect("valid proxy flags");
+        let Some(Command::Proxy(args)) = cli.command else {
+            panic!("not the proxy command");
+        };
+        assert_eq!((args.drop, args.dup_reply, args.cut), (0.05, 1.0, 0.0));
+        assert_eq!((args.delay_ms, args.seed), ((0, 200), Some(7)));
+        for bad in [
+            vec!["--drop", "1.5"],
+            vec!["--cut", "-0.1"],
+            vec!["--replay", "often"],
+            vec!["--delay-ms", "200-100"],
+            vec!["--delay-ms", "x"],
+        ] {
+            let mut argv = vec!["tpc", "proxy", "--listen", ":1", "--target", ":2"];
+            argv.extend(bad.iter());
+            assert!(Cli::try_parse_from(&argv).is_err(), "{bad:?}");
         }
     }
 

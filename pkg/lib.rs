@@ -14,6 +14,7 @@ use std::path::PathBuf;
 
 pub mod check;
 pub mod client;
+pub mod crash;
 pub mod dirlock;
 pub mod journal;
 pub mod kvstore;

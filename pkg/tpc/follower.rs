@@ -24,10 +24,10 @@ use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
-use super::crash::crash_point;
 use super::follower_core::{Effect, FollowerCore, StreamId};
 use super::message::{LeaderMessage, Op};
 use super::records::FollowerRecord;
+use crate::crash::crash_point;
 use crate::dirlock::DirLock;
 use crate::journal::{Journal, Record};
 use crate::kvstore::KvStore;

@@ -22,11 +22,11 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tonic::{Code, Request, Response, Status};
 use tracing::Instrument;
 
-use super::crash::crash_point;
 use super::leader_core::LeaderCore;
 use super::link::{Ack, Link, VoteResult};
 use super::message::{Body, Op, Outcome, TxId};
 use super::records::LeaderRecord;
+use crate::crash::crash_point;
 use crate::dirlock::DirLock;
 use crate::journal::{Journal, Record};
 use crate::limits::{self, MAX_GRPC_MESSAGE_BYTES};

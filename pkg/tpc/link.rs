@@ -329,20 +329,23 @@ impl LinkTask {
         let Some(stream) = self.stream.as_mut() else {
             return;
         };
+        let action = rpc::Action::try_from(response.action).ok();
+        // A reply with an id answers the message of that id *and kind* (a duplicated
+        // vote arriving while the decision waits for its ACK answers nothing); one
+        // without answers the oldest unanswered message (a classic peer).
         let position = if response.txid.is_empty() {
             (!stream.outstanding.is_empty()).then_some(0)
         } else {
-            stream
-                .outstanding
-                .iter()
-                .position(|o| o.txid == response.txid)
+            let is_vote = matches!(action, Some(rpc::Action::Commit | rpc::Action::Abort));
+            stream.outstanding.iter().position(|o| {
+                o.txid == response.txid && matches!(o.waiter, Waiter::Vote(_)) == is_vote
+            })
         };
         let Some(entry) = position.and_then(|p| stream.outstanding.remove(p)) else {
-            tracing::warn!(follower = %self.name, txid = %response.txid, "reply to no outstanding message; ignored");
+            tracing::debug!(follower = %self.name, txid = %response.txid, ?action, "reply to no outstanding message (a duplicate?); ignored");
             return;
         };
         self.backoff = MIN_BACKOFF;
-        let action = rpc::Action::try_from(response.action).ok();
         match entry.waiter {
             Waiter::Vote(reply) => {
                 let vote = match action {

@@ -1,5 +1,5 @@
 //! Two-phase commit: the protocol cores and the runtime that drives them.
-pub mod crash;
+
 pub mod follower;
 pub mod follower_core;
 pub mod leader;

@@ -86,7 +86,7 @@ impl NodeDirs {
         String::from_utf8_lossy(&std::fs::read(self.log_path()).unwrap_or_default()).into_owned()
     }
 
-    fn open_log(&self, header: &str) -> File {
+    pub fn open_log(&self, header: &str) -> File {
         let mut file = OpenOptions::new()
             .create(true)
             .append(true)
@@ -142,6 +142,14 @@ pub struct Node {
     child: Option<Child>,
 }
 
+/// The `tpc` binary to run: `TPC_BIN` if set (e.g. a release build, for a long chaos
+/// run), else the one cargo built for these tests.
+pub fn tpc_binary() -> PathBuf {
+    std::env::var_os("TPC_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_tpc")))
+}
+
 /// Starts a process. `listen` is the address to serve on, `env` extra environment.
 pub fn spawn(dirs: &NodeDirs, role: Role, listen: &str, env: &[(&str, &str)]) -> Node {
     spawn_with_dirs(dirs, role, listen, env, &dirs.journal_dir(), &dirs.kv_dir())
@@ -157,7 +165,7 @@ pub fn spawn_with_dirs(
     journal_dir: &Path,
     kv_dir: &Path,
 ) -> Node {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_tpc"));
+    let mut command = Command::new(tpc_binary());
     match &role {
         Role::Follower => {
             command.arg("--tpc-follower").arg("--kv-dir").arg(kv_dir);
