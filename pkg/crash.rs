@@ -1,25 +1,68 @@
-//! Named crash points, for tests of recovery: with `TPC_CRASH_AT=<point>` in its
-//! environment a node kills itself (abort: no destructors, no flushing, like `kill -9`)
-//! when it reaches that step of the protocol. Unset, a crash point costs one load of a
-//! cached value.
+//! Named crash points, for tests of recovery: with `TPC_CRASH_AT=<point>` (or
+//! `<point>:<n>`, the n-th time the point is reached, counting from 1) in its environment
+//! a node kills itself (abort: no destructors, no flushing, like `kill -9`) when it
+//! reaches that step. Unset, a crash point costs one load of a cached value.
 //!
 //! Points:
+//! - `follower-after-vote-journaled`: the vote is durable, not yet sent.
 //! - `follower-before-decision`: a decision for a prepared transaction arrived, before
 //!   it is journaled (the follower voted; the decision is lost with the crash).
-//! - `follower-after-vote-journaled`: the vote is durable, not yet sent.
+//! - `follower-after-apply`: a committed write is journaled and applied, the lock not yet
+//!   released and the ACK not sent.
 //! - `leader-after-decision-journaled`: the decision is durable, not yet sent.
+//! - `leader-after-first-ack`: one follower ACKed a decision, the others not yet.
+//! - `journal-torn-write`: a journal write stops halfway through its bytes (a torn
+//!   record), on whichever node has the variable.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 /// The environment variable naming the crash point.
 pub const CRASH_AT_VAR: &str = "TPC_CRASH_AT";
 
-/// Crashes the process if `point` is the configured crash point.
+struct Armed {
+    point: String,
+    at: u64,
+    reached: AtomicU64,
+}
+
+fn armed() -> Option<&'static Armed> {
+    static ARMED: OnceLock<Option<Armed>> = OnceLock::new();
+    ARMED
+        .get_or_init(|| {
+            let spec = std::env::var(CRASH_AT_VAR).ok()?;
+            let (point, at) = match spec.rsplit_once(':') {
+                Some((point, n)) => (point.to_string(), n.parse().unwrap_or(1)),
+                None => (spec, 1),
+            };
+            Some(Armed {
+                point,
+                at,
+                reached: AtomicU64::new(0),
+            })
+        })
+        .as_ref()
+}
+
+/// True if reaching `point` now must crash the process (counts the visit).
+pub fn should_crash(point: &str) -> bool {
+    match armed() {
+        Some(armed) if armed.point == point => {
+            armed.reached.fetch_add(1, Ordering::SeqCst) + 1 == armed.at
+        }
+        _ => false,
+    }
+}
+
+/// Aborts the process, saying which crash point did it.
+pub fn crash_now(point: &str) -> ! {
+    eprintln!("tpc: crash point {point} reached ({CRASH_AT_VAR}); aborting");
+    std::process::abort();
+}
+
+/// Crashes the process if `point` is the configured crash point (and visit).
 pub fn crash_point(point: &str) {
-    static CONFIGURED: OnceLock<Option<String>> = OnceLock::new();
-    let configured = CONFIGURED.get_or_init(|| std::env::var(CRASH_AT_VAR).ok());
-    if configured.as_deref() == Some(point) {
-        eprintln!("tpc: crash point {point} reached ({CRASH_AT_VAR}); aborting");
-        std::process::abort();
+    if should_crash(point) {
+        crash_now(point);
     }
 }

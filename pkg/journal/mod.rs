@@ -352,6 +352,12 @@ impl Journal {
     /// if `sync`, fdatasyncs it.
     fn write_lines(&mut self, buf: &[u8], count: usize, sync: bool) -> Result<()> {
         self.check_usable()?;
+        if crate::crash::should_crash("journal-torn-write") {
+            // A crash mid-write: half the bytes reach the file.
+            let _ = self.file.write_all(&buf[..buf.len() / 2]);
+            let _ = self.file.sync_data();
+            crate::crash::crash_now("journal-torn-write");
+        }
         if let Err(e) = self.file.write_all(buf) {
             // Remove whatever part of the lines reached the file, so that the
             // next append does not glue a complete line onto a fragment.
@@ -367,6 +373,13 @@ impl Journal {
             self.sync()?;
         }
         Ok(())
+    }
+
+    /// True once a failed fsync (or a failed write that could not be undone) left the
+    /// file in an unknown state: what it holds on disk can only be learned by reopening
+    /// it, so its owner must stop (and restart) rather than go on.
+    pub fn is_broken(&self) -> bool {
+        self.broken
     }
 
     /// Fails if an earlier error left the journal in an unknown state.

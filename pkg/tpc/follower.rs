@@ -226,6 +226,13 @@ impl StateOwner {
                     let effects = self.shared.core().handle(stream, msg);
                     let _ = reply.send(self.carry_out(&txid, effects));
                     self.checkpoint_if_due();
+                    if self.journal.is_broken() {
+                        return Err(Error::Config(format!(
+                            "journal {} failed to sync: what it holds on disk is unknown; \
+                             stopping so that a restart reads it back",
+                            self.journal.path().display()
+                        )));
+                    }
                 }
                 Command::StreamClosed(stream) => self.shared.core().stream_closed(stream),
             }
@@ -308,6 +315,7 @@ impl StateOwner {
                             "follower store write failed: {e}"
                         )));
                     }
+                    crash_point("follower-after-apply");
                 }
                 Effect::Finish { txid, outcome } => self.shared.core().finish(&txid, outcome),
                 Effect::Reply(reply) => {

@@ -222,9 +222,14 @@ impl Coordinator {
             tracing::error!(%txid, error = %e, "leader journal write failed; write refused");
             self.core.forget(txid);
             let _ = request.reply.send(Err(Status::unavailable(format!(
-                "leader journal write failed: {e}"
+                "write not applied: leader journal write failed: {e}"
             ))));
-            return Ok(());
+            // A journal in an unknown state can't be written again: stop.
+            return if self.journal.is_broken() {
+                Err(e)
+            } else {
+                Ok(())
+            };
         }
         let answers: Vec<_> = self
             .links
@@ -261,11 +266,30 @@ impl Coordinator {
             .map(|(l, _)| l.name().to_string())
             .collect();
         let records = self.core.decide(txid, outcome, sent_to.clone());
-        // A decision that can't be made durable must not be sent: stop; a restart aborts it.
-        self.persist(&records)?;
+        let (outcome, answer) = match self.persist(&records) {
+            Ok(()) => (outcome, self.client_answer(outcome, &votes)),
+            Err(e) if self.journal.is_broken() => {
+                // The decision may or may not be on disk: sending either one could
+                // contradict what a restart finds. Stop; the restart decides.
+                let _ = request.reply.send(Err(Status::unavailable(format!(
+                    "leader journal failed; outcome unknown until the leader restarts: {e}"
+                ))));
+                return Err(e);
+            }
+            Err(e) => {
+                // Cleanly not written: no decision is on disk, so ABORT is safe to send
+                // without journaling it (a restart would abort this transaction too).
+                tracing::error!(%txid, error = %e, "leader journal write failed; aborting the write");
+                let _ = self.core.decide(txid, Outcome::Abort, sent_to.clone());
+                let answer = Err(Status::unavailable(format!(
+                    "write not applied: leader journal write failed: {e}"
+                )));
+                (Outcome::Abort, answer)
+            }
+        };
         crash_point("leader-after-decision-journaled");
         tracing::debug!(%txid, key = ?request.key, ?outcome, "decided");
-        let _ = request.reply.send(self.client_answer(outcome, &votes));
+        let _ = request.reply.send(answer);
         for follower in &sent_to {
             self.deliver(txid, outcome, follower);
         }
@@ -288,8 +312,11 @@ impl Coordinator {
                 .find_map(|(l, v)| pick(v).map(|why| format!("follower {}: {why}", l.name())))
         };
         if let Some(why) = named(&|v| {
-            (*v == VoteResult::Vote(Outcome::Abort))
-                .then(|| "voted ABORT (the key is locked by another transaction)".to_string())
+            (*v == VoteResult::Vote(Outcome::Abort)).then(|| {
+                "voted ABORT (the key is locked by an undecided transaction there, \
+                 or it could not journal its vote: see its log)"
+                    .to_string()
+            })
         }) {
             return Err(Status::aborted(format!(
                 "write aborted, not applied: {why}"
@@ -321,9 +348,18 @@ impl Coordinator {
         let Ok(txid) = ack.txid.parse::<TxId>() else {
             return Ok(());
         };
-        if let Some(done) = self.core.acked(txid, &ack.follower) {
+        let finished = self.core.acked(txid, &ack.follower);
+        if finished.is_none() && self.core.txns().contains_key(&txid) {
+            crash_point("leader-after-first-ack");
+        }
+        if let Some(done) = finished {
             // Losing a `done` in a crash only means the decision is delivered again.
-            self.journal.append_unsynced(&Record::from(&done))?;
+            if let Err(e) = self.journal.append_unsynced(&Record::from(&done)) {
+                tracing::warn!(%txid, error = %e, "could not journal that a transaction finished");
+                if self.journal.is_broken() {
+                    return Err(e.into());
+                }
+            }
         }
         self.progress.send_modify(|n| *n += 1);
         Ok(())
