@@ -353,6 +353,7 @@ impl StateOwner {
                     return Ok(Some(vote.to_wire(txid, self.shared.core().cluster_id())));
                 }
             }
+            self.shared.core().journal_failed();
             return Err(Status::unavailable(format!(
                 "follower journal write failed: {e}"
             )));

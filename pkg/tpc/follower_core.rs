@@ -51,6 +51,16 @@ pub struct PreparedTxn {
     pub op: Op,
 }
 
+/// A transaction this follower knows is decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Decided {
+    outcome: Outcome,
+    /// False for an ABORT vote this follower gave without journaling anything (a lock
+    /// conflict, a failed journal write): its decision, when it comes, is journaled as a
+    /// marker, so that a restart still refuses a late PREPARE of it.
+    journaled: bool,
+}
+
 /// What the runtime must do, in order, after a message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Effect {
@@ -81,7 +91,10 @@ pub struct FollowerCore {
     prepared: HashMap<String, PreparedTxn>,
     /// key -> id of the transaction holding its lock.
     locks: HashMap<String, String>,
-    decided: HashMap<String, Outcome>,
+    decided: HashMap<String, Decided>,
+    /// The cluster id was adopted by the message being handled and is not durable yet
+    /// (undone by [`FollowerCore::journal_failed`]).
+    adoption_unconfirmed: bool,
     /// Streams whose last legacy PREPARE this follower refused.
     legacy_refused: HashSet<StreamId>,
 }
@@ -99,6 +112,7 @@ impl FollowerCore {
     pub fn handle(&mut self, stream: StreamId, msg: LeaderMessage) -> Vec<Effect> {
         let mut effects = Vec::new();
         let mut adopted_cluster = false;
+        self.adoption_unconfirmed = false;
         if let Some(cluster) = &msg.cluster {
             match &self.cluster_id {
                 Some(mine) if *mine != cluster.id => {
@@ -146,6 +160,7 @@ impl FollowerCore {
         if adopted_cluster || (journals && marks != self.journaled_marks) {
             effects.push(Effect::Persist(self.meta_record()));
             self.journaled_marks = marks;
+            self.adoption_unconfirmed = adopted_cluster;
         }
         effects.extend(body);
         effects
@@ -174,7 +189,13 @@ impl FollowerCore {
         if problem.is_some() || self.locks.contains_key(&key) {
             // Remembered so that a retransmission gets the same vote; the leader is
             // bound to abort this transaction.
-            self.decided.insert(txid, Outcome::Abort);
+            self.decided.insert(
+                txid,
+                Decided {
+                    outcome: Outcome::Abort,
+                    journaled: false,
+                },
+            );
             return abort;
         }
         self.locks.insert(key.clone(), txid.clone());
@@ -249,8 +270,16 @@ impl FollowerCore {
             }
             effects.push(Effect::Finish { txid, outcome });
         } else if let Some(&known) = self.decided.get(&txid) {
-            if known != outcome {
+            if known.outcome != outcome {
                 tracing::error!(%txid, ?known, ?outcome, "leader sent a decision that contradicts an earlier one; keeping the earlier");
+            }
+            if !known.journaled && !self.is_below_low_water(&txid) {
+                let outcome = known.outcome;
+                effects.push(Effect::Persist(FollowerRecord::Decide {
+                    txid: txid.clone(),
+                    outcome,
+                }));
+                effects.push(Effect::Finish { txid, outcome });
             }
         } else if !self.is_below_low_water(&txid) {
             // Unknown: remember it, durably, so a late PREPARE of it is refused.
@@ -276,22 +305,45 @@ impl FollowerCore {
             }
         }
         if txid != LEGACY && !self.is_below_low_water(txid) {
-            self.decided.insert(txid.to_string(), outcome);
+            self.decided.insert(
+                txid.to_string(),
+                Decided {
+                    outcome,
+                    journaled: true,
+                },
+            );
         }
     }
 
     /// Called by the runtime when the journal could not make a PREPARE durable: the
     /// transaction is dropped and the vote becomes ABORT.
     pub fn prepare_failed(&mut self, txid: &str) -> Reply {
+        self.journal_failed();
         if let Some(txn) = self.prepared.remove(txid) {
             if self.locks.get(&txn.key).is_some_and(|owner| owner == txid) {
                 self.locks.remove(&txn.key);
             }
         }
         if txid != LEGACY {
-            self.decided.insert(txid.to_string(), Outcome::Abort);
+            self.decided.insert(
+                txid.to_string(),
+                Decided {
+                    outcome: Outcome::Abort,
+                    journaled: false,
+                },
+            );
         }
         Reply::Vote(Outcome::Abort)
+    }
+
+    /// Called by the runtime when a journal write of this message's records failed: what
+    /// the core believed durable is not. An adopted cluster id is dropped (the next
+    /// message adopts it again), and the next write carries the metadata again.
+    pub fn journal_failed(&mut self) {
+        if std::mem::take(&mut self.adoption_unconfirmed) {
+            self.cluster_id = None;
+        }
+        self.journaled_marks = (0, None);
     }
 
     /// Rebuilds state from one journal record; returns the effects to carry out (only
@@ -349,15 +401,11 @@ impl FollowerCore {
     pub fn live_records(&self) -> Vec<FollowerRecord> {
         let mut records = vec![self.meta_record()];
         let mut decided: Vec<_> = self.decided.iter().collect();
-        decided.sort();
-        records.extend(
-            decided
-                .into_iter()
-                .map(|(txid, &outcome)| FollowerRecord::Decide {
-                    txid: txid.clone(),
-                    outcome,
-                }),
-        );
+        decided.sort_by(|a, b| a.0.cmp(b.0));
+        records.extend(decided.into_iter().map(|(txid, d)| FollowerRecord::Decide {
+            txid: txid.clone(),
+            outcome: d.outcome,
+        }));
         let mut prepared: Vec<_> = self.prepared.iter().collect();
         prepared.sort_by(|a, b| a.0.cmp(b.0));
         records.extend(

@@ -495,3 +495,54 @@ fn a_rising_epoch_or_mark_is_journaled_with_the_next_record_so_a_restart_keeps_i
     m.low_water = Some(TxId { epoch: 2, seq: 2 });
     assert_eq!(run(&mut core, 1, m), vec![vote(Commit)]);
 }
+
+#[test]
+fn an_abort_vote_given_without_journaling_is_journaled_when_its_decision_arrives() {
+    let mut core = FollowerCore::new(false);
+    run(&mut core, 1, prepare("1.1", "k", "v"));
+    assert_eq!(
+        run(&mut core, 1, prepare("1.2", "k", "w")),
+        vec![vote(Abort)]
+    );
+    // The decision of 1.2 is journaled as a marker, so a restart still refuses 1.2.
+    let effects = run(&mut core, 1, decide("1.2", Abort));
+    assert_eq!(
+        effects,
+        vec![
+            Effect::Persist(FollowerRecord::Decide {
+                txid: "1.2".into(),
+                outcome: Abort
+            }),
+            Effect::Finish {
+                txid: "1.2".into(),
+                outcome: Abort
+            },
+            ACK
+        ]
+    );
+    // Once journaled, a repeat changes nothing.
+    assert_eq!(run(&mut core, 1, decide("1.2", Abort)), vec![ACK]);
+}
+
+#[test]
+fn a_failed_journal_write_undoes_the_cluster_adoption() {
+    let mut core = FollowerCore::new(false);
+    run(
+        &mut core,
+        1,
+        with_cluster(prepare("1.1", "k", "v"), "A", false),
+    );
+    // The [meta, prepare] batch could not be written: nothing of it is durable.
+    assert_eq!(core.prepare_failed("1.1"), Reply::Vote(Abort));
+    assert_eq!(core.cluster_id(), None);
+    // The next message adopts (and journals) the cluster id again.
+    let effects = run(
+        &mut core,
+        1,
+        with_cluster(prepare("1.2", "k", "v"), "A", false),
+    );
+    assert!(matches!(
+        &effects[0],
+        Effect::Persist(FollowerRecord::Meta { cluster_id: Some(id), .. }) if id == "A"
+    ));
+}
