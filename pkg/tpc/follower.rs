@@ -14,7 +14,7 @@
 //! `UNAVAILABLE`, and incoming streams are held: their messages wait in the queue.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -26,7 +26,7 @@ use tracing::Instrument;
 
 use super::follower_core::{Effect, FollowerCore, StreamId};
 use super::message::{LeaderMessage, Op};
-use super::records::FollowerRecord;
+use super::records::{open_journal, FollowerRecord};
 use crate::crash::crash_point;
 use crate::dirlock::DirLock;
 use crate::journal::{Journal, Record};
@@ -84,38 +84,20 @@ pub struct Follower {
     _locks: (DirLock, DirLock),
 }
 
-/// The lock file guarding a journal file.
-pub fn journal_lock_path(journal: &Path) -> PathBuf {
-    let mut name = journal.file_name().unwrap_or_default().to_os_string();
-    name.push(".lock");
-    journal.with_file_name(name)
-}
-
 impl Follower {
     /// Locks the directories, opens the store and the journal (a corrupt journal stops
     /// the start here), and starts the state owner, which replays the journal.
     pub fn open(config: &FollowerConfig) -> Result<Follower> {
-        create_parent(&config.journal_path)?;
+        let (journal_lock, journal, records) =
+            open_journal::<FollowerRecord>(&config.journal_path)?;
         std::fs::create_dir_all(&config.kv_dir).map_err(|source| Error::Io {
             path: config.kv_dir.clone(),
             source,
         })?;
-        let journal_lock = DirLock::acquire(&journal_lock_path(&config.journal_path))?;
         let kv_lock = DirLock::acquire(&config.kv_dir.join(".lock"))?;
         let kv = KvStore::open(&config.kv_dir)?;
-        let (journal, raw) = Journal::open(&config.journal_path)?;
-        let records = raw
-            .into_iter()
-            .enumerate()
-            .map(|(index, r)| {
-                FollowerRecord::try_from(r).map_err(|reason| Error::BadRecord {
-                    path: config.journal_path.clone(),
-                    index: index + 1,
-                    reason,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let has_data = !kv.is_empty()?;
+        // A follower that took part in any transaction, or holds data, is no newcomer.
+        let has_data = !kv.is_empty()? || !records.is_empty();
         let shared = Arc::new(Shared {
             core: Mutex::new(FollowerCore::new(has_data)),
             kv,
@@ -186,16 +168,6 @@ impl Follower {
     pub fn is_ready(&self) -> bool {
         self.shared.ready.load(Ordering::Acquire)
     }
-}
-
-fn create_parent(path: &Path) -> Result<()> {
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(|source| Error::Io {
-            path: parent.to_path_buf(),
-            source,
-        })?;
-    }
-    Ok(())
 }
 
 /// The thread that owns the journal and carries out the core's effects.

@@ -25,14 +25,13 @@ use tracing::Instrument;
 use super::leader_core::LeaderCore;
 use super::link::{Ack, Link, VoteResult};
 use super::message::{Body, Op, Outcome, TxId};
-use super::records::LeaderRecord;
+use super::records::{open_journal, LeaderRecord};
 use crate::crash::crash_point;
 use crate::dirlock::DirLock;
 use crate::journal::{Journal, Record};
 use crate::limits::{self, MAX_GRPC_MESSAGE_BYTES};
 use crate::net::{self, Address, Listener};
 use crate::proto::api;
-use crate::tpc::follower::journal_lock_path;
 use crate::{Error, Result};
 
 /// After this many journal records the leader's journal is checkpointed.
@@ -79,29 +78,7 @@ impl Leader {
             }
             addresses.push((name.clone(), addr));
         }
-        if let Some(parent) = config
-            .journal_path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-        {
-            std::fs::create_dir_all(parent).map_err(|source| Error::Io {
-                path: parent.to_path_buf(),
-                source,
-            })?;
-        }
-        let lock = DirLock::acquire(&journal_lock_path(&config.journal_path))?;
-        let (mut journal, raw) = Journal::open(&config.journal_path)?;
-        let records = raw
-            .into_iter()
-            .enumerate()
-            .map(|(index, r)| {
-                LeaderRecord::try_from(r).map_err(|reason| Error::BadRecord {
-                    path: config.journal_path.clone(),
-                    index: index + 1,
-                    reason,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let (lock, mut journal, records) = open_journal::<LeaderRecord>(&config.journal_path)?;
         let recovery = LeaderCore::recover(records, || uuid::Uuid::new_v4().to_string());
         let persist: Vec<Record> = recovery.persist.iter().map(Record::from).collect();
         journal.append_batch(&persist)?;

@@ -14,8 +14,43 @@
 //! - `decide TXID commit|abort FOLLOWER...` (the followers that still need the decision)
 //! - `done TXID` once every one of them ACKed
 
+use std::path::{Path, PathBuf};
+
 use super::message::{Op, Outcome, TxId};
-use crate::journal::Record;
+use crate::dirlock::DirLock;
+use crate::journal::{Journal, Record};
+use crate::Error;
+
+/// Opens a node's journal at `path`: creates its directory if needed, takes the
+/// journal's lock (`<journal>.lock`, so two processes can't share it), replays it and
+/// parses every record (a record that is not one of `R` stops the start, naming it).
+pub fn open_journal<R>(path: &Path) -> crate::Result<(DirLock, Journal, Vec<R>)>
+where
+    R: TryFrom<Record, Error = String>,
+{
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|source| Error::Io {
+            path: parent.to_path_buf(),
+            source,
+        })?;
+    }
+    let mut lock_name = path.file_name().unwrap_or_default().to_os_string();
+    lock_name.push(".lock");
+    let lock = DirLock::acquire(&path.with_file_name(lock_name))?;
+    let (journal, raw) = Journal::open(path)?;
+    let records = raw
+        .into_iter()
+        .enumerate()
+        .map(|(index, r)| {
+            R::try_from(r).map_err(|reason| Error::BadRecord {
+                path: PathBuf::from(path),
+                index: index + 1,
+                reason,
+            })
+        })
+        .collect::<crate::Result<Vec<_>>>()?;
+    Ok((lock, journal, records))
+}
 
 /// A record in a follower's journal.
 #[derive(Clone, Debug, PartialEq, Eq)]
