@@ -21,6 +21,7 @@ pub mod kvstore;
 pub mod limits;
 pub mod net;
 pub mod proxy;
+pub mod server;
 pub mod tpc;
 
 /// The generated wire types (`api/kv.proto`, `pkg/rpc/tpc.proto`).
@@ -33,6 +34,8 @@ pub mod proto {
     pub mod rpc {
         tonic::include_proto!("rpc");
     }
+    /// Both protos as an encoded `FileDescriptorSet`, for gRPC server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("tpc_descriptor");
 }
 
 /// A node-level error: what stops a node from starting or running. Errors a client

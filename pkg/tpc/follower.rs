@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
@@ -34,6 +34,7 @@ use crate::kvstore::KvStore;
 use crate::limits::{self, MAX_GRPC_MESSAGE_BYTES};
 use crate::net::Listener;
 use crate::proto::{api, rpc};
+use crate::server;
 use crate::{Error, Result};
 
 /// After this many journal records, the journal is checkpointed (rewritten with only
@@ -54,6 +55,8 @@ struct Shared {
     core: Mutex<FollowerCore>,
     kv: KvStore,
     ready: AtomicBool,
+    /// Also `ready`, for those who wait for it (the health report).
+    ready_signal: watch::Sender<bool>,
     next_stream: AtomicU64,
 }
 
@@ -102,6 +105,7 @@ impl Follower {
             core: Mutex::new(FollowerCore::new(has_data)),
             kv,
             ready: AtomicBool::new(false),
+            ready_signal: watch::Sender::new(false),
             next_stream: AtomicU64::new(1),
         });
         let (inbox, commands) = mpsc::channel(1024);
@@ -143,7 +147,15 @@ impl Follower {
             shared: self.shared.clone(),
             inbox: self.inbox.clone(),
         };
-        let router = tonic::transport::Server::builder()
+        let (router, health) =
+            server::router_with_admin_services(&["api.KeyValueAPI", "rpc.TwoPhaseCommit"]).await;
+        let mut ready = self.shared.ready_signal.subscribe();
+        tokio::spawn(async move {
+            if ready.wait_for(|ready| *ready).await.is_ok() {
+                health.set_serving(true).await;
+            }
+        });
+        let router = router
             .add_service(
                 rpc::two_phase_commit_server::TwoPhaseCommitServer::new(service.clone())
                     .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
@@ -186,6 +198,7 @@ impl StateOwner {
         self.replay(records)?;
         let prepared = self.shared.core().prepared().len();
         self.shared.ready.store(true, Ordering::Release);
+        self.shared.ready_signal.send_replace(true);
         tracing::info!(
             records = count,
             prepared,

@@ -32,6 +32,7 @@ use crate::journal::{Journal, Record};
 use crate::limits::{self, MAX_GRPC_MESSAGE_BYTES};
 use crate::net::{self, Address, Listener};
 use crate::proto::api;
+use crate::server;
 use crate::{Error, Result};
 
 /// After this many journal records the leader's journal is checkpointed.
@@ -153,7 +154,10 @@ impl Leader {
         listener: Listener,
         shutdown: impl std::future::Future<Output = ()>,
     ) -> Result<()> {
-        let router = tonic::transport::Server::builder().add_service(
+        let (router, health) = server::router_with_admin_services(&["api.KeyValueAPI"]).await;
+        // The journal is recovered: ready.
+        health.set_serving(true).await;
+        let router = router.add_service(
             api::key_value_api_server::KeyValueApiServer::new(self.service)
                 .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES),

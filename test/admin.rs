@@ -1,0 +1,114 @@
+//! The operator-facing gRPC services every node serves: health checking and server
+//! reflection (so `grpcurl` works without the protos).
+
+#[path = "e2e_support/mod.rs"]
+mod support;
+
+use std::time::Duration;
+
+use support::{follower, leader, wait_follower_ready, wait_leader_ready, NodeDirs};
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+use tonic_reflection::pb::v1::ServerReflectionRequest;
+use tpc::net::{self, Address};
+
+async fn channel(addr: &str) -> tonic::transport::Channel {
+    let addr: Address = addr.parse().expect("address");
+    net::connect(&addr, Duration::from_secs(5))
+        .await
+        .expect("connect")
+}
+
+async fn health(addr: &str, service: &str) -> Result<ServingStatus, tonic::Status> {
+    let mut client = HealthClient::new(channel(addr).await);
+    let request = HealthCheckRequest {
+        service: service.into(),
+    };
+    let status = client.check(request).await?.into_inner().status;
+    Ok(ServingStatus::try_from(status).expect("a known status"))
+}
+
+async fn listed_services(addr: &str) -> Vec<String> {
+    let mut client = ServerReflectionClient::new(channel(addr).await);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = client
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .expect("reflection call")
+        .into_inner();
+    let response = responses
+        .message()
+        .await
+        .expect("a response")
+        .expect("one message");
+    match response.message_response {
+        Some(MessageResponse::ListServicesResponse(list)) => {
+            let mut names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+            names.sort();
+            names
+        }
+        other => panic!("unexpected reflection answer {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_node_reports_health_and_lists_its_services() {
+    let f1 = NodeDirs::new("admin-f1");
+    let l = NodeDirs::new("admin-leader");
+    let _follower = follower(&f1);
+    let _leader = leader(&l, &[&f1]);
+    wait_follower_ready(&f1.addr()).await;
+    wait_leader_ready(&l.addr()).await;
+
+    // A ready follower serves both of its services; health is reported as soon as
+    // replay is done, which happened before reads were answered.
+    for service in ["", "api.KeyValueAPI", "rpc.TwoPhaseCommit"] {
+        assert_eq!(
+            health(&f1.addr(), service).await.expect("follower health"),
+            ServingStatus::Serving,
+            "{service:?}"
+        );
+    }
+    for service in ["", "api.KeyValueAPI"] {
+        assert_eq!(
+            health(&l.addr(), service).await.expect("leader health"),
+            ServingStatus::Serving,
+            "{service:?}"
+        );
+    }
+    // The leader does not serve the follower protocol, and says so.
+    let unknown = health(&l.addr(), "rpc.TwoPhaseCommit")
+        .await
+        .expect_err("not a leader service");
+    assert_eq!(unknown.code(), tonic::Code::NotFound);
+
+    let follower_services = listed_services(&f1.addr()).await;
+    for name in [
+        "api.KeyValueAPI",
+        "rpc.TwoPhaseCommit",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(
+            follower_services.iter().any(|s| s == name),
+            "{name} in {follower_services:?}"
+        );
+    }
+    let leader_services = listed_services(&l.addr()).await;
+    assert!(
+        leader_services.iter().any(|s| s == "api.KeyValueAPI"),
+        "{leader_services:?}"
+    );
+    assert!(
+        leader_services
+            .iter()
+            .any(|s| s.starts_with("grpc.reflection.")),
+        "{leader_services:?}"
+    );
+}
