@@ -112,3 +112,42 @@ async fn every_node_reports_health_and_lists_its_services() {
         "{leader_services:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_every_node_cleanly_and_loses_nothing() {
+    let f1 = NodeDirs::new("term-f1");
+    let f2 = NodeDirs::new("term-f2");
+    let l = NodeDirs::new("term-leader");
+    let mut followers = vec![follower(&f1), follower(&f2)];
+    let mut the_leader = leader(&l, &[&f1, &f2]);
+    wait_follower_ready(&f1.addr()).await;
+    wait_follower_ready(&f2.addr()).await;
+    wait_leader_ready(&l.addr()).await;
+    let mut c = support::client(&l.addr());
+    c.put("k", "v").await.expect("put");
+    // The leader's streams to the followers are open now; they must not hold a
+    // follower's shutdown up.
+    for f in followers.iter_mut() {
+        f.signal("TERM");
+        let status = f.wait_exit(Duration::from_secs(10)).await;
+        assert!(status.success(), "{} exited with {status}", f.name);
+    }
+    the_leader.signal("TERM");
+    let status = the_leader.wait_exit(Duration::from_secs(10)).await;
+    assert!(status.success(), "leader exited with {status}");
+    assert!(l.log().contains("shutting down"));
+
+    // Everything comes back.
+    let _followers = vec![follower(&f1), follower(&f2)];
+    let _leader = leader(&l, &[&f1, &f2]);
+    wait_leader_ready(&l.addr()).await;
+    assert_eq!(
+        support::settled_get(&f1.addr(), "k").await.as_deref(),
+        Some("v")
+    );
+    assert_eq!(
+        support::settled_get(&f2.addr(), "k").await.as_deref(),
+        Some("v")
+    );
+    assert_eq!(support::client(&l.addr()).get("k").await.expect("get"), "v");
+}

@@ -57,6 +57,9 @@ struct Shared {
     ready: AtomicBool,
     /// Also `ready`, for those who wait for it (the health report).
     ready_signal: watch::Sender<bool>,
+    /// Set when the node starts shutting down: open leader streams are ended (they
+    /// would otherwise hold the graceful shutdown up forever).
+    stopping: watch::Sender<bool>,
     next_stream: AtomicU64,
 }
 
@@ -106,6 +109,7 @@ impl Follower {
             kv,
             ready: AtomicBool::new(false),
             ready_signal: watch::Sender::new(false),
+            stopping: watch::Sender::new(false),
             next_stream: AtomicU64::new(1),
         });
         let (inbox, commands) = mpsc::channel(1024);
@@ -149,6 +153,13 @@ impl Follower {
         };
         let (router, health) =
             server::router_with_admin_services(&["api.KeyValueAPI", "rpc.TwoPhaseCommit"]).await;
+        let stopping = self.shared.stopping.clone();
+        let not_serving = health.clone();
+        let shutdown = async move {
+            shutdown.await;
+            not_serving.set_serving(false).await;
+            stopping.send_replace(true);
+        };
         let mut ready = self.shared.ready_signal.subscribe();
         tokio::spawn(async move {
             if ready.wait_for(|ready| *ready).await.is_ok() {
@@ -167,12 +178,19 @@ impl Follower {
                     .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES),
             );
         drop(self.inbox);
+        let owner_result = |stopped: std::result::Result<Result<()>, _>| match stopped {
+            Ok(result) => result,
+            Err(_) => Err(Error::Config("the follower state thread panicked".into())),
+        };
+        let mut owner_done = self.owner_done;
         tokio::select! {
-            served = listener.serve(router, shutdown) => served.map_err(Error::from),
-            stopped = self.owner_done => match stopped {
-                Ok(result) => result,
-                Err(_) => Err(Error::Config("the follower state thread panicked".into())),
-            },
+            served = listener.serve(router, shutdown) => {
+                served?;
+                // Every stream has ended, so the state owner's queue is closed: it
+                // finishes what it was given and stops.
+                owner_result(owner_done.await)
+            }
+            stopped = &mut owner_done => owner_result(stopped),
         }
     }
 
@@ -389,9 +407,19 @@ impl rpc::two_phase_commit_server::TwoPhaseCommit for FollowerService {
         let (out, out_rx) = mpsc::channel(64);
         let stream = self.shared.next_stream.fetch_add(1, Ordering::Relaxed);
         let inbox = self.inbox.clone();
+        let mut stopping = self.shared.stopping.subscribe();
         tokio::spawn(async move {
             tracing::debug!(stream, "leader stream opened");
-            while let Some(item) = inbound.next().await {
+            loop {
+                // Between messages only: one being handled is finished first.
+                let item = tokio::select! {
+                    item = inbound.next() => item,
+                    _ = async { stopping.wait_for(|stopping| *stopping).await.is_ok() } => {
+                        let _ = out.send(Err(Status::unavailable("follower is shutting down"))).await;
+                        break;
+                    }
+                };
+                let Some(item) = item else { break };
                 let wire = match item {
                     Ok(wire) => wire,
                     Err(status) => {

@@ -157,6 +157,10 @@ impl Leader {
         let (router, health) = server::router_with_admin_services(&["api.KeyValueAPI"]).await;
         // The journal is recovered: ready.
         health.set_serving(true).await;
+        let shutdown = async move {
+            shutdown.await;
+            health.set_serving(false).await;
+        };
         let router = router.add_service(
             api::key_value_api_server::KeyValueApiServer::new(self.service)
                 .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
