@@ -118,7 +118,7 @@ async fn sigterm_stops_every_node_cleanly_and_loses_nothing() {
     let f1 = NodeDirs::new("term-f1");
     let f2 = NodeDirs::new("term-f2");
     let l = NodeDirs::new("term-leader");
-    let mut followers = vec![follower(&f1), follower(&f2)];
+    let mut followers = [follower(&f1), follower(&f2)];
     let mut the_leader = leader(&l, &[&f1, &f2]);
     wait_follower_ready(&f1.addr()).await;
     wait_follower_ready(&f2.addr()).await;
@@ -138,7 +138,7 @@ async fn sigterm_stops_every_node_cleanly_and_loses_nothing() {
     assert!(l.log().contains("shutting down"));
 
     // Everything comes back.
-    let _followers = vec![follower(&f1), follower(&f2)];
+    let _followers = [follower(&f1), follower(&f2)];
     let _leader = leader(&l, &[&f1, &f2]);
     wait_leader_ready(&l.addr()).await;
     assert_eq!(
