@@ -72,6 +72,9 @@ struct NodeArgs {
     /// This node's name in logs.
     #[arg(long)]
     name: Option<String>,
+    /// Also serve HTTP on this port: /metrics (Prometheus) and /healthz.
+    #[arg(long, value_name = "PORT")]
+    http_port: Option<u16>,
     /// Leader: how long to wait for each follower's vote; no answer counts as ABORT.
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
     vote_timeout: Duration,
@@ -277,15 +280,32 @@ async fn node_main(args: NodeArgs) -> Result<(), String> {
     let span = tracing::info_span!("node", name = %name);
     async move {
         let shutdown = shutdown_signal();
+        let http = match args.http_port {
+            Some(port) => {
+                let listener = tpc::http::bind(port)
+                    .map_err(|e| format!("cannot listen on HTTP port {port}: {e}"))?;
+                if let Ok(bound) = listener.local_addr() {
+                    tracing::info!(address = %format!("127.0.0.1:{}", bound.port()), "HTTP endpoints /metrics and /healthz listening");
+                }
+                Some(listener)
+            }
+            None => None,
+        };
         if leader {
             let config = LeaderConfig { journal_path, followers: args.followers.clone(), vote_timeout: args.vote_timeout };
-            let node = Leader::start(config).map_err(|e| e.to_string())?;
+            let mut node = Leader::start(config).map_err(|e| e.to_string())?;
+            if let Some(http) = http {
+                node = node.with_http(http);
+            }
             let listener = Listener::bind(&listen).await.map_err(|e| format!("cannot listen on {listen:?}: {e}"))?;
             tracing::info!(address = %listener.local_address(), followers = ?args.followers, "leader listening");
             node.serve(listener, shutdown).await.map_err(|e| e.to_string())
         } else {
             let kv_dir = args.kv_dir.clone().ok_or("a follower needs --kv-dir DIR")?;
-            let node = Follower::open(&FollowerConfig { journal_path, kv_dir }).map_err(|e| e.to_string())?;
+            let mut node = Follower::open(&FollowerConfig { journal_path, kv_dir }).map_err(|e| e.to_string())?;
+            if let Some(http) = http {
+                node = node.with_http(http);
+            }
             let listener = Listener::bind(&listen).await.map_err(|e| format!("cannot listen on {listen:?}: {e}"))?;
             tracing::info!(address = %listener.local_address(), "follower listening");
             node.serve(listener, shutdown).await.map_err(|e| e.to_string())

@@ -136,7 +136,8 @@ pub enum ListenAddr {
     Addr(Address),
 }
 
-fn bind_all_interfaces(port: u16) -> std::io::Result<TcpListener> {
+/// Binds `port` on all interfaces, dual-stack IPv6 and IPv4 where the machine has IPv6.
+pub fn bind_all_interfaces(port: u16) -> std::io::Result<TcpListener> {
     use socket2::{Domain, Socket, Type};
     let dual_stack = || -> std::io::Result<Socket> {
         let socket = Socket::new(Domain::IPV6, Type::STREAM, None)?;

@@ -6,10 +6,13 @@
 //! leader: its journal recovered) and again once it starts shutting down. It is reported
 //! for the whole server (`""`) and for each of its services by name.
 
+use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tonic::transport::server::Router;
 use tonic::transport::Server;
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
+use tracing::Instrument;
 
 use crate::proto::FILE_DESCRIPTOR_SET;
 
@@ -18,11 +21,13 @@ use crate::proto::FILE_DESCRIPTOR_SET;
 pub struct Health {
     reporter: HealthReporter,
     services: &'static [&'static str],
+    serving: watch::Sender<bool>,
 }
 
 impl Health {
     /// Reports the node (and each of its services) as serving or not.
     pub async fn set_serving(&self, serving: bool) {
+        self.serving.send_replace(serving);
         let status = if serving {
             ServingStatus::Serving
         } else {
@@ -33,13 +38,45 @@ impl Health {
             self.reporter.set_service_status(name, status).await;
         }
     }
+
+    /// Whether the node is serving, for other reports (`/healthz`).
+    pub fn watch(&self) -> watch::Receiver<bool> {
+        self.serving.subscribe()
+    }
+}
+
+/// Runs the HTTP endpoints on `listener` (if any) beside a gRPC server, until the
+/// returned sender is told `true`.
+pub fn spawn_http(listener: Option<TcpListener>, health: &Health) -> watch::Sender<bool> {
+    let stop = watch::Sender::new(false);
+    let Some(listener) = listener else {
+        return stop;
+    };
+    let ready = health.watch();
+    let mut stopped = stop.subscribe();
+    tokio::spawn(
+        async move {
+            let shutdown = async move {
+                let _ = stopped.wait_for(|stopped| *stopped).await;
+            };
+            if let Err(e) = crate::http::serve(listener, ready, shutdown).await {
+                tracing::error!(error = %e, "HTTP endpoints failed");
+            }
+        }
+        .in_current_span(),
+    );
+    stop
 }
 
 /// A server builder with health (initially `NOT_SERVING` for the server and each of
 /// `services`, the node's own gRPC service names) and reflection added.
 pub async fn router_with_admin_services(services: &'static [&'static str]) -> (Router, Health) {
     let (reporter, health_service) = tonic_health::server::health_reporter();
-    let health = Health { reporter, services };
+    let health = Health {
+        reporter,
+        services,
+        serving: watch::Sender::new(false),
+    };
     health.set_serving(false).await;
     let mut router = Server::builder().add_service(health_service);
     let reflection = tonic_reflection::server::Builder::configure()

@@ -151,3 +151,93 @@ async fn sigterm_stops_every_node_cleanly_and_loses_nothing() {
     );
     assert_eq!(support::client(&l.addr()).get("k").await.expect("get"), "v");
 }
+
+/// The `127.0.0.1:PORT` a node logged for its HTTP endpoints.
+async fn http_address(dirs: &NodeDirs) -> String {
+    support::poll(
+        "the HTTP address in the log",
+        support::POLL_TIMEOUT,
+        || async {
+            let log = dirs.log();
+            log.lines()
+                .filter(|l| l.contains("HTTP endpoints"))
+                .filter_map(|l| l.split("address=").nth(1))
+                .filter_map(|rest| rest.split_whitespace().next())
+                .next_back()
+                .map(String::from)
+                .ok_or_else(|| "not logged yet".to_string())
+        },
+    )
+    .await
+}
+
+/// A plain HTTP/1.1 GET: (status code, body).
+async fn http_get(address: &str, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connect HTTP");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("read");
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status line");
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_and_healthz_are_served_over_http() {
+    let f1 = NodeDirs::new("http-f1");
+    let l = NodeDirs::new("http-leader");
+    let http = [("--http-port", "0")];
+    let _follower = support::spawn_with_args(&f1, support::Role::Follower, &f1.addr(), &http);
+    let _leader =
+        support::spawn_with_args(&l, support::Role::leader(vec![f1.addr()]), &l.addr(), &http);
+    wait_follower_ready(&f1.addr()).await;
+    wait_leader_ready(&l.addr()).await;
+    let mut c = support::client(&l.addr());
+    c.put("k", "v").await.expect("put");
+    assert_eq!(c.get("k").await.expect("get"), "v");
+    support::settled_get(&f1.addr(), "k").await;
+
+    let leader_http = http_address(&l).await;
+    let follower_http = http_address(&f1).await;
+    assert_eq!(http_get(&leader_http, "/healthz").await.0, 200);
+    assert_eq!(http_get(&follower_http, "/healthz").await.0, 200);
+    assert_eq!(http_get(&leader_http, "/nothing").await.0, 404);
+
+    let (status, leader_metrics) = http_get(&leader_http, "/metrics").await;
+    assert_eq!(status, 200);
+    for expected in [
+        "tpc_transactions_total{outcome=\"commit\"} 1",
+        "tpc_request_duration_seconds_count{op=\"put\"} 1",
+        "tpc_request_duration_seconds_count{op=\"get\"}",
+        "tpc_followers_connected 1",
+        "tpc_journal_fsync_duration_seconds_count",
+    ] {
+        assert!(
+            leader_metrics.contains(expected),
+            "leader /metrics lacks {expected}:\n{leader_metrics}"
+        );
+    }
+    let (_, follower_metrics) = http_get(&follower_http, "/metrics").await;
+    for expected in [
+        "tpc_transactions_total{outcome=\"commit\"} 1",
+        "tpc_prepared_transactions 0",
+        "tpc_journal_fsync_duration_seconds_count",
+        "tpc_request_duration_seconds_count{op=\"get\"}",
+    ] {
+        assert!(
+            follower_metrics.contains(expected),
+            "follower /metrics lacks {expected}:\n{follower_metrics}"
+        );
+    }
+}

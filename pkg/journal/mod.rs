@@ -281,6 +281,7 @@ impl Journal {
         if !self.unsynced {
             return Ok(());
         }
+        let _timer = crate::metrics::JOURNAL_FSYNC_DURATION.start_timer();
         if let Err(e) = self.file.sync_data() {
             self.broken = true;
             return Err(io_err(&self.path, e));

@@ -32,6 +32,7 @@ use crate::dirlock::DirLock;
 use crate::journal::{Journal, Record};
 use crate::kvstore::KvStore;
 use crate::limits::{self, MAX_GRPC_MESSAGE_BYTES};
+use crate::metrics::{self, RequestTimer};
 use crate::net::Listener;
 use crate::proto::{api, rpc};
 use crate::server;
@@ -87,6 +88,7 @@ pub struct Follower {
     inbox: mpsc::Sender<Command>,
     /// Resolves when the state owner stops (with its error, if it failed).
     owner_done: oneshot::Receiver<Result<()>>,
+    http: Option<tokio::net::TcpListener>,
     _locks: (DirLock, DirLock),
 }
 
@@ -136,6 +138,7 @@ impl Follower {
             shared,
             inbox,
             owner_done,
+            http: None,
             _locks: (journal_lock, kv_lock),
         })
     }
@@ -155,10 +158,12 @@ impl Follower {
             server::router_with_admin_services(&["api.KeyValueAPI", "rpc.TwoPhaseCommit"]).await;
         let stopping = self.shared.stopping.clone();
         let not_serving = health.clone();
+        let stop_http = server::spawn_http(self.http, &health);
         let shutdown = async move {
             shutdown.await;
             not_serving.set_serving(false).await;
             stopping.send_replace(true);
+            stop_http.send_replace(true);
         };
         let mut ready = self.shared.ready_signal.subscribe();
         tokio::spawn(async move {
@@ -194,6 +199,12 @@ impl Follower {
         }
     }
 
+    /// Also serves the HTTP endpoints (`/metrics`, `/healthz`) on `listener`.
+    pub fn with_http(mut self, listener: tokio::net::TcpListener) -> Self {
+        self.http = Some(listener);
+        self
+    }
+
     /// True once the journal is replayed.
     pub fn is_ready(&self) -> bool {
         self.shared.ready.load(Ordering::Acquire)
@@ -215,6 +226,7 @@ impl StateOwner {
         let count = records.len();
         self.replay(records)?;
         let prepared = self.shared.core().prepared().len();
+        metrics::PREPARED_TRANSACTIONS.set(prepared as i64);
         self.shared.ready.store(true, Ordering::Release);
         self.shared.ready_signal.send_replace(true);
         tracing::info!(
@@ -228,6 +240,8 @@ impl StateOwner {
                     let txid = msg.txid.clone();
                     let effects = self.shared.core().handle(stream, msg);
                     let _ = reply.send(self.carry_out(&txid, effects));
+                    let prepared = self.shared.core().prepared().len();
+                    metrics::PREPARED_TRANSACTIONS.set(prepared as i64);
                     self.checkpoint_if_due();
                     if self.journal.is_broken() {
                         return Err(Error::Config(format!(
@@ -256,7 +270,9 @@ impl StateOwner {
                     Effect::Apply { key, op } => {
                         changes.insert(key, op);
                     }
-                    Effect::Finish { txid, outcome } => self.shared.core().finish(&txid, outcome),
+                    Effect::Finish { txid, outcome } => {
+                        self.shared.core().finish(&txid, outcome);
+                    }
                     _ => {}
                 }
             }
@@ -320,7 +336,13 @@ impl StateOwner {
                     }
                     crash_point("follower-after-apply");
                 }
-                Effect::Finish { txid, outcome } => self.shared.core().finish(&txid, outcome),
+                Effect::Finish { txid, outcome } => {
+                    if self.shared.core().finish(&txid, outcome) {
+                        metrics::TRANSACTIONS
+                            .with_label_values(&[outcome.as_str()])
+                            .inc();
+                    }
+                }
                 Effect::Reply(reply) => {
                     response = Some(reply.to_wire(txid, self.shared.core().cluster_id()));
                 }
@@ -465,6 +487,7 @@ impl api::key_value_api_server::KeyValueApi for FollowerService {
         &self,
         request: Request<api::GetRequest>,
     ) -> std::result::Result<Response<api::Response>, Status> {
+        let _timer = RequestTimer::start("get");
         let key = request.into_inner().key;
         limits::check_key(&key).map_err(Status::invalid_argument)?;
         if !self.shared.ready.load(Ordering::Acquire) {

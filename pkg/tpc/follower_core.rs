@@ -295,7 +295,9 @@ impl FollowerCore {
 
     /// Called by the runtime for [`Effect::Finish`], once the decision is durable and
     /// applied: forgets the prepared state and releases the key's lock.
-    pub fn finish(&mut self, txid: &str, outcome: Outcome) {
+    /// Returns whether it ended a prepared transaction (not just a marker).
+    pub fn finish(&mut self, txid: &str, outcome: Outcome) -> bool {
+        let was_prepared = self.prepared.contains_key(txid);
         if let Some(txn) = self.prepared.remove(txid) {
             if self.locks.get(&txn.key).is_some_and(|owner| owner == txid) {
                 self.locks.remove(&txn.key);
@@ -313,6 +315,7 @@ impl FollowerCore {
                 },
             );
         }
+        was_prepared
     }
 
     /// Called by the runtime when the journal could not make a PREPARE durable: the

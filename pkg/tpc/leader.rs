@@ -30,6 +30,7 @@ use crate::crash::crash_point;
 use crate::dirlock::DirLock;
 use crate::journal::{Journal, Record};
 use crate::limits::{self, MAX_GRPC_MESSAGE_BYTES};
+use crate::metrics::{self, RequestTimer};
 use crate::net::{self, Address, Listener};
 use crate::proto::api;
 use crate::server;
@@ -59,6 +60,7 @@ struct WriteRequest {
 pub struct Leader {
     service: LeaderService,
     coordinator: tokio::task::JoinHandle<Result<()>>,
+    http: Option<tokio::net::TcpListener>,
     _lock: DirLock,
 }
 
@@ -91,6 +93,7 @@ impl Leader {
             "leader journal recovered"
         );
 
+        metrics::FOLLOWERS_CONNECTED.set(0);
         let (acks_tx, acks) = mpsc::unbounded_channel();
         let links: Vec<Link> = addresses
             .iter()
@@ -144,8 +147,15 @@ impl Leader {
         Ok(Leader {
             service,
             coordinator,
+            http: None,
             _lock: lock,
         })
+    }
+
+    /// Also serves the HTTP endpoints (`/metrics`, `/healthz`) on `listener`.
+    pub fn with_http(mut self, listener: tokio::net::TcpListener) -> Self {
+        self.http = Some(listener);
+        self
     }
 
     /// Serves `KeyValueAPI` on `listener` until `shutdown` resolves or the coordinator fails.
@@ -157,9 +167,11 @@ impl Leader {
         let (router, health) = server::router_with_admin_services(&["api.KeyValueAPI"]).await;
         // The journal is recovered: ready.
         health.set_serving(true).await;
+        let stop_http = server::spawn_http(self.http, &health);
         let shutdown = async move {
             shutdown.await;
             health.set_serving(false).await;
+            stop_http.send_replace(true);
         };
         let router = router.add_service(
             api::key_value_api_server::KeyValueApiServer::new(self.service)
@@ -273,6 +285,9 @@ impl Coordinator {
             }
         };
         crash_point("leader-after-decision-journaled");
+        metrics::TRANSACTIONS
+            .with_label_values(&[outcome.as_str()])
+            .inc();
         tracing::debug!(%txid, key = ?request.key, ?outcome, "decided");
         let _ = request.reply.send(answer);
         for follower in &sent_to {
@@ -407,6 +422,7 @@ impl api::key_value_api_server::KeyValueApi for LeaderService {
         &self,
         request: Request<api::GetRequest>,
     ) -> std::result::Result<Response<api::Response>, Status> {
+        let _timer = RequestTimer::start("get");
         let key = request.into_inner().key;
         limits::check_key(&key).map_err(Status::invalid_argument)?;
         let inner = &self.inner;
@@ -458,6 +474,7 @@ impl api::key_value_api_server::KeyValueApi for LeaderService {
         &self,
         request: Request<api::PutRequest>,
     ) -> std::result::Result<Response<api::Response>, Status> {
+        let _timer = RequestTimer::start("put");
         let api::PutRequest { key, value } = request.into_inner();
         self.write(key, Op::Put(value.clone())).await?;
         Ok(Response::new(api::Response { value }))
@@ -467,6 +484,7 @@ impl api::key_value_api_server::KeyValueApi for LeaderService {
         &self,
         request: Request<api::DeleteRequest>,
     ) -> std::result::Result<Response<api::Response>, Status> {
+        let _timer = RequestTimer::start("delete");
         let key = request.into_inner().key;
         self.write(key, Op::Delete).await?;
         Ok(Response::new(api::Response {

@@ -419,7 +419,11 @@ impl LinkTask {
 
     fn publish_status(&self) {
         if let Ok(mut s) = self.status.lock() {
-            s.connected = self.stream.is_some();
+            let connected = self.stream.is_some();
+            if connected != s.connected {
+                crate::metrics::FOLLOWERS_CONNECTED.add(if connected { 1 } else { -1 });
+            }
+            s.connected = connected;
             s.pending_decisions = self.pending.len();
             if s.connected {
                 s.last_error = None;

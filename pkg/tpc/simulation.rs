@@ -732,7 +732,9 @@ impl Sim {
                         node.kv.remove(key);
                     }
                 },
-                Effect::Finish { txid, outcome } => core.finish(txid, *outcome),
+                Effect::Finish { txid, outcome } => {
+                    core.finish(txid, *outcome);
+                }
                 Effect::Reply(r) => reply = Some(r.clone()),
                 Effect::Refuse(why) => {
                     completed = false;
@@ -800,7 +802,9 @@ impl Sim {
                             node.kv.remove(&key);
                         }
                     },
-                    Effect::Finish { txid, outcome } => core.finish(&txid, outcome),
+                    Effect::Finish { txid, outcome } => {
+                        core.finish(&txid, outcome);
+                    }
                     _ => {}
                 }
             }
@@ -1676,7 +1680,9 @@ fn carry_out(core: &mut FollowerCore, journal: &mut Vec<FollowerRecord>, effects
     for effect in effects {
         match effect {
             Effect::Persist(record) => journal.push(record),
-            Effect::Finish { txid, outcome } => core.finish(&txid, outcome),
+            Effect::Finish { txid, outcome } => {
+                core.finish(&txid, outcome);
+            }
             _ => {}
         }
     }

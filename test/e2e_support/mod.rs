@@ -165,7 +165,35 @@ pub fn spawn_with_dirs(
     journal_dir: &Path,
     kv_dir: &Path,
 ) -> Node {
+    spawn_process(dirs, role, listen, env, journal_dir, kv_dir, &[])
+}
+
+/// Like [`spawn`] with extra flags (`("--http-port", "0")`).
+pub fn spawn_with_args(dirs: &NodeDirs, role: Role, listen: &str, args: &[(&str, &str)]) -> Node {
+    spawn_process(
+        dirs,
+        role,
+        listen,
+        &[],
+        &dirs.journal_dir(),
+        &dirs.kv_dir(),
+        args,
+    )
+}
+
+fn spawn_process(
+    dirs: &NodeDirs,
+    role: Role,
+    listen: &str,
+    env: &[(&str, &str)],
+    journal_dir: &Path,
+    kv_dir: &Path,
+    args: &[(&str, &str)],
+) -> Node {
     let mut command = Command::new(tpc_binary());
+    for (flag, value) in args {
+        command.arg(flag).arg(value);
+    }
     match &role {
         Role::Follower => {
             command.arg("--tpc-follower").arg("--kv-dir").arg(kv_dir);
