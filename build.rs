@@ -11,8 +11,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
     tonic_prost_build::configure()
         .file_descriptor_set_path(out_dir.join("tpc_descriptor.bin"))
-        .compile_protos(&["api/kv.proto", "pkg/rpc/tpc.proto"], &["api", "pkg/rpc"])?;
+        .compile_protos(
+            &["api/kv.proto", "pkg/rpc/tpc.proto", "pkg/rpc/admin.proto"],
+            &["api", "pkg/rpc"],
+        )?;
     println!("cargo:rerun-if-changed=api/kv.proto");
     println!("cargo:rerun-if-changed=pkg/rpc/tpc.proto");
+    println!("cargo:rerun-if-changed=pkg/rpc/admin.proto");
     Ok(())
 }

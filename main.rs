@@ -87,8 +87,23 @@ struct NodeArgs {
 enum Command {
     /// Talk to a cluster: an interactive shell, or one command.
     Client(ClientArgs),
+    /// Show a leader's view of its cluster: followers, in-flight transactions, journal.
+    Status(StatusArgs),
     /// Forward between the leader and one follower, injecting faults (for tests).
     Proxy(ProxyArgs),
+}
+
+#[derive(Args, Debug)]
+struct StatusArgs {
+    /// The leader's address, host:port or unix:/path.
+    #[arg(long, default_value = client::DEFAULT_LEADER, value_name = "ADDR")]
+    leader: String,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+    /// How long to wait for the answer.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    timeout: Duration,
 }
 
 #[derive(Args, Debug)]
@@ -219,6 +234,7 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Some(Command::Client(args)) => runtime.block_on(client_main(args)),
+        Some(Command::Status(args)) => runtime.block_on(status_main(args)),
         Some(Command::Proxy(args)) => {
             init_logging();
             match runtime.block_on(proxy_main(args)) {
@@ -367,6 +383,26 @@ async fn shutdown_signal() {
         _ = term => {},
     }
     tracing::info!("shutting down");
+}
+
+async fn status_main(args: StatusArgs) -> ExitCode {
+    match client::status::fetch(&args.leader, args.timeout).await {
+        Ok(status) if args.json => {
+            println!("{}", client::status::render_json(&status));
+            ExitCode::SUCCESS
+        }
+        Ok(status) => {
+            print!(
+                "{}",
+                client::status::render_text(&status, std::time::SystemTime::now())
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tpc status: {}: {e}", args.leader);
+            ExitCode::from(2)
+        }
+    }
 }
 
 async fn client_main(args: ClientArgs) -> ExitCode {

@@ -241,3 +241,143 @@ async fn metrics_and_healthz_are_served_over_http() {
         );
     }
 }
+
+/// Runs `tpc status --leader ADDR --json` and parses its output.
+fn status_json(leader: &str) -> serde_json::Value {
+    let output = std::process::Command::new(support::tpc_binary())
+        .args(["status", "--leader", leader, "--json"])
+        .output()
+        .expect("run tpc status");
+    assert!(
+        output.status.success(),
+        "tpc status failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("tpc status --json prints JSON")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_shows_followers_up_and_down_and_the_leaders_journal() {
+    let f1 = NodeDirs::new("status-f1");
+    let f2 = NodeDirs::new("status-f2");
+    let l = NodeDirs::new("status-leader");
+    let _f1 = follower(&f1);
+    let mut f2_node = follower(&f2);
+    let _leader = leader(&l, &[&f1, &f2]);
+    wait_follower_ready(&f1.addr()).await;
+    wait_follower_ready(&f2.addr()).await;
+    wait_leader_ready(&l.addr()).await;
+    support::client(&l.addr()).put("k", "v").await.expect("put");
+
+    let status = support::poll(
+        "both followers connected",
+        support::POLL_TIMEOUT,
+        || async {
+            let status = status_json(&l.addr());
+            let connected = status["followers"]
+                .as_array()
+                .is_some_and(|fs| fs.iter().all(|f| f["connected"] == true));
+            if connected {
+                Ok(status)
+            } else {
+                Err(format!("{status}"))
+            }
+        },
+    )
+    .await;
+    assert_eq!(status["role"], "leader");
+    assert_eq!(status["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(status["epoch"], 1);
+    assert!(
+        status["journal"]["bytes"].as_u64().unwrap_or(0) > 0,
+        "{status}"
+    );
+    let addresses: Vec<&str> = status["followers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["address"].as_str())
+        .collect();
+    assert_eq!(addresses, vec![f1.addr(), f2.addr()]);
+    assert!(
+        status["followers"][0]["last_contact_unix_ms"]
+            .as_i64()
+            .is_some(),
+        "{status}"
+    );
+
+    // A follower going down shows as such, with why.
+    f2_node.kill();
+    let status = support::poll("f2 shown down", support::POLL_TIMEOUT, || async {
+        let status = status_json(&l.addr());
+        if status["followers"][1]["connected"] == false {
+            Ok(status)
+        } else {
+            Err(format!("{status}"))
+        }
+    })
+    .await;
+    assert_eq!(status["followers"][0]["connected"], true, "{status}");
+    assert!(
+        status["followers"][1]["last_error"].as_str().is_some(),
+        "{status}"
+    );
+
+    // The text form names the same things.
+    let output = std::process::Command::new(support::tpc_binary())
+        .args(["status", "--leader", &l.addr()])
+        .output()
+        .expect("run tpc status");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        text.contains(&f2.addr()) && text.contains("not connected"),
+        "{text}"
+    );
+    assert!(text.contains("in-flight transactions"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_shows_an_unfinished_transaction_and_who_it_waits_for() {
+    let f1 = NodeDirs::new("inflight-f1");
+    let f2 = NodeDirs::new("inflight-f2");
+    let l = NodeDirs::new("inflight-leader");
+    let _f1 = follower(&f1);
+    // f2 dies when the decision reaches it: the leader waits for its ACK.
+    let _f2 = support::spawn(
+        &f2,
+        support::Role::Follower,
+        &f2.addr(),
+        &[("TPC_CRASH_AT", "follower-before-decision")],
+    );
+    let _leader = leader(&l, &[&f1, &f2]);
+    wait_follower_ready(&f1.addr()).await;
+    wait_follower_ready(&f2.addr()).await;
+    wait_leader_ready(&l.addr()).await;
+    support::client(&l.addr())
+        .put("k", "v")
+        .await
+        .expect("the decision is durable");
+
+    let status = support::poll(
+        "the transaction awaiting f2",
+        support::POLL_TIMEOUT,
+        || async {
+            let status = status_json(&l.addr());
+            let awaits_f2 = status["transactions"][0]["awaiting"] == serde_json::json!([f2.addr()]);
+            if awaits_f2 {
+                Ok(status)
+            } else {
+                Err(format!("{status}"))
+            }
+        },
+    )
+    .await;
+    let txn = &status["transactions"][0];
+    assert_eq!(txn["key"], "k");
+    assert_eq!(txn["phase"], "commit");
+    assert_eq!(txn["txid"], "1.1");
+    assert!(
+        status["followers"][1]["pending_decisions"].as_u64() >= Some(1),
+        "{status}"
+    );
+}

@@ -3,6 +3,7 @@
 //! callers can tell `NOT_FOUND` from `ABORTED` from `UNAVAILABLE`.
 
 pub mod shell;
+pub mod status;
 
 use std::time::Duration;
 

@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tonic::{Code, Request, Response, Status};
 use tracing::Instrument;
 
+use super::admin::{AdminService, LeaderView};
 use super::leader_core::LeaderCore;
 use super::link::{Ack, Link, VoteResult};
 use super::message::{Body, Op, Outcome, TxId};
@@ -32,7 +33,7 @@ use crate::journal::{Journal, Record};
 use crate::limits::{self, MAX_GRPC_MESSAGE_BYTES};
 use crate::metrics::{self, RequestTimer};
 use crate::net::{self, Address, Listener};
-use crate::proto::api;
+use crate::proto::{api, rpc};
 use crate::server;
 use crate::{Error, Result};
 
@@ -59,6 +60,7 @@ struct WriteRequest {
 /// A leader with its journal recovered, ready to serve.
 pub struct Leader {
     service: LeaderService,
+    admin: AdminService,
     coordinator: tokio::task::JoinHandle<Result<()>>,
     http: Option<tokio::net::TcpListener>,
     _lock: DirLock,
@@ -124,6 +126,13 @@ impl Leader {
             .collect::<Result<Vec<_>>>()?;
         let (progress, progress_rx) = watch::channel(0u64);
         let (writes_tx, writes) = mpsc::channel(1024);
+        let view = watch::Sender::new(LeaderView::of(&core, &journal));
+        let admin = AdminService {
+            links: links.clone(),
+            view: view.subscribe(),
+            cluster_id: core.cluster_id().to_string(),
+            epoch: core.epoch(),
+        };
         let coordinator = Coordinator {
             core,
             journal,
@@ -131,6 +140,7 @@ impl Leader {
             acks,
             writes,
             progress,
+            view,
         };
         for delivery in &recovery.deliveries {
             coordinator.deliver(delivery.txid, delivery.outcome, &delivery.follower);
@@ -146,6 +156,7 @@ impl Leader {
         };
         Ok(Leader {
             service,
+            admin,
             coordinator,
             http: None,
             _lock: lock,
@@ -164,7 +175,8 @@ impl Leader {
         listener: Listener,
         shutdown: impl std::future::Future<Output = ()>,
     ) -> Result<()> {
-        let (router, health) = server::router_with_admin_services(&["api.KeyValueAPI"]).await;
+        let (router, health) =
+            server::router_with_admin_services(&["api.KeyValueAPI", "rpc.Admin"]).await;
         // The journal is recovered: ready.
         health.set_serving(true).await;
         let stop_http = server::spawn_http(self.http, &health);
@@ -173,11 +185,13 @@ impl Leader {
             health.set_serving(false).await;
             stop_http.send_replace(true);
         };
-        let router = router.add_service(
-            api::key_value_api_server::KeyValueApiServer::new(self.service)
-                .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES),
-        );
+        let router = router
+            .add_service(
+                api::key_value_api_server::KeyValueApiServer::new(self.service)
+                    .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
+                    .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES),
+            )
+            .add_service(rpc::admin_server::AdminServer::new(self.admin));
         tokio::select! {
             served = listener.serve(router, shutdown) => served.map_err(Error::from),
             stopped = self.coordinator => match stopped {
@@ -196,6 +210,7 @@ struct Coordinator {
     acks: mpsc::UnboundedReceiver<Ack>,
     writes: mpsc::Receiver<WriteRequest>,
     progress: watch::Sender<u64>,
+    view: watch::Sender<LeaderView>,
 }
 
 impl Coordinator {
@@ -208,6 +223,8 @@ impl Coordinator {
                 },
                 Some(ack) = self.acks.recv() => self.acked(ack)?,
             }
+            self.view
+                .send_replace(LeaderView::of(&self.core, &self.journal));
         }
     }
 

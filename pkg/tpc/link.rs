@@ -33,6 +33,8 @@ use crate::proto::rpc;
 /// The longest pause between reconnection attempts (DESIGN §2: about 1 s).
 pub const MAX_BACKOFF: Duration = Duration::from_secs(1);
 const MIN_BACKOFF: Duration = Duration::from_millis(20);
+/// How often an idle link without a stream checks that its follower is up.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
 
 /// How a follower answered a PREPARE.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,12 +57,15 @@ impl VoteResult {
 /// What the status of a link looks like from outside.
 #[derive(Clone, Debug, Default)]
 pub struct LinkStatus {
-    /// A stream to the follower is open.
+    /// The follower can be reached: a stream to it is open, or (while none is needed)
+    /// the last connection probe succeeded.
     pub connected: bool,
     /// The last error, if the last attempt failed.
     pub last_error: Option<String>,
     /// Decisions not yet ACKed.
     pub pending_decisions: usize,
+    /// When the follower last answered a message.
+    pub last_contact: Option<std::time::SystemTime>,
 }
 
 /// A follower ACKed the decision of a transaction.
@@ -114,6 +119,8 @@ impl Link {
             stream: None,
             backoff: MIN_BACKOFF,
             retry_at: None,
+            probe_at: Some(Instant::now()),
+            reachable: false,
         };
         tokio::spawn(task.run().in_current_span());
         Link {
@@ -180,6 +187,10 @@ struct LinkTask {
     stream: Option<OpenStream>,
     backoff: Duration,
     retry_at: Option<Instant>,
+    /// While no stream is open: when to check next that the follower can be reached.
+    probe_at: Option<Instant>,
+    /// The last probe connected.
+    reachable: bool,
 }
 
 enum Event {
@@ -187,6 +198,7 @@ enum Event {
     Response(Option<Result<rpc::Response, tonic::Status>>),
     Timeout,
     Retry,
+    Probe,
 }
 
 async fn sleep_until(at: Option<Instant>) {
@@ -213,6 +225,7 @@ impl LinkTask {
                 } => Event::Response(response),
                 _ = sleep_until(deadline) => Event::Timeout,
                 _ = sleep_until(self.retry_at) => Event::Retry,
+                _ = sleep_until(self.probe_at) => Event::Probe,
             };
             match event {
                 Event::Command(None) => return,
@@ -234,6 +247,7 @@ impl LinkTask {
                 Event::Response(Some(Err(status))) => self.on_stream_error(&status),
                 Event::Response(None) => self.reset("the follower ended the stream".into()),
                 Event::Timeout => self.reset(format!("no answer within {:?}", self.vote_timeout)),
+                Event::Probe => self.probe().await,
                 Event::Retry => {
                     self.retry_at = None;
                     if self.stream.is_none() && !self.pending.is_empty() {
@@ -346,6 +360,9 @@ impl LinkTask {
             return;
         };
         self.backoff = MIN_BACKOFF;
+        if let Ok(mut s) = self.status.lock() {
+            s.last_contact = Some(std::time::SystemTime::now());
+        }
         match entry.waiter {
             Waiter::Vote(reply) => {
                 let vote = match action {
@@ -400,6 +417,7 @@ impl LinkTask {
     }
 
     fn failed(&mut self, why: String) {
+        self.reachable = false;
         let changed = self
             .status
             .lock()
@@ -417,9 +435,42 @@ impl LinkTask {
         self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
     }
 
-    fn publish_status(&self) {
+    /// Connects (a TCP and HTTP/2 handshake, no stream and no message) to learn whether
+    /// an idle follower is up, for status and metrics. Every second while no stream is
+    /// open.
+    async fn probe(&mut self) {
+        self.probe_at = None;
+        if self.stream.is_some() {
+            return;
+        }
+        let timeout = self.vote_timeout.min(PROBE_EVERY);
+        match net::connect(&self.addr, timeout).await {
+            Ok(_) => {
+                self.reachable = true;
+                if let Ok(mut s) = self.status.lock() {
+                    s.last_contact = Some(std::time::SystemTime::now());
+                    s.last_error = None;
+                }
+            }
+            Err(e) => {
+                self.reachable = false;
+                if let Ok(mut s) = self.status.lock() {
+                    s.last_error = Some(e);
+                }
+            }
+        }
+        self.probe_at = Some(Instant::now() + PROBE_EVERY);
+    }
+
+    fn publish_status(&mut self) {
+        if self.stream.is_none() && self.probe_at.is_none() {
+            self.probe_at = Some(Instant::now() + PROBE_EVERY);
+        }
+        if self.stream.is_some() {
+            self.probe_at = None;
+        }
         if let Ok(mut s) = self.status.lock() {
-            let connected = self.stream.is_some();
+            let connected = self.stream.is_some() || self.reachable;
             if connected != s.connected {
                 crate::metrics::FOLLOWERS_CONNECTED.add(if connected { 1 } else { -1 });
             }

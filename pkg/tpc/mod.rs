@@ -1,5 +1,6 @@
 //! Two-phase commit: the protocol cores and the runtime that drives them.
 
+pub mod admin;
 pub mod follower;
 pub mod follower_core;
 pub mod leader;

@@ -1,0 +1,106 @@
+//! The leader's operator view (`rpc.Admin/Status`, what `tpc status` shows): each
+//! follower's link, the unfinished transactions with their phase, the journal's size.
+//!
+//! The coordinator owns the transaction table and the journal, and answering from it
+//! would wait behind a vote; so it publishes a [`LeaderView`] after every change, and
+//! the status call reads the latest one.
+
+use std::time::UNIX_EPOCH;
+
+use tokio::sync::watch;
+use tonic::{Request, Response, Status};
+
+use super::leader_core::{LeaderCore, Phase};
+use super::link::Link;
+use crate::journal::Journal;
+use crate::proto::rpc;
+
+/// What the coordinator publishes about itself.
+#[derive(Clone, Debug, Default)]
+pub struct LeaderView {
+    /// Unfinished transactions, oldest first.
+    pub transactions: Vec<rpc::TransactionStatus>,
+    /// The journal file's size.
+    pub journal_bytes: u64,
+    /// Records in the journal since its last checkpoint.
+    pub journal_records: u64,
+}
+
+impl LeaderView {
+    /// The view of `core` and `journal` now.
+    pub fn of(core: &LeaderCore, journal: &Journal) -> LeaderView {
+        let transactions = core
+            .txns()
+            .iter()
+            .map(|(txid, txn)| {
+                let (phase, awaiting) = match &txn.phase {
+                    Phase::Voting => ("voting".to_string(), Vec::new()),
+                    Phase::Decided { outcome, awaiting } => (
+                        outcome.as_str().to_string(),
+                        awaiting.iter().cloned().collect(),
+                    ),
+                };
+                rpc::TransactionStatus {
+                    txid: txid.to_string(),
+                    key: txn.key.clone(),
+                    phase,
+                    awaiting,
+                }
+            })
+            .collect();
+        LeaderView {
+            transactions,
+            journal_bytes: journal.byte_len(),
+            journal_records: journal.record_count() as u64,
+        }
+    }
+}
+
+/// The leader's `rpc.Admin` service.
+pub struct AdminService {
+    /// The links to the followers.
+    pub links: Vec<Link>,
+    /// The coordinator's latest view.
+    pub view: watch::Receiver<LeaderView>,
+    /// The cluster id.
+    pub cluster_id: String,
+    /// This leader's epoch.
+    pub epoch: u64,
+}
+
+#[tonic::async_trait]
+impl rpc::admin_server::Admin for AdminService {
+    async fn status(
+        &self,
+        _: Request<rpc::StatusRequest>,
+    ) -> std::result::Result<Response<rpc::StatusReply>, Status> {
+        let view = self.view.borrow().clone();
+        let followers = self
+            .links
+            .iter()
+            .map(|link| {
+                let status = link.status();
+                rpc::FollowerStatus {
+                    address: link.name().to_string(),
+                    connected: status.connected,
+                    last_contact_unix_ms: status
+                        .last_contact
+                        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                        .map_or(0, |d| d.as_millis() as i64),
+                    last_error: status.last_error.unwrap_or_default(),
+                    pending_decisions: status.pending_decisions as u32,
+                }
+            })
+            .collect();
+        Ok(Response::new(rpc::StatusReply {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            role: "leader".into(),
+            cluster_id: self.cluster_id.clone(),
+            epoch: self.epoch,
+            followers,
+            transactions: view.transactions,
+            journal_bytes: view.journal_bytes,
+            journal_records: view.journal_records,
+        }))
+    }
+}
