@@ -8,7 +8,14 @@
 //! - [`journal`]: the append-only, checksummed line journal every node writes ahead.
 //! - [`kvstore`]: the follower's file-per-key store.
 //! - [`tpc`]: the protocol cores (pure state machines) and the runtime around them.
-//! - [`client`]: the client library used by the shell, the tests and the tools.
+//! - [`client`]: the client library used by the shell, `tpc status`, the tests and the
+//!   tools.
+//! - [`proxy`]: `tpc proxy`, a seeded fault-injecting message proxy; [`crash`]: crash
+//!   points; [`check`]: the linearizability checker of the chaos test.
+//! - [`server`], [`http`], [`metrics`]: what operators see: gRPC health and reflection,
+//!   `/metrics` and `/healthz`.
+//! - [`net`], [`limits`], [`dirlock`]: addresses and sockets, input limits, directory
+//!   locks.
 
 use std::path::PathBuf;
 
@@ -26,7 +33,7 @@ pub mod proxy;
 pub mod server;
 pub mod tpc;
 
-/// The generated wire types (`api/kv.proto`, `pkg/rpc/tpc.proto`).
+/// The generated wire types (`api/kv.proto`, `pkg/rpc/tpc.proto`, `pkg/rpc/admin.proto`).
 pub mod proto {
     /// Client API: package `api`.
     pub mod api {
