@@ -6,6 +6,7 @@
 //! leader: its journal recovered) and again once it starts shutting down. It is reported
 //! for the whole server (`""`) and for each of its services by name.
 
+use crate::http::LeaderPages;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::transport::server::Router;
@@ -47,7 +48,11 @@ impl Health {
 
 /// Runs the HTTP endpoints on `listener` (if any) beside a gRPC server, until the
 /// returned sender is told `true`.
-pub fn spawn_http(listener: Option<TcpListener>, health: &Health) -> watch::Sender<bool> {
+pub fn spawn_http(
+    listener: Option<TcpListener>,
+    health: &Health,
+    leader: Option<LeaderPages>,
+) -> watch::Sender<bool> {
     let stop = watch::Sender::new(false);
     let Some(listener) = listener else {
         return stop;
@@ -59,7 +64,7 @@ pub fn spawn_http(listener: Option<TcpListener>, health: &Health) -> watch::Send
             let shutdown = async move {
                 let _ = stopped.wait_for(|stopped| *stopped).await;
             };
-            if let Err(e) = crate::http::serve(listener, ready, shutdown).await {
+            if let Err(e) = crate::http::serve(listener, ready, leader, shutdown).await {
                 tracing::error!(error = %e, "HTTP endpoints failed");
             }
         }

@@ -3,7 +3,8 @@
 #
 #   scripts/cluster.sh [N] [--fresh] [--data DIR] [--port BASE]
 #
-# The leader listens on BASE (default 50000), follower i on BASE+i. Data lives under
+# The leader listens on BASE (default 50000), follower i on BASE+i, and the leader's
+# live view and metrics on BASE+80. Data lives under
 # DIR (default .tpc-cluster in the repository) and survives restarts; --fresh wipes it
 # first. Each node's log lines are prefixed with its name. Ctrl-C stops the nodes this
 # script started, and nothing else.
@@ -60,12 +61,15 @@ for i in $(seq 1 "$n"); do
   start "f$i" --tpc-follower --journal-dir "$data/f$i" --kv-dir "$data/f$i/kv" --port "$port"
   followers+=(--follower "127.0.0.1:$port")
 done
-start leader --tpc-leader --journal-dir "$data/leader" "${followers[@]}" --port "$base"
+start leader --tpc-leader --journal-dir "$data/leader" "${followers[@]}" --port "$base" \
+  --http-port "$((base + 80))"
 
 cat >&2 <<MSG
 
 tpc cluster: leader on 127.0.0.1:$base, $n followers on ports $((base + 1))-$((base + n)).
 Data: $data (kept across runs; --fresh wipes it).
+Live view: http://127.0.0.1:$((base + 80))/   (also /metrics, /healthz)
+Status:   $bin status --leader 127.0.0.1:$base
 Connect:  $bin client --leader 127.0.0.1:$base          (interactive shell)
           $bin client --leader 127.0.0.1:$base put k v  (one command)
 Ctrl-C stops the cluster.

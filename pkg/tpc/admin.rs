@@ -57,6 +57,7 @@ impl LeaderView {
 }
 
 /// The leader's `rpc.Admin` service.
+#[derive(Clone)]
 pub struct AdminService {
     /// The links to the followers.
     pub links: Vec<Link>,
@@ -68,12 +69,9 @@ pub struct AdminService {
     pub epoch: u64,
 }
 
-#[tonic::async_trait]
-impl rpc::admin_server::Admin for AdminService {
-    async fn status(
-        &self,
-        _: Request<rpc::StatusRequest>,
-    ) -> std::result::Result<Response<rpc::StatusReply>, Status> {
+impl AdminService {
+    /// The status now.
+    pub fn snapshot(&self) -> rpc::StatusReply {
         let view = self.view.borrow().clone();
         let followers = self
             .links
@@ -92,7 +90,7 @@ impl rpc::admin_server::Admin for AdminService {
                 }
             })
             .collect();
-        Ok(Response::new(rpc::StatusReply {
+        rpc::StatusReply {
             version: env!("CARGO_PKG_VERSION").to_string(),
             role: "leader".into(),
             cluster_id: self.cluster_id.clone(),
@@ -101,6 +99,16 @@ impl rpc::admin_server::Admin for AdminService {
             transactions: view.transactions,
             journal_bytes: view.journal_bytes,
             journal_records: view.journal_records,
-        }))
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl rpc::admin_server::Admin for AdminService {
+    async fn status(
+        &self,
+        _: Request<rpc::StatusRequest>,
+    ) -> std::result::Result<Response<rpc::StatusReply>, Status> {
+        Ok(Response::new(self.snapshot()))
     }
 }

@@ -158,7 +158,7 @@ impl Follower {
             server::router_with_admin_services(&["api.KeyValueAPI", "rpc.TwoPhaseCommit"]).await;
         let stopping = self.shared.stopping.clone();
         let not_serving = health.clone();
-        let stop_http = server::spawn_http(self.http, &health);
+        let stop_http = server::spawn_http(self.http, &health, None);
         let shutdown = async move {
             shutdown.await;
             not_serving.set_serving(false).await;

@@ -27,8 +27,10 @@ use super::leader_core::LeaderCore;
 use super::link::{Ack, Link, VoteResult};
 use super::message::{Body, Op, Outcome, TxId};
 use super::records::{open_journal, LeaderRecord};
+use super::trace::Trace;
 use crate::crash::crash_point;
 use crate::dirlock::DirLock;
+use crate::http::LeaderPages;
 use crate::journal::{Journal, Record};
 use crate::limits::{self, MAX_GRPC_MESSAGE_BYTES};
 use crate::metrics::{self, RequestTimer};
@@ -61,6 +63,7 @@ struct WriteRequest {
 pub struct Leader {
     service: LeaderService,
     admin: AdminService,
+    trace: Arc<Trace>,
     coordinator: tokio::task::JoinHandle<Result<()>>,
     http: Option<tokio::net::TcpListener>,
     _lock: DirLock,
@@ -97,6 +100,7 @@ impl Leader {
 
         metrics::FOLLOWERS_CONNECTED.set(0);
         let (acks_tx, acks) = mpsc::unbounded_channel();
+        let trace = Arc::new(Trace::default());
         let links: Vec<Link> = addresses
             .iter()
             .map(|(name, addr)| {
@@ -106,6 +110,7 @@ impl Leader {
                     config.vote_timeout,
                     core.cluster_id().to_string(),
                     acks_tx.clone(),
+                    trace.clone(),
                 )
             })
             .collect();
@@ -141,6 +146,7 @@ impl Leader {
             writes,
             progress,
             view,
+            trace: trace.clone(),
         };
         for delivery in &recovery.deliveries {
             coordinator.deliver(delivery.txid, delivery.outcome, &delivery.follower);
@@ -157,6 +163,7 @@ impl Leader {
         Ok(Leader {
             service,
             admin,
+            trace,
             coordinator,
             http: None,
             _lock: lock,
@@ -179,7 +186,11 @@ impl Leader {
             server::router_with_admin_services(&["api.KeyValueAPI", "rpc.Admin"]).await;
         // The journal is recovered: ready.
         health.set_serving(true).await;
-        let stop_http = server::spawn_http(self.http, &health);
+        let pages = LeaderPages {
+            admin: self.admin.clone(),
+            trace: self.trace.clone(),
+        };
+        let stop_http = server::spawn_http(self.http, &health, Some(pages));
         let shutdown = async move {
             shutdown.await;
             health.set_serving(false).await;
@@ -211,6 +222,7 @@ struct Coordinator {
     writes: mpsc::Receiver<WriteRequest>,
     progress: watch::Sender<u64>,
     view: watch::Sender<LeaderView>,
+    trace: Arc<Trace>,
 }
 
 impl Coordinator {
@@ -245,6 +257,8 @@ impl Coordinator {
                 Ok(())
             };
         }
+        self.trace
+            .emit(&txid.to_string(), "begin", None, request.key.as_str());
         let answers: Vec<_> = self
             .links
             .iter()
@@ -302,6 +316,8 @@ impl Coordinator {
             }
         };
         crash_point("leader-after-decision-journaled");
+        self.trace
+            .emit(&txid.to_string(), "decide", None, outcome.as_str());
         metrics::TRANSACTIONS
             .with_label_values(&[outcome.as_str()])
             .inc();
@@ -370,6 +386,7 @@ impl Coordinator {
             crash_point("leader-after-first-ack");
         }
         if let Some(done) = finished {
+            self.trace.emit(&ack.txid, "done", None, "");
             // Losing a `done` in a crash only means the decision is delivered again.
             if let Err(e) = self.journal.append_unsynced(&Record::from(&done)) {
                 tracing::warn!(%txid, error = %e, "could not journal that a transaction finished");

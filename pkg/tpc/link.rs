@@ -26,6 +26,7 @@ use tonic::{Code, Streaming};
 use tracing::Instrument;
 
 use super::message::Outcome;
+use super::trace::Trace;
 use crate::limits::MAX_GRPC_MESSAGE_BYTES;
 use crate::net::{self, Address};
 use crate::proto::rpc;
@@ -104,6 +105,7 @@ impl Link {
         vote_timeout: Duration,
         cluster_id: String,
         acks: mpsc::UnboundedSender<Ack>,
+        trace: Arc<Trace>,
     ) -> Link {
         let (commands, rx) = mpsc::unbounded_channel();
         let status = Arc::new(Mutex::new(LinkStatus::default()));
@@ -121,6 +123,7 @@ impl Link {
             retry_at: None,
             probe_at: Some(Instant::now()),
             reachable: false,
+            trace,
         };
         tokio::spawn(task.run().in_current_span());
         Link {
@@ -191,6 +194,7 @@ struct LinkTask {
     probe_at: Option<Instant>,
     /// The last probe connected.
     reachable: bool,
+    trace: Arc<Trace>,
 }
 
 enum Event {
@@ -264,6 +268,7 @@ impl LinkTask {
         let deadline = Instant::now() + self.vote_timeout;
         if let Some(stream) = self.stream.as_mut() {
             for (msg, waiter) in messages {
+                trace_sent(&self.trace, &self.name, &msg, &waiter);
                 stream.outstanding.push_back(Outstanding {
                     txid: msg.txid.clone(),
                     deadline,
@@ -279,8 +284,10 @@ impl LinkTask {
         let channel = match net::connect(&self.addr, self.vote_timeout).await {
             Ok(channel) => channel,
             Err(e) => {
-                for (_, waiter) in messages {
+                for (msg, waiter) in messages {
                     if let Waiter::Vote(Some(reply)) = waiter {
+                        self.trace
+                            .emit(&msg.txid, "vote", Some(&self.name), "none: unreachable");
                         let _ = reply.send(VoteResult::NotSent(format!("unreachable: {e}")));
                     }
                 }
@@ -299,6 +306,7 @@ impl LinkTask {
             .map(|m| (m, Waiter::Decision))
             .collect();
         for (msg, waiter) in decisions.into_iter().chain(messages) {
+            trace_sent(&self.trace, &self.name, &msg, &waiter);
             outstanding.push_back(Outstanding {
                 txid: msg.txid.clone(),
                 deadline,
@@ -373,6 +381,8 @@ impl LinkTask {
                         Outcome::Abort
                     }
                 };
+                self.trace
+                    .emit(&entry.txid, "vote", Some(&self.name), vote.as_str());
                 if let Some(reply) = reply {
                     let _ = reply.send(VoteResult::Vote(vote));
                 }
@@ -383,6 +393,7 @@ impl LinkTask {
                     self.reset("decision not ACKed".into());
                     return;
                 }
+                self.trace.emit(&entry.txid, "ack", Some(&self.name), "");
                 self.pending.retain(|m| m.txid != entry.txid);
                 let _ = self.acks.send(Ack {
                     follower: self.name.clone(),
@@ -410,6 +421,12 @@ impl LinkTask {
     fn abandon(&mut self, outstanding: VecDeque<Outstanding>, why: String) {
         for entry in outstanding {
             if let Waiter::Vote(Some(reply)) = entry.waiter {
+                self.trace.emit(
+                    &entry.txid,
+                    "vote",
+                    Some(&self.name),
+                    format!("none: {why}"),
+                );
                 let _ = reply.send(VoteResult::NoAnswer(why.clone()));
             }
         }
@@ -479,6 +496,21 @@ impl LinkTask {
             if s.connected {
                 s.last_error = None;
             }
+        }
+    }
+}
+
+/// Records a message going to a follower.
+fn trace_sent(trace: &Trace, follower: &str, msg: &rpc::LeaderMsg, waiter: &Waiter) {
+    match waiter {
+        Waiter::Vote(_) => trace.emit(&msg.txid, "prepare", Some(follower), ""),
+        Waiter::Decision => {
+            let outcome = if msg.action == rpc::Action::Commit as i32 {
+                "commit"
+            } else {
+                "abort"
+            };
+            trace.emit(&msg.txid, "decision", Some(follower), outcome);
         }
     }
 }

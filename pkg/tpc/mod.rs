@@ -31,6 +31,7 @@ pub mod leader_core;
 pub mod link;
 pub mod message;
 pub mod records;
+pub mod trace;
 
 #[cfg(test)]
 mod simulation;
