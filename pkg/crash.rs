@@ -66,3 +66,29 @@ pub fn crash_point(point: &str) {
         crash_now(point);
     }
 }
+
+/// The environment variable naming a pause point: `<point>=<file>`.
+pub const PAUSE_AT_VAR: &str = "TPC_PAUSE_AT";
+
+/// With `TPC_PAUSE_AT=<point>=<file>`, holds the calling thread at `point` until `file`
+/// exists, so that a test can look at a node stopped at that step (e.g. a follower that
+/// has not replayed its journal yet). Unset, it costs one load of a cached value.
+pub fn pause_point(point: &str) {
+    static PAUSE: OnceLock<Option<(String, std::path::PathBuf)>> = OnceLock::new();
+    let pause = PAUSE.get_or_init(|| {
+        let spec = std::env::var(PAUSE_AT_VAR).ok()?;
+        let (point, file) = spec.split_once('=')?;
+        Some((point.to_string(), file.into()))
+    });
+    if let Some((at, file)) = pause {
+        if at == point {
+            eprintln!(
+                "tpc: paused at {point} until {} exists ({PAUSE_AT_VAR})",
+                file.display()
+            );
+            while !file.exists() {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
+    }
+}

@@ -381,3 +381,80 @@ async fn status_shows_an_unfinished_transaction_and_who_it_waits_for() {
         "{status}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaying_follower_is_not_serving_refuses_reads_and_holds_streams() {
+    let f1 = NodeDirs::new("replay-f1");
+    let l = NodeDirs::new("replay-leader");
+    let go = f1.root().join("go");
+    let pause = format!("follower-before-replay={}", go.display());
+    let _f1 = support::spawn(
+        &f1,
+        support::Role::Follower,
+        &f1.addr(),
+        &[("TPC_PAUSE_AT", pause.as_str())],
+    );
+    let _leader = support::spawn(
+        &l,
+        support::Role::Leader {
+            followers: vec![f1.addr()],
+            vote_timeout: "10s".into(),
+        },
+        &l.addr(),
+        &[],
+    );
+    // The server answers while the journal is not replayed yet: NOT_SERVING.
+    let status = support::poll(
+        "the paused follower to answer health checks",
+        support::POLL_TIMEOUT,
+        || async {
+            // Not connectable yet (the socket is bound just after the journal is read).
+            let addr: Address = f1.addr().parse().expect("address");
+            net::connect(&addr, Duration::from_secs(1)).await?;
+            health(&f1.addr(), "").await.map_err(|e| format!("{e:?}"))
+        },
+    )
+    .await;
+    assert_eq!(status, ServingStatus::NotServing);
+    assert!(f1.log().contains("paused at follower-before-replay"));
+    let read = support::get(&f1.addr(), "k")
+        .await
+        .expect_err("no reads before replay");
+    assert_eq!(read.code(), tonic::Code::Unavailable, "{read:?}");
+    // A write's stream to it is held, not failed: the write waits for the replay. (The
+    // leader is up once its health says so; its reads would wait for the follower.)
+    support::poll("the leader serving", support::POLL_TIMEOUT, || async {
+        let addr: Address = l.addr().parse().expect("address");
+        net::connect(&addr, Duration::from_secs(1)).await?;
+        match health(&l.addr(), "").await {
+            Ok(ServingStatus::Serving) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let leader_addr = l.addr();
+    let write = tokio::spawn(async move { support::client(&leader_addr).put("k", "v").await });
+    // The PREPARE is on its way and waits: the transaction is voting.
+    support::poll("the write voting", support::POLL_TIMEOUT, || async {
+        let status = status_json(&l.addr());
+        if status["transactions"][0]["phase"] == "voting" {
+            Ok(())
+        } else {
+            Err(format!("{status}"))
+        }
+    })
+    .await;
+    std::fs::write(&go, "").expect("let the replay go on");
+    write
+        .await
+        .expect("the write task")
+        .expect("the write succeeds once the follower is ready");
+    assert_eq!(
+        health(&f1.addr(), "").await.expect("health"),
+        ServingStatus::Serving
+    );
+    assert_eq!(
+        support::settled_get(&f1.addr(), "k").await.as_deref(),
+        Some("v")
+    );
+}

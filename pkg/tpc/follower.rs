@@ -224,6 +224,7 @@ impl StateOwner {
         mut commands: mpsc::Receiver<Command>,
     ) -> Result<()> {
         let count = records.len();
+        crate::crash::pause_point("follower-before-replay");
         self.replay(records)?;
         let prepared = self.shared.core().prepared().len();
         metrics::PREPARED_TRANSACTIONS.set(prepared as i64);

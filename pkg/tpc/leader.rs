@@ -235,8 +235,7 @@ impl Coordinator {
                 },
                 Some(ack) = self.acks.recv() => self.acked(ack)?,
             }
-            self.view
-                .send_replace(LeaderView::of(&self.core, &self.journal));
+            self.publish_view();
         }
     }
 
@@ -259,6 +258,7 @@ impl Coordinator {
         }
         self.trace
             .emit(&txid.to_string(), "begin", None, request.key.as_str());
+        self.publish_view();
         let answers: Vec<_> = self
             .links
             .iter()
@@ -397,6 +397,12 @@ impl Coordinator {
         }
         self.progress.send_modify(|n| *n += 1);
         Ok(())
+    }
+
+    /// Lets `tpc status` and the live view see the transaction table as it is now.
+    fn publish_view(&self) {
+        self.view
+            .send_replace(LeaderView::of(&self.core, &self.journal));
     }
 
     fn persist(&mut self, records: &[LeaderRecord]) -> Result<()> {
