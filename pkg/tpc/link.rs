@@ -123,6 +123,7 @@ impl Link {
             retry_at: None,
             probe_at: Some(Instant::now()),
             reachable: false,
+            probing: None,
             trace,
         };
         tokio::spawn(task.run().in_current_span());
@@ -194,6 +195,8 @@ struct LinkTask {
     probe_at: Option<Instant>,
     /// The last probe connected.
     reachable: bool,
+    /// A probe under way.
+    probing: Option<oneshot::Receiver<Result<(), String>>>,
     trace: Arc<Trace>,
 }
 
@@ -203,6 +206,7 @@ enum Event {
     Timeout,
     Retry,
     Probe,
+    Probed(Result<(), String>),
 }
 
 async fn sleep_until(at: Option<Instant>) {
@@ -230,6 +234,12 @@ impl LinkTask {
                 _ = sleep_until(deadline) => Event::Timeout,
                 _ = sleep_until(self.retry_at) => Event::Retry,
                 _ = sleep_until(self.probe_at) => Event::Probe,
+                probed = async {
+                    match self.probing.as_mut() {
+                        Some(result) => result.await.unwrap_or_else(|_| Err("probe stopped".into())),
+                        None => std::future::pending().await,
+                    }
+                } => Event::Probed(probed),
             };
             match event {
                 Event::Command(None) => return,
@@ -251,7 +261,8 @@ impl LinkTask {
                 Event::Response(Some(Err(status))) => self.on_stream_error(&status),
                 Event::Response(None) => self.reset("the follower ended the stream".into()),
                 Event::Timeout => self.reset(format!("no answer within {:?}", self.vote_timeout)),
-                Event::Probe => self.probe().await,
+                Event::Probe => self.start_probe(),
+                Event::Probed(result) => self.probed(result),
                 Event::Retry => {
                     self.retry_at = None;
                     if self.stream.is_none() && !self.pending.is_empty() {
@@ -452,27 +463,35 @@ impl LinkTask {
         self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
     }
 
-    /// Connects (a TCP and HTTP/2 handshake, no stream and no message) to learn whether
-    /// an idle follower is up, for status and metrics. Every second while no stream is
-    /// open.
-    async fn probe(&mut self) {
+    /// Starts a connection probe (a TCP and HTTP/2 handshake, no stream and no message)
+    /// to learn whether an idle follower is up, for status and metrics: every second
+    /// while no stream is open. It runs aside, so that a slow connect never holds up
+    /// the link's messages.
+    fn start_probe(&mut self) {
         self.probe_at = None;
-        if self.stream.is_some() {
+        if self.stream.is_some() || self.probing.is_some() {
             return;
         }
+        let (done, result) = oneshot::channel();
+        let addr = self.addr.clone();
         let timeout = self.vote_timeout.min(PROBE_EVERY);
-        match net::connect(&self.addr, timeout).await {
-            Ok(_) => {
-                self.reachable = true;
-                if let Ok(mut s) = self.status.lock() {
-                    s.last_contact = Some(std::time::SystemTime::now());
-                    s.last_error = None;
-                }
-            }
-            Err(e) => {
-                self.reachable = false;
-                if let Ok(mut s) = self.status.lock() {
-                    s.last_error = Some(e);
+        tokio::spawn(async move {
+            let _ = done.send(net::connect(&addr, timeout).await.map(|_| ()));
+        });
+        self.probing = Some(result);
+    }
+
+    fn probed(&mut self, result: Result<(), String>) {
+        self.probing = None;
+        if self.stream.is_none() {
+            self.reachable = result.is_ok();
+            if let Ok(mut s) = self.status.lock() {
+                match result {
+                    Ok(()) => {
+                        s.last_contact = Some(std::time::SystemTime::now());
+                        s.last_error = None;
+                    }
+                    Err(e) => s.last_error = Some(e),
                 }
             }
         }
@@ -480,7 +499,7 @@ impl LinkTask {
     }
 
     fn publish_status(&mut self) {
-        if self.stream.is_none() && self.probe_at.is_none() {
+        if self.stream.is_none() && self.probe_at.is_none() && self.probing.is_none() {
             self.probe_at = Some(Instant::now() + PROBE_EVERY);
         }
         if self.stream.is_some() {
