@@ -11,7 +11,10 @@
 //!   the store stays correct (DESIGN §1.1, §2) through drops, duplicates, replays and
 //!   delays, once the network heals.
 
-use std::future::Future;
+#[path = "inproc_support/mod.rs"]
+mod inproc;
+
+use inproc::eventually;
 use std::path::Path;
 use std::pin::Pin;
 use std::time::Duration;
@@ -31,7 +34,6 @@ use tpc::proto::rpc::two_phase_commit_server::{TwoPhaseCommit, TwoPhaseCommitSer
 use tpc::proto::rpc::{Action, LeaderMsg, MessageType, Response};
 use tpc::proxy::{FaultControl, Faults, Proxy, ProxyConfig};
 use tpc::tpc::follower::{Follower, FollowerConfig};
-use tpc::tpc::leader::{Leader, LeaderConfig};
 
 /// The bound on every wait: generous, only reached when a test fails.
 const WAIT: Duration = Duration::from_secs(10);
@@ -488,19 +490,9 @@ async fn start_leader(
     followers: &[&Address],
     vote_timeout: Duration,
 ) -> (Client, oneshot::Sender<()>) {
-    let leader = Leader::start(LeaderConfig {
-        journal_path: dir.join("leader").join("journal"),
-        followers: followers.iter().map(|a| a.to_string()).collect(),
-        vote_timeout,
-    })
-    .expect("leader starts");
-    let addr = unix(dir, "leader");
-    let listener = bind(&addr).await;
-    let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(leader.serve(listener, async {
-        let _ = stopped.await;
-    }));
-    (client(&addr), stop)
+    let followers = followers.iter().map(|a| a.to_string()).collect();
+    let (addr, stop) = inproc::start_leader(dir, followers, vote_timeout).await;
+    (Client::new(&addr, WAIT).expect("client"), stop)
 }
 
 fn client(addr: &Address) -> Client {
@@ -509,22 +501,6 @@ fn client(addr: &Address) -> Client {
 
 fn code<T>(result: Result<T, Status>) -> Result<T, Code> {
     result.map_err(|s| s.code())
-}
-
-/// Waits for `cond` to become true, polling, at most `bound`.
-async fn eventually<F, Fut>(what: &str, bound: Duration, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + bound;
-    while !cond().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what}: not true within {bound:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Without faults the proxy is transparent: writes and reads through the leader work,

@@ -11,7 +11,10 @@
 //! No sleeps are used for synchronisation: tests wait on the mocks' message logs (a watch
 //! channel) or on replies, each bounded by [`WAIT`].
 
-use std::future::Future;
+#[path = "inproc_support/mod.rs"]
+mod inproc;
+
+use inproc::{eventually, start_leader};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -33,7 +36,6 @@ use tpc::proto::rpc::two_phase_commit_client::TwoPhaseCommitClient;
 use tpc::proto::rpc::two_phase_commit_server::{TwoPhaseCommit, TwoPhaseCommitServer};
 use tpc::proto::rpc::{Action, LeaderMsg, MessageType, Operation, Response};
 use tpc::tpc::follower::{Follower, FollowerConfig};
-use tpc::tpc::leader::{Leader, LeaderConfig};
 
 /// The bound on every wait: generous, only reached when a test fails.
 const WAIT: Duration = Duration::from_secs(10);
@@ -237,29 +239,6 @@ fn parse_txid(txid: &str) -> (u64, u64) {
 // Real nodes
 // ---------------------------------------------------------------------------------------
 
-/// Starts a real leader over `followers`; returns its address and its stop handle.
-async fn start_leader(
-    dir: &Path,
-    followers: Vec<String>,
-    vote_timeout: Duration,
-) -> (String, oneshot::Sender<()>) {
-    let leader = Leader::start(LeaderConfig {
-        journal_path: dir.join("leader").join("journal"),
-        followers,
-        vote_timeout,
-    })
-    .expect("leader starts");
-    let path = dir.join("leader.sock");
-    let listener = Listener::bind(&ListenAddr::Addr(Address::Unix(path.clone())))
-        .await
-        .expect("bind leader socket");
-    let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(leader.serve(listener, async {
-        let _ = stopped.await;
-    }));
-    (format!("unix:{}", path.display()), stop)
-}
-
 fn client(addr: &str) -> Client {
     Client::new(addr, WAIT).expect("client")
 }
@@ -437,22 +416,6 @@ fn assert_code<T: std::fmt::Debug>(result: Result<T, Status>, code: Code, what: 
     match result {
         Err(status) if status.code() == code => {}
         other => panic!("{what}: expected {code:?}, got {other:?}"),
-    }
-}
-
-/// Waits for `cond` to become true, polling, at most [`WAIT`].
-async fn eventually<F, Fut>(what: &str, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !cond().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what}: not true within {WAIT:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -906,7 +869,7 @@ async fn follower_restores_prepared_transaction_after_restart() {
     f.stop().await;
 
     let follower = Follower::open(&follower_config(dir.path())).expect("reopen");
-    eventually("replay done", || async { follower.is_ready() }).await;
+    eventually("replay done", WAIT, || async { follower.is_ready() }).await;
     let f = serve_follower(dir.path(), follower).await;
     assert_code(
         f.get("other").await,
