@@ -98,8 +98,11 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
+mod group;
 #[cfg(test)]
 mod tests;
+
+pub use group::{CommitError, Durable, GroupJournal};
 
 /// A record: one or more string fields (may contain any chars: spaces,
 /// newlines, `%`, unicode, NUL, or be empty).
@@ -251,17 +254,13 @@ impl Journal {
     /// commit). An empty slice is a no-op. If any record has no field, nothing
     /// is written.
     pub fn append_batch(&mut self, records: &[Record]) -> Result<()> {
-        if records.is_empty() {
-            return Ok(());
-        }
-        for record in records {
-            self.check_record(record)?;
-        }
-        let mut buf = String::new();
-        for record in records {
-            encode_into(record, &mut buf);
-        }
-        self.write_lines(buf.as_bytes(), records.len(), true)
+        self.write_records(records, true)
+    }
+
+    /// Appends several records with one write and no fdatasync (see
+    /// [`Journal::append_unsynced`]).
+    pub fn append_batch_unsynced(&mut self, records: &[Record]) -> Result<()> {
+        self.write_records(records, false)
     }
 
     /// Appends one record without fsync (for records whose loss after a crash
@@ -347,6 +346,21 @@ impl Journal {
     /// The journal file's path, as given to [`Journal::open`].
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Encodes `records` and writes them with one write (see [`Journal::write_lines`]).
+    fn write_records(&mut self, records: &[Record], sync: bool) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        for record in records {
+            self.check_record(record)?;
+        }
+        let mut buf = String::new();
+        for record in records {
+            encode_into(record, &mut buf);
+        }
+        self.write_lines(buf.as_bytes(), records.len(), sync)
     }
 
     /// Writes `buf` (holding `count` encoded lines) at the end of the file and,

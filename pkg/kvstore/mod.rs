@@ -80,7 +80,15 @@
 //! reason. [`KvStore::apply_batch`] does steps 1–3 for every change and a
 //! single directory fsync at the end; it is durable when it returns but not
 //! atomic across keys if the machine crashes in the middle — the journal that
-//! drives it replays the whole (idempotent) batch after a crash. A crash
+//! drives it replays the whole (idempotent) batch after a crash.
+//!
+//! [`KvStore::apply_unsynced`] does steps 1 and 3 only, so a follower's decided
+//! writes become visible without two fsyncs each; [`KvStore::sync`] later makes
+//! all of them durable at once with one `syncfs(2)`. This is safe only because
+//! the follower's journal keeps every decided write until such a sync (its
+//! checkpoint syncs the store before it drops any record), and replays them
+//! after a crash, rewriting any key whose file is missing, stale, empty or torn.
+//! A crash
 //! between steps 1 and 3 leaves a temp file behind; [`KvStore::open`] removes
 //! such files (and fsyncs the directory) while the old value stays intact.
 //!
@@ -355,6 +363,26 @@ fn read_optional(path: &Path) -> Result<Option<Vec<u8>>> {
     Ok(Some(buf))
 }
 
+/// Flushes the whole file system that holds `file` to disk.
+#[cfg(target_os = "linux")]
+fn sync_file_system(file: &File) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: syncfs only reads the descriptor, which `file` keeps open.
+    if unsafe { libc::syncfs(file.as_raw_fd()) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Flushes everything to disk (no per-file-system flush on this platform).
+#[cfg(not(target_os = "linux"))]
+fn sync_file_system(_file: &File) -> io::Result<()> {
+    // SAFETY: sync takes no arguments and cannot fail.
+    unsafe { libc::sync() };
+    Ok(())
+}
+
 /// Flushes a directory's entries (creations, renames, unlinks) to disk.
 fn sync_dir(dir: &Path) -> Result<()> {
     #[cfg(unix)]
@@ -461,7 +489,7 @@ impl KvStore {
     /// the key's file, fsync the directory. Durable when it returns.
     pub fn put(&self, key: &str, value: &str) -> Result<()> {
         let _guard = self.lock_writers();
-        self.replace_file(key, value)?;
+        self.replace_file(key, value, true)?;
         sync_dir(&self.dir)
     }
 
@@ -481,6 +509,32 @@ impl KvStore {
     /// that. On error, changes before the failing one may have been applied.
     pub fn apply_batch(&self, changes: &[Change<'_>]) -> Result<()> {
         let _guard = self.lock_writers();
+        self.write_changes(changes, true)?;
+        sync_dir(&self.dir)
+    }
+
+    /// Applies several changes, visible to readers when it returns (each file written
+    /// to a temp file and renamed, so a reader sees the old or the new value, never a
+    /// mixture), but **not durable** until the next [`KvStore::sync`]: a crash may lose
+    /// them or leave a key's file empty or torn. The caller must keep a durable record
+    /// of the changes (the follower's journal) until `sync` returns, and re-apply them
+    /// after a crash. Later changes to the same key win.
+    pub fn apply_unsynced(&self, changes: &[Change<'_>]) -> Result<()> {
+        let _guard = self.lock_writers();
+        self.write_changes(changes, false)
+    }
+
+    /// Makes every change made so far durable, [`KvStore::apply_unsynced`]'s included:
+    /// one `syncfs(2)` of the file system holding the store (data, renames and unlinks
+    /// alike), which costs one flush instead of one per file.
+    pub fn sync(&self) -> Result<()> {
+        let _guard = self.lock_writers();
+        let dir = File::open(&self.dir).map_err(|e| io_err(&self.dir, e))?;
+        sync_file_system(&dir).map_err(|e| io_err(&self.dir, e))
+    }
+
+    /// Writes the last change to each key, fsyncing each file if `sync`.
+    fn write_changes(&self, changes: &[Change<'_>], sync: bool) -> Result<()> {
         // Only the last change to each key matters.
         let mut last: BTreeMap<&str, usize> = BTreeMap::new();
         for (i, (key, _)) in changes.iter().enumerate() {
@@ -491,11 +545,11 @@ impl KvStore {
                 continue;
             }
             match change {
-                Some(value) => self.replace_file(key, value)?,
+                Some(value) => self.replace_file(key, value, sync)?,
                 None => self.remove_file(key)?,
             }
         }
-        sync_dir(&self.dir)
+        Ok(())
     }
 
     /// True if the store holds no key.
@@ -558,13 +612,13 @@ impl KvStore {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Steps 1–3 of the atomic replace (no directory fsync).
-    fn replace_file(&self, key: &str, value: &str) -> Result<()> {
+    /// Steps 1–3 of the atomic replace (no directory fsync); step 2 only if `sync`.
+    fn replace_file(&self, key: &str, value: &str, sync: bool) -> Result<()> {
         let name = file_name_for(key);
         let target = self.dir.join(&name);
         let hashed = name.starts_with(HASHED_PREFIX);
         let (file, temp) = self.create_temp()?;
-        let written = write_content(file, key, value, hashed)
+        let written = write_content(file, key, value, hashed, sync)
             .map_err(|e| io_err(&temp, e))
             .and_then(|()| fs::rename(&temp, &target).map_err(|e| io_err(&target, e)));
         if written.is_err() {
@@ -602,8 +656,8 @@ impl KvStore {
     }
 }
 
-/// Writes a key file's content and fsyncs it.
-fn write_content(file: File, key: &str, value: &str, hashed: bool) -> io::Result<()> {
+/// Writes a key file's content and, if `sync`, fsyncs it.
+fn write_content(file: File, key: &str, value: &str, hashed: bool, sync: bool) -> io::Result<()> {
     let mut w = io::BufWriter::with_capacity(64 * 1024, file);
     if hashed {
         writeln!(w, "{}", key.len())?;
@@ -611,5 +665,8 @@ fn write_content(file: File, key: &str, value: &str, hashed: bool) -> io::Result
     }
     w.write_all(value.as_bytes())?;
     let file = w.into_inner().map_err(|e| e.into_error())?;
-    file.sync_all()
+    if sync {
+        file.sync_all()?;
+    }
+    Ok(())
 }

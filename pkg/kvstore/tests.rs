@@ -590,3 +590,31 @@ fn readers_never_see_half_written_values() {
         r.join().expect("reader panicked");
     }
 }
+
+#[test]
+fn unsynced_changes_are_visible_at_once_and_kept_after_sync() {
+    let (parent, store) = new_store();
+    store.put("gone", "g").expect("put");
+    let long = "Q".repeat(300);
+    store
+        .apply_unsynced(&[
+            ("new", Some("n")),
+            ("gone", None),
+            ("twice", Some("first")),
+            ("twice", Some("second")),
+            (long.as_str(), Some("long")),
+        ])
+        .expect("apply_unsynced");
+    // Visible before any sync: readers see the new values.
+    assert_eq!(store.get("new").unwrap().as_deref(), Some("n"));
+    assert_eq!(store.get("gone").unwrap(), None);
+    assert_eq!(store.get("twice").unwrap().as_deref(), Some("second"));
+    store.sync().expect("sync");
+    drop(store);
+    let reopened = KvStore::open(&parent.path().join("store")).expect("reopen");
+    let all = reopened.dump().expect("dump");
+    assert_eq!(all.get("new").map(String::as_str), Some("n"));
+    assert_eq!(all.get(&long).map(String::as_str), Some("long"));
+    assert!(!all.contains_key("gone"));
+    assert_contained(parent.path(), &reopened);
+}

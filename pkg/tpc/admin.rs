@@ -1,21 +1,20 @@
 //! The leader's operator view (`rpc.Admin/Status`, what `tpc status` shows): each
 //! follower's link, the unfinished transactions with their phase, the journal's size.
 //!
-//! The coordinator owns the transaction table and the journal, and answering from it
-//! would wait behind a vote; so it publishes a [`LeaderView`] after every change, and
-//! the status call reads the latest one.
+//! The view is taken when asked for, under the coordinator's short-held lock, so a
+//! transaction shows up from its `begin` on, while it votes.
 
 use std::time::UNIX_EPOCH;
 
-use tokio::sync::watch;
+use std::sync::Arc;
+
 use tonic::{Request, Response, Status};
 
 use super::leader_core::{LeaderCore, Phase};
 use super::link::Link;
-use crate::journal::Journal;
 use crate::proto::rpc;
 
-/// What the coordinator publishes about itself.
+/// The coordinator's transactions and journal, as `tpc status` shows them.
 #[derive(Clone, Debug, Default)]
 pub struct LeaderView {
     /// Unfinished transactions, oldest first.
@@ -27,8 +26,8 @@ pub struct LeaderView {
 }
 
 impl LeaderView {
-    /// The view of `core` and `journal` now.
-    pub fn of(core: &LeaderCore, journal: &Journal) -> LeaderView {
+    /// The view of `core` and a journal of that size.
+    pub fn of(core: &LeaderCore, journal_bytes: u64, journal_records: u64) -> LeaderView {
         let transactions = core
             .txns()
             .iter()
@@ -50,8 +49,8 @@ impl LeaderView {
             .collect();
         LeaderView {
             transactions,
-            journal_bytes: journal.byte_len(),
-            journal_records: journal.record_count() as u64,
+            journal_bytes,
+            journal_records,
         }
     }
 }
@@ -61,8 +60,8 @@ impl LeaderView {
 pub struct AdminService {
     /// The links to the followers.
     pub links: Vec<Link>,
-    /// The coordinator's latest view.
-    pub view: watch::Receiver<LeaderView>,
+    /// Takes the coordinator's view now.
+    pub view: Arc<dyn Fn() -> LeaderView + Send + Sync>,
     /// The cluster id.
     pub cluster_id: String,
     /// This leader's epoch.
@@ -72,7 +71,7 @@ pub struct AdminService {
 impl AdminService {
     /// The status now.
     pub fn snapshot(&self) -> rpc::StatusReply {
-        let view = self.view.borrow().clone();
+        let view = (self.view)();
         let followers = self
             .links
             .iter()

@@ -1,11 +1,11 @@
 //! The follower's runtime: the gRPC services and the thread that owns the protocol state.
 //!
-//! One thread, the *state owner*, replays the journal, then takes leader messages one at
-//! a time from every stream, runs them through [`FollowerCore`] and carries out the
-//! effects in the order the core gives them (journal, then key-value store, then lock
-//! release, then reply). File I/O and fsync are blocking, so it is a plain thread, not an
-//! async task. Each incoming stream has a task that forwards its messages in arrival order
-//! and waits for each reply before the next, so one stream's messages are handled in order.
+//! One thread, the *state owner* (`follower_state.rs`), replays the journal, then takes
+//! the leader messages of every stream, runs them through [`FollowerCore`] and carries
+//! out the effects in write-ahead order, in batches that share one fsync. Each incoming
+//! stream has a task that forwards its messages in arrival order without waiting for
+//! their answers (the leader keeps many in flight), and a task that sends the answers
+//! back in that same order; an error answer ends the stream.
 //!
 //! `Get` runs in the gRPC handler: it asks the core (behind a short-held mutex) whether
 //! the key is locked and otherwise reads the file. The core makes a lock visible before
@@ -13,7 +13,6 @@
 //! read of a follower is never stale (DESIGN §1.3). Until replay is done `Get` answers
 //! `UNAVAILABLE`, and incoming streams are held: their messages wait in the queue.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -24,23 +23,18 @@ use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
-use super::follower_core::{Effect, FollowerCore, StreamId};
-use super::message::{LeaderMessage, Op};
+use super::follower_core::{FollowerCore, StreamId};
+use super::follower_state::StateOwner;
+use super::message::LeaderMessage;
 use super::records::{open_journal, FollowerRecord};
-use crate::crash::crash_point;
 use crate::dirlock::DirLock;
-use crate::journal::{Journal, Record};
 use crate::kvstore::KvStore;
 use crate::limits::{self, MAX_GRPC_MESSAGE_BYTES};
-use crate::metrics::{self, RequestTimer};
+use crate::metrics::RequestTimer;
 use crate::net::Listener;
 use crate::proto::{api, rpc};
 use crate::server;
 use crate::{Error, Result};
-
-/// After this many journal records, the journal is checkpointed (rewritten with only
-/// its live records), so start-up time does not grow with the number of writes.
-pub const CHECKPOINT_RECORDS: usize = 10_000;
 
 /// Where a follower keeps its data.
 #[derive(Clone, Debug)]
@@ -52,12 +46,12 @@ pub struct FollowerConfig {
 }
 
 /// State shared between the gRPC handlers and the state owner.
-struct Shared {
+pub(super) struct Shared {
     core: Mutex<FollowerCore>,
-    kv: KvStore,
-    ready: AtomicBool,
+    pub(super) kv: KvStore,
+    pub(super) ready: AtomicBool,
     /// Also `ready`, for those who wait for it (the health report).
-    ready_signal: watch::Sender<bool>,
+    pub(super) ready_signal: watch::Sender<bool>,
     /// Set when the node starts shutting down: open leader streams are ended (they
     /// would otherwise hold the graceful shutdown up forever).
     stopping: watch::Sender<bool>,
@@ -65,7 +59,7 @@ struct Shared {
 }
 
 impl Shared {
-    fn core(&self) -> MutexGuard<'_, FollowerCore> {
+    pub(super) fn core(&self) -> MutexGuard<'_, FollowerCore> {
         // A panic while holding the lock would be a bug; the state is still the best we have.
         self.core
             .lock()
@@ -73,11 +67,17 @@ impl Shared {
     }
 }
 
-enum Command {
+/// How many of one stream's messages may wait for their answers at once.
+const PIPELINE_DEPTH: usize = 1024;
+
+type Answer = std::result::Result<rpc::Response, Status>;
+
+/// What the streams hand the state owner, in arrival order.
+pub(super) enum Command {
     Message {
         stream: StreamId,
         msg: LeaderMessage,
-        reply: oneshot::Sender<std::result::Result<rpc::Response, Status>>,
+        reply: oneshot::Sender<Answer>,
     },
     StreamClosed(StreamId),
 }
@@ -211,206 +211,6 @@ impl Follower {
     }
 }
 
-/// The thread that owns the journal and carries out the core's effects.
-struct StateOwner {
-    shared: Arc<Shared>,
-    journal: Journal,
-}
-
-impl StateOwner {
-    fn run(
-        mut self,
-        records: Vec<FollowerRecord>,
-        mut commands: mpsc::Receiver<Command>,
-    ) -> Result<()> {
-        let count = records.len();
-        crate::crash::pause_point("follower-before-replay");
-        self.replay(records)?;
-        let prepared = self.shared.core().prepared().len();
-        metrics::PREPARED_TRANSACTIONS.set(prepared as i64);
-        self.shared.ready.store(true, Ordering::Release);
-        self.shared.ready_signal.send_replace(true);
-        tracing::info!(
-            records = count,
-            prepared,
-            "journal replayed; follower ready"
-        );
-        while let Some(command) = commands.blocking_recv() {
-            match command {
-                Command::Message { stream, msg, reply } => {
-                    let txid = msg.txid.clone();
-                    let effects = self.shared.core().handle(stream, msg);
-                    let _ = reply.send(self.carry_out(&txid, effects));
-                    let prepared = self.shared.core().prepared().len();
-                    metrics::PREPARED_TRANSACTIONS.set(prepared as i64);
-                    self.checkpoint_if_due();
-                    if self.journal.is_broken() {
-                        return Err(Error::Config(format!(
-                            "journal {} failed to sync: what it holds on disk is unknown; \
-                             stopping so that a restart reads it back",
-                            self.journal.path().display()
-                        )));
-                    }
-                }
-                Command::StreamClosed(stream) => self.shared.core().stream_closed(stream),
-            }
-        }
-        Ok(())
-    }
-
-    /// Rebuilds the core from the journal and brings the store up to date. Replayed
-    /// decisions may or may not have reached the store before the crash; re-applying is
-    /// idempotent, but each key is written at most once, and only if its file differs,
-    /// so a restart costs reads, not thousands of fsyncs.
-    fn replay(&mut self, records: Vec<FollowerRecord>) -> Result<()> {
-        let mut changes: HashMap<String, Op> = HashMap::new();
-        for record in records {
-            let effects = self.shared.core().replay(record);
-            for effect in effects {
-                match effect {
-                    Effect::Apply { key, op } => {
-                        changes.insert(key, op);
-                    }
-                    Effect::Finish { txid, outcome } => {
-                        self.shared.core().finish(&txid, outcome);
-                    }
-                    _ => {}
-                }
-            }
-        }
-        let mut stale = Vec::new();
-        for (key, op) in &changes {
-            let wanted = match op {
-                Op::Put(value) => Some(value.as_str()),
-                Op::Delete => None,
-            };
-            if self.shared.kv.get(key)?.as_deref() != wanted {
-                stale.push((key.as_str(), wanted));
-            }
-        }
-        self.shared.kv.apply_batch(&stale)?;
-        if !stale.is_empty() {
-            tracing::info!(
-                keys = stale.len(),
-                "re-applied decided writes from the journal"
-            );
-        }
-        Ok(())
-    }
-
-    fn apply(&self, key: &str, op: &Op) -> Result<()> {
-        match op {
-            Op::Put(value) => self.shared.kv.put(key, value)?,
-            Op::Delete => self.shared.kv.delete(key)?,
-        }
-        Ok(())
-    }
-
-    /// Carries out one message's effects in order; the answer for the stream.
-    /// Consecutive records to journal share one write and one fsync.
-    fn carry_out(
-        &mut self,
-        txid: &str,
-        effects: Vec<Effect>,
-    ) -> std::result::Result<rpc::Response, Status> {
-        let mut response = None;
-        let mut to_journal = Vec::new();
-        let mut effects = effects.into_iter().peekable();
-        while let Some(effect) = effects.next() {
-            match effect {
-                Effect::Persist(record) => {
-                    to_journal.push(record);
-                    if !matches!(effects.peek(), Some(Effect::Persist(_))) {
-                        if let Some(vote) =
-                            self.journal_records(txid, std::mem::take(&mut to_journal))?
-                        {
-                            return Ok(vote);
-                        }
-                    }
-                }
-                Effect::Apply { key, op } => {
-                    if let Err(e) = self.apply(&key, &op) {
-                        tracing::error!(%txid, error = %e, "applying a decided write failed");
-                        return Err(Status::unavailable(format!(
-                            "follower store write failed: {e}"
-                        )));
-                    }
-                    crash_point("follower-after-apply");
-                }
-                Effect::Finish { txid, outcome } => {
-                    if self.shared.core().finish(&txid, outcome) {
-                        metrics::TRANSACTIONS
-                            .with_label_values(&[outcome.as_str()])
-                            .inc();
-                    }
-                }
-                Effect::Reply(reply) => {
-                    response = Some(reply.to_wire(txid, self.shared.core().cluster_id()));
-                }
-                Effect::Refuse(why) => {
-                    tracing::error!(reason = %why, "refusing the leader");
-                    return Err(Status::failed_precondition(why));
-                }
-            }
-        }
-        response.ok_or_else(|| Status::internal("no reply produced"))
-    }
-
-    /// Journals `records` durably. If that fails for a PREPARE, the vote becomes ABORT
-    /// (returned as the answer); for anything else the stream fails and the leader
-    /// retransmits, the core unchanged.
-    fn journal_records(
-        &mut self,
-        txid: &str,
-        records: Vec<FollowerRecord>,
-    ) -> std::result::Result<Option<rpc::Response>, Status> {
-        if records
-            .iter()
-            .any(|r| matches!(r, FollowerRecord::Decide { .. }))
-        {
-            crash_point("follower-before-decision");
-        }
-        let lines: Vec<Record> = records.iter().map(Record::from).collect();
-        if let Err(e) = self.journal.append_batch(&lines) {
-            tracing::error!(%txid, error = %e, "journal write failed");
-            for record in &records {
-                if let FollowerRecord::Prepare { txid, .. } = record {
-                    let vote = self.shared.core().prepare_failed(txid);
-                    return Ok(Some(vote.to_wire(txid, self.shared.core().cluster_id())));
-                }
-            }
-            self.shared.core().journal_failed();
-            return Err(Status::unavailable(format!(
-                "follower journal write failed: {e}"
-            )));
-        }
-        if records
-            .iter()
-            .any(|r| matches!(r, FollowerRecord::Prepare { .. }))
-        {
-            crash_point("follower-after-vote-journaled");
-        }
-        Ok(None)
-    }
-
-    fn checkpoint_if_due(&mut self) {
-        if self.journal.record_count() < CHECKPOINT_RECORDS {
-            return;
-        }
-        let live: Vec<Record> = self
-            .shared
-            .core()
-            .live_records()
-            .iter()
-            .map(Record::from)
-            .collect();
-        match self.journal.rewrite(&live) {
-            Ok(()) => tracing::debug!(records = live.len(), "journal checkpointed"),
-            Err(e) => tracing::warn!(error = %e, "journal checkpoint failed; will retry"),
-        }
-    }
-}
-
 /// The gRPC face of a follower.
 #[derive(Clone)]
 struct FollowerService {
@@ -427,18 +227,26 @@ impl rpc::two_phase_commit_server::TwoPhaseCommit for FollowerService {
         request: Request<Streaming<rpc::LeaderMsg>>,
     ) -> std::result::Result<Response<Self::TPCMsgStream>, Status> {
         let mut inbound = request.into_inner();
-        let (out, out_rx) = mpsc::channel(64);
+        let (out, out_rx) = mpsc::channel(PIPELINE_DEPTH);
+        let (answers, mut in_order) = mpsc::channel::<oneshot::Receiver<Answer>>(PIPELINE_DEPTH);
         let stream = self.shared.next_stream.fetch_add(1, Ordering::Relaxed);
         let inbox = self.inbox.clone();
         let mut stopping = self.shared.stopping.subscribe();
+        // Reads the leader's messages and queues them for the state owner without
+        // waiting for their answers (the leader pipelines).
         tokio::spawn(async move {
             tracing::debug!(stream, "leader stream opened");
+            let refuse = |status: Status| {
+                let (tx, rx) = oneshot::channel();
+                let _ = tx.send(Err(status));
+                rx
+            };
             loop {
-                // Between messages only: one being handled is finished first.
+                // Between messages only: those already queued are answered first.
                 let item = tokio::select! {
                     item = inbound.next() => item,
                     _ = async { stopping.wait_for(|stopping| *stopping).await.is_ok() } => {
-                        let _ = out.send(Err(Status::unavailable("follower is shutting down"))).await;
+                        let _ = answers.send(refuse(Status::unavailable("follower is shutting down"))).await;
                         break;
                     }
                 };
@@ -454,30 +262,42 @@ impl rpc::two_phase_commit_server::TwoPhaseCommit for FollowerService {
                     Ok(msg) => msg,
                     Err(why) => {
                         tracing::warn!(stream, reason = %why, "refusing a malformed leader message");
-                        let _ = out.send(Err(Status::invalid_argument(why))).await;
+                        let _ = answers.send(refuse(Status::invalid_argument(why))).await;
                         break;
                     }
                 };
                 let (reply, answer) = oneshot::channel();
                 if inbox.send(Command::Message { stream, msg, reply }).await.is_err() {
-                    let _ = out.send(Err(Status::unavailable("follower is shutting down"))).await;
+                    let _ = answers.send(refuse(Status::unavailable("follower is shutting down"))).await;
                     break;
                 }
-                match answer.await {
-                    Ok(Ok(response)) => {
-                        if out.send(Ok(response)).await.is_err() {
-                            break;
-                        }
-                    }
-                    Ok(Err(status)) => {
-                        let _ = out.send(Err(status)).await;
-                        break;
-                    }
-                    Err(_) => break,
+                if answers.send(answer).await.is_err() {
+                    // The writer stopped: the stream failed.
+                    break;
                 }
             }
             let _ = inbox.send(Command::StreamClosed(stream)).await;
         }.in_current_span());
+        // Sends the answers in the order the messages came; an error ends the stream.
+        tokio::spawn(
+            async move {
+                while let Some(answer) = in_order.recv().await {
+                    match answer.await {
+                        Ok(Ok(response)) => {
+                            if out.send(Ok(response)).await.is_err() {
+                                break;
+                            }
+                        }
+                        Ok(Err(status)) => {
+                            let _ = out.send(Err(status)).await;
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+            }
+            .in_current_span(),
+        );
         Ok(Response::new(ReceiverStream::new(out_rx)))
     }
 }

@@ -1,13 +1,8 @@
 //! The leader's runtime: the client-facing `KeyValueAPI` and the coordinator task.
 //!
-//! Writes are handed to the **coordinator**, a task of its own that owns the
-//! [`LeaderCore`] and the journal, so a transaction runs to its decision even if the
-//! client that asked for it cancels or times out (tonic drops a handler's future on
-//! cancellation; nothing of 2PC runs inside it). For each write the coordinator
-//! journals `begin`, sends PREPARE to every follower through its [`Link`] and collects
-//! the votes (no answer within the vote timeout counts as ABORT), journals the decision,
-//! answers the client, and hands the decision to the links, which deliver it until
-//! every follower ACKs. Writes are serialized for now: one transaction votes at a time.
+//! Writes are handed to the [`Coordinator`], which runs each as a transaction of its
+//! own, many at once (writes to the same key in order), independent of the handler that
+//! asked for it.
 //!
 //! Reads go to a random follower over a pooled channel. A follower answers `UNAVAILABLE`
 //! for a key whose decision it has not applied yet; the leader then tries the others and
@@ -20,27 +15,23 @@ use std::time::Duration;
 use rand::seq::SliceRandom;
 use tokio::sync::{mpsc, oneshot, watch};
 use tonic::{Code, Request, Response, Status};
-use tracing::Instrument;
 
-use super::admin::{AdminService, LeaderView};
+use super::admin::AdminService;
+use super::coordinator::{Coordinator, WriteRequest};
 use super::leader_core::LeaderCore;
-use super::link::{Ack, Link, VoteResult};
-use super::message::{Body, Op, Outcome, TxId};
+use super::link::Link;
+use super::message::Op;
 use super::records::{open_journal, LeaderRecord};
 use super::trace::Trace;
-use crate::crash::crash_point;
 use crate::dirlock::DirLock;
 use crate::http::LeaderPages;
-use crate::journal::{Journal, Record};
+use crate::journal::{GroupJournal, Record};
 use crate::limits::{self, MAX_GRPC_MESSAGE_BYTES};
 use crate::metrics::{self, RequestTimer};
 use crate::net::{self, Address, Listener};
 use crate::proto::{api, rpc};
 use crate::server;
 use crate::{Error, Result};
-
-/// After this many journal records the leader's journal is checkpointed.
-pub const CHECKPOINT_RECORDS: usize = 10_000;
 
 /// How a leader runs.
 #[derive(Clone, Debug)]
@@ -53,18 +44,12 @@ pub struct LeaderConfig {
     pub vote_timeout: Duration,
 }
 
-struct WriteRequest {
-    key: String,
-    op: Op,
-    reply: oneshot::Sender<std::result::Result<(), Status>>,
-}
-
 /// A leader with its journal recovered, ready to serve.
 pub struct Leader {
     service: LeaderService,
     admin: AdminService,
     trace: Arc<Trace>,
-    coordinator: tokio::task::JoinHandle<Result<()>>,
+    coordinator: Arc<Coordinator>,
     http: Option<tokio::net::TcpListener>,
     _lock: DirLock,
 }
@@ -97,6 +82,10 @@ impl Leader {
             unfinished = core.txns().len(),
             "leader journal recovered"
         );
+        let journal = GroupJournal::start(journal).map_err(|source| Error::Io {
+            path: config.journal_path.clone(),
+            source,
+        })?;
 
         metrics::FOLLOWERS_CONNECTED.set(0);
         let (acks_tx, acks) = mpsc::unbounded_channel();
@@ -129,34 +118,24 @@ impl Leader {
                     .map_err(Error::Config)
             })
             .collect::<Result<Vec<_>>>()?;
-        let (progress, progress_rx) = watch::channel(0u64);
-        let (writes_tx, writes) = mpsc::channel(1024);
-        let view = watch::Sender::new(LeaderView::of(&core, &journal));
-        let admin = AdminService {
-            links: links.clone(),
-            view: view.subscribe(),
-            cluster_id: core.cluster_id().to_string(),
-            epoch: core.epoch(),
-        };
-        let coordinator = Coordinator {
-            core,
-            journal,
-            links,
-            acks,
-            writes,
-            progress,
-            view,
-            trace: trace.clone(),
-        };
+        let cluster_id = core.cluster_id().to_string();
+        let epoch = core.epoch();
+        let coordinator = Coordinator::start(core, journal, links.clone(), acks, trace.clone());
         for delivery in &recovery.deliveries {
             coordinator.deliver(delivery.txid, delivery.outcome, &delivery.follower);
         }
-        let coordinator = tokio::spawn(coordinator.run().in_current_span());
+        let view_of = coordinator.clone();
+        let admin = AdminService {
+            links,
+            view: Arc::new(move || view_of.view()),
+            cluster_id,
+            epoch,
+        };
         let service = LeaderService {
             inner: Arc::new(ServiceInner {
-                writes: writes_tx,
+                coordinator: coordinator.clone(),
                 readers,
-                progress: progress_rx,
+                progress: coordinator.progress(),
                 vote_timeout: config.vote_timeout,
             }),
         };
@@ -203,222 +182,13 @@ impl Leader {
                     .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES),
             )
             .add_service(rpc::admin_server::AdminServer::new(self.admin));
+        let mut fatal = self.coordinator.fatal();
         tokio::select! {
             served = listener.serve(router, shutdown) => served.map_err(Error::from),
-            stopped = self.coordinator => match stopped {
-                Ok(result) => result,
-                Err(e) => Err(Error::Config(format!("the coordinator task failed: {e}"))),
-            },
-        }
-    }
-}
-
-/// The task that owns the leader's protocol state and journal.
-struct Coordinator {
-    core: LeaderCore,
-    journal: Journal,
-    links: Vec<Link>,
-    acks: mpsc::UnboundedReceiver<Ack>,
-    writes: mpsc::Receiver<WriteRequest>,
-    progress: watch::Sender<u64>,
-    view: watch::Sender<LeaderView>,
-    trace: Arc<Trace>,
-}
-
-impl Coordinator {
-    async fn run(mut self) -> Result<()> {
-        loop {
-            tokio::select! {
-                write = self.writes.recv() => match write {
-                    Some(write) => self.write(write).await?,
-                    None => return Ok(()),
-                },
-                Some(ack) = self.acks.recv() => self.acked(ack)?,
-            }
-            self.publish_view();
-        }
-    }
-
-    /// Runs one transaction to its decision and answers the client.
-    async fn write(&mut self, request: WriteRequest) -> Result<()> {
-        let followers: Vec<String> = self.links.iter().map(|l| l.name().to_string()).collect();
-        let (txid, begin) = self.core.begin(&request.key, followers);
-        if let Err(e) = self.persist(&[begin]) {
-            tracing::error!(%txid, error = %e, "leader journal write failed; write refused");
-            self.core.forget(txid);
-            let _ = request.reply.send(Err(Status::unavailable(format!(
-                "write not applied: leader journal write failed: {e}"
-            ))));
-            // A journal in an unknown state can't be written again: stop.
-            return if self.journal.is_broken() {
-                Err(e)
-            } else {
-                Ok(())
-            };
-        }
-        self.trace
-            .emit(&txid.to_string(), "begin", None, request.key.as_str());
-        self.publish_view();
-        let answers: Vec<_> = self
-            .links
-            .iter()
-            .map(|link| {
-                let body = Body::Prepare {
-                    key: request.key.clone(),
-                    op: request.op.clone(),
-                };
-                link.prepare(self.core.message(txid, body, link.name()).into())
-            })
-            .collect();
-        let mut votes = Vec::with_capacity(answers.len());
-        for answer in answers {
-            votes.push(
-                answer
-                    .await
-                    .unwrap_or_else(|_| VoteResult::NoAnswer("link stopped".into())),
-            );
-        }
-        let outcome = if votes
-            .iter()
-            .all(|v| *v == VoteResult::Vote(Outcome::Commit))
-        {
-            Outcome::Commit
-        } else {
-            Outcome::Abort
-        };
-        let sent_to: Vec<String> = self
-            .links
-            .iter()
-            .zip(&votes)
-            .filter(|(_, v)| v.was_sent())
-            .map(|(l, _)| l.name().to_string())
-            .collect();
-        let records = self.core.decide(txid, outcome, sent_to.clone());
-        let (outcome, answer) = match self.persist(&records) {
-            Ok(()) => (outcome, self.client_answer(outcome, &votes)),
-            Err(e) if self.journal.is_broken() => {
-                // The decision may or may not be on disk: sending either one could
-                // contradict what a restart finds. Stop; the restart decides.
-                let _ = request.reply.send(Err(Status::unavailable(format!(
-                    "leader journal failed; outcome unknown until the leader restarts: {e}"
-                ))));
-                return Err(e);
-            }
-            Err(e) => {
-                // Cleanly not written: no decision is on disk, so ABORT is safe to send
-                // without journaling it (a restart would abort this transaction too).
-                tracing::error!(%txid, error = %e, "leader journal write failed; aborting the write");
-                let _ = self.core.decide(txid, Outcome::Abort, sent_to.clone());
-                let answer = Err(Status::unavailable(format!(
-                    "write not applied: leader journal write failed: {e}"
-                )));
-                (Outcome::Abort, answer)
-            }
-        };
-        crash_point("leader-after-decision-journaled");
-        self.trace
-            .emit(&txid.to_string(), "decide", None, outcome.as_str());
-        metrics::TRANSACTIONS
-            .with_label_values(&[outcome.as_str()])
-            .inc();
-        tracing::debug!(%txid, key = ?request.key, ?outcome, "decided");
-        let _ = request.reply.send(answer);
-        for follower in &sent_to {
-            self.deliver(txid, outcome, follower);
-        }
-        self.checkpoint_if_due();
-        Ok(())
-    }
-
-    fn client_answer(
-        &self,
-        outcome: Outcome,
-        votes: &[VoteResult],
-    ) -> std::result::Result<(), Status> {
-        if outcome == Outcome::Commit {
-            return Ok(());
-        }
-        let named = |pick: &dyn Fn(&VoteResult) -> Option<String>| {
-            self.links
-                .iter()
-                .zip(votes)
-                .find_map(|(l, v)| pick(v).map(|why| format!("follower {}: {why}", l.name())))
-        };
-        if let Some(why) = named(&|v| {
-            (*v == VoteResult::Vote(Outcome::Abort)).then(|| {
-                "voted ABORT (the key is locked by an undecided transaction there, \
-                 or it could not journal its vote: see its log)"
-                    .to_string()
-            })
-        }) {
-            return Err(Status::aborted(format!(
-                "write aborted, not applied: {why}"
-            )));
-        }
-        let why = named(&|v| match v {
-            VoteResult::NotSent(why) | VoteResult::NoAnswer(why) => Some(why.clone()),
-            VoteResult::Vote(_) => None,
-        })
-        .unwrap_or_default();
-        Err(Status::unavailable(format!("write not applied: {why}")))
-    }
-
-    fn deliver(&self, txid: TxId, outcome: Outcome, follower: &str) {
-        if let Some(link) = self.links.iter().find(|l| l.name() == follower) {
-            link.decide(
-                self.core
-                    .message(txid, Body::Decide(outcome), follower)
-                    .into(),
-            );
-        } else {
-            // The follower was removed from the command line since the decision: nobody
-            // can deliver it. Its lock stays until it is added back.
-            tracing::warn!(%txid, %follower, "decision for a follower that is no longer configured");
-        }
-    }
-
-    fn acked(&mut self, ack: Ack) -> Result<()> {
-        let Ok(txid) = ack.txid.parse::<TxId>() else {
-            return Ok(());
-        };
-        let finished = self.core.acked(txid, &ack.follower);
-        if finished.is_none() && self.core.txns().contains_key(&txid) {
-            crash_point("leader-after-first-ack");
-        }
-        if let Some(done) = finished {
-            self.trace.emit(&ack.txid, "done", None, "");
-            // Losing a `done` in a crash only means the decision is delivered again.
-            if let Err(e) = self.journal.append_unsynced(&Record::from(&done)) {
-                tracing::warn!(%txid, error = %e, "could not journal that a transaction finished");
-                if self.journal.is_broken() {
-                    return Err(e.into());
-                }
-            }
-        }
-        self.progress.send_modify(|n| *n += 1);
-        Ok(())
-    }
-
-    /// Lets `tpc status` and the live view see the transaction table as it is now.
-    fn publish_view(&self) {
-        self.view
-            .send_replace(LeaderView::of(&self.core, &self.journal));
-    }
-
-    fn persist(&mut self, records: &[LeaderRecord]) -> Result<()> {
-        let records: Vec<Record> = records.iter().map(Record::from).collect();
-        tokio::task::block_in_place(|| self.journal.append_batch(&records))?;
-        Ok(())
-    }
-
-    fn checkpoint_if_due(&mut self) {
-        if self.journal.record_count() < CHECKPOINT_RECORDS {
-            return;
-        }
-        let live: Vec<Record> = self.core.live_records().iter().map(Record::from).collect();
-        match tokio::task::block_in_place(|| self.journal.rewrite(&live)) {
-            Ok(()) => tracing::debug!(records = live.len(), "journal checkpointed"),
-            Err(e) => tracing::warn!(error = %e, "journal checkpoint failed; will retry"),
+            failed = fatal.wait_for(Option::is_some) => Err(Error::Config(match failed {
+                Ok(why) => format!("stopping: the leader journal failed; a restart reads back what it holds: {}", why.clone().unwrap_or_default()),
+                Err(_) => "the coordinator stopped".into(),
+            })),
         }
     }
 }
@@ -426,7 +196,7 @@ impl Coordinator {
 type Reader = api::key_value_api_client::KeyValueApiClient<tonic::transport::Channel>;
 
 struct ServiceInner {
-    writes: mpsc::Sender<WriteRequest>,
+    coordinator: Arc<Coordinator>,
     readers: Vec<(String, Reader)>,
     progress: watch::Receiver<u64>,
     vote_timeout: Duration,
@@ -446,10 +216,8 @@ impl LeaderService {
         }
         let (reply, answer) = oneshot::channel();
         self.inner
-            .writes
-            .send(WriteRequest { key, op, reply })
-            .await
-            .map_err(|_| Status::unavailable("leader is shutting down"))?;
+            .coordinator
+            .submit(WriteRequest { key, op, reply });
         answer
             .await
             .map_err(|_| Status::unavailable("leader is shutting down"))?

@@ -17,15 +17,17 @@
 //!   the rule book, and `simulation.rs` (tests only) drives them through adversarial
 //!   schedules.
 //! - **Runtime**, which carries the effects out: [`follower`] (a state-owner thread,
-//!   the gRPC services), [`leader`] (the coordinator task and the client API), [`link`]
+//!   the gRPC services), [`coordinator`] (runs the transactions, many at once), [`leader`] (the client API), [`link`]
 //!   (one task and one stream per follower: ordering, retransmission, reconnection) and
 //!   [`admin`] (the operator's status).
 //! - **Edges**: [`message`] converts wire messages to domain types and back, in one
 //!   place; [`records`] encodes journal records.
 
 pub mod admin;
+pub mod coordinator;
 pub mod follower;
 pub mod follower_core;
+mod follower_state;
 pub mod leader;
 pub mod leader_core;
 pub mod link;

@@ -1,0 +1,370 @@
+//! The follower's state owner: the one thread that changes a follower's protocol state,
+//! journal and store.
+//!
+//! It replays the journal, then takes the leader's messages in arrival order, runs each
+//! through [`FollowerCore`] and carries out the effects in the order the core gives
+//! them: journal, then key-value store, then lock release, then reply. File I/O and
+//! fsync block, so it is a plain thread, not an async task.
+//!
+//! **Batches.** The leader keeps many transactions in flight on one stream, so messages
+//! queue up while the thread waits for the disk. It takes every message that is waiting
+//! (up to [`MAX_BATCH`]), hands them to the core one by one, and then carries out their
+//! effects together: one journal write and one fdatasync for all their records, then
+//! all their store changes, then all lock releases, then all replies. Every reply still
+//! leaves only after everything it depends on is durable. A message is handled after
+//! the batch before it is carried out (not inside it) when its handling depends on an
+//! effect still pending in the batch: a PREPARE whose key or id a pending decision is
+//! about to release or settle, a message that may adopt the cluster id, and legacy
+//! messages.
+//!
+//! **Decided writes are applied without fsync** ([`KvStore::apply_unsynced`]): visible
+//! at once, and durable through the journal, which keeps every decision until a
+//! checkpoint has synced the store ([`KvStore::sync`], one `syncfs` for all of them).
+//! After a crash, replay re-applies whatever the journal still holds.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+use tonic::Status;
+
+use super::follower::{Command, Shared};
+use super::follower_core::{Effect, StreamId};
+use super::message::{Body, LeaderMessage, Op};
+use super::records::FollowerRecord;
+use crate::crash::crash_point;
+use crate::journal::{Journal, Record};
+use crate::metrics;
+use crate::{Error, Result};
+
+/// After this many journal records, the store is synced and the journal checkpointed
+/// (rewritten with only its live records), so start-up time does not grow with the
+/// number of writes.
+pub const CHECKPOINT_RECORDS: usize = 10_000;
+
+/// At most this many messages share one journal write.
+pub const MAX_BATCH: usize = 256;
+
+type Answer = std::result::Result<crate::proto::rpc::Response, Status>;
+
+/// One handled message whose effects wait for the batch to be carried out.
+struct Handled {
+    txid: String,
+    effects: Vec<Effect>,
+    reply: oneshot::Sender<Answer>,
+}
+
+/// Messages handled by the core whose effects are not carried out yet.
+#[derive(Default)]
+struct Batch {
+    handled: Vec<Handled>,
+    /// Transactions a pending effect will finish, and the keys it will unlock.
+    finishing: HashSet<String>,
+    unlocking: HashSet<String>,
+}
+
+impl Batch {
+    /// True if `msg` must wait for this batch's effects before the core sees it.
+    fn must_precede(&self, msg: &LeaderMessage) -> bool {
+        match &msg.body {
+            Body::Prepare { key, .. } => {
+                self.finishing.contains(&msg.txid) || self.unlocking.contains(key)
+            }
+            Body::Decide(_) => false,
+        }
+    }
+}
+
+/// The thread that owns the journal and carries out the core's effects.
+pub(super) struct StateOwner {
+    pub(super) shared: Arc<Shared>,
+    pub(super) journal: Journal,
+}
+
+impl StateOwner {
+    pub(super) fn run(
+        mut self,
+        records: Vec<FollowerRecord>,
+        mut commands: mpsc::Receiver<Command>,
+    ) -> Result<()> {
+        let count = records.len();
+        crate::crash::pause_point("follower-before-replay");
+        self.replay(records)?;
+        let prepared = self.shared.core().prepared().len();
+        metrics::PREPARED_TRANSACTIONS.set(prepared as i64);
+        self.shared.ready.store(true, Ordering::Release);
+        self.shared.ready_signal.send_replace(true);
+        tracing::info!(
+            records = count,
+            prepared,
+            "journal replayed; follower ready"
+        );
+        while let Some(first) = commands.blocking_recv() {
+            let mut batch = Batch::default();
+            let mut next = Some(first);
+            while let Some(command) = next {
+                match command {
+                    Command::Message { stream, msg, reply } => {
+                        let alone = msg.is_legacy() || self.shared.core().cluster_id().is_none();
+                        if alone || batch.must_precede(&msg) {
+                            self.carry_out(std::mem::take(&mut batch))?;
+                        }
+                        self.handle(&mut batch, stream, msg, reply);
+                        if alone {
+                            self.carry_out(std::mem::take(&mut batch))?;
+                        }
+                    }
+                    Command::StreamClosed(stream) => {
+                        self.carry_out(std::mem::take(&mut batch))?;
+                        self.shared.core().stream_closed(stream);
+                    }
+                }
+                next = if batch.handled.len() < MAX_BATCH {
+                    commands.try_recv().ok()
+                } else {
+                    None
+                };
+            }
+            self.carry_out(batch)?;
+        }
+        Ok(())
+    }
+
+    /// Rebuilds the core from the journal and brings the store up to date. Replayed
+    /// decisions may or may not have reached the store before the crash (they are
+    /// applied without fsync); re-applying is idempotent, but each key is written at
+    /// most once, and only if its file differs (or is torn), so a restart costs reads,
+    /// not thousands of writes.
+    fn replay(&mut self, records: Vec<FollowerRecord>) -> Result<()> {
+        let mut changes: HashMap<String, Op> = HashMap::new();
+        for record in records {
+            let effects = self.shared.core().replay(record);
+            for effect in effects {
+                match effect {
+                    Effect::Apply { key, op } => {
+                        changes.insert(key, op);
+                    }
+                    Effect::Finish { txid, outcome } => {
+                        self.shared.core().finish(&txid, outcome);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let mut stale = Vec::new();
+        for (key, op) in &changes {
+            let wanted = match op {
+                Op::Put(value) => Some(value.as_str()),
+                Op::Delete => None,
+            };
+            // A file the crash left torn reads as corrupt: it is rewritten like a stale one.
+            if self.shared.kv.get(key).ok().as_ref().map(Option::as_deref) != Some(wanted) {
+                stale.push((key.as_str(), wanted));
+            }
+        }
+        self.shared.kv.apply_batch(&stale)?;
+        if !stale.is_empty() {
+            tracing::info!(
+                keys = stale.len(),
+                "re-applied decided writes from the journal"
+            );
+        }
+        Ok(())
+    }
+
+    /// Runs one message through the core and adds its effects to `batch`.
+    fn handle(
+        &self,
+        batch: &mut Batch,
+        stream: StreamId,
+        msg: LeaderMessage,
+        reply: oneshot::Sender<Answer>,
+    ) {
+        let txid = msg.txid.clone();
+        let mut core = self.shared.core();
+        let effects = core.handle(stream, msg);
+        for effect in &effects {
+            if let Effect::Finish { txid, .. } = effect {
+                if let Some(txn) = core.prepared().get(txid) {
+                    batch.unlocking.insert(txn.key.clone());
+                }
+                batch.finishing.insert(txid.clone());
+            }
+        }
+        batch.handled.push(Handled {
+            txid,
+            effects,
+            reply,
+        });
+    }
+
+    /// Carries out a batch's effects: journal (one fsync), store, lock releases,
+    /// replies. An `Err` means the journal is in an unknown state: the node stops.
+    fn carry_out(&mut self, batch: Batch) -> Result<()> {
+        let handled = batch.handled;
+        if handled.is_empty() {
+            return Ok(());
+        }
+        if let Err(error) = self.journal_batch(&handled) {
+            self.answer_journal_failure(handled, &error);
+            return self.stop_if_broken();
+        }
+        let apply_error = self.apply_changes(&handled);
+        let mut core = self.shared.core();
+        for handled in handled {
+            let applies = handled
+                .effects
+                .iter()
+                .any(|e| matches!(e, Effect::Apply { .. }));
+            if let (Some(error), true) = (&apply_error, applies) {
+                // Not finished: the key stays locked and the leader retransmits.
+                let _ = handled.reply.send(Err(Status::unavailable(format!(
+                    "follower store write failed: {error}"
+                ))));
+                continue;
+            }
+            let mut answer = Err(Status::internal("no reply produced"));
+            for effect in handled.effects {
+                match effect {
+                    Effect::Finish { txid, outcome } => {
+                        if core.finish(&txid, outcome) {
+                            metrics::TRANSACTIONS
+                                .with_label_values(&[outcome.as_str()])
+                                .inc();
+                        }
+                    }
+                    Effect::Reply(reply) => {
+                        answer = Ok(reply.to_wire(&handled.txid, core.cluster_id()));
+                    }
+                    Effect::Refuse(why) => {
+                        tracing::error!(reason = %why, "refusing the leader");
+                        answer = Err(Status::failed_precondition(why));
+                    }
+                    Effect::Persist(_) | Effect::Apply { .. } => {}
+                }
+            }
+            let _ = handled.reply.send(answer);
+        }
+        metrics::PREPARED_TRANSACTIONS.set(core.prepared().len() as i64);
+        drop(core);
+        self.checkpoint_if_due();
+        self.stop_if_broken()
+    }
+
+    /// Journals every record of the batch with one write and one fdatasync.
+    fn journal_batch(&mut self, handled: &[Handled]) -> std::result::Result<(), String> {
+        let records: Vec<&FollowerRecord> = handled
+            .iter()
+            .flat_map(|h| &h.effects)
+            .filter_map(|e| match e {
+                Effect::Persist(record) => Some(record),
+                _ => None,
+            })
+            .collect();
+        if records.is_empty() {
+            return Ok(());
+        }
+        let has = |pick: fn(&FollowerRecord) -> bool| records.iter().any(|r| pick(r));
+        if has(|r| matches!(r, FollowerRecord::Decide { .. })) {
+            crash_point("follower-before-decision");
+        }
+        let lines: Vec<Record> = records.iter().map(|r| Record::from(*r)).collect();
+        if let Err(e) = self.journal.append_batch(&lines) {
+            tracing::error!(error = %e, messages = handled.len(), "journal write failed");
+            return Err(e.to_string());
+        }
+        if has(|r| matches!(r, FollowerRecord::Prepare { .. })) {
+            crash_point("follower-after-vote-journaled");
+        }
+        Ok(())
+    }
+
+    /// Answers a batch whose records could not be journaled: a PREPARE that needed a
+    /// record gets an ABORT vote; anything else fails its stream, and the leader
+    /// retransmits (no decision was finished, so the core is as it was).
+    fn answer_journal_failure(&self, handled: Vec<Handled>, error: &str) {
+        let mut core = self.shared.core();
+        core.journal_failed();
+        for handled in handled {
+            let prepared = handled.effects.iter().find_map(|e| match e {
+                Effect::Persist(FollowerRecord::Prepare { txid, .. }) => Some(txid),
+                _ => None,
+            });
+            let answer = match prepared {
+                Some(txid) => {
+                    let vote = core.prepare_failed(txid);
+                    Ok(vote.to_wire(txid, core.cluster_id()))
+                }
+                None => Err(Status::unavailable(format!(
+                    "follower journal write failed: {error}"
+                ))),
+            };
+            let _ = handled.reply.send(answer);
+        }
+    }
+
+    /// Applies the batch's decided writes to the store (visible now, durable at the
+    /// next checkpoint). On failure, the error.
+    fn apply_changes(&self, handled: &[Handled]) -> Option<String> {
+        let changes: Vec<(&str, Option<&str>)> = handled
+            .iter()
+            .flat_map(|h| &h.effects)
+            .filter_map(|e| match e {
+                Effect::Apply { key, op } => Some((
+                    key.as_str(),
+                    match op {
+                        Op::Put(value) => Some(value.as_str()),
+                        Op::Delete => None,
+                    },
+                )),
+                _ => None,
+            })
+            .collect();
+        if changes.is_empty() {
+            return None;
+        }
+        if let Err(e) = self.shared.kv.apply_unsynced(&changes) {
+            tracing::error!(error = %e, "applying decided writes failed");
+            return Some(e.to_string());
+        }
+        crash_point("follower-after-apply");
+        None
+    }
+
+    /// Stops the node if the journal is in an unknown state.
+    fn stop_if_broken(&self) -> Result<()> {
+        if self.journal.is_broken() {
+            return Err(Error::Config(format!(
+                "journal {} failed to sync: what it holds on disk is unknown; \
+                 stopping so that a restart reads it back",
+                self.journal.path().display()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Once the journal has grown past [`CHECKPOINT_RECORDS`]: syncs the store (the
+    /// journal's decided writes are then durable there) and rewrites the journal with
+    /// only its live records.
+    fn checkpoint_if_due(&mut self) {
+        if self.journal.record_count() < CHECKPOINT_RECORDS {
+            return;
+        }
+        if let Err(e) = self.shared.kv.sync() {
+            tracing::warn!(error = %e, "store sync before a checkpoint failed; will retry");
+            return;
+        }
+        let live: Vec<Record> = self
+            .shared
+            .core()
+            .live_records()
+            .iter()
+            .map(Record::from)
+            .collect();
+        match self.journal.rewrite(&live) {
+            Ok(()) => tracing::debug!(records = live.len(), "journal checkpointed"),
+            Err(e) => tracing::warn!(error = %e, "journal checkpoint failed; will retry"),
+        }
+    }
+}
