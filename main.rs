@@ -11,6 +11,7 @@ use std::time::Duration;
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use tracing::Instrument;
 
+use tpc::bench::{self, Workload};
 use tpc::client::{self, shell, Client};
 use tpc::net::{Address, ListenAddr, Listener};
 use tpc::proxy::{self, Faults, Proxy, ProxyConfig};
@@ -32,6 +33,7 @@ const DEFAULT_LEADER_PORT: u16 = 50000;
   tpc --tpc-leader --journal-dir data/leader --follower 127.0.0.1:50001 --port 50000
   tpc client                      # interactive shell against 127.0.0.1:50000
   tpc client put greeting hello   # one command
+  tpc bench --clients 64          # load the leader for 10 s and report
   scripts/cluster.sh 3            # a local leader and 3 followers
 
 Logs go to stderr; filter them with RUST_LOG (e.g. RUST_LOG=debug)."
@@ -91,6 +93,8 @@ enum Command {
     Status(StatusArgs),
     /// Forward between the leader and one follower, injecting faults (for tests).
     Proxy(ProxyArgs),
+    /// Load a leader with requests and report throughput, latency and errors.
+    Bench(BenchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -143,6 +147,72 @@ struct ProxyArgs {
     /// Seed of the fault decisions (default: random; the seed used is logged at start).
     #[arg(long, value_name = "S")]
     seed: Option<u64>,
+}
+
+#[derive(Args, Debug)]
+#[command(
+    after_help = "Closed loop: each client sends one request, waits for the answer, then sends the next.
+ops counts successful requests and the latency percentiles are theirs; failed requests
+are counted by gRPC status code (NOT_FOUND too). get and mixed first write every key once.
+The keys written are bench-0 ... bench-<K-1>: do not point this at data you need.
+Exit status: 0 if the load ran (even with errors), 2 if it could not start.
+Example:
+  tpc bench --leader 127.0.0.1:50000 --clients 64 --seconds 10 --op mixed --json"
+)]
+struct BenchArgs {
+    /// The leader's address, host:port or unix:/path.
+    #[arg(long, default_value = client::DEFAULT_LEADER, value_name = "ADDR", value_parser = parse_address)]
+    leader: Address,
+    /// Concurrent clients, each with one request in flight at a time.
+    #[arg(long, value_name = "N", default_value = "16", value_parser = at_least_one::<usize>)]
+    clients: usize,
+    /// How long to send requests, in seconds.
+    #[arg(long, value_name = "S", default_value = "10", value_parser = at_least_one::<u64>)]
+    seconds: u64,
+    /// Which requests to send.
+    #[arg(long, value_name = "OP", default_value = "put")]
+    op: Workload,
+    /// Bytes in each value written (printable ASCII; at most 3 MiB).
+    #[arg(long, value_name = "B", default_value = "100", value_parser = parse_value_size)]
+    value_size: usize,
+    /// Number of distinct keys; each request picks one uniformly at random.
+    #[arg(long, value_name = "K", default_value = "1000", value_parser = at_least_one::<u64>)]
+    keyspace: u64,
+    /// gRPC connections to the leader, clients spread evenly over them [default: the smaller of --clients and 8].
+    #[arg(long, value_name = "C", value_parser = at_least_one::<usize>)]
+    connections: Option<usize>,
+    /// How long one request (or connecting) may take; a request not answered by then counts as DEADLINE_EXCEEDED.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    timeout: Duration,
+    /// Print one JSON object instead of text, and no progress bar.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_address(text: &str) -> Result<Address, String> {
+    text.parse()
+}
+
+/// Parses a whole number of 1 or more.
+fn at_least_one<T: std::str::FromStr + PartialOrd + From<u8>>(text: &str) -> Result<T, String> {
+    match text.trim().parse::<T>() {
+        Ok(n) if n >= T::from(1) => Ok(n),
+        _ => Err(format!("{text:?} is not a whole number of 1 or more")),
+    }
+}
+
+fn parse_value_size(text: &str) -> Result<usize, String> {
+    let size: usize = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of bytes"))?;
+    if size > tpc::limits::MAX_VALUE_BYTES {
+        return Err(format!(
+            "{size} bytes is over the value limit of {} bytes (3 MiB)",
+            tpc::limits::MAX_VALUE_BYTES
+        ));
+    }
+    Ok(size)
 }
 
 #[derive(Args, Debug)]
@@ -235,6 +305,7 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Client(args)) => runtime.block_on(client_main(args)),
         Some(Command::Status(args)) => runtime.block_on(status_main(args)),
+        Some(Command::Bench(args)) => runtime.block_on(bench_main(args)),
         Some(Command::Proxy(args)) => {
             init_logging();
             match runtime.block_on(proxy_main(args)) {
@@ -405,6 +476,44 @@ async fn status_main(args: StatusArgs) -> ExitCode {
     }
 }
 
+async fn bench_main(args: BenchArgs) -> ExitCode {
+    use std::io::IsTerminal;
+    let config = bench::Config {
+        leader: args.leader,
+        clients: args.clients,
+        connections: args
+            .connections
+            .unwrap_or(args.clients.min(bench::DEFAULT_MAX_CONNECTIONS)),
+        duration: Duration::from_secs(args.seconds),
+        workload: args.op,
+        value_size: args.value_size,
+        keyspace: args.keyspace,
+        timeout: args.timeout,
+        show_progress: !args.json && std::io::stderr().is_terminal(),
+    };
+    // Ctrl-C ends the run early, with a report; if the handler cannot be installed,
+    // the run simply goes on to its end.
+    let interrupt = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    match bench::run(&config, interrupt).await {
+        Ok(report) if args.json => {
+            println!("{}", bench::report::render_json(&report));
+            ExitCode::SUCCESS
+        }
+        Ok(report) => {
+            print!("{}", bench::report::render_text(&report));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tpc bench: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 async fn client_main(args: ClientArgs) -> ExitCode {
     let mut client = match Client::new(&args.leader, args.timeout) {
         Ok(client) => client,
@@ -494,6 +603,62 @@ mod tests {
             vec!["--delay-ms", "x"],
         ] {
             let mut argv = vec!["tpc", "proxy", "--listen", ":1", "--target", ":2"];
+            argv.extend(bad.iter());
+            assert!(Cli::try_parse_from(&argv).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn bench_flags_have_their_defaults_and_are_checked() {
+        let cli = Cli::try_parse_from(["tpc", "bench"]).expect("defaults suffice");
+        let Some(Command::Bench(args)) = cli.command else {
+            panic!("not the bench command");
+        };
+        assert_eq!(
+            args.leader,
+            client::DEFAULT_LEADER.parse::<Address>().unwrap()
+        );
+        assert_eq!(
+            (args.clients, args.seconds, args.op),
+            (16, 10, Workload::Put)
+        );
+        assert_eq!((args.value_size, args.keyspace), (100, 1000));
+        assert_eq!(
+            (args.connections, args.timeout, args.json),
+            (None, Duration::from_secs(5), false)
+        );
+        let cli = Cli::try_parse_from([
+            "tpc",
+            "bench",
+            "--leader",
+            "unix:/tmp/l.sock",
+            "--op",
+            "mixed",
+            "--clients",
+            "3",
+            "--value-size",
+            "0",
+            "--json",
+        ])
+        .expect("valid bench flags");
+        let Some(Command::Bench(args)) = cli.command else {
+            panic!("not the bench command");
+        };
+        assert_eq!(args.leader, Address::Unix("/tmp/l.sock".into()));
+        assert_eq!(
+            (args.op, args.clients, args.value_size, args.json),
+            (Workload::Mixed, 3, 0, true)
+        );
+        for bad in [
+            vec!["--clients", "0"],
+            vec!["--seconds", "0"],
+            vec!["--keyspace", "-1"],
+            vec!["--connections", "0"],
+            vec!["--value-size", "3145729"],
+            vec!["--op", "delete"],
+            vec!["--leader", "nowhere"],
+        ] {
+            let mut argv = vec!["tpc", "bench"];
             argv.extend(bad.iter());
             assert!(Cli::try_parse_from(&argv).is_err(), "{bad:?}");
         }

@@ -19,6 +19,7 @@
 
 use std::path::PathBuf;
 
+pub mod bench;
 pub mod check;
 pub mod client;
 pub mod crash;

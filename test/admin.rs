@@ -458,3 +458,200 @@ async fn a_replaying_follower_is_not_serving_refuses_reads_and_holds_streams() {
         Some("v")
     );
 }
+
+/// A `tpc` process started by [`spawn_follower_with`]; SIGKILLed and reaped on drop.
+struct Process(std::process::Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts a follower on its default address with extra flags and environment (the
+/// support module has one or the other), logging to its `stderr.log`.
+fn spawn_follower_with(dirs: &NodeDirs, args: &[&str], env: &[(&str, &str)]) -> Process {
+    let mut command = std::process::Command::new(support::tpc_binary());
+    command
+        .args(args)
+        .arg("--tpc-follower")
+        .arg("--kv-dir")
+        .arg(dirs.kv_dir())
+        .arg("--journal-dir")
+        .arg(dirs.journal_dir())
+        .arg("--listen")
+        .arg(dirs.addr())
+        .arg("--name")
+        .arg(&dirs.name)
+        .current_dir(dirs.cwd())
+        .env_remove(support::CRASH_AT)
+        .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(dirs.open_log(&format!("start {} env={env:?}", dirs.name)));
+    Process(command.spawn().expect("spawn the tpc binary"))
+}
+
+/// The value of the sample `name` (name and labels, exactly) in a Prometheus text
+/// document; 0 if absent (a metric appears on its first use).
+fn sample(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .filter_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .map(|value| value.trim().parse().expect("a sample value"))
+        .next()
+        .unwrap_or(0.0)
+}
+
+const FSYNCS: &str = "tpc_journal_fsync_duration_seconds_count";
+const PREPARED: &str = "tpc_prepared_transactions";
+
+/// A follower journals the messages that queued up while it was busy together: one
+/// write and one fsync for the batch, not one per message.
+///
+/// How the count is made deterministic:
+///
+/// - **The PREPAREs are all queued before the follower takes any.** f1 is held before
+///   its journal replay (`TPC_PAUSE_AT`); its streams are accepted and their messages
+///   queue. 32 puts on distinct keys go to the leader at once, and f1 is released only
+///   once the leader's trace (`/api/events`) shows all 32 PREPAREs written to f1's
+///   stream. (That is the leader's side of the socket: a PREPARE could in principle
+///   still be in transit when f1 starts taking messages, hence the small slack below.)
+/// - **No decision can reach f1 while it works through them.** The decisions wait for
+///   every vote, and the second follower f2 is held (before its replay too) until f1 is
+///   done: f1's prepared-transactions gauge reads 32. At that moment f1's fsyncs are
+///   exactly those of its PREPAREs: 2 expected — the very first message adopts the
+///   cluster id and is handled alone, the other 31 form one batch. (MAX_BATCH is 256.)
+///   A follower that syncs once per message shows 32.
+/// - The decisions that follow arrive in as many groups as the leader's group commit and
+///   the network make: their count is not deterministic, so it is not asserted; that
+///   they all commit is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_journals_queued_messages_with_one_fsync() {
+    const N: usize = 32;
+    let f1 = NodeDirs::new("batch-f1");
+    let f2 = NodeDirs::new("batch-f2");
+    let l = NodeDirs::new("batch-leader");
+    let (go1, go2) = (f1.root().join("go"), f2.root().join("go"));
+    let pause1 = format!("follower-before-replay={}", go1.display());
+    let pause2 = format!("follower-before-replay={}", go2.display());
+    let _f1 = spawn_follower_with(
+        &f1,
+        &["--http-port", "0"],
+        &[("TPC_PAUSE_AT", pause1.as_str())],
+    );
+    let _f2 = support::spawn(
+        &f2,
+        support::Role::Follower,
+        &f2.addr(),
+        &[("TPC_PAUSE_AT", pause2.as_str())],
+    );
+    // A vote timeout far above the test's own bounds: the PREPAREs wait at the held
+    // followers, and must not time out meanwhile.
+    let _leader = support::spawn_with_args(
+        &l,
+        support::Role::Leader {
+            followers: vec![f1.addr(), f2.addr()],
+            vote_timeout: "60s".into(),
+        },
+        &l.addr(),
+        &[("--http-port", "0")],
+    );
+    let f1_http = http_address(&f1).await;
+    let leader_http = http_address(&l).await;
+    support::poll("the leader serving", support::POLL_TIMEOUT, || async {
+        let addr: Address = l.addr().parse().expect("address");
+        net::connect(&addr, Duration::from_secs(1)).await?;
+        match health(&l.addr(), "").await {
+            Ok(ServingStatus::Serving) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let before = sample(&http_get(&f1_http, "/metrics").await.1, FSYNCS);
+
+    let puts: Vec<_> = (0..N)
+        .map(|i| {
+            let leader = l.addr();
+            tokio::spawn(async move {
+                tpc::client::Client::new(&leader, Duration::from_secs(60))
+                    .expect("client")
+                    .put(&format!("key{i}"), "v")
+                    .await
+            })
+        })
+        .collect();
+    let f1_name = f1.addr();
+    support::poll(
+        "all PREPAREs written to f1's stream",
+        support::POLL_TIMEOUT,
+        || async {
+            let events: serde_json::Value =
+                serde_json::from_str(&http_get(&leader_http, "/api/events").await.1)
+                    .expect("events are JSON");
+            let mut sent: Vec<&str> = events
+                .as_array()
+                .expect("an array of events")
+                .iter()
+                .filter(|e| e["kind"] == "prepare" && e["follower"] == f1_name.as_str())
+                .filter_map(|e| e["txid"].as_str())
+                .collect();
+            sent.sort_unstable();
+            sent.dedup();
+            if sent.len() == N {
+                Ok(())
+            } else {
+                Err(format!("{} of {N}", sent.len()))
+            }
+        },
+    )
+    .await;
+
+    std::fs::write(&go1, "").expect("release f1");
+    let metrics = support::poll(
+        "f1 to hold every transaction prepared",
+        support::POLL_TIMEOUT,
+        || async {
+            let metrics = http_get(&f1_http, "/metrics").await.1;
+            if sample(&metrics, PREPARED) == N as f64 {
+                Ok(metrics)
+            } else {
+                Err(format!("{PREPARED} = {}", sample(&metrics, PREPARED)))
+            }
+        },
+    )
+    .await;
+    let prepare_fsyncs = sample(&metrics, FSYNCS) - before;
+    assert!(
+        (1.0..=4.0).contains(&prepare_fsyncs),
+        "f1 journaled {N} queued PREPAREs with {prepare_fsyncs} fsyncs; expected 2 (the \
+         first adopts the cluster id alone, the rest share one), at most 4 allowing for \
+         PREPAREs still in transit at the release; once per message would be {N}"
+    );
+
+    std::fs::write(&go2, "").expect("release f2");
+    for (i, put) in puts.into_iter().enumerate() {
+        put.await
+            .expect("put task")
+            .unwrap_or_else(|status| panic!("put key{i}: {status:?}"));
+    }
+    support::poll(
+        "f1 to apply every decision",
+        support::POLL_TIMEOUT,
+        || async {
+            let metrics = http_get(&f1_http, "/metrics").await.1;
+            let commits = sample(&metrics, "tpc_transactions_total{outcome=\"commit\"}");
+            if sample(&metrics, PREPARED) == 0.0 && commits == N as f64 {
+                Ok(())
+            } else {
+                Err(format!(
+                    "prepared {}, committed {commits}",
+                    sample(&metrics, PREPARED)
+                ))
+            }
+        },
+    )
+    .await;
+}

@@ -55,6 +55,9 @@ enum Answer {
     Silent,
     /// End the stream (status OK if headers were sent, else UNAVAILABLE) without answering.
     Close,
+    /// Reply with this action only once a PREPARE of this key has arrived on the same
+    /// stream; meanwhile later messages are read and answered, so replies go out of order.
+    AfterPrepareOf(&'static str, Action),
 }
 
 /// Decides the answer to a message from the stream's number (1 = first `TPCMsg` call)
@@ -99,16 +102,27 @@ impl TwoPhaseCommit for Mock {
                     }
                     Answer::Silent => continue,
                     Answer::Close => return,
+                    Answer::AfterPrepareOf(key, action) => {
+                        let response = mock.response(&msg, action);
+                        let mut log = mock.log.subscribe();
+                        let out = out.clone();
+                        tokio::spawn(async move {
+                            let seen = log
+                                .wait_for(|log| {
+                                    log.iter().any(|(s, m)| {
+                                        *s == stream_no && is_prepare(m) && m.key == key
+                                    })
+                                })
+                                .await
+                                .is_ok();
+                            if seen {
+                                let _ = out.send(Ok(response));
+                            }
+                        });
+                        continue;
+                    }
                 };
-                let response = Response {
-                    action: action as i32,
-                    txid: if mock.echo_txid {
-                        msg.txid.clone()
-                    } else {
-                        String::new()
-                    },
-                    cluster_id: String::new(),
-                };
+                let response = mock.response(&msg, action);
                 if out.send(Ok(response)).is_err() {
                     return;
                 }
@@ -124,6 +138,21 @@ impl TwoPhaseCommit for Mock {
             None => Err(Status::unavailable(
                 "mock closed the stream before answering",
             )),
+        }
+    }
+}
+
+impl Mock {
+    /// The response to `msg` with `action`.
+    fn response(&self, msg: &LeaderMsg, action: Action) -> Response {
+        Response {
+            action: action as i32,
+            txid: if self.echo_txid {
+                msg.txid.clone()
+            } else {
+                String::new()
+            },
+            cluster_id: String::new(),
         }
     }
 }
@@ -954,4 +983,272 @@ async fn follower_epoch_and_low_water_refusals_survive_restart() {
     );
     assert_code(f.get("old-epoch").await, Code::NotFound, "no lock");
     assert_code(f.get("below-mark").await, Code::NotFound, "no lock");
+}
+
+// ---------------------------------------------------------------------------------------
+// Concurrent transactions
+// ---------------------------------------------------------------------------------------
+
+/// The position in `log` of the first message satisfying `pred`.
+fn position_of(log: &Log, what: &str, pred: impl Fn(&LeaderMsg) -> bool) -> usize {
+    log.iter()
+        .position(|(_, m)| pred(m))
+        .unwrap_or_else(|| panic!("{what}: not in the log: {log:#?}"))
+}
+
+/// The txid of the first PREPARE of `key` in `log`.
+fn prepare_txid(log: &Log, key: &str) -> String {
+    log.iter()
+        .find(|(_, m)| is_prepare(m) && m.key == key)
+        .map(|(_, m)| m.txid.clone())
+        .unwrap_or_else(|| panic!("no PREPARE of {key:?}: {log:#?}"))
+}
+
+/// What [`slow_waits_for_fast`] saw.
+struct SlowFast {
+    mock: MockHandle,
+    slow: Result<(), Status>,
+    fast: Result<(), Status>,
+    _leader: oneshot::Sender<()>,
+    _dir: tempfile::TempDir,
+}
+
+/// One mock follower that withholds its vote on key "slow" until the PREPARE of key
+/// "fast" has arrived on the same stream (and votes `fast_vote` on "fast" at once), so
+/// the two votes go back in the opposite order of their PREPAREs. Puts "slow", waits
+/// until its PREPARE reached the mock, then puts "fast"; returns both answers. The vote
+/// timeout (5 s) is far below the bound on the client calls ([`WAIT`]): a leader that
+/// holds "fast" back until "slow" is decided makes "slow" time out, not hang.
+async fn slow_waits_for_fast(fast_vote: Action) -> SlowFast {
+    let dir = tempfile::tempdir().unwrap();
+    let script: Script = Arc::new(move |_, msg| match msg.key.as_str() {
+        "slow" if is_prepare(msg) => Answer::AfterPrepareOf("fast", Action::Commit),
+        "fast" if is_prepare(msg) => Answer::Reply(fast_vote),
+        _ => Answer::Reply(normal_answer(msg, Action::Commit)),
+    });
+    let mock = spawn_mock(dir.path(), "m", true, script).await;
+    let (leader, stop) =
+        start_leader(dir.path(), vec![mock.addr.clone()], Duration::from_secs(5)).await;
+    // Open the stream first. (The mock withholds its response headers until its first
+    // reply, as classic peers do; this test is not about the first message of a stream.)
+    client(&leader)
+        .put("warm", "up")
+        .await
+        .expect("warm-up put");
+
+    let slow = {
+        let leader = leader.clone();
+        tokio::spawn(async move { client(&leader).put("slow", "s").await })
+    };
+    mock.wait_for("the PREPARE of slow", |log| {
+        log.iter().any(|(_, m)| is_prepare(m) && m.key == "slow")
+    })
+    .await;
+    let fast = client(&leader).put("fast", "f").await;
+    let slow = slow.await.expect("the slow put's task");
+    SlowFast {
+        mock,
+        slow,
+        fast,
+        _leader: stop,
+        _dir: dir,
+    }
+}
+
+/// Transactions on different keys run concurrently and are pipelined on one stream: the
+/// follower gets the PREPARE of "fast" while "slow" is still undecided (its vote is
+/// withheld until then), on the same long-lived stream, and accepts the votes out of
+/// order. A leader that runs one transaction at a time, or sends a stream's next message
+/// only once the previous one is answered, never sends "fast"'s PREPARE in time:
+/// "slow" times out (UNAVAILABLE) and this test fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn different_keys_run_concurrently_pipelined_on_one_stream() {
+    let run = slow_waits_for_fast(Action::Commit).await;
+    run.slow
+        .expect("put(slow) succeeds: its vote came once fast's PREPARE had arrived");
+    run.fast.expect("put(fast) succeeds");
+
+    let m = &run.mock;
+    let log = m.messages();
+    let slow = prepare_txid(&log, "slow");
+    let fast = prepare_txid(&log, "fast");
+    let log = m
+        .wait_for("both COMMITs", |log| {
+            has_global(log, Action::Commit, &slow) && has_global(log, Action::Commit, &fast)
+        })
+        .await;
+    assert!(
+        log.iter().all(|(stream, _)| *stream == 1),
+        "everything on the first stream: {log:#?}"
+    );
+    assert_eq!(m.calls(), 1, "one TPCMsg stream: {log:#?}");
+    let fast_prepare = position_of(&log, "PREPARE of fast", |m| is_prepare(m) && m.txid == fast);
+    let slow_decision = position_of(&log, "COMMIT of slow", |m| {
+        is_global(m, Action::Commit, &slow)
+    });
+    assert!(
+        fast_prepare < slow_decision,
+        "fast's PREPARE came while slow was undecided: {log:#?}"
+    );
+}
+
+/// Votes that come back out of order are matched by their transaction id, not by
+/// position: "fast" is voted ABORT before "slow"'s (withheld) COMMIT comes, and only
+/// "fast" aborts. A leader that took the first reply as the answer to the oldest
+/// unanswered message would abort "slow" (and commit "fast").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn votes_out_of_order_are_matched_by_txid() {
+    let run = slow_waits_for_fast(Action::Abort).await;
+    run.slow
+        .expect("put(slow) succeeds: its own vote was COMMIT");
+    assert_code(run.fast, Code::Aborted, "put(fast), voted ABORT");
+
+    let m = &run.mock;
+    let log = m.messages();
+    let slow = prepare_txid(&log, "slow");
+    let fast = prepare_txid(&log, "fast");
+    let log = m
+        .wait_for("both decisions", |log| {
+            has_global(log, Action::Commit, &slow) && has_global(log, Action::Abort, &fast)
+        })
+        .await;
+    assert!(
+        !has_global(&log, Action::Abort, &slow) && !has_global(&log, Action::Commit, &fast),
+        "each transaction got its own decision: {log:#?}"
+    );
+    assert_eq!(m.calls(), 1, "one TPCMsg stream: {log:#?}");
+}
+
+/// Writes to one key queue at the leader, first come first served, instead of racing for
+/// the followers' lock (and aborting): 20 puts of key "k" fired at once all succeed, and
+/// every follower stream carries them strictly one after the other — PREPARE(a),
+/// COMMIT(a), PREPARE(b), COMMIT(b), ... — never a PREPARE of "k" while an earlier "k"
+/// transaction is undecided on that stream. Meanwhile a put of another key is not held
+/// behind the queue: the mock withholds its vote on the first "k" transaction until the
+/// PREPARE of "other" has arrived.
+///
+/// Two followers: a real one (which would vote ABORT on a PREPARE of a key it still
+/// holds locked: a leader that does not queue fails the "all succeed" check) and a mock
+/// that logs (it votes COMMIT blindly: a leader that does not queue fails the
+/// alternation check). The mock's log gives the order the leader chose, so the real
+/// follower must end with the value of the last "k" PREPARE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_to_one_key_queue_fifo_instead_of_aborting() {
+    const N: usize = 20;
+    let dir = tempfile::tempdir().unwrap();
+    let real = start_follower(dir.path()).await;
+    let withheld = Arc::new(AtomicBool::new(false));
+    let flag = withheld.clone();
+    let script: Script = Arc::new(move |_, msg| {
+        if is_prepare(msg) && msg.key == "k" && !flag.swap(true, Ordering::SeqCst) {
+            Answer::AfterPrepareOf("other", Action::Commit)
+        } else {
+            Answer::Reply(normal_answer(msg, Action::Commit))
+        }
+    });
+    let mock = spawn_mock(dir.path(), "m", true, script).await;
+    let (leader, _stop) = start_leader(
+        dir.path(),
+        vec![real.addr.to_string(), mock.addr.clone()],
+        Duration::from_secs(5),
+    )
+    .await;
+    // Open the streams first (the mock withholds its headers until its first reply).
+    client(&leader)
+        .put("warm", "up")
+        .await
+        .expect("warm-up put");
+
+    let puts: Vec<_> = (0..N)
+        .map(|i| {
+            let leader = leader.clone();
+            tokio::spawn(async move { client(&leader).put("k", &format!("v{i}")).await })
+        })
+        .collect();
+    mock.wait_for("a PREPARE of k", |log| {
+        log.iter().any(|(_, m)| is_prepare(m) && m.key == "k")
+    })
+    .await;
+    client(&leader)
+        .put("other", "o")
+        .await
+        .expect("a put of another key is not held behind k's queue");
+    for (i, put) in puts.into_iter().enumerate() {
+        put.await
+            .expect("put task")
+            .unwrap_or_else(|status| panic!("put k=v{i}: {status:?}"));
+    }
+
+    let k_txids = |log: &Log| -> Vec<String> {
+        log.iter()
+            .filter(|(_, m)| is_prepare(m) && m.key == "k")
+            .map(|(_, m)| m.txid.clone())
+            .collect()
+    };
+    let log = mock
+        .wait_for("every k transaction committed", |log| {
+            let txids = k_txids(log);
+            txids.len() == N && txids.iter().all(|t| has_global(log, Action::Commit, t))
+        })
+        .await;
+    let txids = k_txids(&log);
+    let k_messages: Vec<&LeaderMsg> = log
+        .iter()
+        .map(|(_, m)| m)
+        .filter(|m| txids.contains(&m.txid))
+        .collect();
+    assert_eq!(
+        k_messages.len(),
+        2 * N,
+        "one PREPARE, one COMMIT each: {log:#?}"
+    );
+    for (pair, txid) in k_messages.chunks(2).zip(&txids) {
+        assert!(
+            is_prepare(pair[0])
+                && pair[0].txid == *txid
+                && is_global(pair[1], Action::Commit, txid),
+            "k's transactions one after the other, PREPAREs and COMMITs in the same order; \
+             at {txid}: {pair:#?}\nwhole log: {log:#?}"
+        );
+    }
+    let mut values: Vec<&str> = k_messages
+        .iter()
+        .filter(|m| is_prepare(m))
+        .map(|m| m.value.as_str())
+        .collect();
+    let last = values[N - 1].to_string();
+    values.sort_unstable();
+    values.dedup();
+    assert_eq!(values.len(), N, "each put is its own transaction: {log:#?}");
+    assert!(log.iter().all(|(s, _)| *s == 1), "one stream: {log:#?}");
+    let first_k_decision = position_of(&log, "first COMMIT of k", |m| {
+        is_global(m, Action::Commit, &txids[0])
+    });
+    let other = position_of(&log, "PREPARE of other", |m| {
+        is_prepare(m) && m.key == "other"
+    });
+    assert!(
+        other < first_k_decision,
+        "other's PREPARE went out while k's first transaction was undecided: {log:#?}"
+    );
+
+    // The real follower applied them in the same order: it ends with the last one.
+    let read = tokio::time::timeout(WAIT, async {
+        loop {
+            match real.get("k").await {
+                Err(status) if status.code() == Code::Unavailable => {
+                    // The last decision is on its way to this follower.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                other => return other,
+            }
+        }
+    })
+    .await
+    .expect("the real follower answers a read of k within the bound");
+    assert_eq!(
+        read.expect("read of k"),
+        last,
+        "the last write in k's queue wins"
+    );
 }

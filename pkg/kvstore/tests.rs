@@ -595,9 +595,12 @@ fn readers_never_see_half_written_values() {
 fn unsynced_changes_are_visible_at_once_and_kept_after_sync() {
     let (parent, store) = new_store();
     store.put("gone", "g").expect("put");
+    store.put("shrinks", "a much longer old value").expect("put");
     let long = "Q".repeat(300);
+    store.put(&long, "an older, longer value").expect("put");
     store
         .apply_unsynced(&[
+            ("shrinks", Some("short")),
             ("new", Some("n")),
             ("gone", None),
             ("twice", Some("first")),
@@ -609,6 +612,9 @@ fn unsynced_changes_are_visible_at_once_and_kept_after_sync() {
     assert_eq!(store.get("new").unwrap().as_deref(), Some("n"));
     assert_eq!(store.get("gone").unwrap(), None);
     assert_eq!(store.get("twice").unwrap().as_deref(), Some("second"));
+    // Rewritten in place: no leftover bytes of the longer old value.
+    assert_eq!(store.get("shrinks").unwrap().as_deref(), Some("short"));
+    assert_eq!(store.get(&long).unwrap().as_deref(), Some("long"));
     store.sync().expect("sync");
     drop(store);
     let reopened = KvStore::open(&parent.path().join("store")).expect("reopen");
