@@ -1019,7 +1019,7 @@ struct SlowFast {
 /// until its PREPARE reached the mock, then puts "fast"; returns both answers. The vote
 /// timeout (5 s) is far below the bound on the client calls ([`WAIT`]): a leader that
 /// holds "fast" back until "slow" is decided makes "slow" time out, not hang.
-async fn slow_waits_for_fast(fast_vote: Action) -> SlowFast {
+async fn slow_waits_for_fast(fast_vote: Action, warm_up: bool) -> SlowFast {
     let dir = tempfile::tempdir().unwrap();
     let script: Script = Arc::new(move |_, msg| match msg.key.as_str() {
         "slow" if is_prepare(msg) => Answer::AfterPrepareOf("fast", Action::Commit),
@@ -1029,12 +1029,14 @@ async fn slow_waits_for_fast(fast_vote: Action) -> SlowFast {
     let mock = spawn_mock(dir.path(), "m", true, script).await;
     let (leader, stop) =
         start_leader(dir.path(), vec![mock.addr.clone()], Duration::from_secs(5)).await;
-    // Open the stream first. (The mock withholds its response headers until its first
-    // reply, as classic peers do; this test is not about the first message of a stream.)
-    client(&leader)
-        .put("warm", "up")
-        .await
-        .expect("warm-up put");
+    if warm_up {
+        // Open the stream first. (The mock withholds its response headers until its
+        // first reply, as classic peers do.)
+        client(&leader)
+            .put("warm", "up")
+            .await
+            .expect("warm-up put");
+    }
 
     let slow = {
         let leader = leader.clone();
@@ -1063,7 +1065,7 @@ async fn slow_waits_for_fast(fast_vote: Action) -> SlowFast {
 /// "slow" times out (UNAVAILABLE) and this test fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn different_keys_run_concurrently_pipelined_on_one_stream() {
-    let run = slow_waits_for_fast(Action::Commit).await;
+    let run = slow_waits_for_fast(Action::Commit, true).await;
     run.slow
         .expect("put(slow) succeeds: its vote came once fast's PREPARE had arrived");
     run.fast.expect("put(fast) succeeds");
@@ -1092,13 +1094,27 @@ async fn different_keys_run_concurrently_pipelined_on_one_stream() {
     );
 }
 
+/// A fresh stream is not gated on its response headers: the mock, like a classic peer,
+/// sends its headers only with its first reply, and withholds that reply (the vote on
+/// "slow", the stream's first message) until the PREPARE of "fast" has arrived. A leader
+/// that waited for the headers before sending the stream's next message would make
+/// "slow" time out (DESIGN §2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_stream_is_not_gated_on_response_headers() {
+    let run = slow_waits_for_fast(Action::Commit, false).await;
+    run.slow
+        .expect("put(slow) succeeds: fast's PREPARE went out before the headers came");
+    run.fast.expect("put(fast) succeeds");
+    assert_eq!(run.mock.calls(), 1, "one TPCMsg stream");
+}
+
 /// Votes that come back out of order are matched by their transaction id, not by
 /// position: "fast" is voted ABORT before "slow"'s (withheld) COMMIT comes, and only
 /// "fast" aborts. A leader that took the first reply as the answer to the oldest
 /// unanswered message would abort "slow" (and commit "fast").
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn votes_out_of_order_are_matched_by_txid() {
-    let run = slow_waits_for_fast(Action::Abort).await;
+    let run = slow_waits_for_fast(Action::Abort, true).await;
     run.slow
         .expect("put(slow) succeeds: its own vote was COMMIT");
     assert_code(run.fast, Code::Aborted, "put(fast), voted ABORT");

@@ -12,10 +12,13 @@
 //!   vote timeout ends the stream (its PREPARE counts as no vote) and the link reconnects,
 //!   backing off up to about a second. There are no heartbeats on the stream, and
 //!   HTTP/2 keepalive pings are rare (see [`crate::net`]).
-//! - **Classic peers send response headers only with their first reply**, so the first
-//!   message is queued on the request stream before the call awaits the headers.
+//! - **Classic peers send response headers only with their first reply**, so messages
+//!   are queued on the request stream while the call waits for the headers, which the
+//!   link's event loop awaits beside everything else: sending is never gated on them.
 
 use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -172,10 +175,27 @@ struct Outstanding {
     waiter: Waiter,
 }
 
+/// The call that opens a stream, resolving when the follower sends response headers.
+type Opening = Pin<
+    Box<
+        dyn Future<Output = Result<tonic::Response<Streaming<rpc::Response>>, tonic::Status>>
+            + Send,
+    >,
+>;
+
 struct OpenStream {
     requests: mpsc::UnboundedSender<rpc::LeaderMsg>,
-    responses: Streaming<rpc::Response>,
+    /// Until the follower's response headers arrive (a classic peer sends them only with
+    /// its first reply), the call; messages are queued on `requests` meanwhile.
+    opening: Option<Opening>,
+    responses: Option<Streaming<rpc::Response>>,
     outstanding: VecDeque<Outstanding>,
+}
+
+/// What arrived on the stream.
+enum Incoming {
+    Opened(Result<tonic::Response<Streaming<rpc::Response>>, tonic::Status>),
+    Response(Option<Result<rpc::Response, tonic::Status>>),
 }
 
 struct LinkTask {
@@ -202,7 +222,7 @@ struct LinkTask {
 
 enum Event {
     Command(Option<Command>),
-    Response(Option<Result<rpc::Response, tonic::Status>>),
+    Incoming(Incoming),
     Timeout,
     Retry,
     Probe,
@@ -225,12 +245,15 @@ impl LinkTask {
                 .and_then(|s| s.outstanding.front().map(|o| o.deadline));
             let event = tokio::select! {
                 command = self.commands.recv() => Event::Command(command),
-                response = async {
+                incoming = async {
                     match self.stream.as_mut() {
-                        Some(s) => s.responses.message().await.transpose(),
-                        None => std::future::pending().await,
+                        Some(OpenStream { opening: Some(call), .. }) => Incoming::Opened(call.await),
+                        Some(OpenStream { responses: Some(r), .. }) => {
+                            Incoming::Response(r.message().await.transpose())
+                        }
+                        _ => std::future::pending().await,
                     }
-                } => Event::Response(response),
+                } => Event::Incoming(incoming),
                 _ = sleep_until(deadline) => Event::Timeout,
                 _ = sleep_until(self.retry_at) => Event::Retry,
                 _ = sleep_until(self.probe_at) => Event::Probe,
@@ -257,9 +280,23 @@ impl LinkTask {
                         self.retry_at = Some(Instant::now());
                     }
                 }
-                Event::Response(Some(Ok(response))) => self.on_response(response),
-                Event::Response(Some(Err(status))) => self.on_stream_error(&status),
-                Event::Response(None) => self.reset("the follower ended the stream".into()),
+                Event::Incoming(Incoming::Opened(Ok(response))) => {
+                    tracing::debug!(follower = %self.name, "stream open");
+                    if let Some(stream) = self.stream.as_mut() {
+                        stream.opening = None;
+                        stream.responses = Some(response.into_inner());
+                    }
+                }
+                Event::Incoming(Incoming::Opened(Err(status)))
+                | Event::Incoming(Incoming::Response(Some(Err(status)))) => {
+                    self.on_stream_error(&status)
+                }
+                Event::Incoming(Incoming::Response(Some(Ok(response)))) => {
+                    self.on_response(response)
+                }
+                Event::Incoming(Incoming::Response(None)) => {
+                    self.reset("the follower ended the stream".into())
+                }
                 Event::Timeout => self.reset(format!("no answer within {:?}", self.vote_timeout)),
                 Event::Probe => self.start_probe(),
                 Event::Probed(result) => self.probed(result),
@@ -328,23 +365,15 @@ impl LinkTask {
         let mut client = rpc::two_phase_commit_client::TwoPhaseCommitClient::new(channel)
             .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES);
-        let call = client.tpc_msg(UnboundedReceiverStream::new(rx));
-        let responses = match tokio::time::timeout_at(deadline, call).await {
-            Ok(Ok(response)) => response.into_inner(),
-            Ok(Err(status)) => {
-                return self.abandon(outstanding, describe_status(&self.name, &status))
-            }
-            Err(_) => {
-                return self.abandon(
-                    outstanding,
-                    format!("no answer within {:?}", self.vote_timeout),
-                )
-            }
-        };
-        tracing::debug!(follower = %self.name, %what, "stream open");
+        // The headers are awaited by the event loop, not here, so later messages go on
+        // the stream at once too (the vote timeout still bounds the wait).
+        let opening: Opening =
+            Box::pin(async move { client.tpc_msg(UnboundedReceiverStream::new(rx)).await });
+        tracing::debug!(follower = %self.name, %what, "opening a stream");
         self.stream = Some(OpenStream {
             requests,
-            responses,
+            opening: Some(opening),
+            responses: None,
             outstanding,
         });
     }
