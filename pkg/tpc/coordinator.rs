@@ -70,6 +70,10 @@ pub struct Coordinator {
     /// Set (with the reason) once the journal failed in a way that forces a restart.
     fatal: watch::Sender<Option<String>>,
     checkpointing: AtomicBool,
+    /// `done` records not written yet: they ride along with the next append instead of
+    /// costing a write of their own (losing them in a crash only means the decisions
+    /// are delivered again). Locked after `core`.
+    unwritten_done: Mutex<Vec<Record>>,
     trace: Arc<Trace>,
 }
 
@@ -90,6 +94,7 @@ impl Coordinator {
             progress: watch::Sender::new(0),
             fatal: watch::Sender::new(None),
             checkpointing: AtomicBool::new(false),
+            unwritten_done: Mutex::new(Vec::new()),
             trace,
         });
         tokio::spawn(coordinator.clone().handle_acks(acks).in_current_span());
@@ -162,7 +167,9 @@ impl Coordinator {
         let (txid, begun) = {
             let mut core = self.core();
             let (txid, begin) = core.begin(&request.key, followers);
-            (txid, self.journal.append(vec![Record::from(&begin)]))
+            let mut records = std::mem::take(&mut *lock(&self.unwritten_done));
+            records.push(Record::from(&begin));
+            (txid, self.journal.append(records))
         };
         if let Err(e) = durable(begun).await {
             tracing::error!(%txid, error = %e, "leader journal write failed; write refused");
@@ -228,10 +235,26 @@ impl Coordinator {
                 return Err(e.message);
             }
             Err(e) => {
-                // Cleanly not written: no decision is on disk, so ABORT is safe to send
-                // without journaling it (a restart would abort this transaction too).
+                // Cleanly not written, so no decision went out. But a checkpoint handed
+                // in since `decide` may have written this decision (it writes what the
+                // core holds), so ABORT is journaled too, and sent only once durable.
+                // The checkpoint, if any, was handed in before (under the same lock):
+                // a restart reads ABORT last. If even that fails, stop.
                 tracing::error!(%txid, error = %e, "leader journal write failed; aborting the write");
-                let _ = self.core().decide(txid, Outcome::Abort, sent_to.clone());
+                let aborted = {
+                    let mut core = self.core();
+                    let records = core.decide(txid, Outcome::Abort, sent_to.clone());
+                    self.journal
+                        .append(records.iter().map(Record::from).collect())
+                };
+                if let Err(again) = durable(aborted).await {
+                    let _ = request.reply.send(Err(Status::unavailable(format!(
+                        "leader journal failed; outcome unknown until the leader restarts: {again}"
+                    ))));
+                    return Err(format!(
+                        "could not journal a decision ({e}), nor then ABORT ({again})"
+                    ));
+                }
                 let answer = Err(Status::unavailable(format!(
                     "write not applied: leader journal write failed: {e}"
                 )));
@@ -308,7 +331,7 @@ impl Coordinator {
             let mut core = self.core();
             match core.acked(txid, &ack.follower) {
                 // Losing a `done` in a crash only means the decision is delivered again.
-                Some(done) => self.journal.append_unsynced(vec![Record::from(&done)]),
+                Some(done) => lock(&self.unwritten_done).push(Record::from(&done)),
                 None if core.txns().contains_key(&txid) => crash_point("leader-after-first-ack"),
                 None => {}
             }
@@ -330,6 +353,8 @@ impl Coordinator {
         let done = {
             let core = self.core();
             let live: Vec<Record> = core.live_records().iter().map(Record::from).collect();
+            // The finished transactions are not in `live`: their `done` is moot.
+            lock(&self.unwritten_done).clear();
             self.journal.rewrite(live)
         };
         let me = self.clone();

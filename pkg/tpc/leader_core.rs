@@ -133,6 +133,20 @@ impl LeaderCore {
             txns,
         };
         let mut persist = vec![core.meta_record()];
+        // Decided for nobody (no follower got the PREPARE), but the `done` written with
+        // the decision was lost in a crash: finished.
+        let finished: Vec<TxId> = core
+            .txns
+            .iter()
+            .filter(
+                |(_, t)| matches!(&t.phase, Phase::Decided { awaiting, .. } if awaiting.is_empty()),
+            )
+            .map(|(id, _)| *id)
+            .collect();
+        for txid in finished {
+            core.txns.remove(&txid);
+            persist.push(LeaderRecord::Done { txid });
+        }
         let undecided: Vec<TxId> = core
             .txns
             .iter()

@@ -103,6 +103,34 @@ fn decision_sent_to_nobody_is_done_at_once() {
     assert!(core.txns().is_empty());
 }
 
+/// Found by the simulation (`tcp` seed 10351): a decision for nobody was journaled, the
+/// `done` beside it was torn off by a crash; the restart must finish it, not keep it
+/// in its table (and status, and every checkpoint) forever.
+#[test]
+fn restart_finishes_a_decision_that_nobody_awaits() {
+    let mut core = fresh();
+    let (txid, begin) = core.begin("k", fs(&["f1"]));
+    let decided = core.decide(txid, Outcome::Abort, Vec::new());
+    assert!(matches!(decided.last(), Some(LeaderRecord::Done { .. })));
+    let journal = vec![
+        LeaderRecord::Meta {
+            cluster_id: "C".into(),
+            epoch: 1,
+            has_data: false,
+        },
+        begin,
+        decided[0].clone(),
+    ];
+    let recovery = LeaderCore::recover(journal, || panic!("must keep the cluster id"));
+    assert!(
+        recovery.core.txns().is_empty(),
+        "{:?}",
+        recovery.core.txns()
+    );
+    assert!(recovery.deliveries.is_empty());
+    assert!(recovery.persist.contains(&LeaderRecord::Done { txid }));
+}
+
 #[test]
 fn restart_aborts_undecided_and_redelivers_decided() {
     let records = vec![

@@ -194,7 +194,7 @@ struct OpenStream {
 
 /// What arrived on the stream.
 enum Incoming {
-    Opened(Result<tonic::Response<Streaming<rpc::Response>>, tonic::Status>),
+    Opened(Box<Result<tonic::Response<Streaming<rpc::Response>>, tonic::Status>>),
     Response(Option<Result<rpc::Response, tonic::Status>>),
 }
 
@@ -247,7 +247,7 @@ impl LinkTask {
                 command = self.commands.recv() => Event::Command(command),
                 incoming = async {
                     match self.stream.as_mut() {
-                        Some(OpenStream { opening: Some(call), .. }) => Incoming::Opened(call.await),
+                        Some(OpenStream { opening: Some(call), .. }) => Incoming::Opened(Box::new(call.await)),
                         Some(OpenStream { responses: Some(r), .. }) => {
                             Incoming::Response(r.message().await.transpose())
                         }
@@ -280,15 +280,17 @@ impl LinkTask {
                         self.retry_at = Some(Instant::now());
                     }
                 }
-                Event::Incoming(Incoming::Opened(Ok(response))) => {
-                    tracing::debug!(follower = %self.name, "stream open");
-                    if let Some(stream) = self.stream.as_mut() {
-                        stream.opening = None;
-                        stream.responses = Some(response.into_inner());
+                Event::Incoming(Incoming::Opened(opened)) => match *opened {
+                    Ok(response) => {
+                        tracing::debug!(follower = %self.name, "stream open");
+                        if let Some(stream) = self.stream.as_mut() {
+                            stream.opening = None;
+                            stream.responses = Some(response.into_inner());
+                        }
                     }
-                }
-                Event::Incoming(Incoming::Opened(Err(status)))
-                | Event::Incoming(Incoming::Response(Some(Err(status)))) => {
+                    Err(status) => self.on_stream_error(&status),
+                },
+                Event::Incoming(Incoming::Response(Some(Err(status)))) => {
                     self.on_stream_error(&status)
                 }
                 Event::Incoming(Incoming::Response(Some(Ok(response)))) => {
