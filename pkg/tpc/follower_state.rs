@@ -30,7 +30,7 @@ use tokio::sync::{mpsc, oneshot};
 use tonic::Status;
 
 use super::follower::{Command, Shared};
-use super::follower_core::{Effect, StreamId};
+use super::follower_core::{Effect, FollowerCore, StreamId};
 use super::message::{Body, LeaderMessage, Op};
 use super::records::FollowerRecord;
 use crate::crash::crash_point;
@@ -67,13 +67,30 @@ struct Batch {
 impl Batch {
     /// True if `msg` must wait for this batch's effects before the core sees it.
     fn must_precede(&self, msg: &LeaderMessage) -> bool {
-        match &msg.body {
-            Body::Prepare { key, .. } => {
-                self.finishing.contains(&msg.txid) || self.unlocking.contains(key)
-            }
-            Body::Decide(_) => false,
-        }
+        waits_for_pending(&self.finishing, &self.unlocking, msg)
     }
+}
+
+/// The batching rule (shared with the simulation): a PREPARE must not be handed to the
+/// core while a pending effect is about to finish its transaction (a decision that came
+/// first) or unlock its key (the same-key predecessor), or the core would see a lock or
+/// an undecided id that is already on its way out, and vote ABORT.
+pub(super) fn waits_for_pending(
+    finishing: &HashSet<String>,
+    unlocking: &HashSet<String>,
+    msg: &LeaderMessage,
+) -> bool {
+    match &msg.body {
+        Body::Prepare { key, .. } => finishing.contains(&msg.txid) || unlocking.contains(key),
+        Body::Decide(_) => false,
+    }
+}
+
+/// The other batching rule (shared with the simulation): a message that may adopt the
+/// cluster id, and a legacy message, are handled in a batch of their own, so that a
+/// failed journal write can't undo more than that message.
+pub(super) fn handled_alone(core: &FollowerCore, msg: &LeaderMessage) -> bool {
+    msg.is_legacy() || core.cluster_id().is_none()
 }
 
 /// The thread that owns the journal and carries out the core's effects.
@@ -106,7 +123,7 @@ impl StateOwner {
             while let Some(command) = next {
                 match command {
                     Command::Message { stream, msg, reply } => {
-                        let alone = msg.is_legacy() || self.shared.core().cluster_id().is_none();
+                        let alone = handled_alone(&self.shared.core(), &msg);
                         if alone || batch.must_precede(&msg) {
                             self.carry_out(std::mem::take(&mut batch))?;
                         }
@@ -135,7 +152,7 @@ impl StateOwner {
     /// decisions may or may not have reached the store before the crash (they are
     /// applied without fsync); re-applying is idempotent, but each key is written at
     /// most once, and only if its file differs (or is torn), so a restart costs reads,
-    /// not thousands of writes.
+    /// not thousands of writes (and no fsync: the journal still holds them).
     fn replay(&mut self, records: Vec<FollowerRecord>) -> Result<()> {
         let mut changes: HashMap<String, Op> = HashMap::new();
         for record in records {
@@ -163,7 +180,9 @@ impl StateOwner {
                 stale.push((key.as_str(), wanted));
             }
         }
-        self.shared.kv.apply_batch(&stale)?;
+        // Like live applies: no fsync per key; the journal keeps these records until a
+        // checkpoint has synced the store.
+        self.shared.kv.apply_unsynced(&stale)?;
         if !stale.is_empty() {
             tracing::info!(
                 keys = stale.len(),
