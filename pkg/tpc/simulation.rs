@@ -1,65 +1,124 @@
-//! Deterministic simulation of the 2PC protocol cores under adversarial schedules.
+//! Deterministic simulation of the 2PC protocol cores under concurrency and adversarial
+//! schedules.
 //!
 //! # The model
 //!
 //! One leader and [`FOLLOWERS`] followers run in a single thread, driven by a seeded
 //! random number generator (`StdRng`), so a schedule is a pure function of its seed.
 //! The real [`LeaderCore`] and [`FollowerCore`] make every protocol decision; what is
-//! simulated around them is a faithful, synchronous re-statement of the runtimes:
+//! simulated around them is a faithful, synchronous re-statement of the runtimes, split
+//! like them: `simulation/leader.rs` mirrors `coordinator.rs`, the group-commit journal
+//! (`journal/group.rs`) and `link.rs`; `simulation/follower.rs` mirrors
+//! `follower_state.rs` and the stream tasks of `follower.rs`; `simulation/checks.rs`
+//! holds the invariants and the healing phase.
 //!
-//! - **Durable state.** Each node's journal is a `Vec` of its records
-//!   ([`FollowerRecord`] / [`LeaderRecord`]); a follower also has a `BTreeMap` standing
-//!   for its kv files. Everything else (the cores, links, streams) is volatile. A crash
-//!   drops the volatile state; a restart rebuilds it from the durable state exactly as
-//!   the runtimes do: `FollowerCore::new(has_data)` plus [`FollowerCore::replay`] of
-//!   every record with `Apply`/`Finish` carried out (`follower.rs`), or
-//!   [`LeaderCore::recover`] with its `persist` records appended and its `deliveries`
-//!   queued on the links (`leader.rs`). The leader's `done` records are written
-//!   unsynced (as `Coordinator::acked` does), so a leader crash may lose a suffix of
-//!   them; a journal checkpoint (rewrite with `live_records()`) is an adversary move.
-//! - **Follower** (`follower.rs`, `StateOwner::carry_out`): effects are carried out in
-//!   order (`Persist` appends, consecutive persists form one batch, `Apply` changes the
-//!   map, `Finish` calls `core.finish`, `Reply` goes on the stream, `Refuse` ends it). A
-//!   crash may hit before any effect of a list (after some persists, before the reply).
-//!   A journal write may fail: a failed PREPARE batch becomes `prepare_failed` and an
-//!   ABORT vote, any other failed batch ends the stream.
-//! - **Leader** (`leader.rs` + `link.rs`): client writes (Put with a unique value, or
-//!   Delete, on keys [`KEYS`]) run one at a time: `begin` journaled, PREPARE to every
-//!   follower (a link without a stream tries to connect; if the follower is unreachable
-//!   or the connect "fails", the vote is `NotSent`), votes collected until every link has
-//!   answered (a vote, or `NoAnswer` when its stream ends or times out), decision
-//!   journaled, the client answered (success only for COMMIT), the decision queued on
-//!   every link that got the PREPARE. A link keeps undelivered decisions in order, sends
-//!   them before any new PREPARE, re-sends all of them first on every new stream, matches
-//!   replies by transaction id and drops a decision once ACKed (ACK → `LeaderCore::acked`,
-//!   processed between writes as the coordinator's `select!` does).
-//! - **Streams** are FIFO queues per (leader incarnation, follower incarnation,
-//!   connection) in both directions. When the leader side ends (cut, timeout, leader
-//!   crash) its unread replies are lost, but messages already sent may still reach the
-//!   follower late (buffered in the transport); when the follower side ends (crash,
-//!   refusal, failed write) the leader sees the end once it has read what came before.
+//! **Leader** (`coordinator.rs`). Client writes (a Put with a unique value, or a Delete,
+//! on the keys [`KEYS`]) arrive while others are under way, up to
+//! [`MAX_WRITES_IN_FLIGHT`] at once. Writes to a key that has a transaction under way
+//! queue behind it, first come first served (`busy_keys`); the next one starts when its
+//! predecessor's transaction ends, that is after its decision is queued on every link.
+//! Writes to other keys run concurrently. One transaction: `begin` handed to the journal;
+//! once durable, PREPARE to every follower (a link without a stream connects, and if the
+//! follower is unreachable or the connect "fails" the vote is `NotSent`); votes are
+//! collected per transaction until every link has answered (a vote, or `NoAnswer` when
+//! its stream ends or times out); the decision is handed to the journal; once durable
+//! the client is answered (success only for COMMIT) and the decision queued on every
+//! link that got the PREPARE. After a transaction ends, the coordinator may checkpoint
+//! (`checkpoint_if_due`: `live_records()` computed at once, the rewrite handed to the
+//! journal behind everything handed in before).
 //!
-//! The adversary picks, at each step: deliver the next message of some stream (most
-//! likely), drop or duplicate one, replay an old PREPARE/decision to a follower, cut a
-//! stream, time a link out (or the whole current vote), reconnect a link, partition a
-//! follower, crash/restart a follower or the leader (the leader's unanswered client
-//! writes get an unknown outcome), fail a journal write, checkpoint a journal, start a
-//! client write, or read a key directly on a follower (UNAVAILABLE if
-//! `check_readable` refuses, else the map's value).
+//! **The leader's journal** (`GroupJournal`) is a file (a `Vec` of records with a
+//! durable prefix) and a queue of jobs: synced appends (a `begin`, a decision) and
+//! rewrites. The `done` records of `Coordinator::acked` are not jobs of their own: they
+//! wait in memory (`unwritten_done`) and ride along with the next `begin` append; a
+//! checkpoint handed in drops them (their transactions are not in its live records),
+//! and a crash loses them (the decisions are delivered again). The adversary runs the
+//! group-commit thread: it takes a prefix of the queue and carries it out in order, one
+//! write for all appends before a rewrite, then the rewrite; only then the waiting
+//! transactions resume. A journal write may fail *cleanly* (nothing written, the leader
+//! goes on: a failed `begin` refuses its write; a failed decision is followed by
+//! `core.decide(Abort)`, whose records are appended behind it, and ABORT is sent once
+//! that is durable, because a checkpoint handed in since `decide` may hold the failed
+//! decision; if that append fails too, the leader stops) or *broken* (a failed fsync:
+//! the records may or may not be on disk, the clients waiting on the group get "not
+//! applied" for a `begin` and "outcome unknown" for a decision, and the leader stops).
+//! A leader crash drops every volatile thing, keeps any prefix of the file beyond its
+//! durable part (including part of a group being written), and marks every unanswered
+//! client write as of unknown outcome; a restart runs [`LeaderCore::recover`] (the real
+//! one), journals its `persist` records and queues its `deliveries` on the links
+//! (`leader.rs`). ACKs the links report are handled by the ACK task
+//! (`Coordinator::acked`), an adversary move.
+//!
+//! **Links** (`link.rs`) pipeline: many messages outstanding per stream, replies matched
+//! by transaction id and kind. A link keeps undelivered decisions in order, sends them
+//! before any later PREPARE, re-sends all of them first on every new stream and drops a
+//! decision once ACKed. A new stream carries its messages at once (the link does not
+//! wait for the follower's response headers; a stream that fails to open is a cut). A
+//! timeout or cut ends the stream: every outstanding vote counts as no answer.
+//!
+//! **Follower** (`follower_state.rs`). Each stream's messages wait in order; the
+//! adversary runs the state owner on a merge of the follower's streams (and of replayed
+//! messages): it takes up to some number of messages and hands them to the core one by
+//! one, building a batch. A message is handled only after the pending batch has been
+//! carried out when it is legacy or the follower has no cluster id yet (it may adopt
+//! one; such a message is also carried out alone), or when `Batch::must_precede` says
+//! so (a PREPARE whose id a pending decision finishes, or whose key it unlocks); both
+//! rules are the runtime's own functions (`handled_alone`, `waits_for_pending`), and a
+//! test checks that `follower_state.rs` still uses them as [`follower`] does. Carrying
+//! out a batch: one journal write for all its records, then all its store changes (the
+//! last one per key, applied *unsynced*), then all `finish`es, then the replies, in
+//! message order, each on its own stream. Crashes may hit before the journal write, in it (a
+//! prefix of the records survives; a torn tail is dropped on start), after it, after
+//! the applies, or between replies. A failed journal write of a batch (clean: the node
+//! goes on; broken: the same answers, then the node stops) turns every message whose
+//! effects included a PREPARE record into `prepare_failed` and an ABORT vote and fails
+//! the stream of every other one; a failed store write fails the stream of every
+//! message with a store change, which stays prepared. An error answer ends the stream:
+//! later replies on it are lost, but messages the follower had already read from it are
+//! still handled.
+//!
+//! **The follower's store**: a map as readers see it (they never see a file being
+//! rewritten: the store's lock), plus, per key changed since the last store sync, the
+//! values it had since; a crash leaves any of them in the key's file, or, if a value
+//! was written in place, a torn, empty or mixed file (a value nobody wrote). A
+//! checkpoint (an adversary move between batches, as `checkpoint_if_due` runs between
+//! batches) syncs the store, then rewrites the journal with `live_records()`. A restart
+//! is `FollowerCore::new(has_data)` (store or journal not empty) plus
+//! [`FollowerCore::replay`] of every record, then the last replayed change of each key
+//! written *unsynced* where the file differs (or is torn), like a live apply: the
+//! journal still holds its record until a checkpoint has synced the store.
+//!
+//! **Streams** are FIFO queues per connection in both directions. When the leader side
+//! ends (cut, timeout, leader crash) its unread replies are lost, but messages already
+//! sent may still reach the follower late (buffered in the transport); when the follower
+//! side ends (crash, refusal, failed write) the leader sees the end once it has read what
+//! came before.
+//!
+//! The adversary picks, at each step: run a follower's state owner on some of its
+//! messages (most likely), deliver a reply to the leader, run the leader's journal
+//! thread, handle ACKs, drop or duplicate a message, replay an old message to a
+//! follower, cut a stream, time a link out (or all the links of one vote), reconnect a
+//! link, partition a follower, crash/restart a follower or the leader, fail a journal
+//! write (clean or broken) or a store write, checkpoint a follower, start a client write,
+//! or read a key directly on a follower (UNAVAILABLE if `check_readable` refuses, else
+//! the map's value).
 //!
 //! Invariants (each failure names its number, the seed and the step):
 //!
-//! 1. *Agreement at all times*: after every step, for every key, all up followers whose
-//!    `check_readable` accepts it hold the same value.
+//! 1. *Agreement at all times*: after every step (and inside a batch, after its store
+//!    changes), for every key, all up followers whose `check_readable` accepts it hold
+//!    the same value.
 //! 2. *Atomicity and termination*: after healing (restart everything, stop faults,
-//!    deliver until quiet) no follower has a prepared transaction, the leader's table
-//!    is empty, and all followers' maps are identical.
+//!    deliver until quiet, then kill and restart every node once more, which loses the
+//!    followers' unsynced store changes, and deliver until quiet again) no follower has a
+//!    prepared transaction, the leader has no transaction, and all followers' maps are
+//!    identical (and hold no torn file).
 //! 3. *Durability*: each key's final value is that of the last acknowledged write to
 //!    it, or of a later write whose outcome the client did not learn.
 //! 4. *Linearizability* of the client history (writes, direct follower reads, and a
 //!    final read of each key), checked with [`crate::check::check`].
-//! 5. *Idempotence*: a PREPARE of a transaction whose decision this follower has
-//!    already handled (in any incarnation) never leaves it prepared (DESIGN §1.5).
+//! 5. *Idempotence*: after every step, no follower holds prepared a transaction whose
+//!    decision it has already handled to the end (in any incarnation) (DESIGN §1.5).
 //!
 //! # Fault profiles
 //!
@@ -74,15 +133,40 @@
 //!
 //! # Bugs it found
 //!
-//! Each is now a regression test (a minimal core-level reproduction plus the seed that
-//! found it):
+//! Each is now a regression test: the schedules (seeds) that found it, and where the
+//! rule broken is in a core, a minimal core-level reproduction. The tests of C and D
+//! also check that their schedules still reach the bug (C fails under
+//! `Bugs::abort_unjournaled`, the old rule; D's restart finishes such a transaction),
+//! since any change to the model reshuffles what a seed does.
 //!
-//! - [`regression_failed_journal_write_must_not_lose_the_cluster_id`] (`tcp` seed 1144,
+//! Found by this concurrent model:
+//!
+//! - C, `regression_c_a_checkpoint_must_not_resurrect_a_failed_decision` (`tcp` seed
+//!   12567 with `TPC_SIM_STEPS=60`; with the default length first found as seed
+//!   1002782, now 1003625, the model's schedules having changed): when the journal
+//!   write of a decision failed cleanly, `coordinator.rs` aborted in memory and sent
+//!   ABORT unjournaled, but a checkpoint computed since `core.decide` could already hold
+//!   the COMMIT, and its rewrite could succeed: after a leader restart, the followers
+//!   that had not ACKed the ABORT got COMMIT (followers diverged; the client had been
+//!   told "not applied"). Fixed in `Coordinator::transaction`: the ABORT is journaled
+//!   (under the core mutex, so after any such checkpoint) before it is sent, and the
+//!   leader stops if that fails too.
+//! - D, `regression_d_recovery_must_finish_a_decision_with_nobody_to_tell` (`tcp` seed
+//!   10351 with `TPC_SIM_STEPS=40`; with the default length first found as seed
+//!   1003500, now 1000740): a transaction decided with an empty follower set (every
+//!   PREPARE not sent) journals `[decide, done]` in one write; a crash that kept only
+//!   the `decide` line left `LeaderCore::recover` with a decided transaction awaiting
+//!   nobody, unfinished forever. Fixed in `LeaderCore::recover`: such a transaction is
+//!   finished (removed, and a `done` record persisted).
+//!
+//! Found by the sequential model that came before this one:
+//!
+//! - `regression_failed_journal_write_must_not_lose_the_cluster_id` (`tcp` seed 1144,
 //!   `hostile` seed 110): a failed journal write of the batch that adopted the cluster
 //!   id left the core believing the id durable; after a crash the follower refused the
 //!   leader for good, with a prepared transaction locked. Fixed by
 //!   `FollowerCore::journal_failed`.
-//! - [`regression_decided_abort_must_survive_a_restart`] (`amnesia` seed 1483): an ABORT
+//! - `regression_decided_abort_must_survive_a_restart` (`amnesia` seed 1483): an ABORT
 //!   vote given without journaling anything, and the ABORT decision that followed, were
 //!   not journaled, so after a restart a late PREPARE of that transaction took a lock
 //!   nobody would release. Fixed: such a decision is journaled as a marker.
@@ -90,10 +174,13 @@
 //! # What is not simulated
 //!
 //! The tokio/tonic code of the runtimes (tasks, channels, gRPC, the journal and kvstore
-//! files, checkpoint triggers, reconnect backoff, the leader's `Get` retry loop) is not
-//! run; its rules are mirrored in the driver here. Legacy (id-less) messages and cluster
-//! mix-ups are not generated: there is one cluster and one leader lineage. Time is
-//! logical: timeouts are adversary moves, not clocks.
+//! files, reconnect backoff and probes, the leader's `Get` retry loop) is not run; its
+//! rules are mirrored in the driver here. Legacy (id-less) messages, `StreamClosed`
+//! commands (which only matter to legacy messages, and otherwise only end a batch early,
+//! which the adversary does anyway) and cluster mix-ups are not generated: there is one
+//! cluster and one leader lineage. Time is logical: timeouts are adversary moves, not
+//! clocks. A resumed task (a transaction whose journal write is durable) runs at once,
+//! with crash points where the runtime has them.
 //!
 //! # Reproducing a failure
 //!
@@ -101,16 +188,21 @@
 //! alone, with the whole event log:
 //!
 //! ```text
-//! TPC_SIM_PROFILE=hostile TPC_SIM_SEED=1234 cargo test --lib simulation::replay_one_seed -- --ignored --nocapture
+//! TPC_SIM_PROFILE=hostile TPC_SIM_SEED=1234 cargo test --lib simulation::tests::replay_one_seed -- --ignored --nocapture
 //! ```
 //!
-//! Long soak, reporting every distinct
-//! failure with its first seed (`TPC_SIM_PROFILE` picks one profile, `TPC_SIM_FIRST`
-//! the first seed, `TPC_SIM_STEPS` the schedule length):
+//! Long soak, reporting every distinct failure with its first seed (`TPC_SIM_SEEDS`
+//! schedules per profile, default 20,000; `TPC_SIM_PROFILE` picks one profile,
+//! `TPC_SIM_FIRST` the first seed, `TPC_SIM_STEPS` the schedule length, short ones
+//! find short reproductions). On two cores, 20,000 schedules of 400 steps take about 30 s per profile:
 //!
 //! ```text
-//! TPC_SIM_SEEDS=200000 cargo test --release --lib simulation::soak -- --ignored --nocapture
+//! TPC_SIM_SEEDS=20000 cargo test --release --lib simulation::tests::soak -- --ignored --nocapture
 //! ```
+
+mod checks;
+mod follower;
+mod leader;
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::time::Instant;
@@ -131,13 +223,15 @@ const FOLLOWERS: usize = 3;
 const KEYS: [&str; 3] = ["a", "b", "c"];
 const CLUSTER: &str = "sim-cluster";
 /// Steps per schedule in the default test.
-const STEPS: usize = 300;
+const STEPS: usize = 400;
 /// How many recent events a failure report shows.
-const REPORT_EVENTS: usize = 50;
-/// Client writes queued at the leader at most.
-const MAX_QUEUED_WRITES: usize = 3;
+const REPORT_EVENTS: usize = 80;
+/// Client writes under way or queued at the leader at most.
+const MAX_WRITES_IN_FLIGHT: usize = 5;
 /// Messages remembered per follower for replays.
 const REPLAY_POOL: usize = 64;
+/// What a key file holds after a crash tore an unsynced write of it.
+const TORN: &str = "<torn file>";
 
 fn name(f: usize) -> String {
     format!("f{f}")
@@ -184,6 +278,15 @@ struct Bugs {
     reads_ignore_locks: bool,
     /// The leader counts a missing vote as COMMIT.
     commit_without_votes: bool,
+    /// The follower's batches ignore `Batch::must_precede`: a late PREPARE is handled
+    /// in the same batch as the decision that settles it.
+    ignore_must_precede: bool,
+    /// A restarted follower does not re-apply the decided writes its journal holds (as
+    /// if the store's unsynced changes were durable).
+    replay_skips_applies: bool,
+    /// Bug C as it was: after a clean failure of a decision's journal write, the leader
+    /// decides ABORT in memory only and sends it at once.
+    abort_unjournaled: bool,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -206,7 +309,7 @@ impl Config {
 /// An invariant that did not hold.
 #[derive(Debug)]
 struct Failure {
-    /// Which invariant (1..=5) or "model" for a driver error.
+    /// Which invariant (1..=5).
     invariant: &'static str,
     detail: String,
 }
@@ -222,6 +325,20 @@ struct Stats {
     unavailable_reads: usize,
     crashes: usize,
     replays: usize,
+    /// Transactions begun while another (on another key) was under way.
+    overlapping: usize,
+    /// Writes that queued behind a transaction on their key.
+    queued: usize,
+    /// Batches carried out by followers, and the messages in those of two or more.
+    batches: usize,
+    batched: usize,
+    max_batch: usize,
+    /// Journal writes that failed (leader and followers).
+    journal_failures: usize,
+    /// Unsynced store changes a follower crash undid (or tore).
+    lost_applies: usize,
+    /// Decided transactions awaiting nobody that a leader restart finished (bug D).
+    finished_on_recovery: usize,
 }
 
 impl Stats {
@@ -235,31 +352,47 @@ impl Stats {
         self.unavailable_reads += o.unavailable_reads;
         self.crashes += o.crashes;
         self.replays += o.replays;
+        self.overlapping += o.overlapping;
+        self.queued += o.queued;
+        self.batches += o.batches;
+        self.batched += o.batched;
+        self.max_batch = self.max_batch.max(o.max_batch);
+        self.journal_failures += o.journal_failures;
+        self.lost_applies += o.lost_applies;
+        self.finished_on_recovery += o.finished_on_recovery;
     }
+}
+
+/// How a journal write fails.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fault {
+    /// The write fails and the file is as it was (disk full): the node goes on.
+    Clean,
+    /// The fsync fails: what reached the file is unknown, and the node stops.
+    Broken,
 }
 
 /// One connection between the leader and a follower.
 #[derive(Debug)]
 struct Stream {
     follower: usize,
+    /// Sent by the leader, not yet handled by the follower (in the transport, or read
+    /// by the follower's stream task and queued for its state owner).
     to_follower: VecDeque<LeaderMessage>,
     /// Replies, with the transaction id they carry on the wire.
     to_leader: VecDeque<(String, Reply)>,
     /// The leader's link still reads this stream.
     leader_open: bool,
-    /// The follower process that accepted it is alive and has not ended it.
+    /// The follower still answers on it: its process is alive and has not ended it.
     follower_open: bool,
 }
 
 impl Stream {
-    fn deliverable_to_follower(&self) -> bool {
-        self.follower_open && !self.to_follower.is_empty()
-    }
     fn deliverable_to_leader(&self) -> bool {
         self.leader_open && (!self.to_leader.is_empty() || !self.follower_open)
     }
     fn finished(&self) -> bool {
-        !self.leader_open && !self.deliverable_to_follower()
+        !self.leader_open && self.to_follower.is_empty()
     }
 }
 
@@ -267,12 +400,21 @@ struct FollowerNode {
     /// `None` while crashed.
     core: Option<FollowerCore>,
     journal: Vec<FollowerRecord>,
+    /// The key files as readers see them (unsynced changes included).
     kv: BTreeMap<String, String>,
+    /// Per key changed since the last store sync: the values it had since then, the
+    /// synced one first. A crash leaves any of them, or the current one, in the file.
+    unsynced: BTreeMap<String, Vec<Option<String>>>,
     incarnation: u64,
     partitioned: bool,
-    disk_fault: bool,
+    /// The next journal write fails.
+    disk_fault: Option<Fault>,
+    /// The next store write fails (after a prefix of its changes).
+    store_fault: bool,
     /// Messages sent to this follower, with the incarnation they were sent to.
     sent: VecDeque<(u64, LeaderMessage)>,
+    /// Old messages the adversary injects (their replies go nowhere).
+    replays: VecDeque<LeaderMessage>,
 }
 
 struct Outstanding {
@@ -282,23 +424,68 @@ struct Outstanding {
 
 #[derive(Default)]
 struct Link {
+    /// Decisions not yet ACKed, in the order they were decided.
     pending: VecDeque<LeaderMessage>,
     stream: Option<u64>,
     outstanding: VecDeque<Outstanding>,
 }
 
-struct Voting {
-    txid: TxId,
+/// Where a transaction of the coordinator is.
+enum Stage {
+    /// `begin` handed to the journal, not yet durable.
+    Begin,
+    /// PREPAREs sent; one slot per follower, filled as answers come.
+    Voting(Vec<Option<VoteResult>>),
+    /// The decision handed to the journal, not yet durable.
+    Deciding {
+        outcome: Outcome,
+        sent_to: Vec<usize>,
+        /// This is the ABORT journaled after the decision's write failed cleanly.
+        again: bool,
+    },
+}
+
+/// A transaction under way (`Coordinator::transaction`).
+struct Txn {
     op: usize,
-    votes: Vec<Option<VoteResult>>,
+    key: String,
+    body: Op,
+    stage: Stage,
+}
+
+/// A job handed to the group-commit journal.
+enum Job {
+    /// A synced append (`GroupJournal::append`).
+    Append {
+        records: Vec<LeaderRecord>,
+        /// The transaction waiting for it to be durable.
+        waiter: TxId,
+    },
+    Rewrite(Vec<LeaderRecord>),
 }
 
 struct LeaderNode {
     core: LeaderCore,
     links: Vec<Link>,
+    /// ACKs reported by the links, not yet handled by the ACK task.
     acks: VecDeque<(usize, String)>,
-    voting: Option<Voting>,
-    queue: VecDeque<usize>,
+    /// Transactions under way, at most one per key.
+    txns: BTreeMap<TxId, Txn>,
+    /// `busy_keys`: the keys with a transaction under way, and the writes queued behind it.
+    busy: BTreeMap<String, VecDeque<usize>>,
+    /// Jobs handed to the journal, not yet carried out by its thread.
+    jobs: VecDeque<Job>,
+    /// A checkpoint is under way.
+    checkpointing: bool,
+    /// `unwritten_done`: `done` records not written yet; the next `begin` append takes
+    /// them, a checkpoint handed in drops them, a crash loses them.
+    unwritten_done: Vec<LeaderRecord>,
+}
+
+impl LeaderNode {
+    fn writes_in_flight(&self) -> usize {
+        self.txns.len() + self.busy.values().map(VecDeque::len).sum::<usize>()
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -322,8 +509,10 @@ struct ClientOp {
 
 #[derive(Clone, Copy, Debug)]
 enum Action {
-    DeliverToFollower(u64),
+    FollowerRun(usize),
     DeliverToLeader(u64),
+    LeaderJournal,
+    LeaderAcks,
     Drop(u64),
     Duplicate(u64),
     Replay(usize),
@@ -337,7 +526,8 @@ enum Action {
     CrashLeader,
     RestartLeader,
     DiskFault(Option<usize>),
-    Checkpoint(Option<usize>),
+    StoreFault(usize),
+    Checkpoint(usize),
     Write,
     Read,
 }
@@ -356,7 +546,7 @@ struct Sim {
     leader_journal: Vec<LeaderRecord>,
     /// Length of the leader journal known to be fsynced.
     leader_synced: usize,
-    leader_disk_fault: bool,
+    leader_disk_fault: Option<Fault>,
     streams: BTreeMap<u64, Stream>,
     next_stream: u64,
     ops: Vec<ClientOp>,
@@ -375,10 +565,13 @@ impl Sim {
                 core: Some(FollowerCore::new(false)),
                 journal: Vec::new(),
                 kv: BTreeMap::new(),
+                unsynced: BTreeMap::new(),
                 incarnation: 0,
                 partitioned: false,
-                disk_fault: false,
+                disk_fault: None,
+                store_fault: false,
                 sent: VecDeque::new(),
+                replays: VecDeque::new(),
             })
             .collect();
         let mut sim = Sim {
@@ -392,7 +585,7 @@ impl Sim {
             leader: None,
             leader_journal: Vec::new(),
             leader_synced: 0,
-            leader_disk_fault: false,
+            leader_disk_fault: None,
             streams: BTreeMap::new(),
             next_stream: 1,
             ops: Vec::new(),
@@ -426,8 +619,17 @@ impl Sim {
         self.clock
     }
 
+    /// A fault or crash point: never while healing.
     fn chance(&mut self, one_in: u32) -> bool {
         !self.healing && self.rng.random_ratio(1, one_in)
+    }
+
+    fn fault_kind(&mut self) -> Fault {
+        if self.rng.random_ratio(2, 3) {
+            Fault::Clean
+        } else {
+            Fault::Broken
+        }
     }
 
     fn reachable(&self, f: usize) -> bool {
@@ -441,9 +643,7 @@ impl Sim {
             self.step = step;
             let action = self.choose();
             self.perform(action)?;
-            self.leader_pump()?;
-            self.check_agreement()?;
-            self.streams.retain(|_, s| !s.finished());
+            self.after_step()?;
         }
         self.step = self.cfg.steps + 1;
         self.heal()?;
@@ -452,13 +652,20 @@ impl Sim {
         Ok(self.stats)
     }
 
+    /// What follows every move: the coordinator decides what it can, the invariants that
+    /// hold at all times are checked, and finished streams are forgotten.
+    fn after_step(&mut self) -> Checked {
+        self.leader_pump();
+        self.check_agreement()?;
+        self.check_idempotence()?;
+        self.streams.retain(|_, s| !s.finished());
+        Ok(())
+    }
+
     fn choose(&mut self) -> Action {
         let mut options: Vec<(u32, Action)> = Vec::new();
         let hostile = self.cfg.profile.message_faults();
         for (&id, s) in &self.streams {
-            if s.deliverable_to_follower() {
-                options.push((120, Action::DeliverToFollower(id)));
-            }
             if s.deliverable_to_leader() {
                 options.push((120, Action::DeliverToLeader(id)));
             }
@@ -469,6 +676,9 @@ impl Sim {
         }
         for f in 0..FOLLOWERS {
             let up = self.followers[f].core.is_some();
+            if up && self.inbox_len(f) > 0 {
+                options.push((150, Action::FollowerRun(f)));
+            }
             if hostile && up && !self.followers[f].sent.is_empty() {
                 options.push((4, Action::Replay(f)));
             }
@@ -476,8 +686,9 @@ impl Sim {
             options.push((if partitioned { 20 } else { 1 }, Action::Partition(f)));
             if up {
                 options.push((2, Action::CrashFollower(f)));
-                options.push((2, Action::Checkpoint(Some(f))));
+                options.push((3, Action::Checkpoint(f)));
                 options.push((1, Action::DiskFault(Some(f))));
+                options.push((1, Action::StoreFault(f)));
             } else {
                 options.push((40, Action::RestartFollower(f)));
             }
@@ -497,12 +708,20 @@ impl Sim {
             Some(leader) => {
                 options.push((2, Action::CrashLeader));
                 options.push((1, Action::DiskFault(None)));
-                if leader.voting.is_none() {
-                    options.push((2, Action::Checkpoint(None)));
-                } else {
+                if !leader.jobs.is_empty() {
+                    options.push((100, Action::LeaderJournal));
+                }
+                if !leader.acks.is_empty() {
+                    options.push((60, Action::LeaderAcks));
+                }
+                if leader
+                    .txns
+                    .values()
+                    .any(|t| matches!(t.stage, Stage::Voting(_)))
+                {
                     options.push((3, Action::TimeoutVote));
                 }
-                if leader.queue.len() < MAX_QUEUED_WRITES {
+                if leader.writes_in_flight() < MAX_WRITES_IN_FLIGHT {
                     options.push((30, Action::Write));
                 }
             }
@@ -522,14 +741,16 @@ impl Sim {
 
     fn perform(&mut self, action: Action) -> Checked {
         match action {
-            Action::DeliverToFollower(id) => self.deliver_to_follower(id)?,
+            Action::FollowerRun(f) => self.follower_run(f)?,
             Action::DeliverToLeader(id) => self.deliver_to_leader(id),
+            Action::LeaderJournal => self.leader_journal_run(),
+            Action::LeaderAcks => self.leader_acks(),
             Action::Drop(id) => {
                 let s = self.streams.get_mut(&id).expect("chosen stream exists");
                 let to_follower = !s.to_follower.is_empty()
                     && (s.to_leader.is_empty() || self.rng.random_bool(0.5));
                 if to_follower {
-                    let m = s.to_follower.pop_front();
+                    let m = s.to_follower.pop_front().map(|m| brief(&m));
                     self.log(|| format!("drop s{id} -> follower {m:?}"));
                 } else {
                     let m = s.to_leader.pop_front();
@@ -549,7 +770,7 @@ impl Sim {
                 }
                 self.log(|| format!("duplicate front of s{id} (to follower: {to_follower})"));
             }
-            Action::Replay(f) => self.replay(f)?,
+            Action::Replay(f) => self.replay(f),
             Action::Cut(f) => {
                 self.log(|| format!("cut stream of link {f}"));
                 self.link_reset(f);
@@ -558,27 +779,7 @@ impl Sim {
                 self.log(|| format!("timeout on link {f}"));
                 self.link_reset(f);
             }
-            Action::TimeoutVote => {
-                let Some(leader) = &self.leader else {
-                    return Ok(());
-                };
-                let Some(voting) = &leader.voting else {
-                    return Ok(());
-                };
-                let txid = voting.txid.to_string();
-                let waiting: Vec<usize> = (0..FOLLOWERS)
-                    .filter(|&f| {
-                        leader.links[f]
-                            .outstanding
-                            .iter()
-                            .any(|o| o.vote && o.txid == txid)
-                    })
-                    .collect();
-                self.log(|| format!("vote {txid} times out on links {waiting:?}"));
-                for f in waiting {
-                    self.link_reset(f);
-                }
-            }
+            Action::TimeoutVote => self.timeout_vote(),
             Action::Reconnect(f) => {
                 self.log(|| format!("link {f} reconnects"));
                 self.open_stream(f, None);
@@ -593,570 +794,24 @@ impl Sim {
             Action::CrashLeader => self.crash_leader("adversary"),
             Action::RestartLeader => self.restart_leader(),
             Action::DiskFault(Some(f)) => {
-                self.followers[f].disk_fault = true;
-                self.log(|| format!("follower {f}: next journal write fails"));
+                let fault = self.fault_kind();
+                self.followers[f].disk_fault = Some(fault);
+                self.log(|| format!("follower {f}: next journal write fails ({fault:?})"));
             }
             Action::DiskFault(None) => {
-                self.leader_disk_fault = true;
-                self.log(|| "leader: next journal write fails".into());
+                let fault = self.fault_kind();
+                self.leader_disk_fault = Some(fault);
+                self.log(|| format!("leader: next journal write fails ({fault:?})"));
             }
-            Action::Checkpoint(Some(f)) => {
-                let node = &mut self.followers[f];
-                let core = node.core.as_ref().expect("checkpoint of an up follower");
-                node.journal = core.live_records();
-                let n = node.journal.len();
-                self.log(|| format!("follower {f} checkpoints: {n} records"));
+            Action::StoreFault(f) => {
+                self.followers[f].store_fault = true;
+                self.log(|| format!("follower {f}: next store write fails"));
             }
-            Action::Checkpoint(None) => {
-                let leader = self.leader.as_ref().expect("checkpoint of an up leader");
-                self.leader_journal = leader.core.live_records();
-                self.leader_synced = self.leader_journal.len();
-                let n = self.leader_synced;
-                self.log(|| format!("leader checkpoints: {n} records"));
-            }
+            Action::Checkpoint(f) => self.checkpoint_follower(f),
             Action::Write => self.client_write(),
             Action::Read => self.client_read(),
         }
         Ok(())
-    }
-
-    // ---------------------------------------------------------------- followers
-
-    fn deliver_to_follower(&mut self, id: u64) -> Checked {
-        let s = self.streams.get_mut(&id).expect("chosen stream exists");
-        let msg = s.to_follower.pop_front().expect("deliverable");
-        let f = s.follower;
-        self.stats.delivered += 1;
-        self.follower_handle(f, Some(id), msg)
-    }
-
-    /// A message sent to `f` earlier, delivered again now (its reply is lost).
-    fn replay(&mut self, f: usize) -> Checked {
-        let incarnation = self.followers[f].incarnation;
-        let across = self.cfg.profile == Profile::Amnesia;
-        let candidates: Vec<usize> = self.followers[f]
-            .sent
-            .iter()
-            .enumerate()
-            .filter(|(_, (inc, _))| across || *inc == incarnation)
-            .map(|(i, _)| i)
-            .collect();
-        if candidates.is_empty() {
-            return Ok(());
-        }
-        let pick = candidates[self.rng.random_range(0..candidates.len())];
-        let msg = self.followers[f].sent[pick].1.clone();
-        self.stats.replays += 1;
-        self.log(|| format!("replay to follower {f}: {}", brief(&msg)));
-        self.follower_handle(f, None, msg)
-    }
-
-    /// The follower runtime: `core.handle` and `carry_out`, with crash and disk faults.
-    /// `stream` is `None` for a replay whose reply goes nowhere.
-    fn follower_handle(&mut self, f: usize, stream: Option<u64>, msg: LeaderMessage) -> Checked {
-        let Some(core) = self.followers[f].core.as_mut() else {
-            return Ok(());
-        };
-        let txid = msg.txid.clone();
-        let is_prepare = matches!(msg.body, Body::Prepare { .. });
-        let is_decision = matches!(msg.body, Body::Decide(_));
-        let description = brief(&msg);
-        let stream_id = stream.unwrap_or(u64::MAX);
-        let mut effects = core.handle(stream_id, msg);
-        if self.cfg.bugs.skip_prepare_persist {
-            effects.retain(|e| !matches!(e, Effect::Persist(FollowerRecord::Prepare { .. })));
-        }
-        let via = stream.map_or("replay".to_string(), |id| format!("s{id}"));
-        self.log(|| format!("follower {f} <- {via} {description}: {effects:?}"));
-        let crash_at = if self.chance(150) {
-            Some(self.rng.random_range(0..effects.len()))
-        } else {
-            None
-        };
-        let mut completed = true;
-        let mut reply: Option<Reply> = None;
-        let mut i = 0;
-        while i < effects.len() {
-            if crash_at == Some(i) {
-                self.log(|| format!("follower {f} crashes before effect {i}"));
-                self.crash_follower(f);
-                return Ok(());
-            }
-            let node = &mut self.followers[f];
-            let core = node.core.as_mut().expect("up");
-            match &effects[i] {
-                Effect::Persist(_) => {
-                    let batch_end = effects[i..]
-                        .iter()
-                        .position(|e| !matches!(e, Effect::Persist(_)))
-                        .map_or(effects.len(), |p| i + p);
-                    if std::mem::take(&mut node.disk_fault) {
-                        let prepared = effects[i..batch_end].iter().find_map(|e| match e {
-                            Effect::Persist(FollowerRecord::Prepare { txid, .. }) => {
-                                Some(txid.clone())
-                            }
-                            _ => None,
-                        });
-                        completed = false;
-                        match prepared {
-                            Some(t) => {
-                                reply = Some(core.prepare_failed(&t));
-                                self.log(|| {
-                                    format!("follower {f}: journal write failed: vote ABORT")
-                                });
-                            }
-                            None => {
-                                core.journal_failed();
-                                self.log(|| {
-                                    format!("follower {f}: journal write failed: stream ends")
-                                });
-                                if let Some(s) = stream.and_then(|id| self.streams.get_mut(&id)) {
-                                    s.follower_open = false;
-                                    s.to_follower.clear();
-                                }
-                            }
-                        }
-                        break;
-                    }
-                    // Record by record, so a crash inside the batch keeps a prefix (a torn
-                    // tail is dropped on start).
-                    if let Effect::Persist(record) = &effects[i] {
-                        node.journal.push(record.clone());
-                    }
-                }
-                Effect::Apply { key, op } => match op {
-                    Op::Put(v) => {
-                        node.kv.insert(key.clone(), v.clone());
-                    }
-                    Op::Delete => {
-                        node.kv.remove(key);
-                    }
-                },
-                Effect::Finish { txid, outcome } => {
-                    core.finish(txid, *outcome);
-                }
-                Effect::Reply(r) => reply = Some(r.clone()),
-                Effect::Refuse(why) => {
-                    completed = false;
-                    let why = why.clone();
-                    self.log(|| format!("follower {f} refuses the leader: {why}"));
-                    if let Some(s) = stream.and_then(|id| self.streams.get_mut(&id)) {
-                        s.follower_open = false;
-                        s.to_follower.clear();
-                    }
-                    break;
-                }
-            }
-            i += 1;
-        }
-        if let (Some(r), Some(s)) = (reply, stream.and_then(|id| self.streams.get_mut(&id))) {
-            if s.leader_open {
-                s.to_leader.push_back((txid.clone(), r));
-            }
-        }
-        if completed && is_decision {
-            self.told[f].insert(txid.clone());
-        }
-        // Invariant 5: a PREPARE of a transaction this follower already saw decided
-        // takes no lock.
-        if is_prepare && self.told[f].contains(&txid) {
-            let core = self.followers[f].core.as_ref().expect("up");
-            if core.prepared().contains_key(&txid) {
-                return Err(self.fail(
-                    "5",
-                    format!(
-                        "follower {f} handled the decision of {txid} earlier, yet a late PREPARE \
-                         of it left it prepared (locking {:?}); prepared now: {:?}",
-                        core.prepared()[&txid].key,
-                        core.prepared()
-                    ),
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    fn crash_follower(&mut self, f: usize) {
-        self.stats.crashes += 1;
-        let node = &mut self.followers[f];
-        node.core = None;
-        node.disk_fault = false;
-        for s in self.streams.values_mut().filter(|s| s.follower == f) {
-            s.follower_open = false;
-            s.to_follower.clear();
-        }
-        self.log(|| format!("follower {f} crashes"));
-    }
-
-    fn restart_follower(&mut self, f: usize) {
-        let node = &mut self.followers[f];
-        let mut core = FollowerCore::new(!node.kv.is_empty());
-        for record in node.journal.clone() {
-            for effect in core.replay(record) {
-                match effect {
-                    Effect::Apply { key, op } => match op {
-                        Op::Put(v) => {
-                            node.kv.insert(key, v);
-                        }
-                        Op::Delete => {
-                            node.kv.remove(&key);
-                        }
-                    },
-                    Effect::Finish { txid, outcome } => {
-                        core.finish(&txid, outcome);
-                    }
-                    _ => {}
-                }
-            }
-        }
-        let prepared = core.prepared().len();
-        node.core = Some(core);
-        node.incarnation += 1;
-        let records = node.journal.len();
-        self.log(|| {
-            format!("follower {f} restarts: {records} records replayed, {prepared} prepared")
-        });
-    }
-
-    // ---------------------------------------------------------------- leader links
-
-    /// Opens a stream on link `f`: the pending decisions first, then `extra`.
-    fn open_stream(&mut self, f: usize, extra: Option<LeaderMessage>) {
-        let id = self.next_stream;
-        self.next_stream += 1;
-        self.streams.insert(
-            id,
-            Stream {
-                follower: f,
-                to_follower: VecDeque::new(),
-                to_leader: VecDeque::new(),
-                leader_open: true,
-                follower_open: true,
-            },
-        );
-        let leader = self.leader.as_mut().expect("links belong to an up leader");
-        let link = &mut leader.links[f];
-        link.stream = Some(id);
-        link.outstanding.clear();
-        let decisions: Vec<LeaderMessage> = link.pending.iter().cloned().collect();
-        self.log(|| {
-            format!(
-                "link {f} opens s{id} with {} pending decisions",
-                decisions.len()
-            )
-        });
-        for m in decisions {
-            self.link_send(f, m, false);
-        }
-        if let Some(m) = extra {
-            self.link_send(f, m, true);
-        }
-    }
-
-    fn link_send(&mut self, f: usize, msg: LeaderMessage, vote: bool) {
-        let leader = self.leader.as_mut().expect("up");
-        let link = &mut leader.links[f];
-        let id = link.stream.expect("a stream is open");
-        link.outstanding.push_back(Outstanding {
-            txid: msg.txid.clone(),
-            vote,
-        });
-        let node = &mut self.followers[f];
-        node.sent.push_back((node.incarnation, msg.clone()));
-        if node.sent.len() > REPLAY_POOL {
-            node.sent.pop_front();
-        }
-        let s = self.streams.get_mut(&id).expect("open stream exists");
-        // A follower that ended the stream reads no more of it.
-        if s.follower_open {
-            s.to_follower.push_back(msg);
-        }
-    }
-
-    /// `Link::prepare`: `Some` if the answer is known at once (not sent).
-    fn link_prepare(&mut self, f: usize, msg: LeaderMessage) -> Option<VoteResult> {
-        let has_stream = self.leader.as_ref().expect("up").links[f].stream.is_some();
-        if has_stream {
-            self.link_send(f, msg, true);
-            return None;
-        }
-        if self.reachable(f) && (self.healing || self.rng.random_bool(0.9)) {
-            self.open_stream(f, Some(msg));
-            None
-        } else {
-            self.log(|| format!("link {f}: not connected, PREPARE not sent"));
-            Some(VoteResult::NotSent("unreachable".into()))
-        }
-    }
-
-    /// `Link::decide`: pending until ACKed; sent now if a stream is open.
-    fn link_decide(&mut self, f: usize, msg: LeaderMessage) {
-        let link = &mut self.leader.as_mut().expect("up").links[f];
-        link.pending.push_back(msg.clone());
-        if link.stream.is_some() {
-            self.link_send(f, msg, false);
-        }
-    }
-
-    /// `LinkTask::reset`: the stream is dropped, unanswered votes count as no answer.
-    fn link_reset(&mut self, f: usize) {
-        let Some(leader) = self.leader.as_mut() else {
-            return;
-        };
-        let link = &mut leader.links[f];
-        let Some(id) = link.stream.take() else {
-            return;
-        };
-        let outstanding = std::mem::take(&mut link.outstanding);
-        if let Some(s) = self.streams.get_mut(&id) {
-            s.leader_open = false;
-            s.to_leader.clear();
-        }
-        if let Some(voting) = leader.voting.as_mut() {
-            let txid = voting.txid.to_string();
-            if outstanding.iter().any(|o| o.vote && o.txid == txid) {
-                voting.votes[f] = Some(VoteResult::NoAnswer("stream ended".into()));
-            }
-        }
-        self.log(|| format!("link {f} drops s{id}"));
-    }
-
-    fn deliver_to_leader(&mut self, id: u64) {
-        let s = self.streams.get_mut(&id).expect("chosen stream exists");
-        let f = s.follower;
-        let Some((txid, reply)) = s.to_leader.pop_front() else {
-            self.log(|| format!("link {f}: s{id} ended by the follower"));
-            self.link_reset(f);
-            return;
-        };
-        self.stats.delivered += 1;
-        let leader = self
-            .leader
-            .as_mut()
-            .expect("open stream means an up leader");
-        let link = &mut leader.links[f];
-        debug_assert_eq!(link.stream, Some(id));
-        // Matched by id and kind (link.rs): a duplicated vote answers no decision.
-        let is_vote = matches!(reply, Reply::Vote(_));
-        let Some(pos) = link
-            .outstanding
-            .iter()
-            .position(|o| o.txid == txid && o.vote == is_vote)
-        else {
-            self.log(|| format!("link {f}: reply {reply:?} to {txid} matches nothing; ignored"));
-            return;
-        };
-        let entry = link.outstanding.remove(pos).expect("found");
-        if entry.vote {
-            let vote = match reply {
-                Reply::Vote(o) => o,
-                Reply::Ack => Outcome::Abort,
-            };
-            if let Some(voting) = leader.voting.as_mut() {
-                if voting.txid.to_string() == txid {
-                    voting.votes[f] = Some(VoteResult::Vote(vote));
-                }
-            }
-            self.log(|| format!("link {f}: vote {vote:?} for {txid}"));
-        } else if reply != Reply::Ack {
-            self.log(|| format!("link {f}: decision {txid} answered {reply:?}; reset"));
-            self.link_reset(f);
-        } else {
-            link.pending.retain(|m| m.txid != txid);
-            leader.acks.push_back((f, txid.clone()));
-            self.log(|| format!("link {f}: ACK {txid}"));
-        }
-    }
-
-    // ---------------------------------------------------------------- the coordinator
-
-    fn leader_pump(&mut self) -> Checked {
-        loop {
-            let Some(leader) = self.leader.as_mut() else {
-                return Ok(());
-            };
-            if let Some(voting) = &leader.voting {
-                if voting.votes.iter().all(Option::is_some) {
-                    self.decide();
-                    continue;
-                }
-                return Ok(());
-            }
-            while let Some((f, txid)) = leader.acks.pop_front() {
-                let txid: TxId = txid.parse().expect("our ids parse");
-                if let Some(done) = leader.core.acked(txid, &name(f)) {
-                    // Unsynced append: a crash may lose it.
-                    self.leader_journal.push(done);
-                }
-            }
-            let Some(op) = leader.queue.pop_front() else {
-                return Ok(());
-            };
-            self.begin_write(op);
-        }
-    }
-
-    fn begin_write(&mut self, op: usize) {
-        let key = self.ops[op].key.clone();
-        let body_op = match &self.ops[op].kind {
-            OpKind::Put(v) => Op::Put(v.clone()),
-            OpKind::Delete => Op::Delete,
-            OpKind::Get(_) => unreachable!("reads are not queued"),
-        };
-        let leader = self.leader.as_mut().expect("up");
-        let followers: Vec<String> = (0..FOLLOWERS).map(name).collect();
-        let (txid, begin) = leader.core.begin(&key, followers);
-        if std::mem::take(&mut self.leader_disk_fault) {
-            leader.core.forget(txid);
-            self.ops[op].status = Status::Failed;
-            self.ops[op].ret = Some(self.tick());
-            self.log(|| format!("leader: begin {txid} not journaled; write refused"));
-            return;
-        }
-        self.leader_journal.push(begin);
-        self.leader_synced = self.leader_journal.len();
-        self.ops[op].txid = Some(txid);
-        self.log(|| format!("leader: begin {txid} {key:?} {body_op:?}"));
-        if self.chance(100) {
-            self.crash_leader("after begin journaled");
-            return;
-        }
-        let mut votes = Vec::with_capacity(FOLLOWERS);
-        for f in 0..FOLLOWERS {
-            let leader = self.leader.as_ref().expect("up");
-            let msg = leader.core.message(
-                txid,
-                Body::Prepare {
-                    key: key.clone(),
-                    op: body_op.clone(),
-                },
-                &name(f),
-            );
-            votes.push(self.link_prepare(f, msg));
-        }
-        self.leader.as_mut().expect("up").voting = Some(Voting { txid, op, votes });
-    }
-
-    fn decide(&mut self) {
-        let leader = self.leader.as_mut().expect("up");
-        let voting = leader.voting.take().expect("voting");
-        let bugs = self.cfg.bugs;
-        let yes = |v: &VoteResult| {
-            *v == VoteResult::Vote(Outcome::Commit)
-                || (bugs.commit_without_votes && matches!(v, VoteResult::NoAnswer(_)))
-        };
-        let votes: Vec<VoteResult> = voting.votes.into_iter().map(Option::unwrap).collect();
-        let outcome = if votes.iter().all(yes) {
-            Outcome::Commit
-        } else {
-            Outcome::Abort
-        };
-        let sent_to: Vec<String> = (0..FOLLOWERS)
-            .filter(|&f| {
-                if bugs.decide_only_voters {
-                    matches!(votes[f], VoteResult::Vote(_))
-                } else {
-                    votes[f].was_sent()
-                }
-            })
-            .map(name)
-            .collect();
-        let txid = voting.txid;
-        let records = leader.core.decide(txid, outcome, sent_to.clone());
-        if std::mem::take(&mut self.leader_disk_fault) {
-            // `Coordinator::write` returns the error: the leader process stops.
-            self.log(|| format!("leader: decision of {txid} not journaled; leader stops"));
-            self.leader
-                .as_mut()
-                .expect("up")
-                .queue
-                .push_front(voting.op);
-            self.crash_leader("decision not journaled");
-            return;
-        }
-        self.leader_journal.extend(records);
-        self.leader_synced = self.leader_journal.len();
-        self.log(|| format!("leader: {txid} decided {outcome:?}; votes {votes:?}"));
-        if self.chance(100) {
-            // The voting op is marked unknown by the crash.
-            self.leader
-                .as_mut()
-                .expect("up")
-                .queue
-                .push_front(voting.op);
-            self.crash_leader("after decision journaled");
-            return;
-        }
-        let now = self.tick();
-        let op = &mut self.ops[voting.op];
-        op.ret = Some(now);
-        if outcome == Outcome::Commit {
-            op.status = Status::Ok;
-            self.stats.commits += 1;
-        } else {
-            op.status = Status::Failed;
-            self.stats.aborts += 1;
-        }
-        for f in sent_to.iter().map(|n| index_of(n)) {
-            let leader = self.leader.as_ref().expect("up");
-            let msg = leader.core.message(txid, Body::Decide(outcome), &name(f));
-            self.link_decide(f, msg);
-        }
-    }
-
-    fn crash_leader(&mut self, why: &str) {
-        self.stats.crashes += 1;
-        let Some(leader) = self.leader.take() else {
-            return;
-        };
-        for op in leader.voting.iter().map(|v| v.op).chain(leader.queue) {
-            if self.ops[op].status == Status::Pending {
-                self.ops[op].status = Status::Unknown;
-                self.stats.unknown += 1;
-            }
-        }
-        for s in self.streams.values_mut() {
-            s.leader_open = false;
-            s.to_leader.clear();
-        }
-        let keep = self
-            .rng
-            .random_range(self.leader_synced..=self.leader_journal.len());
-        let lost = self.leader_journal.len() - keep;
-        self.leader_journal.truncate(keep);
-        self.leader_synced = keep;
-        self.leader_disk_fault = false;
-        self.log(|| format!("leader crashes ({why}); {lost} unsynced records lost"));
-    }
-
-    fn restart_leader(&mut self) {
-        let recovery = LeaderCore::recover(self.leader_journal.clone(), || CLUSTER.to_string());
-        self.leader_journal.extend(recovery.persist);
-        self.leader_synced = self.leader_journal.len();
-        let core = recovery.core;
-        self.log(|| {
-            format!(
-                "leader starts: epoch {}, {} unfinished, {} deliveries",
-                core.epoch(),
-                core.txns().len(),
-                recovery.deliveries.len()
-            )
-        });
-        self.leader = Some(LeaderNode {
-            core,
-            links: (0..FOLLOWERS).map(|_| Link::default()).collect(),
-            acks: VecDeque::new(),
-            voting: None,
-            queue: VecDeque::new(),
-        });
-        for d in recovery.deliveries {
-            let f = index_of(&d.follower);
-            let leader = self.leader.as_ref().expect("up");
-            let msg = leader
-                .core
-                .message(d.txid, Body::Decide(d.outcome), &d.follower);
-            self.link_decide(f, msg);
-        }
     }
 
     // ---------------------------------------------------------------- clients
@@ -1179,8 +834,29 @@ impl Sim {
             status: Status::Pending,
             txid: None,
         });
-        let op = self.ops.len() - 1;
-        self.leader.as_mut().expect("up").queue.push_back(op);
+        self.submit(self.ops.len() - 1);
+    }
+
+    /// The client learns the outcome of write `op`.
+    fn answer_client(&mut self, op: usize, status: Status) {
+        let ret = self.tick();
+        let op = &mut self.ops[op];
+        if op.status != Status::Pending {
+            return;
+        }
+        op.status = status;
+        match status {
+            Status::Ok => {
+                op.ret = Some(ret);
+                self.stats.commits += 1;
+            }
+            Status::Failed => {
+                op.ret = Some(ret);
+                self.stats.aborts += 1;
+            }
+            Status::Unknown => self.stats.unknown += 1,
+            Status::Pending => unreachable!("an answer"),
+        }
     }
 
     fn client_read(&mut self) {
@@ -1214,200 +890,6 @@ impl Sim {
             txid: None,
         });
         true
-    }
-
-    // ---------------------------------------------------------------- invariants
-
-    /// Invariant 1: readable copies of a key agree.
-    fn check_agreement(&self) -> Checked {
-        for key in KEYS {
-            let mut first: Option<(usize, Option<&String>)> = None;
-            for (f, node) in self.followers.iter().enumerate() {
-                let Some(core) = &node.core else { continue };
-                if core.check_readable(key).is_err() {
-                    continue;
-                }
-                let value = node.kv.get(key);
-                match first {
-                    None => first = Some((f, value)),
-                    Some((g, other)) if other != value => {
-                        return Err(self.fail(
-                            "1",
-                            format!(
-                                "key {key:?} is readable on follower {g} as {other:?} and on \
-                                 follower {f} as {value:?} at the same time"
-                            ),
-                        ))
-                    }
-                    Some(_) => {}
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Ends the faults and runs until nothing is left to do.
-    fn heal(&mut self) -> Checked {
-        self.healing = true;
-        self.log(|| "heal: faults stop, everything restarts".into());
-        self.leader_disk_fault = false;
-        for f in 0..FOLLOWERS {
-            self.followers[f].partitioned = false;
-            self.followers[f].disk_fault = false;
-            if self.followers[f].core.is_none() {
-                self.restart_follower(f);
-            }
-        }
-        if self.leader.is_none() {
-            self.restart_leader();
-        }
-        for _ in 0..100_000 {
-            self.leader_pump()?;
-            self.check_agreement()?;
-            self.streams.retain(|_, s| !s.finished());
-            let ready: Vec<(u64, bool)> = self
-                .streams
-                .iter()
-                .flat_map(|(&id, s)| {
-                    let mut v = Vec::new();
-                    if s.deliverable_to_follower() {
-                        v.push((id, true));
-                    }
-                    if s.deliverable_to_leader() {
-                        v.push((id, false));
-                    }
-                    v
-                })
-                .collect();
-            if !ready.is_empty() {
-                let (id, to_follower) = ready[self.rng.random_range(0..ready.len())];
-                if to_follower {
-                    self.deliver_to_follower(id)?;
-                } else {
-                    self.deliver_to_leader(id);
-                }
-                continue;
-            }
-            let leader = self.leader.as_ref().expect("up while healing");
-            if let Some(f) = (0..FOLLOWERS)
-                .find(|&f| leader.links[f].stream.is_none() && !leader.links[f].pending.is_empty())
-            {
-                self.log(|| format!("heal: link {f} reconnects"));
-                self.open_stream(f, None);
-                continue;
-            }
-            // Nothing in flight but answers missing: a message was dropped; time out.
-            if let Some(f) = (0..FOLLOWERS).find(|&f| !leader.links[f].outstanding.is_empty()) {
-                self.log(|| format!("heal: link {f} times out"));
-                self.link_reset(f);
-                continue;
-            }
-            return Ok(());
-        }
-        Err(self.fail(
-            "2",
-            "the cluster does not become quiet: messages keep flowing after healing".into(),
-        ))
-    }
-
-    fn final_checks(&mut self) -> Checked {
-        // Invariant 2.
-        let leader = self.leader.as_ref().expect("up after healing");
-        if leader.voting.is_some() || !leader.queue.is_empty() {
-            return Err(self.fail("2", "a client write is still running after healing".into()));
-        }
-        if !leader.core.txns().is_empty() {
-            return Err(self.fail(
-                "2",
-                format!("unfinished leader transactions: {:?}", leader.core.txns()),
-            ));
-        }
-        for (f, node) in self.followers.iter().enumerate() {
-            let core = node.core.as_ref().expect("up after healing");
-            if !core.prepared().is_empty() {
-                return Err(self.fail(
-                    "2",
-                    format!(
-                        "follower {f} still has prepared transactions after healing: {:?}",
-                        core.prepared()
-                    ),
-                ));
-            }
-        }
-        for f in 1..FOLLOWERS {
-            if self.followers[f].kv != self.followers[0].kv {
-                return Err(self.fail(
-                    "2",
-                    format!(
-                        "followers differ after healing: f0 {:?}, f{f} {:?}",
-                        self.followers[0].kv, self.followers[f].kv
-                    ),
-                ));
-            }
-        }
-        // Invariant 3.
-        for key in KEYS {
-            let value_of = |op: &ClientOp| match &op.kind {
-                OpKind::Put(v) => Some(v.clone()),
-                _ => None,
-            };
-            let writes = |status: Status| {
-                self.ops
-                    .iter()
-                    .filter(move |op| op.key == key && op.status == status && op.txid.is_some())
-                    .filter(|op| !matches!(op.kind, OpKind::Get(_)))
-            };
-            let last_acked = writes(Status::Ok).max_by_key(|op| op.txid);
-            let since = last_acked.and_then(|op| op.txid);
-            let mut allowed: Vec<Option<String>> = vec![last_acked.and_then(value_of)];
-            allowed.extend(
-                writes(Status::Unknown)
-                    .filter(|op| op.txid > since)
-                    .map(value_of),
-            );
-            let actual = self.followers[0].kv.get(key).cloned();
-            if !allowed.contains(&actual) {
-                return Err(self.fail(
-                    "3",
-                    format!(
-                        "key {key:?} ends as {actual:?}; the last acknowledged write ({:?}) or a \
-                         later one of unknown outcome would give one of {allowed:?}",
-                        last_acked.map(|op| (op.txid, &op.kind))
-                    ),
-                ));
-            }
-        }
-        // Invariant 4, with a final read of every key.
-        for key in KEYS {
-            let f = self.rng.random_range(0..FOLLOWERS);
-            if !self.read_on(f, key) {
-                return Err(self.fail(
-                    "2",
-                    format!("key {key:?} still unreadable on follower {f} after healing"),
-                ));
-            }
-        }
-        let history: Vec<Operation> = self
-            .ops
-            .iter()
-            .enumerate()
-            .filter(|(_, op)| matches!(op.status, Status::Ok | Status::Unknown))
-            .map(|(i, op)| Operation {
-                client: i,
-                key: op.key.clone(),
-                kind: op.kind.clone(),
-                call: op.call,
-                ret: if op.status == Status::Ok {
-                    op.ret
-                } else {
-                    None
-                },
-            })
-            .collect();
-        if let Err(violation) = check(&history) {
-            return Err(self.fail("4", violation.to_string()));
-        }
-        Ok(())
     }
 }
 
@@ -1445,9 +927,14 @@ fn report(seed: u64, cfg: Config, failure: &Failure) -> String {
         out.push('\n');
     }
     out.push_str(&format!(
-        "reproduce: TPC_SIM_PROFILE={} TPC_SIM_SEED={seed} cargo test --lib \
-         simulation::replay_one_seed -- --ignored --nocapture\n",
+        "reproduce: TPC_SIM_PROFILE={} TPC_SIM_SEED={seed}{} cargo test --lib \
+         simulation::tests::replay_one_seed -- --ignored --nocapture\n",
         format!("{:?}", cfg.profile).to_lowercase(),
+        if cfg.steps == STEPS {
+            String::new()
+        } else {
+            format!(" TPC_SIM_STEPS={}", cfg.steps)
+        },
     ));
     out
 }

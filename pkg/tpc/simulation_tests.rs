@@ -7,23 +7,37 @@ use super::*;
 fn realistic_faults_keep_every_invariant() {
     let stats = run_many(0..1000, Config::new(Profile::Tcp));
     assert!(stats.commits > 1000 && stats.aborts > 100 && stats.unknown > 10);
+    assert_concurrent(&stats);
 }
 
 #[test]
 fn hostile_network_keeps_every_invariant() {
     let stats = run_many(0..1000, Config::new(Profile::Hostile));
     assert!(stats.commits > 1000 && stats.replays > 1000);
+    assert_concurrent(&stats);
 }
 
 #[test]
 fn messages_replayed_across_restarts_keep_every_invariant() {
     let stats = run_many(0..1000, Config::new(Profile::Amnesia));
     assert!(stats.commits > 1000 && stats.replays > 1000);
+    assert_concurrent(&stats);
+}
+
+/// The schedules do exercise what this model is about: transactions overlapping and
+/// queueing per key, batches of several messages, and unsynced store changes lost.
+fn assert_concurrent(stats: &Stats) {
+    assert!(stats.overlapping > 1000, "{stats:?}");
+    assert!(stats.queued > 100, "{stats:?}");
+    assert!(stats.batched > 1000 && stats.max_batch >= 4, "{stats:?}");
+    assert!(stats.lost_applies > 100, "{stats:?}");
+    assert!(stats.journal_failures > 100, "{stats:?}");
 }
 
 /// Long soak: `TPC_SIM_SEEDS` schedules (default 20,000) per profile, from seed
 /// `TPC_SIM_FIRST` (default 1,000,000), `TPC_SIM_STEPS` steps each; `TPC_SIM_PROFILE`
-/// picks one profile (default: tcp and hostile), Reports every distinct failure with its first seed.
+/// picks one profile (default: all three). Reports every distinct failure with its
+/// first seed.
 #[test]
 #[ignore = "long soak; run with TPC_SIM_SEEDS=N -- --ignored --nocapture"]
 fn soak() {
@@ -81,7 +95,11 @@ fn soak() {
 fn replay_one_seed() {
     let seed = env_u64("TPC_SIM_SEED").expect("set TPC_SIM_SEED");
     let profile = Profile::parse(&std::env::var("TPC_SIM_PROFILE").unwrap_or("hostile".into()));
-    let cfg = Config::new(profile);
+    let steps = env_u64("TPC_SIM_STEPS").map_or(STEPS, |s| s as usize);
+    let cfg = Config {
+        steps,
+        ..Config::new(profile)
+    };
     let mut sim = Sim::new(seed, cfg, true);
     let result = sim.run();
     for e in sim.events.take().unwrap_or_default() {
@@ -156,6 +174,58 @@ fn the_checks_catch_stale_reads() {
 }
 
 #[test]
+fn the_checks_catch_batches_that_ignore_must_precede() {
+    let bugs = Bugs {
+        ignore_must_precede: true,
+        ..Bugs::default()
+    };
+    let (seed, failure) = first_failure(bugs, Profile::Hostile, 0..1000)
+        .expect("a late PREPARE handled in the batch of its decision must break idempotence");
+    eprintln!("caught (seed {seed}): {}", failure.detail);
+    assert!(["2", "5"].contains(&failure.invariant));
+}
+
+#[test]
+fn the_checks_catch_a_follower_that_trusts_unsynced_store_changes() {
+    let bugs = Bugs {
+        replay_skips_applies: true,
+        ..Bugs::default()
+    };
+    let (seed, failure) = first_failure(bugs, Profile::Tcp, 0..500)
+        .expect("decided writes lost with the unsynced store must break an invariant");
+    eprintln!("caught (seed {seed}): {}", failure.detail);
+    assert!(["1", "2", "3", "4"].contains(&failure.invariant));
+}
+
+/// The simulated follower calls the runtime's batching rules (`waits_for_pending`,
+/// `handled_alone`), but re-states how `follower_state.rs` uses them and how it answers
+/// failed writes: this fails when those lines change, so that the model is brought up
+/// to date.
+#[test]
+fn batch_rules_mirror_the_runtime() {
+    let runtime = include_str!("follower_state.rs");
+    let squash = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+    for rule in [
+        "waits_for_pending(&self.finishing, &self.unlocking, msg)",
+        // Messages that may adopt the cluster id, and legacy ones, are carried out alone.
+        "let alone = handled_alone(&self.shared.core(), &msg);",
+        "if alone || batch.must_precede(&msg) {",
+        // A failed journal write: prepare_failed for PREPARE records, else the stream fails.
+        "Effect::Persist(FollowerRecord::Prepare { txid, .. }) => Some(txid),",
+        "let vote = core.prepare_failed(txid);",
+        // A failed store write: not finished, the stream fails.
+        "if let (Some(error), true) = (&apply_error, applies) {",
+        // A restart re-applies the journal's decided writes unsynced.
+        "self.shared.kv.apply_unsynced(&stale)?;",
+    ] {
+        assert!(
+            squash(runtime).contains(&squash(rule)),
+            "follower_state.rs no longer has {rule:?}: update simulation/follower.rs"
+        );
+    }
+}
+
+#[test]
 fn simulation_is_deterministic() {
     for seed in 0..20 {
         let cfg = Config::new(Profile::Hostile);
@@ -169,9 +239,118 @@ fn simulation_is_deterministic() {
 
 // ------------------------------------------------------------------ regressions (bugs it found)
 //
-// Each is kept as the schedule (seed) that found it plus a minimal core-level
-// reproduction. They fail until the product is fixed, so they are ignored; run them
-// with `cargo test --lib simulation::known_bug -- --ignored --nocapture`.
+// Each is kept as the schedules (seeds) that found it, plus, where the rule broken is in a
+// core, a minimal core-level reproduction. They pass: the bugs are fixed.
+
+/// The schedules that found bug C: (steps, seed), all `tcp`.
+const BUG_C_SCHEDULES: [(usize, u64); 2] = [(60, 12567), (STEPS, 1003625)];
+/// The schedules that found bug D: (steps, seed), all `tcp`.
+const BUG_D_SCHEDULES: [(usize, u64); 2] = [(40, 10351), (STEPS, 1000740)];
+
+fn tcp_schedule(steps: usize, bugs: Bugs) -> Config {
+    Config {
+        steps,
+        bugs,
+        ..Config::new(Profile::Tcp)
+    }
+}
+
+/// Bug C (`tcp` seed 12567 with `TPC_SIM_STEPS=60`; seed 1003625 with the default
+/// length), in `coordinator.rs`; found by this model.
+///
+/// When the journal write of a decision failed cleanly, `Coordinator::transaction`
+/// decided ABORT in memory and sent it "without journaling it", on the ground that no
+/// decision was on disk. But between `core.decide(COMMIT)` and that failure handling, a
+/// checkpoint may have computed `live_records()` with the COMMIT in it: the write tasks
+/// of two transactions whose decisions shared the failed group resume one after the
+/// other, and the first one's `run_key` calls `checkpoint_if_due` before the second
+/// one has undone its COMMIT (or another key's transaction ends while the write is in
+/// flight). The rewrite, behind the failed group, succeeds (the failure was
+/// transient), so the journal said COMMIT while the followers were sent ABORT and the
+/// client heard "not applied". If the leader restarted before every follower ACKed the
+/// ABORT, recovery delivered COMMIT to those that had not: atomicity and the client's
+/// answer were broken (invariant 1 or 2). Fixed: on a clean failure the ABORT is
+/// journaled (`core.decide(Abort)` and its records appended durably under the core
+/// mutex, so that they follow any checkpoint that still holds the COMMIT; `recover`
+/// keeps the last decision) before it is sent, and the leader stops if that write
+/// fails too.
+///
+/// Each schedule must still fail with the old rule (`Bugs::abort_unjournaled`), or it
+/// no longer tests the fix: find another seed with the soak and that flag.
+#[test]
+fn regression_c_a_checkpoint_must_not_resurrect_a_failed_decision() {
+    let old_rule = Bugs {
+        abort_unjournaled: true,
+        ..Bugs::default()
+    };
+    let mut problems = Vec::new();
+    for (steps, seed) in BUG_C_SCHEDULES {
+        let cfg = tcp_schedule(steps, Bugs::default());
+        if let Err(failure) = run(seed, cfg) {
+            problems.push(report(seed, cfg, &failure));
+        }
+        if run(seed, tcp_schedule(steps, old_rule)).is_ok() {
+            problems.push(format!(
+                "seed {seed} ({steps} steps) no longer reproduces bug C with the old rule"
+            ));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// Bug D (`tcp` seed 10351 with `TPC_SIM_STEPS=40`; seed 1000740 with the default
+/// length), in `LeaderCore::recover`; found by this model.
+///
+/// A transaction whose PREPARE reached nobody (every follower unreachable) is decided
+/// ABORT with an empty follower set, and `decide` returns `[decide, done]`, journaled
+/// with one write. A crash during that write can keep the complete `decide` line and
+/// drop the torn `done`. `recover` then rebuilt the transaction as decided, awaiting
+/// nobody: it had no delivery and would never get an ACK, so it stayed unfinished
+/// forever (status, `live_records`, every checkpoint), against DESIGN §1.4 ("a
+/// restarted leader finishes everything its journal shows unfinished"). Fixed:
+/// `recover` finishes a decided transaction whose awaiting set is empty (drops it and
+/// journals `done` in `persist`).
+///
+/// Each schedule must still reach that state (a restart finishing such a transaction),
+/// or it no longer tests the fix: find another seed.
+#[test]
+fn regression_d_recovery_must_finish_a_decision_with_nobody_to_tell() {
+    let mut problems = Vec::new();
+    let first = LeaderCore::recover(Vec::new(), || CLUSTER.to_string());
+    let mut core = first.core;
+    let mut journal = first.persist;
+    let (txid, begin) = core.begin("k", (0..FOLLOWERS).map(name).collect());
+    journal.push(begin);
+    let records = core.decide(txid, Outcome::Abort, Vec::new());
+    assert!(matches!(records.last(), Some(LeaderRecord::Done { .. })));
+    // A crash tears the write: the `decide` line is complete, the `done` line is not.
+    journal.push(records[0].clone());
+    let recovered = LeaderCore::recover(journal, || CLUSTER.to_string());
+    if !recovered.core.txns().is_empty() {
+        problems.push(format!(
+            "core: after the restart, unfinished with nothing to deliver ({} deliveries): {:?}",
+            recovered.deliveries.len(),
+            recovered.core.txns()
+        ));
+    }
+    if !recovered.persist.contains(&LeaderRecord::Done { txid }) {
+        problems.push(format!(
+            "core: the restart finished {txid} without journaling its done: {:?}",
+            recovered.persist
+        ));
+    }
+    for (steps, seed) in BUG_D_SCHEDULES {
+        let cfg = tcp_schedule(steps, Bugs::default());
+        match run(seed, cfg) {
+            Err(failure) => problems.push(report(seed, cfg, &failure)),
+            Ok(stats) if stats.finished_on_recovery == 0 => problems.push(format!(
+                "seed {seed} ({steps} steps) no longer leaves a decision nobody awaits"
+            )),
+            Ok(_) => {}
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
 
 /// A message of epoch 1 whose low-water mark is still `1.1`: the follower's ACK of the
 /// first transaction has not been processed yet (the coordinator reads ACKs only
@@ -221,7 +400,7 @@ fn restarted(journal: &[FollowerRecord], has_data: bool) -> FollowerCore {
     core
 }
 
-/// Known bug A (found by the `tcp` profile, seed 1144, and `hostile`, seed 110).
+/// Bug A (found by the `tcp` profile, seed 1144, and `hostile`, seed 110).
 ///
 /// The first message a follower journals carries the cluster id (a `meta` record in the
 /// same batch as the PREPARE). If that journal write fails, `follower.rs` turns the vote
@@ -289,7 +468,7 @@ fn core_handle(core: &mut FollowerCore, txid: &str, outcome: Outcome) -> Vec<Eff
     core.handle(1, cluster_message(txid, Body::Decide(outcome), false))
 }
 
-/// Known bug B (found by the `amnesia` profile, seed 1483 among others).
+/// Bug B (found by the `amnesia` profile, seed 1483 among others).
 ///
 /// When a follower votes ABORT without journaling anything (the key is locked by another
 /// transaction, or the journal write of the PREPARE failed), it remembers the

@@ -1,0 +1,240 @@
+//! The invariants, and the healing phase that ends every schedule.
+
+use super::*;
+
+impl Sim {
+    /// Invariant 1: readable copies of a key agree.
+    pub(super) fn check_agreement(&self) -> Checked {
+        for key in KEYS {
+            let mut first: Option<(usize, Option<&String>)> = None;
+            for (f, node) in self.followers.iter().enumerate() {
+                let Some(core) = &node.core else { continue };
+                if core.check_readable(key).is_err() {
+                    continue;
+                }
+                let value = node.kv.get(key);
+                match first {
+                    None => first = Some((f, value)),
+                    Some((g, other)) if other != value => {
+                        return Err(self.fail(
+                            "1",
+                            format!(
+                                "key {key:?} is readable on follower {g} as {other:?} and on \
+                                 follower {f} as {value:?} at the same time"
+                            ),
+                        ))
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Invariant 5: a transaction whose decision a follower has handled to the end (in
+    /// any incarnation) is never prepared there again.
+    pub(super) fn check_idempotence(&self) -> Checked {
+        for (f, node) in self.followers.iter().enumerate() {
+            let Some(core) = &node.core else { continue };
+            let mut again: Vec<&String> = core
+                .prepared()
+                .keys()
+                .filter(|txid| self.told[f].contains(*txid))
+                .collect();
+            again.sort();
+            if let Some(&txid) = again.first() {
+                return Err(self.fail(
+                    "5",
+                    format!(
+                        "follower {f} handled the decision of {txid} earlier, yet holds it \
+                         prepared again (locking {:?}); prepared again: {again:?}",
+                        core.prepared()[txid].key
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the faults and runs until nothing is left to do; then kills and restarts
+    /// every node once more (the followers lose their unsynced store changes) and runs
+    /// until quiet again.
+    pub(super) fn heal(&mut self) -> Checked {
+        self.healing = true;
+        self.log(|| "heal: faults stop, everything restarts".into());
+        self.leader_disk_fault = None;
+        for f in 0..FOLLOWERS {
+            self.followers[f].partitioned = false;
+            self.followers[f].disk_fault = None;
+            self.followers[f].store_fault = false;
+            if self.followers[f].core.is_none() {
+                self.restart_follower(f);
+            }
+        }
+        if self.leader.is_none() {
+            self.restart_leader();
+        }
+        self.quiesce()?;
+        self.log(|| "heal: quiet; every node is killed and restarted".into());
+        for f in 0..FOLLOWERS {
+            self.crash_follower(f);
+            self.restart_follower(f);
+        }
+        self.crash_leader("the final restart");
+        self.restart_leader();
+        self.quiesce()
+    }
+
+    /// Delivers everything, in random order, until nothing is in flight.
+    fn quiesce(&mut self) -> Checked {
+        for _ in 0..100_000 {
+            self.after_step()?;
+            let mut ready: Vec<Action> = (0..FOLLOWERS)
+                .filter(|&f| self.followers[f].core.is_some() && self.inbox_len(f) > 0)
+                .map(Action::FollowerRun)
+                .collect();
+            ready.extend(
+                self.streams
+                    .iter()
+                    .filter(|(_, s)| s.deliverable_to_leader())
+                    .map(|(&id, _)| Action::DeliverToLeader(id)),
+            );
+            let leader = self.leader.as_ref().expect("up while healing");
+            if !leader.jobs.is_empty() {
+                ready.push(Action::LeaderJournal);
+            }
+            if !leader.acks.is_empty() {
+                ready.push(Action::LeaderAcks);
+            }
+            if !ready.is_empty() {
+                let action = ready[self.rng.random_range(0..ready.len())];
+                self.perform(action)?;
+                continue;
+            }
+            if let Some(f) = (0..FOLLOWERS)
+                .find(|&f| leader.links[f].stream.is_none() && !leader.links[f].pending.is_empty())
+            {
+                self.log(|| format!("heal: link {f} reconnects"));
+                self.open_stream(f, None);
+                continue;
+            }
+            // Nothing in flight but answers missing: a message was dropped; time out.
+            if let Some(f) = (0..FOLLOWERS).find(|&f| !leader.links[f].outstanding.is_empty()) {
+                self.log(|| format!("heal: link {f} times out"));
+                self.link_reset(f);
+                continue;
+            }
+            return Ok(());
+        }
+        Err(self.fail(
+            "2",
+            "the cluster does not become quiet: messages keep flowing after healing".into(),
+        ))
+    }
+
+    pub(super) fn final_checks(&mut self) -> Checked {
+        // Invariant 2.
+        let leader = self.leader.as_ref().expect("up after healing");
+        if !leader.txns.is_empty() || !leader.busy.is_empty() {
+            return Err(self.fail("2", "a client write is still running after healing".into()));
+        }
+        if !leader.core.txns().is_empty() {
+            return Err(self.fail(
+                "2",
+                format!("unfinished leader transactions: {:?}", leader.core.txns()),
+            ));
+        }
+        for (f, node) in self.followers.iter().enumerate() {
+            let core = node.core.as_ref().expect("up after healing");
+            if !core.prepared().is_empty() {
+                return Err(self.fail(
+                    "2",
+                    format!(
+                        "follower {f} still has prepared transactions after healing: {:?}",
+                        core.prepared()
+                    ),
+                ));
+            }
+            if let Some((key, _)) = node.kv.iter().find(|(_, v)| *v == TORN) {
+                return Err(self.fail(
+                    "2",
+                    format!("follower {f}: the key file of {key:?} is torn after its restart"),
+                ));
+            }
+        }
+        for f in 1..FOLLOWERS {
+            if self.followers[f].kv != self.followers[0].kv {
+                return Err(self.fail(
+                    "2",
+                    format!(
+                        "followers differ after healing: f0 {:?}, f{f} {:?}",
+                        self.followers[0].kv, self.followers[f].kv
+                    ),
+                ));
+            }
+        }
+        // Invariant 3.
+        for key in KEYS {
+            let value_of = |op: &ClientOp| match &op.kind {
+                OpKind::Put(v) => Some(v.clone()),
+                _ => None,
+            };
+            let writes = |status: Status| {
+                self.ops
+                    .iter()
+                    .filter(move |op| op.key == key && op.status == status && op.txid.is_some())
+                    .filter(|op| !matches!(op.kind, OpKind::Get(_)))
+            };
+            let last_acked = writes(Status::Ok).max_by_key(|op| op.txid);
+            let since = last_acked.and_then(|op| op.txid);
+            let mut allowed: Vec<Option<String>> = vec![last_acked.and_then(value_of)];
+            allowed.extend(
+                writes(Status::Unknown)
+                    .filter(|op| op.txid > since)
+                    .map(value_of),
+            );
+            let actual = self.followers[0].kv.get(key).cloned();
+            if !allowed.contains(&actual) {
+                return Err(self.fail(
+                    "3",
+                    format!(
+                        "key {key:?} ends as {actual:?}; the last acknowledged write ({:?}) or a \
+                         later one of unknown outcome would give one of {allowed:?}",
+                        last_acked.map(|op| (op.txid, &op.kind))
+                    ),
+                ));
+            }
+        }
+        // Invariant 4, with a final read of every key.
+        for key in KEYS {
+            let f = self.rng.random_range(0..FOLLOWERS);
+            if !self.read_on(f, key) {
+                return Err(self.fail(
+                    "2",
+                    format!("key {key:?} still unreadable on follower {f} after healing"),
+                ));
+            }
+        }
+        let history: Vec<Operation> = self
+            .ops
+            .iter()
+            .enumerate()
+            .filter(|(_, op)| matches!(op.status, Status::Ok | Status::Unknown))
+            .map(|(i, op)| Operation {
+                client: i,
+                key: op.key.clone(),
+                kind: op.kind.clone(),
+                call: op.call,
+                ret: if op.status == Status::Ok {
+                    op.ret
+                } else {
+                    None
+                },
+            })
+            .collect();
+        if let Err(violation) = check(&history) {
+            return Err(self.fail("4", violation.to_string()));
+        }
+        Ok(())
+    }
+}
