@@ -369,9 +369,7 @@ fn read_optional(path: &Path) -> Result<Option<Vec<u8>>> {
 
 /// The last change to each key, in the order of `changes` (earlier ones to the same
 /// key are superseded).
-fn last_change_per_key<'a>(
-    changes: &'a [Change<'a>],
-) -> impl Iterator<Item = &'a Change<'a>> {
+fn last_change_per_key<'a>(changes: &'a [Change<'a>]) -> impl Iterator<Item = &'a Change<'a>> {
     let mut last: BTreeMap<&str, usize> = BTreeMap::new();
     for (i, (key, _)) in changes.iter().enumerate() {
         last.insert(key, i);
