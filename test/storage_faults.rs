@@ -237,8 +237,11 @@ async fn a_follower_whose_data_disk_is_full_applies_the_committed_write_once_spa
 
     let filler = disk.fill();
     // The votes only need the journals: the write commits, and the full follower keeps
-    // the key locked (never showing the old value) until it can apply it.
-    c.put("k", "new")
+    // the key locked (never showing the old value) until it can apply it. (A follower
+    // rewrites a key's file in place, so the new value must need more room than the
+    // old one's page to hit the full disk.)
+    let new = "n".repeat(64 * 1024);
+    c.put("k", &new)
         .await
         .expect("the decision is durable at the leader");
     match support::get(&s.follower(0), "k").await {
@@ -249,12 +252,12 @@ async fn a_follower_whose_data_disk_is_full_applies_the_committed_write_once_spa
     }
     assert_eq!(
         c.get("k").await.expect("the leader reads from the others"),
-        "new"
+        new
     );
     s.assert_running();
 
     std::fs::remove_file(filler).expect("free the space");
-    assert_eq!(s.follower_values("k").await, vec![some("new"); 3]);
+    assert_eq!(s.follower_values("k").await, vec![some(&new); 3]);
     c.put("k", "after").await.expect("and writes go on");
     assert_eq!(s.follower_values("k").await, vec![some("after"); 3]);
 }
