@@ -5,11 +5,13 @@
 //! gRPC stream per follower. `DESIGN.md` (in the project's shared folder) is the contract;
 //! the README tells how to run it.
 //!
-//! - [`journal`]: the append-only, checksummed line journal every node writes ahead.
+//! - [`journal`]: the append-only, checksummed line journal every node writes ahead, and
+//!   its group-commit writer.
 //! - [`kvstore`]: the follower's file-per-key store.
 //! - [`tpc`]: the protocol cores (pure state machines) and the runtime around them.
 //! - [`client`]: the client library used by the shell, `tpc status`, the tests and the
 //!   tools.
+//! - [`bench`]: `tpc bench`, the closed-loop load generator.
 //! - [`proxy`]: `tpc proxy`, a seeded fault-injecting message proxy; [`crash`]: crash
 //!   points; [`check`]: the linearizability checker of the chaos test.
 //! - [`server`], [`http`], [`metrics`]: what operators see: gRPC health and reflection,

@@ -10,8 +10,9 @@
 # member, stops it, then starts a FRESH tpc cluster (leader + 3 followers, TCP on
 # loopback) and runs the identical workload against the tpc leader, then stops it.
 # The order flips every round (etcd first, then tpc first, ...) so that drift in the
-# machine's speed does not favour one side. At the end it prints a markdown table of
-# the medians over the rounds, and the tpc leader's peak RSS.
+# machine's speed does not favour one side. At the end it prints markdown tables: the
+# medians over the rounds (and over only the runs that started on a quiet machine, if
+# some did not), the per-round values, and the leaders' peak RSS (VmHWM).
 #
 # Environment (all optional):
 #   ROUNDS=3              rounds per workload
@@ -41,7 +42,7 @@
 # Only one instance runs at a time (a lock in ${TMPDIR:-/tmp}); a second one waits.
 set -euo pipefail
 
-usage() { sed -n '2,40p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,42p' "$0" | sed 's/^# \{0,1\}//'; }
 case "${1:-}" in -h|--help) usage; exit 0 ;; esac
 
 root=$(cd "$(dirname "$0")/.." && pwd)

@@ -82,6 +82,9 @@
 //! append or [`Journal::sync`] makes it durable as well. A newly created
 //! journal file is made durable by fsyncing its directory.
 //!
+//! [`GroupJournal`] moves a journal onto a thread of its own, where everything
+//! handed in while an fsync runs shares the next one (group commit, `group.rs`).
+//!
 //! [`Journal::rewrite`] (a checkpoint) replaces the whole journal atomically:
 //! it writes the live records to `<name>.tmp` in the same directory, fsyncs
 //! it, renames it over the journal and fsyncs the directory. A crash at any
