@@ -165,24 +165,21 @@ fn run(mut journal: Journal, queue: mpsc::Receiver<Job>, stats: &Stats) {
             match job {
                 Job::Append { .. } => appends.push(job),
                 Job::Rewrite { live, done } => {
-                    if flush(&mut journal, std::mem::take(&mut appends)) {
-                        stats.syncs.fetch_add(1, Ordering::Relaxed);
-                    }
+                    flush(&mut journal, std::mem::take(&mut appends), stats);
                     let result = journal.rewrite(&live).map_err(|e| failure(&journal, e));
+                    stats.publish(&journal);
                     let _ = done.send(result);
                 }
             }
         }
-        if flush(&mut journal, appends) {
-            stats.syncs.fetch_add(1, Ordering::Relaxed);
-        }
-        stats.publish(&journal);
+        flush(&mut journal, appends, stats);
     }
 }
 
 /// Writes the records of `appends` with one write (and one fdatasync if any of them
-/// waits for durability), then answers each. True if it fdatasynced.
-fn flush(journal: &mut Journal, appends: Vec<Job>) -> bool {
+/// waits for durability), updates `stats`, then answers each (so a waiter that is
+/// answered sees its records counted).
+fn flush(journal: &mut Journal, appends: Vec<Job>, stats: &Stats) {
     let mut records = Vec::new();
     let mut sync = false;
     let mut waiting = Vec::new();
@@ -202,7 +199,7 @@ fn flush(journal: &mut Journal, appends: Vec<Job>) -> bool {
         for done in waiting {
             let _ = done.send(Ok(()));
         }
-        return false;
+        return;
     }
     let result = if sync {
         journal.append_batch(&records)
@@ -210,10 +207,13 @@ fn flush(journal: &mut Journal, appends: Vec<Job>) -> bool {
         journal.append_batch_unsynced(&records)
     }
     .map_err(|e| failure(journal, e));
+    if sync {
+        stats.syncs.fetch_add(1, Ordering::Relaxed);
+    }
+    stats.publish(journal);
     for done in waiting {
         let _ = done.send(result.clone());
     }
-    sync
 }
 
 fn failure(journal: &Journal, error: super::Error) -> CommitError {
