@@ -654,8 +654,17 @@ impl KvStore {
             .truncate(false)
             .open(&path)
             .map_err(|e| io_err(&path, e))?;
+        // Truncating marks the inode dirty even when the length doesn't change, so only
+        // a file that was longer than the new content is cut.
+        let len = content.len() as u64;
+        let cut_if_longer = |file: &File| -> io::Result<()> {
+            if file.metadata()?.len() > len {
+                file.set_len(len)?;
+            }
+            Ok(())
+        };
         file.write_all(&content)
-            .and_then(|()| file.set_len(content.len() as u64))
+            .and_then(|()| cut_if_longer(&file))
             .map_err(|e| io_err(&path, e))
     }
 
