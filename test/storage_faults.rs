@@ -4,7 +4,9 @@
 //! say so and pass without running), puts one node's directory on it, fills it, and
 //! checks that the write fails cleanly (the follower votes ABORT, or the leader refuses),
 //! that nothing partial is left, that the node keeps serving, and that writes work again
-//! once space returns.
+//! once space returns. The disks are smaller than one journal preallocation step
+//! (`journal::PREALLOCATE_BYTES`), so the journals run without preallocated room, as
+//! they do on a nearly full disk.
 
 #[path = "e2e_support/mod.rs"]
 mod support;

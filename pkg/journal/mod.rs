@@ -57,7 +57,8 @@
 //! been written yet). Such bytes come after the last `'\n'`, and the append that
 //! wrote them never returned, so nobody was told it succeeded: [`Journal::open`]
 //! drops them, truncates the file to just after the last `'\n'`, fsyncs it and
-//! logs a warning.
+//! logs a warning. (A tail of NUL bytes alone is preallocated space, kept without
+//! a warning.)
 //!
 //! A *complete* line whose checksum or encoding is wrong is different: it was
 //! once acknowledged as durable, and the data it held is lost. Guessing would
@@ -72,6 +73,19 @@
 //! example if the file system persisted the `'\n'` before the bytes before it).
 //! We prefer a node that refuses to start over one that silently forgets a vote
 //! it may already have reported.
+//!
+//! # Preallocated space
+//!
+//! The file is grown ahead of the records in steps of [`PREALLOCATE_BYTES`], by
+//! reserving the space (`fallocate`) and writing zeros into it, and the records are
+//! then written over the zeros. So an append does not change the file's size, and its
+//! fdatasync writes the data block alone, not the inode as well: about a fifth less
+//! time per fsync on this project's disks, and on a journaling file system it also
+//! spares a metadata commit. Only the append that crosses into a new step pays for
+//! the reservation. A run of NUL bytes after the last `'\n'` is therefore the normal
+//! end of a journal, and [`Journal::open`] keeps it as room for the next records. If
+//! the disk has no room for a step, the records are appended without one (and the
+//! write fails only when their own bytes don't fit).
 //!
 //! # Durability
 //!
@@ -98,7 +112,9 @@
 //! is the journal refused further use.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
+use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
 mod group;
@@ -139,17 +155,23 @@ pub enum Error {
 /// The result type of the journal.
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// The journal file grows ahead of its records in steps of this many bytes (see the
+/// module documentation, "Preallocated space").
+pub const PREALLOCATE_BYTES: u64 = 1 << 20;
+
 /// An open journal file, positioned at its end.
 #[derive(Debug)]
 pub struct Journal {
     /// The journal's path, as given to [`Journal::open`].
     path: PathBuf,
-    /// The journal file, opened for reading and appending.
+    /// The journal file, opened for reading and writing (records are written at `len`).
     file: File,
     /// Records in the file (replayed or appended since open/last rewrite).
     records: usize,
-    /// The file's size in bytes, including unsynced appends.
+    /// Where the records end (the next one is written here), including unsynced appends.
     len: u64,
+    /// The file's size: `len` plus the zeroed space preallocated after it.
+    allocated: u64,
     /// Whether some bytes were written without fdatasync since the last sync.
     unsynced: bool,
     /// Set after an error that leaves the file's durable state unknown.
@@ -162,9 +184,9 @@ impl Journal {
     /// journal positioned at its end plus every record in order.
     ///
     /// A leftover `<name>.tmp` from an interrupted [`Journal::rewrite`] is
-    /// removed. Bytes after the last `'\n'` (a torn tail) are dropped: the file
-    /// is truncated to just after the last `'\n'` and fsynced, and a warning is
-    /// logged. A complete line with a bad checksum or encoding is
+    /// removed. NUL bytes after the last `'\n'` are preallocated space, kept. Other
+    /// bytes after it (a torn tail) are dropped: the file is truncated to just after
+    /// the last `'\n'` and fsynced, and a warning is logged. A complete line with a bad checksum or encoding is
     /// [`Error::Corrupt`] naming its 1-based line number, and the file is left
     /// untouched.
     pub fn open(path: &Path) -> Result<(Journal, Vec<Record>)> {
@@ -180,7 +202,7 @@ impl Journal {
 
         let (mut file, created) = match OpenOptions::new()
             .read(true)
-            .append(true)
+            .write(true)
             .create_new(true)
             .open(path)
         {
@@ -188,7 +210,7 @@ impl Journal {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 let file = OpenOptions::new()
                     .read(true)
-                    .append(true)
+                    .write(true)
                     .open(path)
                     .map_err(|e| io_err(path, e))?;
                 (file, false)
@@ -222,7 +244,8 @@ impl Journal {
         }
 
         let len = complete as u64;
-        if complete < bytes.len() {
+        let mut allocated = bytes.len() as u64;
+        if bytes[complete..].iter().any(|&b| b != 0) {
             tracing::warn!(
                 path = %path.display(),
                 dropped_bytes = bytes.len() - complete,
@@ -231,6 +254,7 @@ impl Journal {
             );
             file.set_len(len).map_err(|e| io_err(path, e))?;
             file.sync_all().map_err(|e| io_err(path, e))?;
+            allocated = len;
         }
 
         let journal = Journal {
@@ -238,6 +262,7 @@ impl Journal {
             file,
             records: records.len(),
             len,
+            allocated,
             unsynced: false,
             broken: false,
         };
@@ -326,6 +351,7 @@ impl Journal {
         self.file = file;
         self.records = live.len();
         self.len = buf.len() as u64;
+        self.allocated = self.len;
         self.unsynced = false;
         if let Err(e) = sync_dir(&self.path) {
             self.broken = true;
@@ -341,7 +367,8 @@ impl Journal {
         self.records
     }
 
-    /// The journal file's current size in bytes (including unsynced appends).
+    /// The bytes of records in the journal file (including unsynced appends; not the
+    /// preallocated space after them).
     pub fn byte_len(&self) -> u64 {
         self.len
     }
@@ -366,20 +393,24 @@ impl Journal {
         self.write_lines(buf.as_bytes(), records.len(), sync)
     }
 
-    /// Writes `buf` (holding `count` encoded lines) at the end of the file and,
+    /// Writes `buf` (holding `count` encoded lines) after the last record and,
     /// if `sync`, fdatasyncs it.
     fn write_lines(&mut self, buf: &[u8], count: usize, sync: bool) -> Result<()> {
         self.check_usable()?;
+        let end = self.len + buf.len() as u64;
+        if end > self.allocated {
+            self.preallocate(end);
+        }
         if crate::crash::should_crash("journal-torn-write") {
             // A crash mid-write: half the bytes reach the file.
-            let _ = self.file.write_all(&buf[..buf.len() / 2]);
+            let _ = self.file.write_all_at(&buf[..buf.len() / 2], self.len);
             let _ = self.file.sync_data();
             crate::crash::crash_now("journal-torn-write");
         }
-        if let Err(e) = self.file.write_all(buf) {
+        if let Err(e) = self.file.write_all_at(buf, self.len) {
             // Remove whatever part of the lines reached the file, so that the
             // next append does not glue a complete line onto a fragment.
-            if self.file.set_len(self.len).is_err() {
+            if self.undo_write(end).is_err() {
                 self.broken = true;
             }
             return Err(io_err(&self.path, e));
@@ -391,6 +422,46 @@ impl Journal {
             self.sync()?;
         }
         Ok(())
+    }
+
+    /// Grows the file with zeroed space to hold at least `end` bytes, in whole steps of
+    /// [`PREALLOCATE_BYTES`]. Best effort: without room for the step, the records are
+    /// written without it, and the file is left as it was.
+    fn preallocate(&mut self, end: u64) {
+        let target = end.div_ceil(PREALLOCATE_BYTES) * PREALLOCATE_BYTES;
+        let grow = target - self.allocated;
+        // Reserve first, so that a full disk fails here at once instead of part-way
+        // through writing the zeros; then write the zeros, so that later writes land on
+        // initialised blocks and need no metadata update when they are synced.
+        let reserved = reserve(&self.file, self.allocated, grow);
+        let zeroed = reserved.and_then(|()| {
+            self.file
+                .write_all_at(&vec![0; grow as usize], self.allocated)
+        });
+        match zeroed {
+            Ok(()) => self.allocated = target,
+            Err(e) => {
+                tracing::debug!(path = %self.path.display(), error = %e, "journal: no room to preallocate");
+                if self.file.set_len(self.allocated).is_err() {
+                    // Zeros past `allocated` are harmless (read back as free space);
+                    // count them, so that nothing is written beyond them unseen.
+                    if let Ok(meta) = self.file.metadata() {
+                        self.allocated = meta.len().max(self.allocated);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Undoes a failed write of the bytes from `len` to `end`: zeroes what landed in
+    /// the preallocated space and cuts what grew the file beyond it.
+    fn undo_write(&mut self, end: u64) -> io::Result<()> {
+        let zeroed_end = end.min(self.allocated);
+        if zeroed_end > self.len {
+            let zeros = vec![0; (zeroed_end - self.len) as usize];
+            self.file.write_all_at(&zeros, self.len)?;
+        }
+        self.file.set_len(self.allocated.max(self.len))
     }
 
     /// True once a failed fsync (or a failed write that could not be undone) left the
@@ -574,20 +645,34 @@ fn tmp_path(path: &Path) -> Result<PathBuf> {
     Ok(path.with_file_name(name))
 }
 
-/// Creates `tmp` afresh holding `bytes`, fsynced, opened for appending.
+/// Reserves `len` bytes of disk space at `offset` of `file`, growing it (`fallocate`).
+fn reserve(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    };
+    // SAFETY: fallocate only reads its integer arguments; the descriptor is open.
+    let status = unsafe { libc::fallocate(file.as_raw_fd(), 0, offset, len) };
+    if status == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Creates `tmp` afresh holding `bytes`, fsynced, opened for reading and writing.
 fn write_temp(tmp: &Path, bytes: &[u8]) -> Result<File> {
     match std::fs::remove_file(tmp) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(io_err(tmp, e)),
     }
-    let mut file = OpenOptions::new()
+    let file = OpenOptions::new()
         .read(true)
-        .append(true)
+        .write(true)
         .create_new(true)
         .open(tmp)
         .map_err(|e| io_err(tmp, e))?;
-    file.write_all(bytes).map_err(|e| io_err(tmp, e))?;
+    file.write_all_at(bytes, 0).map_err(|e| io_err(tmp, e))?;
     file.sync_all().map_err(|e| io_err(tmp, e))?;
     Ok(file)
 }

@@ -44,6 +44,22 @@ fn file_len(path: &Path) -> u64 {
     std::fs::metadata(path).unwrap().len()
 }
 
+/// Where the records in the file end: just after its last '\n' (the rest is
+/// preallocated space).
+fn records_len(path: &Path) -> u64 {
+    let bytes = std::fs::read(path).unwrap();
+    bytes
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |i| i as u64 + 1)
+}
+
+/// Writes `bytes` at `offset` of the file at `path`.
+fn write_at(path: &Path, bytes: &[u8], offset: u64) {
+    let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    file.write_all_at(bytes, offset).unwrap();
+}
+
 #[test]
 fn encode_decode_round_trip() {
     for record in tricky_records() {
@@ -183,7 +199,7 @@ fn append_then_reopen_returns_records_in_order() {
     let (journal, replayed) = open(&path);
     assert_eq!(replayed, records);
     assert_eq!(journal.record_count(), records.len());
-    assert_eq!(journal.byte_len(), file_len(&path));
+    assert_eq!(journal.byte_len(), records_len(&path));
 }
 
 #[test]
@@ -196,12 +212,12 @@ fn record_count_and_byte_len() {
     journal.append(&a).unwrap();
     assert_eq!(journal.record_count(), 1);
     assert_eq!(journal.byte_len(), encode_line(&a).len() as u64);
-    assert_eq!(journal.byte_len(), file_len(&path));
+    assert_eq!(journal.byte_len(), records_len(&path));
     journal.append_unsynced(&b).unwrap();
     assert_eq!(journal.record_count(), 2);
     let expected = (encode_line(&a).len() + encode_line(&b).len()) as u64;
     assert_eq!(journal.byte_len(), expected);
-    assert_eq!(file_len(&path), expected);
+    assert_eq!(records_len(&path), expected);
     drop(journal);
     let (journal, _) = open(&path);
     assert_eq!(journal.record_count(), 2);
@@ -218,7 +234,7 @@ fn append_batch_writes_all_records() {
     journal.append_batch(&[]).unwrap();
     assert_eq!(journal.byte_len(), len);
     assert_eq!(journal.record_count(), 1);
-    assert_eq!(file_len(&path), len);
+    assert_eq!(records_len(&path), len);
 
     let batch = vec![rec(&["b1", "x y"]), rec(&[""]), rec(&["b3", "\n"])];
     journal.append_batch(&batch).unwrap();
@@ -260,7 +276,7 @@ fn empty_record_is_rejected_and_nothing_written() {
     assert!(journal.rewrite(&[Vec::new()]).is_err());
     assert_eq!(journal.byte_len(), len);
     assert_eq!(journal.record_count(), 1);
-    assert_eq!(file_len(&path), len);
+    assert_eq!(records_len(&path), len);
     // Still usable afterwards.
     journal.append(&rec(&["after"])).unwrap();
     drop(journal);
@@ -276,11 +292,9 @@ fn torn_tail_case(tail: &[u8]) {
         let (mut journal, _) = open(&path);
         journal.append_batch(&records).unwrap();
     }
-    let good_len = file_len(&path);
-    let mut f = OpenOptions::new().append(true).open(&path).unwrap();
-    f.write_all(tail).unwrap();
-    drop(f);
-    assert_eq!(file_len(&path), good_len + tail.len() as u64);
+    let good_len = records_len(&path);
+    // The crash left `tail` where the next records were being written.
+    write_at(&path, tail, good_len);
 
     let (mut journal, replayed) = open(&path);
     assert_eq!(replayed, records);
@@ -305,9 +319,61 @@ fn torn_tail_partial_line_is_dropped() {
 }
 
 #[test]
-fn torn_tail_of_nul_bytes_is_dropped() {
-    torn_tail_case(&[0u8; 4096]);
+fn torn_tail_with_nul_bytes_is_dropped() {
     torn_tail_case(b"deadbeef par\0\0\0\0");
+    torn_tail_case(b"\0\0\0\0 torn");
+}
+
+/// NUL bytes after the last record are preallocated space: kept, and written over.
+#[test]
+fn a_tail_of_nul_bytes_is_kept_as_room_for_the_next_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wal");
+    let records = vec![rec(&["one"]), rec(&["two", "2"])];
+    let good_len = {
+        let (mut journal, _) = open(&path);
+        journal.append_batch(&records).unwrap();
+        journal.byte_len()
+    };
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(good_len + 4096)
+        .unwrap();
+
+    let (mut journal, replayed) = open(&path);
+    assert_eq!(replayed, records);
+    assert_eq!(journal.byte_len(), good_len);
+    assert_eq!(file_len(&path), good_len + 4096, "the room was cut");
+    journal.append(&rec(&["three"])).unwrap();
+    assert_eq!(file_len(&path), good_len + 4096, "the append grew the file");
+    drop(journal);
+    let (journal, replayed) = open(&path);
+    assert_eq!(
+        replayed,
+        vec![rec(&["one"]), rec(&["two", "2"]), rec(&["three"])]
+    );
+    assert_eq!(records_len(&path), journal.byte_len());
+}
+
+/// Appends grow the file in whole preallocation steps, so most appends don't change
+/// its size; the records replay as written.
+#[test]
+fn appends_grow_the_file_in_preallocated_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wal");
+    let (mut journal, _) = open(&path);
+    let big = rec(&["big", &"v".repeat(700 * 1024)]);
+    journal.append(&rec(&["first"])).unwrap();
+    assert_eq!(file_len(&path), PREALLOCATE_BYTES);
+    journal.append(&big).unwrap();
+    assert_eq!(file_len(&path), PREALLOCATE_BYTES);
+    journal.append(&big).unwrap();
+    assert_eq!(file_len(&path), 2 * PREALLOCATE_BYTES);
+    assert_eq!(journal.byte_len(), records_len(&path));
+    drop(journal);
+    assert_eq!(open(&path).1, vec![rec(&["first"]), big.clone(), big]);
 }
 
 #[test]
@@ -476,7 +542,7 @@ fn rewrite_replaces_contents_and_appends_continue() {
     journal.append(&rec(&["new", "1"])).unwrap();
     journal.append_batch(&[rec(&["new", "2"])]).unwrap();
     assert_eq!(journal.record_count(), 4);
-    assert_eq!(journal.byte_len(), file_len(&path));
+    assert_eq!(journal.byte_len(), records_len(&path));
     drop(journal);
 
     let (journal, replayed) = open(&path);
