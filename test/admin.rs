@@ -222,6 +222,7 @@ async fn metrics_and_healthz_are_served_over_http() {
         "tpc_request_duration_seconds_count{op=\"get\"}",
         "tpc_followers_connected 1",
         "tpc_journal_fsync_duration_seconds_count",
+        "tpc_checkpoint_duration_seconds_count 0",
     ] {
         assert!(
             leader_metrics.contains(expected),
@@ -233,6 +234,7 @@ async fn metrics_and_healthz_are_served_over_http() {
         "tpc_transactions_total{outcome=\"commit\"} 1",
         "tpc_prepared_transactions 0",
         "tpc_journal_fsync_duration_seconds_count",
+        "tpc_checkpoint_duration_seconds_count 0",
         "tpc_request_duration_seconds_count{op=\"get\"}",
     ] {
         assert!(

@@ -358,8 +358,11 @@ impl Coordinator {
             self.journal.rewrite(live)
         };
         let me = self.clone();
+        let timer = metrics::CHECKPOINT_DURATION.start_timer();
         tokio::spawn(async move {
-            match durable(done).await {
+            let written = durable(done).await;
+            timer.observe_duration();
+            match written {
                 Ok(()) => tracing::debug!("journal checkpointed"),
                 Err(e) if e.broken => {
                     me.fatal.send_replace(Some(e.message));

@@ -370,6 +370,7 @@ impl StateOwner {
         if self.journal.record_count() < CHECKPOINT_RECORDS {
             return;
         }
+        let _timer = metrics::CHECKPOINT_DURATION.start_timer();
         if let Err(e) = self.shared.kv.sync() {
             tracing::warn!(error = %e, "store sync before a checkpoint failed; will retry");
             return;
