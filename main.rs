@@ -19,8 +19,9 @@ use tpc::tpc::follower::{Follower, FollowerConfig};
 use tpc::tpc::leader::{Leader, LeaderConfig};
 
 /// mimalloc instead of glibc's malloc: every message allocates and frees many small
-/// buffers (HTTP/2 frames, protobuf messages, journal records), and under a write load
-/// glibc's allocator took about a quarter of the leader's user CPU (measured with perf).
+/// buffers (HTTP/2 frames, protobuf messages, journal records). Under a write load the
+/// leader's user CPU per write was a quarter lower with it (alternating runs; see
+/// BENCHMARKS.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

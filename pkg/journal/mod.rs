@@ -186,9 +186,9 @@ impl Journal {
     /// A leftover `<name>.tmp` from an interrupted [`Journal::rewrite`] is
     /// removed. NUL bytes after the last `'\n'` are preallocated space, kept. Other
     /// bytes after it (a torn tail) are dropped: the file is truncated to just after
-    /// the last `'\n'` and fsynced, and a warning is logged. A complete line with a bad checksum or encoding is
-    /// [`Error::Corrupt`] naming its 1-based line number, and the file is left
-    /// untouched.
+    /// the last `'\n'` and fsynced, and a warning is logged. A complete line with a
+    /// bad checksum or encoding is [`Error::Corrupt`] naming its 1-based line number,
+    /// and the file is left untouched.
     pub fn open(path: &Path) -> Result<(Journal, Vec<Record>)> {
         let tmp = tmp_path(path)?;
         match std::fs::remove_file(&tmp) {

@@ -562,9 +562,10 @@ impl KvStore {
 
     /// Makes every change made so far durable, [`KvStore::apply_unsynced`]'s included:
     /// one `syncfs(2)` of the file system holding the store (data, renames and unlinks
-    /// alike), which costs one flush instead of one per file.
+    /// alike), which costs one flush instead of one per file. It takes no lock: a flush
+    /// changes nothing readers could see, and it can take tens of milliseconds, during
+    /// which reads go on (changes made meanwhile may or may not be included).
     pub fn sync(&self) -> Result<()> {
-        let _guard = self.lock_writers();
         let dir = File::open(&self.dir).map_err(|e| io_err(&self.dir, e))?;
         sync_file_system(&dir).map_err(|e| io_err(&self.dir, e))
     }
