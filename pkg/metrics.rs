@@ -88,7 +88,7 @@ pub static CHECKPOINT_DURATION: LazyLock<Histogram> = LazyLock::new(|| {
     checked(
         register_histogram!(
             "tpc_checkpoint_duration_seconds",
-            "Time of one journal checkpoint (on a follower, with the store sync before it).",
+            "Time of one journal checkpoint (on a follower, the store sync plus the journal rewrite).",
             BUCKETS.to_vec()
         ),
         "tpc_checkpoint_duration_seconds",

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tonic::Code;
+use tpc::tpc::follower::CHECKPOINT_RECORDS;
 
 use support::{
     follower, get, poll, settled_get, spawn, spawn_with_dirs, wait_follower_ready,
@@ -843,4 +844,151 @@ fn journal_records(path: &std::path::Path) -> Vec<u8> {
     );
     bytes.truncate(end);
     bytes
+}
+
+/// Complete records in a journal file (lines up to its last '\n').
+fn journal_record_count(path: &std::path::Path) -> usize {
+    std::fs::read(path).map_or(0, |bytes| bytes.iter().filter(|&&b| b == b'\n').count())
+}
+
+/// A follower checkpoints under load: its store sync runs on a thread of its own while
+/// it goes on taking writes (held here at a pause point while writes go on), and then
+/// its journal is rewritten with the live records of the sync's start plus every record
+/// journaled since. Its key files written since the sync started may be stale on disk
+/// after a machine crash; with them made stale and the follower restarted, it must
+/// still hold every acknowledged write (a rewrite that dropped the records journaled
+/// during the sync would lose those writes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_checkpoint_keeps_the_writes_made_during_its_store_sync() {
+    const WRITERS: usize = 16;
+    let mut cluster = Cluster::new(2);
+    let go = cluster.follower_dirs[0].root().join("go");
+    let pause = format!("follower-before-store-sync={}", go.display());
+    cluster.start_follower(0, &[("TPC_PAUSE_AT", pause.as_str())]);
+    cluster.start_follower(1, &[]);
+    for addr in cluster.follower_addrs() {
+        wait_follower_ready(&addr).await;
+    }
+    cluster.start_leader(&[]);
+    wait_leader_ready(&cluster.leader_addr()).await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let written = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut writers = Vec::new();
+    for w in 0..WRITERS {
+        let mut c = cluster.client();
+        let (stop, written) = (stop.clone(), written.clone());
+        writers.push(tokio::spawn(async move {
+            // Every write to a key of its own.
+            let mut acknowledged = Vec::new();
+            for n in 0.. {
+                if stop.load(Ordering::Acquire) {
+                    break;
+                }
+                let (key, value) = (format!("w{w}-{n}"), format!("v{n}"));
+                c.put(&key, &value).await.expect("put");
+                acknowledged.push((key, value));
+                written.fetch_add(1, Ordering::AcqRel);
+            }
+            acknowledged
+        }));
+    }
+    // The journal reaches the checkpoint bound; the sync thread holds before syncing.
+    let f1_dirs = &cluster.follower_dirs[0];
+    poll(
+        "the follower's store sync to start",
+        Duration::from_secs(120),
+        || {
+            let paused = f1_dirs
+                .log()
+                .contains("paused at follower-before-store-sync");
+            async move { paused.then_some(()).ok_or("not yet".to_string()) }
+        },
+    )
+    .await;
+    // Every key file changed from here on was changed after the live records were taken.
+    let sync_started = std::time::SystemTime::now();
+    // Writes go on while the sync is held: the follower's state thread does not wait.
+    let before = written.load(Ordering::Acquire);
+    poll("writes during the sync", Duration::from_secs(60), || {
+        let more = written.load(Ordering::Acquire) - before;
+        async move { (more >= 200).then_some(()).ok_or(format!("{more} writes")) }
+    })
+    .await;
+    std::fs::write(&go, b"").expect("release the sync");
+    // Then the journal is rewritten: it shrinks.
+    let journal = cluster.follower_dirs[0].journal_file();
+    let mut largest = 0;
+    poll(
+        "the follower's checkpoint",
+        Duration::from_secs(120),
+        || {
+            let records = journal_record_count(&journal);
+            largest = largest.max(records);
+            let shrunk = largest >= CHECKPOINT_RECORDS && records < largest / 2;
+            let progress = format!("{records} records in the journal, {largest} at most");
+            async move { shrunk.then_some(()).ok_or(progress) }
+        },
+    )
+    .await;
+    stop.store(true, Ordering::Release);
+    let mut acknowledged = Vec::new();
+    for writer in writers {
+        acknowledged.extend(writer.await.expect("writer"));
+    }
+    let f1 = cluster.follower_addr(0);
+    settle_last_writes(&f1, &acknowledged, WRITERS).await;
+    cluster.kill_follower(0);
+    // A machine crash could lose every key file change the sync did not cover.
+    let mut damaged = 0;
+    let kv_dir = cluster.follower_dirs[0].kv_dir();
+    for entry in std::fs::read_dir(&kv_dir).expect("list the follower's store") {
+        let entry = entry.expect("a store entry");
+        let changed = entry.metadata().and_then(|m| m.modified()).expect("mtime");
+        if entry.file_name().to_string_lossy().starts_with('k') && changed > sync_started {
+            std::fs::write(entry.path(), b"").expect("empty a key file");
+            damaged += 1;
+        }
+    }
+    assert!(
+        damaged >= 200,
+        "only {damaged} key files changed during the sync"
+    );
+    cluster.start_follower(0, &[]);
+    wait_follower_ready(&f1).await;
+    settle_last_writes(&f1, &acknowledged, WRITERS).await;
+    // What it holds is in its files now (faster to read there than one Get each).
+    cluster.kill_all();
+    let store = tpc::kvstore::KvStore::open(&kv_dir).expect("open the follower's store");
+    let held = store.dump().expect("read the follower's store");
+    let lost: Vec<&String> = acknowledged
+        .iter()
+        .filter(|(key, value)| held.get(key) != Some(value))
+        .map(|(key, _)| key)
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged writes lost by the restarted follower: {:?}",
+        lost.len(),
+        acknowledged.len(),
+        &lost[..lost.len().min(10)]
+    );
+}
+
+/// Waits until `follower` has each writer's last write. Writes are acknowledged at their
+/// commit point and their decisions reach a follower after that, in order on its
+/// stream: once each writer's last write reads back, every earlier decision is in too.
+async fn settle_last_writes(follower: &str, acknowledged: &[(String, String)], writers: usize) {
+    for w in 0..writers {
+        let prefix = format!("w{w}-");
+        let (key, value) = acknowledged
+            .iter()
+            .rev()
+            .find(|(key, _)| key.starts_with(&prefix))
+            .expect("every writer wrote");
+        assert_eq!(
+            settled_get(follower, key).await.as_deref(),
+            Some(value.as_str())
+        );
+    }
 }

@@ -25,6 +25,7 @@ use tracing::Instrument;
 
 use super::follower_core::{FollowerCore, StreamId};
 use super::follower_state::StateOwner;
+pub use super::follower_state::CHECKPOINT_RECORDS;
 use super::message::LeaderMessage;
 use super::records::{open_journal, FollowerRecord};
 use crate::dirlock::DirLock;
@@ -126,6 +127,7 @@ impl Follower {
                     StateOwner {
                         shared: owner_shared,
                         journal,
+                        checkpoint: None,
                     }
                     .run(records, commands),
                 );

@@ -21,10 +21,17 @@
 //! at once, and durable through the journal, which keeps every decision until a
 //! checkpoint has synced the store ([`KvStore::sync`], one `syncfs` for all of them).
 //! After a crash, replay re-applies whatever the journal still holds.
+//!
+//! **Checkpoints don't stop the thread.** The store sync takes tens of milliseconds
+//! under load, so it runs on a thread of its own while this one goes on. The journal
+//! is then rewritten with the live records as they were when the sync started, followed
+//! by every record journaled since: what the sync covers is dropped, and what it may
+//! not cover stays for replay.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{mpsc as std_mpsc, Arc};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 use tonic::Status;
@@ -97,6 +104,18 @@ pub(super) fn handled_alone(core: &FollowerCore, msg: &LeaderMessage) -> bool {
 pub(super) struct StateOwner {
     pub(super) shared: Arc<Shared>,
     pub(super) journal: Journal,
+    /// The checkpoint under way, if any.
+    pub(super) checkpoint: Option<Checkpoint>,
+}
+
+/// A checkpoint whose store sync runs on another thread.
+pub(super) struct Checkpoint {
+    /// The live records when the sync started.
+    live: Vec<Record>,
+    /// Every record journaled since then: the sync may not cover their changes.
+    since: Vec<Record>,
+    /// The sync's outcome, and how long it took.
+    synced: std_mpsc::Receiver<(crate::kvstore::Result<()>, Duration)>,
 }
 
 impl StateOwner {
@@ -293,6 +312,9 @@ impl StateOwner {
             tracing::error!(error = %e, messages = handled.len(), "journal write failed");
             return Err(e.to_string());
         }
+        if let Some(checkpoint) = self.checkpoint.as_mut() {
+            checkpoint.since.extend(lines);
+        }
         if has(|r| matches!(r, FollowerRecord::Prepare { .. })) {
             crash_point("follower-after-vote-journaled");
         }
@@ -363,16 +385,28 @@ impl StateOwner {
         Ok(())
     }
 
-    /// Once the journal has grown past [`CHECKPOINT_RECORDS`]: syncs the store (the
-    /// journal's decided writes are then durable there) and rewrites the journal with
-    /// only its live records.
+    /// Once the journal has grown past [`CHECKPOINT_RECORDS`]: starts syncing the store
+    /// on another thread; once that is done, rewrites the journal with the live records
+    /// of that moment and the records journaled since (see the module documentation).
     fn checkpoint_if_due(&mut self) {
-        if self.journal.record_count() < CHECKPOINT_RECORDS {
+        if let Some(checkpoint) = &self.checkpoint {
+            let synced = match checkpoint.synced.try_recv() {
+                Err(std_mpsc::TryRecvError::Empty) => return,
+                Ok((synced, took)) => synced.map(|()| took).map_err(|e| e.to_string()),
+                Err(std_mpsc::TryRecvError::Disconnected) => Err("the sync thread stopped".into()),
+            };
+            let Some(checkpoint) = self.checkpoint.take() else {
+                return;
+            };
+            match synced {
+                Ok(took) => self.rewrite_journal(checkpoint, took),
+                Err(e) => {
+                    tracing::warn!(error = %e, "store sync before a checkpoint failed; will retry")
+                }
+            }
             return;
         }
-        let _timer = metrics::CHECKPOINT_DURATION.start_timer();
-        if let Err(e) = self.shared.kv.sync() {
-            tracing::warn!(error = %e, "store sync before a checkpoint failed; will retry");
+        if self.journal.record_count() < CHECKPOINT_RECORDS {
             return;
         }
         let live: Vec<Record> = self
@@ -382,8 +416,42 @@ impl StateOwner {
             .iter()
             .map(Record::from)
             .collect();
+        let (done, synced) = std_mpsc::channel();
+        let shared = self.shared.clone();
+        let spawned = std::thread::Builder::new()
+            .name("tpc-store-sync".into())
+            .spawn(move || {
+                crate::crash::pause_point("follower-before-store-sync");
+                let started = Instant::now();
+                let synced = shared.kv.sync();
+                let _ = done.send((synced, started.elapsed()));
+            });
+        match spawned {
+            Ok(_) => {
+                self.checkpoint = Some(Checkpoint {
+                    live,
+                    since: Vec::new(),
+                    synced,
+                });
+            }
+            Err(e) => tracing::warn!(error = %e, "could not start the store sync; will retry"),
+        }
+    }
+
+    /// The second half of a checkpoint, once the store sync (which took `sync_took`)
+    /// is done.
+    fn rewrite_journal(&mut self, checkpoint: Checkpoint, sync_took: Duration) {
+        let Checkpoint {
+            mut live, since, ..
+        } = checkpoint;
+        live.extend(since);
+        let started = Instant::now();
         match self.journal.rewrite(&live) {
-            Ok(()) => tracing::debug!(records = live.len(), "journal checkpointed"),
+            Ok(()) => {
+                let took = sync_took + started.elapsed();
+                metrics::CHECKPOINT_DURATION.observe(took.as_secs_f64());
+                tracing::debug!(records = live.len(), "journal checkpointed");
+            }
             Err(e) => tracing::warn!(error = %e, "journal checkpoint failed; will retry"),
         }
     }

@@ -81,8 +81,11 @@
 //! rewritten: the store's lock), plus, per key changed since the last store sync, the
 //! values it had since; a crash leaves any of them in the key's file, or, if a value
 //! was written in place, a torn, empty or mixed file (a value nobody wrote). A
-//! checkpoint (an adversary move between batches, as `checkpoint_if_due` runs between
-//! batches) syncs the store, then rewrites the journal with `live_records()`. A restart
+//! checkpoint takes two adversary moves between batches, as `checkpoint_if_due` runs
+//! between batches: the first starts the store sync and keeps `live_records()` of that
+//! moment; the batches after it run as usual; the second finds the sync done (each
+//! key's value at its start, or a later one, is durable) and rewrites the journal with
+//! those live records followed by every record journaled since. A restart
 //! is `FollowerCore::new(has_data)` (store or journal not empty) plus
 //! [`FollowerCore::replay`] of every record, then the last replayed change of each key
 //! written *unsynced* where the file differs (or is torn), like a live apply: the
@@ -143,8 +146,8 @@
 //!
 //! - C, `regression_c_a_checkpoint_must_not_resurrect_a_failed_decision` (`tcp` seed
 //!   12567 with `TPC_SIM_STEPS=60`; with the default length first found as seed
-//!   1002782, now 1003625, the model's schedules having changed): when the journal
-//!   write of a decision failed cleanly, `coordinator.rs` aborted in memory and sent
+//!   1002782, now 1008311 and 1018018, the model's schedules having changed): when
+//!   the journal write of a decision failed cleanly, `coordinator.rs` aborted in memory and sent
 //!   ABORT unjournaled, but a checkpoint computed since `core.decide` could already hold
 //!   the COMMIT, and its rewrite could succeed: after a leader restart, the followers
 //!   that had not ACKed the ABORT got COMMIT (followers diverged; the client had been
@@ -153,7 +156,7 @@
 //!   leader stops if that fails too.
 //! - D, `regression_d_recovery_must_finish_a_decision_with_nobody_to_tell` (`tcp` seed
 //!   10351 with `TPC_SIM_STEPS=40`; with the default length first found as seed
-//!   1003500, now 1000740): a transaction decided with an empty follower set (every
+//!   1003500, now 1009236): a transaction decided with an empty follower set (every
 //!   PREPARE not sent) journals `[decide, done]` in one write; a crash that kept only
 //!   the `decide` line left `LeaderCore::recover` with a decided transaction awaiting
 //!   nobody, unfinished forever. Fixed in `LeaderCore::recover`: such a transaction is
@@ -405,6 +408,8 @@ struct FollowerNode {
     /// Per key changed since the last store sync: the values it had since then, the
     /// synced one first. A crash leaves any of them, or the current one, in the file.
     unsynced: BTreeMap<String, Vec<Option<String>>>,
+    /// A checkpoint whose store sync is under way (`follower_state::Checkpoint`).
+    checkpoint: Option<SimCheckpoint>,
     incarnation: u64,
     partitioned: bool,
     /// The next journal write fails.
@@ -415,6 +420,17 @@ struct FollowerNode {
     sent: VecDeque<(u64, LeaderMessage)>,
     /// Old messages the adversary injects (their replies go nowhere).
     replays: VecDeque<LeaderMessage>,
+}
+
+/// A follower checkpoint between the start of its store sync and the journal rewrite.
+struct SimCheckpoint {
+    /// The live records when the sync started.
+    live: Vec<FollowerRecord>,
+    /// The records journaled since.
+    since: Vec<FollowerRecord>,
+    /// Per key unsynced when the sync started: how many of its older values the sync
+    /// makes moot (the key's value at the start is durable once the sync is done).
+    covers: BTreeMap<String, usize>,
 }
 
 struct Outstanding {
@@ -566,6 +582,7 @@ impl Sim {
                 journal: Vec::new(),
                 kv: BTreeMap::new(),
                 unsynced: BTreeMap::new(),
+                checkpoint: None,
                 incarnation: 0,
                 partitioned: false,
                 disk_fault: None,

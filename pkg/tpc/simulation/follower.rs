@@ -210,7 +210,11 @@ impl Sim {
                 self.crash_follower(f);
                 return Ok(false);
             }
-            self.followers[f].journal.extend(records);
+            let node = &mut self.followers[f];
+            if let Some(checkpoint) = node.checkpoint.as_mut() {
+                checkpoint.since.extend(records.iter().cloned());
+            }
+            node.journal.extend(records);
             if self.chance(200) {
                 self.log(|| format!("follower {f} crashes after journaling a batch of {count}"));
                 self.crash_follower(f);
@@ -398,26 +402,55 @@ impl Sim {
         self.followers[f].replays.push_back(msg);
     }
 
-    /// `checkpoint_if_due`, between batches: sync the store, then rewrite the journal
-    /// with the live records.
+    /// `checkpoint_if_due`, between batches: the first call starts the store sync (the
+    /// live records of this moment are kept, and the records journaled from now on);
+    /// the next one finds the sync done and rewrites the journal with both.
     pub(super) fn checkpoint_follower(&mut self, f: usize) {
-        self.followers[f].unsynced.clear();
+        let node = &mut self.followers[f];
+        let Some(checkpoint) = node.checkpoint.take() else {
+            let core = node.core.as_ref().expect("checkpoint of an up follower");
+            let covers = node
+                .unsynced
+                .iter()
+                .map(|(key, values)| (key.clone(), values.len()))
+                .collect();
+            node.checkpoint = Some(SimCheckpoint {
+                live: core.live_records(),
+                since: Vec::new(),
+                covers,
+            });
+            self.log(|| format!("follower {f} starts syncing its store"));
+            return;
+        };
+        // The sync made each key's value at its start durable (or a later one).
+        for (key, covered) in checkpoint.covers {
+            if let Some(values) = node.unsynced.get_mut(&key) {
+                values.drain(..covered.min(values.len()));
+                if values.is_empty() {
+                    node.unsynced.remove(&key);
+                }
+            }
+        }
         if self.chance(20) {
             self.log(|| format!("follower {f} crashes between store sync and checkpoint"));
             self.crash_follower(f);
             return;
         }
         let node = &mut self.followers[f];
-        let core = node.core.as_ref().expect("checkpoint of an up follower");
-        node.journal = core.live_records();
+        let SimCheckpoint {
+            mut live, since, ..
+        } = checkpoint;
+        live.extend(since);
+        node.journal = live;
         let n = node.journal.len();
-        self.log(|| format!("follower {f} syncs its store and checkpoints: {n} records"));
+        self.log(|| format!("follower {f} has synced its store and checkpoints: {n} records"));
     }
 
     pub(super) fn crash_follower(&mut self, f: usize) {
         self.stats.crashes += 1;
         let node = &mut self.followers[f];
         node.core = None;
+        node.checkpoint = None;
         node.disk_fault = None;
         node.store_fault = false;
         node.replays.clear();
