@@ -418,7 +418,16 @@ async fn a_replaying_follower_is_not_serving_refuses_reads_and_holds_streams() {
     )
     .await;
     assert_eq!(status, ServingStatus::NotServing);
-    assert!(f1.log().contains("paused at follower-before-replay"));
+    // The state thread prints this as it reaches the pause, beside the server's start.
+    support::poll(
+        "the follower to report its pause",
+        support::POLL_TIMEOUT,
+        || {
+            let paused = f1.log().contains("paused at follower-before-replay");
+            async move { paused.then_some(()).ok_or_else(|| "not yet".to_string()) }
+        },
+    )
+    .await;
     let read = support::get(&f1.addr(), "k")
         .await
         .expect_err("no reads before replay");
