@@ -147,13 +147,13 @@
 //! - C, `regression_c_a_checkpoint_must_not_resurrect_a_failed_decision` (`tcp` seed
 //!   12567 with `TPC_SIM_STEPS=60`; with the default length first found as seed
 //!   1002782, now 1008311 and 1018018, the model's schedules having changed): when
-//!   the journal write of a decision failed cleanly, `coordinator.rs` aborted in memory and sent
-//!   ABORT unjournaled, but a checkpoint computed since `core.decide` could already hold
-//!   the COMMIT, and its rewrite could succeed: after a leader restart, the followers
-//!   that had not ACKed the ABORT got COMMIT (followers diverged; the client had been
-//!   told "not applied"). Fixed in `Coordinator::transaction`: the ABORT is journaled
-//!   (under the core mutex, so after any such checkpoint) before it is sent, and the
-//!   leader stops if that fails too.
+//!   the journal write of a decision failed cleanly, `coordinator.rs` aborted in
+//!   memory and sent ABORT unjournaled, but a checkpoint computed since `core.decide`
+//!   could already hold the COMMIT, and its rewrite could succeed: after a leader
+//!   restart, the followers that had not ACKed the ABORT got COMMIT (followers
+//!   diverged; the client had been told "not applied"). Fixed in
+//!   `Coordinator::transaction`: the ABORT is journaled (under the core mutex, so after
+//!   any such checkpoint) before it is sent, and the leader stops if that fails too.
 //! - D, `regression_d_recovery_must_finish_a_decision_with_nobody_to_tell` (`tcp` seed
 //!   10351 with `TPC_SIM_STEPS=40`; with the default length first found as seed
 //!   1003500, now 1009236): a transaction decided with an empty follower set (every
