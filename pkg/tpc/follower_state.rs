@@ -62,27 +62,63 @@ struct Handled {
     reply: oneshot::Sender<Answer>,
 }
 
-/// Messages handled by the core whose effects are not carried out yet.
-#[derive(Default)]
-struct Batch {
-    handled: Vec<Handled>,
+/// Messages handled by the core whose effects are not carried out yet, each with what
+/// its owner needs to carry them out (`H`: the runtime's [`Handled`], or the
+/// simulation's), and the transactions and keys those effects will settle.
+pub(super) struct Batch<H> {
+    pub(super) handled: Vec<H>,
     /// Transactions a pending effect will finish, and the keys it will unlock.
     finishing: HashSet<String>,
     unlocking: HashSet<String>,
 }
 
-impl Batch {
+impl<H> Default for Batch<H> {
+    fn default() -> Self {
+        Batch {
+            handled: Vec::new(),
+            finishing: HashSet::new(),
+            unlocking: HashSet::new(),
+        }
+    }
+}
+
+/// A handled message in a [`Batch`]: the core's effects for it, not carried out yet.
+pub(super) trait Pending {
+    fn effects(&self) -> &[Effect];
+}
+
+impl Pending for Handled {
+    fn effects(&self) -> &[Effect] {
+        &self.effects
+    }
+}
+
+impl<H: Pending> Batch<H> {
+    /// Adds a handled message; `core` is the core that produced its effects (it still
+    /// holds the locks they will release).
+    pub(super) fn push(&mut self, core: &FollowerCore, handled: H) {
+        for effect in handled.effects() {
+            if let Effect::Finish { txid, .. } = effect {
+                if let Some(txn) = core.prepared().get(txid) {
+                    self.unlocking.insert(txn.key.clone());
+                }
+                self.finishing.insert(txid.clone());
+            }
+        }
+        self.handled.push(handled);
+    }
+
     /// True if `msg` must wait for this batch's effects before the core sees it.
-    fn must_precede(&self, msg: &LeaderMessage) -> bool {
+    pub(super) fn must_precede(&self, msg: &LeaderMessage) -> bool {
         waits_for_pending(&self.finishing, &self.unlocking, msg)
     }
 }
 
-/// The batching rule (shared with the simulation): a PREPARE must not be handed to the
-/// core while a pending effect is about to finish its transaction (a decision that came
-/// first) or unlock its key (the same-key predecessor), or the core would see a lock or
-/// an undecided id that is already on its way out, and vote ABORT.
-pub(super) fn waits_for_pending(
+/// The batching rule: a PREPARE must not be handed to the core while a pending effect
+/// is about to finish its transaction (a decision that came first) or unlock its key
+/// (the same-key predecessor), or the core would see a lock or an undecided id that is
+/// already on its way out, and vote ABORT.
+fn waits_for_pending(
     finishing: &HashSet<String>,
     unlocking: &HashSet<String>,
     msg: &LeaderMessage,
@@ -214,7 +250,7 @@ impl StateOwner {
     /// Runs one message through the core and adds its effects to `batch`.
     fn handle(
         &self,
-        batch: &mut Batch,
+        batch: &mut Batch<Handled>,
         stream: StreamId,
         msg: LeaderMessage,
         reply: oneshot::Sender<Answer>,
@@ -222,24 +258,19 @@ impl StateOwner {
         let txid = msg.txid.clone();
         let mut core = self.shared.core();
         let effects = core.handle(stream, msg);
-        for effect in &effects {
-            if let Effect::Finish { txid, .. } = effect {
-                if let Some(txn) = core.prepared().get(txid) {
-                    batch.unlocking.insert(txn.key.clone());
-                }
-                batch.finishing.insert(txid.clone());
-            }
-        }
-        batch.handled.push(Handled {
-            txid,
-            effects,
-            reply,
-        });
+        batch.push(
+            &core,
+            Handled {
+                txid,
+                effects,
+                reply,
+            },
+        );
     }
 
     /// Carries out a batch's effects: journal (one fsync), store, lock releases,
     /// replies. An `Err` means the journal is in an unknown state: the node stops.
-    fn carry_out(&mut self, batch: Batch) -> Result<()> {
+    fn carry_out(&mut self, batch: Batch<Handled>) -> Result<()> {
         let handled = batch.handled;
         if handled.is_empty() {
             return Ok(());

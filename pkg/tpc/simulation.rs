@@ -63,8 +63,9 @@
 //! carried out when it is legacy or the follower has no cluster id yet (it may adopt
 //! one; such a message is also carried out alone), or when `Batch::must_precede` says
 //! so (a PREPARE whose id a pending decision finishes, or whose key it unlocks); both
-//! rules are the runtime's own functions (`handled_alone`, `waits_for_pending`), and a
-//! test checks that `follower_state.rs` still uses them as [`follower`] does. Carrying
+//! rules are the runtime's own code (`handled_alone`, and its `Batch`, which records
+//! what pending effects settle), and a test checks that `follower_state.rs` still uses
+//! them as [`follower`] does. Carrying
 //! out a batch: one journal write for all its records, then all its store changes (the
 //! last one per key, applied *unsynced*), then all `finish`es, then the replies, in
 //! message order, each on its own stream. Crashes may hit before the journal write, in it (a

@@ -197,7 +197,7 @@ fn the_checks_catch_a_follower_that_trusts_unsynced_store_changes() {
     assert!(["1", "2", "3", "4"].contains(&failure.invariant));
 }
 
-/// The simulated follower calls the runtime's batching rules (`waits_for_pending`,
+/// The simulated follower uses the runtime's batching rules (its `Batch` and
 /// `handled_alone`), but re-states how `follower_state.rs` uses them and how it answers
 /// failed writes: this fails when those lines change, so that the model is brought up
 /// to date.

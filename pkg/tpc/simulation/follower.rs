@@ -4,7 +4,7 @@
 //! stream; messages already read from it are still handled).
 
 use super::*;
-use crate::tpc::follower_state::{handled_alone, waits_for_pending, MAX_BATCH};
+use crate::tpc::follower_state::{self, handled_alone, Pending, MAX_BATCH};
 
 /// Where a follower's message came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -22,23 +22,14 @@ struct Handled {
     effects: Vec<Effect>,
 }
 
-/// Messages handled by the core whose effects are not carried out yet (`Batch` in
-/// `follower_state.rs`).
-#[derive(Default)]
-struct Batch {
-    handled: Vec<Handled>,
-    /// Transactions a pending effect will finish, and the keys it will unlock.
-    finishing: HashSet<String>,
-    unlocking: HashSet<String>,
-}
-
-impl Batch {
-    /// `Batch::must_precede`: true if `msg` must wait for this batch's effects before
-    /// the core sees it (the runtime's own rule, `waits_for_pending`).
-    fn must_precede(&self, msg: &LeaderMessage) -> bool {
-        waits_for_pending(&self.finishing, &self.unlocking, msg)
+impl Pending for Handled {
+    fn effects(&self) -> &[Effect] {
+        &self.effects
     }
 }
+
+/// The runtime's own batch bookkeeping and `must_precede` rule.
+type Batch = follower_state::Batch<Handled>;
 
 impl Sim {
     /// Messages waiting for follower `f`'s state owner, on all its streams.
@@ -123,26 +114,22 @@ impl Sim {
         if self.cfg.bugs.skip_prepare_persist {
             effects.retain(|e| !matches!(e, Effect::Persist(FollowerRecord::Prepare { .. })));
         }
-        for effect in &effects {
-            if let Effect::Finish { txid, .. } = effect {
-                if let Some(txn) = core.prepared().get(txid) {
-                    batch.unlocking.insert(txn.key.clone());
-                }
-                batch.finishing.insert(txid.clone());
-            }
-        }
         let via = match source {
             Source::Stream(id) => format!("s{id}"),
             Source::Replay => "replay".into(),
         };
         let position = batch.handled.len();
         self.log(|| format!("follower {f} <- {via} {description} (#{position}): {effects:?}"));
-        batch.handled.push(Handled {
-            source,
-            txid,
-            is_decision,
-            effects,
-        });
+        let core = self.followers[f].core.as_ref().expect("up");
+        batch.push(
+            core,
+            Handled {
+                source,
+                txid,
+                is_decision,
+                effects,
+            },
+        );
     }
 
     /// `StateOwner::carry_out`: journal (one write), store, `finish`es, replies, with the
