@@ -67,9 +67,14 @@ async fn every_node_reports_health_and_lists_its_services() {
     wait_follower_ready(&f1.addr()).await;
     wait_leader_ready(&l.addr()).await;
 
-    // A ready follower serves both of its services; health is reported as soon as
+    // A ready follower serves all of its services; health is reported as soon as
     // replay is done, which happened before reads were answered.
-    for service in ["", "api.KeyValueAPI", "rpc.TwoPhaseCommit"] {
+    for service in [
+        "",
+        "api.KeyValueAPI",
+        "rpc.TwoPhaseCommit",
+        "rpc.FollowerReads",
+    ] {
         assert_eq!(
             health(&f1.addr(), service).await.expect("follower health"),
             ServingStatus::Serving,
@@ -93,6 +98,7 @@ async fn every_node_reports_health_and_lists_its_services() {
     for name in [
         "api.KeyValueAPI",
         "rpc.TwoPhaseCommit",
+        "rpc.FollowerReads",
         "grpc.health.v1.Health",
     ] {
         assert!(

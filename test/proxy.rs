@@ -29,9 +29,10 @@ use tpc::client::Client;
 use tpc::net::{self, Address, ListenAddr, Listener};
 use tpc::proto::api::key_value_api_client::KeyValueApiClient;
 use tpc::proto::api::{GetRequest, PutRequest};
+use tpc::proto::rpc::follower_reads_client::FollowerReadsClient;
 use tpc::proto::rpc::two_phase_commit_client::TwoPhaseCommitClient;
 use tpc::proto::rpc::two_phase_commit_server::{TwoPhaseCommit, TwoPhaseCommitServer};
-use tpc::proto::rpc::{Action, LeaderMsg, MessageType, Response};
+use tpc::proto::rpc::{Action, LeaderMsg, MessageType, ReadRequest, Response};
 use tpc::proxy::{FaultControl, Faults, Proxy, ProxyConfig};
 use tpc::tpc::follower::{Follower, FollowerConfig};
 
@@ -533,6 +534,26 @@ async fn transparent_between_real_leader_and_follower() {
     };
     let answer = via_proxy.get(get("k")).await.expect("get via proxy");
     assert_eq!(answer.into_inner().value, "v3");
+    // The leader's forwarded-read stream passes too (UNIMPLEMENTED would make the leader
+    // fall back to unary Get, and the proxy's stream faults would never touch reads).
+    let mut reads = FollowerReadsClient::new(net::connect(&proxy.addr, WAIT).await.unwrap());
+    let (tx, rx) = mpsc::unbounded_channel();
+    tx.send(ReadRequest {
+        id: 42,
+        key: "k".into(),
+    })
+    .unwrap();
+    let mut replies = reads
+        .reads(UnboundedReceiverStream::new(rx))
+        .await
+        .expect("Reads stream through the proxy")
+        .into_inner();
+    let reply = tokio::time::timeout(WAIT, replies.message())
+        .await
+        .expect("a reply within the bound")
+        .expect("stream up")
+        .expect("a reply");
+    assert_eq!((reply.id, reply.code, reply.value.as_str()), (42, 0, "v3"));
     for (via, straight) in [
         (
             via_proxy.get(get("absent")).await.err(),

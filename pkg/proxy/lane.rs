@@ -154,6 +154,18 @@ impl Describe for rpc::Response {
     }
 }
 
+impl Describe for rpc::ReadRequest {
+    fn describe(&self) -> String {
+        format!("read id={}", self.id)
+    }
+}
+
+impl Describe for rpc::ReadReply {
+    fn describe(&self) -> String {
+        format!("read reply id={} code={}", self.id, self.code)
+    }
+}
+
 /// How a lane ended.
 #[derive(Debug)]
 pub enum LaneEnd {

@@ -10,7 +10,8 @@
 //! tpc proxy --listen 127.0.0.1:6001 --target 127.0.0.1:50001 --drop 0.05 --dup 0.02 --delay-ms 0-200 --seed 7
 //! ```
 //!
-//! It serves `rpc.TwoPhaseCommit/TPCMsg`: each stream from the leader gets its own stream
+//! It serves `rpc.TwoPhaseCommit/TPCMsg` (and the leader's forwarded reads,
+//! `rpc.FollowerReads/Reads`, the same way): each stream from the leader gets its own stream
 //! to the follower, opened the way the leader opens one (the first message is queued
 //! before the follower's response headers are awaited, because classic peers send them
 //! only with their first reply; the leader in turn gets the proxy's headers when the

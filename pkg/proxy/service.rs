@@ -1,5 +1,5 @@
-//! The proxy's gRPC services: `TPCMsg` streams through two lanes each, and unary
-//! `KeyValueAPI` calls forwarded as they are.
+//! The proxy's gRPC services: `TPCMsg` and `Reads` streams through two lanes each, and
+//! unary `KeyValueAPI` calls forwarded as they are.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,12 +14,14 @@ use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
-use super::lane::{mix, stream_rng, Direction, Lane, LaneEnd};
+use super::lane::{mix, stream_rng, Describe, Direction, Lane, LaneEnd};
 use super::{FaultControl, ProxyConfig};
 use crate::limits::MAX_GRPC_MESSAGE_BYTES;
 use crate::net::{self, Address, Listener};
 use crate::proto::api::key_value_api_client::KeyValueApiClient;
 use crate::proto::api::{self, key_value_api_server::KeyValueApiServer};
+use crate::proto::rpc::follower_reads_client::FollowerReadsClient;
+use crate::proto::rpc::follower_reads_server::FollowerReadsServer;
 use crate::proto::rpc::two_phase_commit_client::TwoPhaseCommitClient;
 use crate::proto::rpc::{self, two_phase_commit_server::TwoPhaseCommitServer};
 use crate::{Error, Result};
@@ -64,6 +66,11 @@ pub(super) async fn serve(
                 .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES),
         )
         .add_service(
+            FollowerReadsServer::new(service.clone())
+                .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES),
+        )
+        .add_service(
             KeyValueApiServer::new(service)
                 .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES),
@@ -101,17 +108,64 @@ impl rpc::two_phase_commit_server::TwoPhaseCommit for ProxyService {
         &self,
         request: Request<Streaming<rpc::LeaderMsg>>,
     ) -> std::result::Result<Response<Self::TPCMsgStream>, Status> {
+        self.proxy_stream(request.into_inner(), |channel, down| async move {
+            TwoPhaseCommitClient::new(channel)
+                .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES)
+                .tpc_msg(down)
+                .await
+        })
+        .await
+    }
+}
+
+#[tonic::async_trait]
+impl rpc::follower_reads_server::FollowerReads for ProxyService {
+    type ReadsStream = UnboundedReceiverStream<std::result::Result<rpc::ReadReply, Status>>;
+
+    /// The leader's forwarded reads go through the same faults as its 2PC stream (a
+    /// target that doesn't serve them answers UNIMPLEMENTED, passed on unchanged).
+    async fn reads(
+        &self,
+        request: Request<Streaming<rpc::ReadRequest>>,
+    ) -> std::result::Result<Response<Self::ReadsStream>, Status> {
+        self.proxy_stream(request.into_inner(), |channel, down| async move {
+            FollowerReadsClient::new(channel)
+                .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES)
+                .reads(down)
+                .await
+        })
+        .await
+    }
+}
+
+impl ProxyService {
+    /// Joins the leader's stream `inbound` to a new stream to the target, opened by
+    /// `open`; answers the leader once the target's response headers arrive.
+    async fn proxy_stream<Req, Resp, Open, Opened>(
+        &self,
+        inbound: Streaming<Req>,
+        open: Open,
+    ) -> std::result::Result<
+        Response<UnboundedReceiverStream<std::result::Result<Resp, Status>>>,
+        Status,
+    >
+    where
+        Req: Clone + Describe + Send + 'static,
+        Resp: Clone + Describe + Send + 'static,
+        Open: FnOnce(Channel, UnboundedReceiverStream<Req>) -> Opened + Send + 'static,
+        Opened: Future<Output = std::result::Result<Response<Streaming<Resp>>, Status>>
+            + Send
+            + 'static,
+    {
         let stream = self.inner.next_stream.fetch_add(1, Ordering::Relaxed);
-        let inbound = request.into_inner();
         let channel = net::connect(&self.inner.target, CONNECT_TIMEOUT)
             .await
             .map_err(|e| {
                 tracing::debug!(stream, error = %e, "target unreachable");
                 Status::unavailable(format!("proxy: target unreachable: {e}"))
             })?;
-        let client = TwoPhaseCommitClient::new(channel)
-            .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES);
         let (up, up_rx) = mpsc::unbounded_channel();
         let (headers, headers_rx) = oneshot::channel();
         let session = Session {
@@ -121,7 +175,8 @@ impl rpc::two_phase_commit_server::TwoPhaseCommit for ProxyService {
             stopped: self.inner.stopped.clone(),
         };
         let span = tracing::debug_span!("proxy stream", stream);
-        tokio::spawn(session.run(inbound, client, up, headers).instrument(span));
+        let call = move |down| open(channel, down);
+        tokio::spawn(session.run(inbound, call, up, headers).instrument(span));
         // The leader gets our headers when the target's arrive (or the target's error).
         match headers_rx.await {
             Ok(Ok(())) => Ok(Response::new(UnboundedReceiverStream::new(up_rx))),
@@ -139,8 +194,6 @@ struct Session {
     stopped: watch::Receiver<bool>,
 }
 
-type Upstream = mpsc::UnboundedSender<std::result::Result<rpc::Response, Status>>;
-
 impl Session {
     fn lane(&self, direction: Direction) -> Lane {
         Lane {
@@ -151,13 +204,18 @@ impl Session {
         }
     }
 
-    async fn run(
+    async fn run<Req, Resp, Call, Called>(
         self,
-        inbound: Streaming<rpc::LeaderMsg>,
-        mut client: TwoPhaseCommitClient<Channel>,
-        up: Upstream,
+        inbound: Streaming<Req>,
+        call: Call,
+        up: mpsc::UnboundedSender<std::result::Result<Resp, Status>>,
         headers: oneshot::Sender<std::result::Result<(), Status>>,
-    ) {
+    ) where
+        Req: Clone + Describe + Send + 'static,
+        Resp: Clone + Describe + Send + 'static,
+        Call: FnOnce(UnboundedReceiverStream<Req>) -> Called,
+        Called: Future<Output = std::result::Result<Response<Streaming<Resp>>, Status>>,
+    {
         tracing::debug!("leader stream opened");
         let mut stopped = self.stopped.clone();
         // Downstream starts at once: the first message must be on its way before the
@@ -168,7 +226,7 @@ impl Session {
             .run(inbound, move |msg| down.send(msg).is_ok());
         tokio::pin!(down_lane);
         let mut down_done = false;
-        let call = client.tpc_msg(UnboundedReceiverStream::new(down_rx));
+        let call = call(UnboundedReceiverStream::new(down_rx));
         tokio::pin!(call);
         let responses = loop {
             tokio::select! {

@@ -8,7 +8,9 @@
 //! back in that same order; an error answer ends the stream.
 //!
 //! `Get` runs in the gRPC handler: it asks the core (behind a short-held mutex) whether
-//! the key is locked and otherwise reads the file. The core makes a lock visible before
+//! the key is locked and otherwise reads the file. The leader's forwarded reads take the
+//! same path, many in flight on one `rpc.FollowerReads/Reads` stream, answered in the
+//! order they come. The core makes a lock visible before
 //! the vote is sent, and releases it only after the decided value is applied, so a direct
 //! read of a follower is never stale (DESIGN §1.3). Until replay is done `Get` answers
 //! `UNAVAILABLE`, and incoming streams are held: their messages wait in the queue.
@@ -156,8 +158,12 @@ impl Follower {
             shared: self.shared.clone(),
             inbox: self.inbox.clone(),
         };
-        let (router, health) =
-            server::router_with_admin_services(&["api.KeyValueAPI", "rpc.TwoPhaseCommit"]).await;
+        let (router, health) = server::router_with_admin_services(&[
+            "api.KeyValueAPI",
+            "rpc.TwoPhaseCommit",
+            "rpc.FollowerReads",
+        ])
+        .await;
         let stopping = self.shared.stopping.clone();
         let not_serving = health.clone();
         let stop_http = server::spawn_http(self.http, &health, None);
@@ -176,6 +182,11 @@ impl Follower {
         let router = router
             .add_service(
                 rpc::two_phase_commit_server::TwoPhaseCommitServer::new(service.clone())
+                    .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
+                    .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES),
+            )
+            .add_service(
+                rpc::follower_reads_server::FollowerReadsServer::new(service.clone())
                     .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
                     .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES),
             )
@@ -218,6 +229,70 @@ impl Follower {
 struct FollowerService {
     shared: Arc<Shared>,
     inbox: mpsc::Sender<Command>,
+}
+
+impl FollowerService {
+    /// A direct read of this follower's copy: refused while the key has an undecided
+    /// transaction (the old value could be stale) or the journal is not replayed yet.
+    fn read(&self, key: &str) -> std::result::Result<String, Status> {
+        let _timer = RequestTimer::start("get");
+        limits::check_key(key).map_err(Status::invalid_argument)?;
+        if !self.shared.ready.load(Ordering::Acquire) {
+            return Err(Status::unavailable("follower is replaying its journal"));
+        }
+        self.shared
+            .core()
+            .check_readable(key)
+            .map_err(Status::unavailable)?;
+        match self.shared.kv.get(key) {
+            Ok(Some(value)) => Ok(value),
+            Ok(None) => Err(Status::not_found("key not found")),
+            Err(e) => {
+                tracing::error!(error = %e, "read failed");
+                Err(Status::internal(format!("read failed: {e}")))
+            }
+        }
+    }
+}
+
+/// How many forwarded reads' answers may wait to be sent on one stream.
+const READ_STREAM_DEPTH: usize = 256;
+
+#[tonic::async_trait]
+impl rpc::follower_reads_server::FollowerReads for FollowerService {
+    type ReadsStream = ReceiverStream<std::result::Result<rpc::ReadReply, Status>>;
+
+    async fn reads(
+        &self,
+        request: Request<Streaming<rpc::ReadRequest>>,
+    ) -> std::result::Result<Response<Self::ReadsStream>, Status> {
+        let mut inbound = request.into_inner();
+        let (out, out_rx) = mpsc::channel(READ_STREAM_DEPTH);
+        let service = self.clone();
+        let mut stopping = self.shared.stopping.subscribe();
+        tokio::spawn(async move {
+            loop {
+                let item = tokio::select! {
+                    item = inbound.next() => item,
+                    _ = async { stopping.wait_for(|stopping| *stopping).await.is_ok() } => break,
+                };
+                let Some(Ok(request)) = item else { break };
+                let reply = match service.read(&request.key) {
+                    Ok(value) => rpc::ReadReply { id: request.id, code: 0, value, message: String::new() },
+                    Err(status) => rpc::ReadReply {
+                        id: request.id,
+                        code: status.code() as u32,
+                        value: String::new(),
+                        message: status.message().to_string(),
+                    },
+                };
+                if out.send(Ok(reply)).await.is_err() {
+                    break;
+                }
+            }
+        }.in_current_span());
+        Ok(Response::new(ReceiverStream::new(out_rx)))
+    }
 }
 
 #[tonic::async_trait]
@@ -310,24 +385,9 @@ impl api::key_value_api_server::KeyValueApi for FollowerService {
         &self,
         request: Request<api::GetRequest>,
     ) -> std::result::Result<Response<api::Response>, Status> {
-        let _timer = RequestTimer::start("get");
         let key = request.into_inner().key;
-        limits::check_key(&key).map_err(Status::invalid_argument)?;
-        if !self.shared.ready.load(Ordering::Acquire) {
-            return Err(Status::unavailable("follower is replaying its journal"));
-        }
-        self.shared
-            .core()
-            .check_readable(&key)
-            .map_err(Status::unavailable)?;
-        match self.shared.kv.get(&key) {
-            Ok(Some(value)) => Ok(Response::new(api::Response { value })),
-            Ok(None) => Err(Status::not_found("key not found")),
-            Err(e) => {
-                tracing::error!(error = %e, "read failed");
-                Err(Status::internal(format!("read failed: {e}")))
-            }
-        }
+        self.read(&key)
+            .map(|value| Response::new(api::Response { value }))
     }
 
     async fn put(

@@ -4,7 +4,8 @@
 //! own, many at once (writes to the same key in order), independent of the handler that
 //! asked for it.
 //!
-//! Reads go to a random follower over a pooled channel. A follower answers `UNAVAILABLE`
+//! Reads go to a random follower over a pooled channel, many at once on one stream
+//! (`reads.rs`). A follower answers `UNAVAILABLE`
 //! for a key whose decision it has not applied yet; the leader then tries the others and
 //! waits for decisions to be delivered, at most twice the vote timeout, so the reads
 //! clients see are linearizable (DESIGN §1.3).
@@ -21,6 +22,7 @@ use super::coordinator::{Coordinator, WriteRequest};
 use super::leader_core::LeaderCore;
 use super::link::Link;
 use super::message::Op;
+use super::reads::FollowerReader;
 use super::records::{open_journal, LeaderRecord};
 use super::trace::Trace;
 use crate::dirlock::DirLock;
@@ -107,14 +109,7 @@ impl Leader {
             .iter()
             .map(|(name, addr)| {
                 net::connect_lazy(addr, config.vote_timeout)
-                    .map(|channel| {
-                        (
-                            name.clone(),
-                            api::key_value_api_client::KeyValueApiClient::new(channel)
-                                .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
-                                .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES),
-                        )
-                    })
+                    .map(|channel| (name.clone(), FollowerReader::new(channel)))
                     .map_err(Error::Config)
             })
             .collect::<Result<Vec<_>>>()?;
@@ -193,11 +188,9 @@ impl Leader {
     }
 }
 
-type Reader = api::key_value_api_client::KeyValueApiClient<tonic::transport::Channel>;
-
 struct ServiceInner {
     coordinator: Arc<Coordinator>,
-    readers: Vec<(String, Reader)>,
+    readers: Vec<(String, Arc<FollowerReader>)>,
     progress: watch::Receiver<u64>,
     vote_timeout: Duration,
 }
@@ -243,24 +236,15 @@ impl api::key_value_api_server::KeyValueApi for LeaderService {
             order.shuffle(&mut rand::rng());
             for &i in &order {
                 let (name, reader) = &inner.readers[i];
-                let mut reader = reader.clone();
-                let mut req = Request::new(api::GetRequest { key: key.clone() });
-                req.set_timeout(inner.vote_timeout);
-                match tokio::time::timeout(inner.vote_timeout, reader.get(req)).await {
-                    Ok(Ok(response)) => return Ok(response),
-                    Ok(Err(status)) if status.code() == Code::NotFound => {
+                match reader.get(&key, inner.vote_timeout).await {
+                    Ok(value) => return Ok(Response::new(api::Response { value })),
+                    Err(status) if status.code() == Code::NotFound => {
                         return Err(Status::not_found(format!(
                             "key not found: {}",
                             limits::quote_key(&key)
                         )))
                     }
-                    Ok(Err(status)) => {
-                        last_error = format!("follower {name}: {}", status.message())
-                    }
-                    Err(_) => {
-                        last_error =
-                            format!("follower {name}: no answer within {:?}", inner.vote_timeout)
-                    }
+                    Err(status) => last_error = format!("follower {name}: {}", status.message()),
                 }
             }
             // Every follower refused (the key's decision is on its way) or is down: wait

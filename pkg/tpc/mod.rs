@@ -17,9 +17,10 @@
 //!   the rule book, and `simulation.rs` (tests only) drives them through adversarial
 //!   schedules.
 //! - **Runtime**, which carries the effects out: [`follower`] (a state-owner thread,
-//!   the gRPC services), [`coordinator`] (runs the transactions, many at once), [`leader`] (the client API), [`link`]
-//!   (one task and one stream per follower: ordering, retransmission, reconnection) and
-//!   [`admin`] (the operator's status).
+//!   the gRPC services), [`coordinator`] (runs the transactions, many at once),
+//!   [`leader`] (the client API; its reads go out through `reads.rs`, one stream per
+//!   follower), [`link`] (one task and one stream per follower: ordering,
+//!   retransmission, reconnection) and [`admin`] (the operator's status).
 //! - **Edges**: [`message`] converts wire messages to domain types and back, in one
 //!   place; [`records`] encodes journal records.
 
@@ -32,6 +33,7 @@ pub mod leader;
 pub mod leader_core;
 pub mod link;
 pub mod message;
+mod reads;
 pub mod records;
 pub mod trace;
 

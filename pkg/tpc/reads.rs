@@ -1,0 +1,226 @@
+//! The leader's forwarded reads: many at once on one long-lived stream per follower.
+//!
+//! A unary `api.Get` per read costs the leader a whole HTTP/2 request (headers to encode
+//! and decode, a new stream, a task hop through the channel's buffer), and the follower
+//! as much again: more CPU than the read itself. `rpc.FollowerReads/Reads` carries each
+//! read as one message on a stream that stays open, with the reply matched by id, so the
+//! reads of many clients share a connection's writes. A follower that does not serve it
+//! (classic tooling) answers `UNIMPLEMENTED` when the stream opens; that follower is then
+//! read with `api.Get`, as the classic leader does, and asked again only after
+//! [`REPROBE_AFTER`] (it may have been upgraded meanwhile).
+//!
+//! A stream that fails or ends fails the reads waiting on it (the caller tries another
+//! follower); the next read opens a new one.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tonic::transport::Channel;
+use tonic::{Code, Request, Status};
+use tracing::Instrument;
+
+use crate::limits::MAX_GRPC_MESSAGE_BYTES;
+use crate::proto::{api, rpc};
+
+type ReadResult = std::result::Result<String, Status>;
+
+/// How long a follower that does not serve `Reads` is read with `Get` before the leader
+/// tries the stream again.
+pub const REPROBE_AFTER: Duration = Duration::from_secs(60);
+
+/// Reads one follower's copy for the leader.
+pub struct FollowerReader {
+    unary: api::key_value_api_client::KeyValueApiClient<Channel>,
+    streaming: rpc::follower_reads_client::FollowerReadsClient<Channel>,
+    state: Mutex<Mode>,
+}
+
+enum Mode {
+    /// No stream open: the next read opens one.
+    Idle,
+    Streaming(Arc<ReadStream>),
+    /// The follower did not serve `Reads` at this instant: unary `Get` for a while.
+    Unary(Instant),
+}
+
+/// One open `Reads` stream and the reads waiting for its replies.
+struct ReadStream {
+    requests: mpsc::UnboundedSender<rpc::ReadRequest>,
+    /// `None` once the stream has ended: nothing more will be answered.
+    waiting: Mutex<Option<HashMap<u64, oneshot::Sender<ReadResult>>>>,
+    next_id: AtomicU64,
+}
+
+impl FollowerReader {
+    /// A reader over `channel` (shared with nothing else that needs ordering).
+    pub fn new(channel: Channel) -> Arc<FollowerReader> {
+        Arc::new(FollowerReader {
+            unary: api::key_value_api_client::KeyValueApiClient::new(channel.clone())
+                .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES),
+            streaming: rpc::follower_reads_client::FollowerReadsClient::new(channel)
+                .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES),
+            state: Mutex::new(Mode::Idle),
+        })
+    }
+
+    /// Reads `key` from this follower, answering as its `Get` would; a follower that
+    /// does not answer within `timeout` gets `DEADLINE_EXCEEDED`.
+    pub async fn get(self: &Arc<Self>, key: &str, timeout: Duration) -> ReadResult {
+        if let Some(stream) = self.stream() {
+            let answer = tokio::time::timeout(timeout, stream.read(key)).await;
+            match answer {
+                Ok(Err(status)) if status.code() == Code::Unimplemented => {}
+                Ok(result) => return result,
+                Err(_) => return Err(no_answer(timeout)),
+            }
+        }
+        let mut unary = self.unary.clone();
+        let mut request = Request::new(api::GetRequest {
+            key: key.to_string(),
+        });
+        request.set_timeout(timeout);
+        match tokio::time::timeout(timeout, unary.get(request)).await {
+            Ok(answer) => answer.map(|response| response.into_inner().value),
+            Err(_) => Err(no_answer(timeout)),
+        }
+    }
+
+    /// The open stream, opened now if there is none; `None` for a unary-only follower.
+    fn stream(self: &Arc<Self>) -> Option<Arc<ReadStream>> {
+        let mut mode = lock(&self.state);
+        match &*mode {
+            Mode::Streaming(stream) => Some(stream.clone()),
+            Mode::Unary(since) if since.elapsed() < REPROBE_AFTER => None,
+            Mode::Idle | Mode::Unary(_) => {
+                let stream = self.open();
+                *mode = Mode::Streaming(stream.clone());
+                Some(stream)
+            }
+        }
+    }
+
+    /// Opens a stream; its task hands each reply to the read waiting for it.
+    fn open(self: &Arc<Self>) -> Arc<ReadStream> {
+        let (requests, outbound) = mpsc::unbounded_channel();
+        let stream = Arc::new(ReadStream {
+            requests,
+            waiting: Mutex::new(Some(HashMap::new())),
+            next_id: AtomicU64::new(1),
+        });
+        let me = self.clone();
+        let replies = stream.clone();
+        tokio::spawn(
+            async move {
+                let mut client = me.streaming.clone();
+                let ended = match client.reads(UnboundedReceiverStream::new(outbound)).await {
+                    Ok(response) => {
+                        let mut inbound = response.into_inner();
+                        loop {
+                            match inbound.message().await {
+                                Ok(Some(reply)) => replies.answer(reply),
+                                Ok(None) => break Status::unavailable("read stream ended"),
+                                Err(status) => break status,
+                            }
+                        }
+                    }
+                    Err(status) => status,
+                };
+                let mut mode = lock(&me.state);
+                if matches!(&*mode, Mode::Streaming(s) if Arc::ptr_eq(s, &replies)) {
+                    *mode = if ended.code() == Code::Unimplemented {
+                        tracing::info!(
+                            "follower does not serve rpc.FollowerReads; reading it with Get"
+                        );
+                        Mode::Unary(Instant::now())
+                    } else {
+                        Mode::Idle
+                    };
+                }
+                drop(mode);
+                replies.end(ended);
+            }
+            .in_current_span(),
+        );
+        stream
+    }
+}
+
+impl ReadStream {
+    async fn read(&self, key: &str) -> ReadResult {
+        let (tx, rx) = oneshot::channel();
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut waiting = lock(&self.waiting);
+            let Some(waiting) = waiting.as_mut() else {
+                return Err(Status::unavailable("read stream ended"));
+            };
+            waiting.insert(id, tx);
+        }
+        let _forget = Forget { stream: self, id };
+        let request = rpc::ReadRequest {
+            id,
+            key: key.to_string(),
+        };
+        if self.requests.send(request).is_err() {
+            return Err(Status::unavailable("read stream ended"));
+        }
+        rx.await
+            .unwrap_or_else(|_| Err(Status::unavailable("read stream ended")))
+    }
+
+    fn answer(&self, reply: rpc::ReadReply) {
+        let waiter = lock(&self.waiting)
+            .as_mut()
+            .and_then(|waiting| waiting.remove(&reply.id));
+        // No waiter: the read timed out and left, or the follower sent an id we never did.
+        if let Some(waiter) = waiter {
+            let result = match reply.code {
+                0 => Ok(reply.value),
+                code => Err(Status::new(Code::from(code as i32), reply.message)),
+            };
+            let _ = waiter.send(result);
+        }
+    }
+
+    /// The stream is over: every read still waiting gets `status`.
+    fn end(&self, status: Status) {
+        let waiting = lock(&self.waiting).take().unwrap_or_default();
+        for (_, waiter) in waiting {
+            let _ = waiter.send(Err(status.clone()));
+        }
+    }
+
+    fn forget(&self, id: u64) {
+        if let Some(waiting) = lock(&self.waiting).as_mut() {
+            waiting.remove(&id);
+        }
+    }
+}
+
+/// Removes a read that gave up (timed out, or its client went away) from the waiting.
+struct Forget<'a> {
+    stream: &'a ReadStream,
+    id: u64,
+}
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        self.stream.forget(self.id);
+    }
+}
+
+fn no_answer(timeout: Duration) -> Status {
+    Status::deadline_exceeded(format!("no answer within {timeout:?}"))
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
