@@ -9,6 +9,8 @@
 //!   it is journaled (the follower voted; the decision is lost with the crash).
 //! - `follower-after-apply`: a committed write is journaled and applied, the lock not yet
 //!   released and the ACK not sent.
+//! - `leader-after-begin-journaled`: `begin` is durable (the PREPAREs went out while it
+//!   was being written), the votes not yet counted.
 //! - `leader-after-decision-journaled`: the decision is durable, not yet sent.
 //! - `leader-after-first-ack`: one follower ACKed a decision, the others not yet.
 //! - `journal-torn-write`: a journal write stops halfway through its bytes (a torn

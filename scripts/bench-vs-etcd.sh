@@ -27,7 +27,9 @@
 #                         ../shared/anchor-bench into ${TMPDIR:-/tmp}/anchor-target
 #   ANCHOR_BENCH_SRC=DIR  anchor-bench's source (default: ../shared/anchor-bench)
 #   TPC_BIN=PATH          the tpc binary; default: `cargo build --release --bin tpc`
-#   TPC_PORT=50000        tpc leader port; follower i listens on TPC_PORT+i
+#   TPC_PORT=25000        tpc leader port; follower i listens on TPC_PORT+i (below
+#                         Linux's ephemeral range, 32768-60999: a port in it can be
+#                         taken by any outgoing connection, such as the load's)
 #   KEEP_DATA=1           keep the etcd/tpc data directories (default: deleted when
 #                         the script ends, not between runs)
 #   QUIET_PCT=25 QUIET_WRITES=20 QUIET_WAIT=60   before each run, wait up to QUIET_WAIT
@@ -43,7 +45,7 @@
 # Only one instance runs at a time (a lock in ${TMPDIR:-/tmp}); a second one waits.
 set -euo pipefail
 
-usage() { sed -n '2,43p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,45p' "$0" | sed 's/^# \{0,1\}//'; }
 case "${1:-}" in -h|--help) usage; exit 0 ;; esac
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -51,7 +53,7 @@ rounds=${ROUNDS:-3}
 seconds=${SECONDS_PER_RUN:-10}
 value_size=${VALUE_SIZE:-100}
 keyspace=${KEYSPACE:-1000}
-tpc_port=${TPC_PORT:-50000}
+tpc_port=${TPC_PORT:-25000}
 quiet_pct=${QUIET_PCT:-25}
 quiet_wait=${QUIET_WAIT:-60}
 quiet_writes=${QUIET_WRITES:-20}

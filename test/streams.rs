@@ -408,6 +408,7 @@ fn prepare(txid: &str, key: &str, value: &str) -> LeaderMsg {
         low_water: String::new(),
         cluster_id: "c1".into(),
         cluster_has_data: false,
+        known_txids: Vec::new(),
     }
 }
 

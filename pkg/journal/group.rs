@@ -201,6 +201,7 @@ fn flush(journal: &mut Journal, appends: Vec<Job>, stats: &Stats) {
         }
         return;
     }
+    crate::crash::pause_point("leader-journal-before-write");
     let result = if sync {
         journal.append_batch(&records)
     } else {

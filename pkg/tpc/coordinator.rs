@@ -19,10 +19,25 @@
 //! order is the core's order: a checkpoint, computed and handed in under the mutex,
 //! stands for everything handed in before it.
 //!
-//! **One transaction**: journal `begin` durably; send PREPARE to every follower; collect
-//! the votes (no answer within the vote timeout counts as ABORT); journal the decision
-//! durably; answer the client (the commit point); queue the decision on the links, which
-//! deliver it until every follower ACKs.
+//! **One transaction**: hand `begin` to the journal and send PREPARE to every follower
+//! at once; collect the votes (no answer within the vote timeout counts as ABORT) and
+//! wait for `begin` to be durable; journal the decision durably; answer the client (the
+//! commit point); queue the decision on the links, which deliver it until every follower
+//! ACKs.
+//!
+//! **Why PREPARE need not wait for `begin`** (DESIGN §1.4 asks that it does; this saves
+//! one fsync of the three a write waits for). `begin` exists so that a restarted leader
+//! can abort what it had under way. If the leader crashes before `begin` is durable, its
+//! decision can't be durable either (the journal is written in order, and the decision
+//! comes after the votes), so nobody was told COMMIT and ABORT is the only possible
+//! outcome. The restarted leader tells every follower so without knowing the id: after
+//! the decisions its journal holds, it sends an *end of recovery* (an ABORT of
+//! `<epoch>.0`) listing the transactions it has unfinished for that follower, and the
+//! follower aborts every other transaction of an older epoch it still has prepared
+//! (`follower_core.rs`). This is presumed abort, with the followers' inquiry replaced
+//! by the leader's announcement. If `begin` fails cleanly, the write is
+//! aborted like any other (its ABORT journaled and delivered); if the journal broke, the
+//! leader stops and its restart sends the end of recovery.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -120,6 +135,15 @@ impl Coordinator {
         self.deliver_locked(&self.core(), txid, outcome, follower);
     }
 
+    /// Queues this run's end of recovery on every link, after the recovered decisions
+    /// (`LeaderCore::end_of_recovery`); called once, at a restart.
+    pub fn end_recovery(&self) {
+        let core = self.core();
+        for link in &self.links {
+            link.decide(core.end_of_recovery(link.name()).into());
+        }
+    }
+
     /// Resolves with the reason once the leader must stop (its journal failed).
     pub fn fatal(&self) -> watch::Receiver<Option<String>> {
         self.fatal.subscribe()
@@ -171,17 +195,9 @@ impl Coordinator {
             records.push(Record::from(&begin));
             (txid, self.journal.append(records))
         };
-        if let Err(e) = durable(begun).await {
-            tracing::error!(%txid, error = %e, "leader journal write failed; write refused");
-            self.core().forget(txid);
-            let _ = request.reply.send(Err(Status::unavailable(format!(
-                "write not applied: leader journal write failed: {e}"
-            ))));
-            // A journal in an unknown state can't be written again: stop.
-            return if e.broken { Err(e.message) } else { Ok(()) };
-        }
         self.trace
             .emit(&txid.to_string(), "begin", None, request.key.as_str());
+        // The PREPAREs go out while `begin` is being made durable (see the module docs).
         let answers: Vec<_> = {
             let core = self.core();
             self.links
@@ -195,6 +211,18 @@ impl Coordinator {
                 })
                 .collect()
         };
+        let begun = durable(begun).await;
+        crash_point("leader-after-begin-journaled");
+        if let Err(e) = &begun {
+            tracing::error!(%txid, error = %e, "leader journal write failed; aborting the write");
+            if e.broken {
+                // The restart aborts what the followers prepared (its end of recovery).
+                let _ = request.reply.send(Err(Status::unavailable(format!(
+                    "write not applied: leader journal write failed: {e}"
+                ))));
+                return Err(e.message.clone());
+            }
+        }
         let mut votes = Vec::with_capacity(answers.len());
         for answer in answers {
             votes.push(
@@ -203,9 +231,10 @@ impl Coordinator {
                     .unwrap_or_else(|_| VoteResult::NoAnswer("link stopped".into())),
             );
         }
-        let outcome = if votes
-            .iter()
-            .all(|v| *v == VoteResult::Vote(Outcome::Commit))
+        let outcome = if begun.is_ok()
+            && votes
+                .iter()
+                .all(|v| *v == VoteResult::Vote(Outcome::Commit))
         {
             Outcome::Commit
         } else {
@@ -225,7 +254,15 @@ impl Coordinator {
                 .append(records.iter().map(Record::from).collect())
         };
         let (outcome, answer) = match durable(decided).await {
-            Ok(()) => (outcome, self.client_answer(outcome, &votes)),
+            Ok(()) => match begun {
+                Ok(()) => (outcome, self.client_answer(outcome, &votes)),
+                Err(e) => (
+                    outcome,
+                    Err(Status::unavailable(format!(
+                        "write not applied: leader journal write failed: {e}"
+                    ))),
+                ),
+            },
             Err(e) if e.broken => {
                 // The decision may or may not be on disk: sending either one could
                 // contradict what a restart finds. Stop; the restart decides.
@@ -327,6 +364,10 @@ impl Coordinator {
         let Ok(txid) = ack.txid.parse::<TxId>() else {
             return;
         };
+        if txid.seq == 0 {
+            // The end of recovery: no transaction.
+            return;
+        }
         {
             let mut core = self.core();
             match core.acked(txid, &ack.follower) {

@@ -21,6 +21,15 @@
 //!   low-water mark passes them: a checkpoint may drop a decided record only below it.
 //! - A repeated decision gets ACK again and changes nothing; a decision for an unknown
 //!   transaction is journaled as a marker, so that a late PREPARE of it is refused.
+//! - A restarted leader's *end of recovery* (an ABORT of `<epoch>.0`, an id no
+//!   transaction has) lists the transactions of older epochs that the leader still has
+//!   unfinished for this follower; every other one of an older epoch still prepared here
+//!   is aborted. The leader does not know it: the old leader sent its PREPARE before its
+//!   `begin` was durable and crashed before it was. Its decision can't have been durable
+//!   either (the journal is written in order, the decision after the votes), so it was
+//!   never committed anywhere. (The list, not the order of the stream, says what the
+//!   leader knows: a message dropped inside a stream must not make a COMMIT look
+//!   unknown.)
 //! - Legacy messages (no transaction id, from classic tooling): at most one undecided
 //!   legacy transaction; an identical retransmitted PREPARE gets the same vote, a
 //!   different one ABORT; a legacy decision that follows, on the same stream, a legacy
@@ -147,6 +156,7 @@ impl FollowerCore {
             (false, Body::Prepare { key, op }) => self.prepare(msg.txid, key, op, problem),
             (true, Body::Prepare { key, op }) => self.prepare_legacy(stream, key, op, problem),
             (false, Body::Decide(outcome)) => self.decide(msg.txid, outcome),
+            (_, Body::EndOfRecovery { known }) => self.end_of_recovery(msg.epoch, &known),
             (true, Body::Decide(outcome)) => {
                 if self.legacy_refused.remove(&stream) || !self.prepared.contains_key(LEGACY) {
                     vec![Effect::Reply(Reply::Ack)]
@@ -288,6 +298,35 @@ impl FollowerCore {
                 outcome,
             }));
             effects.push(Effect::Finish { txid, outcome });
+        }
+        effects.push(Effect::Reply(Reply::Ack));
+        effects
+    }
+
+    /// Aborts the transactions of epochs before `epoch` that are still prepared and that
+    /// the restarted leader does not know.
+    fn end_of_recovery(&mut self, epoch: u64, known: &[TxId]) -> Vec<Effect> {
+        let mut orphans: Vec<String> = self
+            .prepared
+            .keys()
+            .filter(|txid| {
+                txid.parse::<TxId>()
+                    .is_ok_and(|id| id.epoch < epoch && !known.contains(&id))
+            })
+            .cloned()
+            .collect();
+        orphans.sort();
+        let mut effects = Vec::new();
+        for txid in orphans {
+            tracing::warn!(%txid, "aborting a transaction the restarted leader does not know (it crashed before journaling it)");
+            effects.push(Effect::Persist(FollowerRecord::Decide {
+                txid: txid.clone(),
+                outcome: Outcome::Abort,
+            }));
+            effects.push(Effect::Finish {
+                txid,
+                outcome: Outcome::Abort,
+            });
         }
         effects.push(Effect::Reply(Reply::Ack));
         effects

@@ -546,3 +546,63 @@ fn a_failed_journal_write_undoes_the_cluster_adoption() {
         Effect::Persist(FollowerRecord::Meta { cluster_id: Some(id), .. }) if id == "A"
     ));
 }
+
+fn end_of_recovery(epoch: u64, known: &[&str]) -> LeaderMessage {
+    let known = known.iter().map(|t| t.parse().unwrap()).collect();
+    msg(&format!("{epoch}.0"), Body::EndOfRecovery { known })
+}
+
+fn aborted(txid: &str) -> [Effect; 2] {
+    [
+        Effect::Persist(FollowerRecord::Decide {
+            txid: txid.into(),
+            outcome: Abort,
+        }),
+        Effect::Finish {
+            txid: txid.into(),
+            outcome: Abort,
+        },
+    ]
+}
+
+#[test]
+fn end_of_recovery_aborts_what_older_epochs_left_prepared_unknown_and_nothing_else() {
+    let mut core = FollowerCore::new(false);
+    run(&mut core, 1, prepare("1.4", "a", "x"));
+    run(&mut core, 1, prepare("2.1", "b", "y"));
+    run(&mut core, 1, prepare("2.2", "e", "w"));
+    run(&mut core, 1, prepare("3.1", "c", "z"));
+    run(&mut core, 1, prepare("", "d", "legacy"));
+    // The leader of epoch 3 ends its recovery: it knows 2.2 (its decision is on the
+    // way, or was lost in the network); 1.4 and 2.1 were never journaled by it.
+    let effects = run(&mut core, 2, end_of_recovery(3, &["2.2"]));
+    let mut expected: Vec<Effect> = aborted("1.4").into_iter().chain(aborted("2.1")).collect();
+    expected.push(ACK);
+    assert_eq!(
+        effects[effects.len() - expected.len()..],
+        expected[..],
+        "{effects:?}"
+    );
+    assert!(core.check_readable("a").is_ok() && core.check_readable("b").is_ok());
+    assert!(
+        core.check_readable("e").is_err(),
+        "a known transaction stays"
+    );
+    assert!(
+        core.check_readable("c").is_err(),
+        "epoch 3's own transaction stays"
+    );
+    assert!(
+        core.check_readable("d").is_err(),
+        "a legacy transaction stays"
+    );
+    // Aborted for good: a late PREPARE of it gets ABORT, a repeated end of recovery
+    // changes nothing, and the known one still gets its decision.
+    assert_eq!(
+        run(&mut core, 2, prepare("2.1", "b", "y")),
+        vec![vote(Abort)]
+    );
+    assert_eq!(run(&mut core, 2, end_of_recovery(3, &["2.2"])), vec![ACK]);
+    run(&mut core, 2, decide("2.2", Commit));
+    assert!(core.check_readable("e").is_ok());
+}

@@ -125,7 +125,7 @@ fn waits_for_pending(
 ) -> bool {
     match &msg.body {
         Body::Prepare { key, .. } => finishing.contains(&msg.txid) || unlocking.contains(key),
-        Body::Decide(_) => false,
+        Body::Decide(_) | Body::EndOfRecovery { .. } => false,
     }
 }
 

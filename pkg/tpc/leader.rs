@@ -119,6 +119,9 @@ impl Leader {
         for delivery in &recovery.deliveries {
             coordinator.deliver(delivery.txid, delivery.outcome, &delivery.follower);
         }
+        if recovery.restarted {
+            coordinator.end_recovery();
+        }
         let view_of = coordinator.clone();
         let admin = AdminService {
             links,

@@ -1,11 +1,13 @@
 //! The leader's protocol core: the transaction table, with no I/O.
 //!
 //! The leader's journal is its memory of every transaction that is not finished yet:
-//! `begin` (id, key, follower set) is durable before the first PREPARE, `decide` before
-//! the decision is sent, and `done` is written once every follower that got the PREPARE
+//! `begin` (id, key, follower set) is handed to the journal before the first PREPARE
+//! (and is durable before the decision), `decide` is durable before the decision is sent, and `done` is written once every follower that got the PREPARE
 //! ACKed the decision, aborts included (DESIGN §1.4). [`LeaderCore::recover`] rebuilds
 //! the table from those records at start: a transaction without a decision is aborted
-//! (its decision journaled first), and every decided one is delivered again.
+//! (its decision journaled first), and every decided one is delivered again. A
+//! transaction whose `begin` was lost in the crash is aborted by the followers when the
+//! restarted leader's end of recovery reaches them ([`LeaderCore::end_of_recovery`]).
 //!
 //! Transaction ids are `<epoch>.<seq>`: the epoch is incremented and journaled at every
 //! start, so ids are never reused. Every message also carries a per-follower *low-water
@@ -71,6 +73,9 @@ pub struct Recovery {
     pub persist: Vec<LeaderRecord>,
     /// Decisions to deliver to followers.
     pub deliveries: Vec<Delivery>,
+    /// True if an earlier run of this leader left records: then every follower gets the
+    /// end of recovery ([`LeaderCore::end_of_recovery`]) after its deliveries.
+    pub restarted: bool,
 }
 
 impl LeaderCore {
@@ -125,6 +130,7 @@ impl LeaderCore {
                 }
             }
         }
+        let restarted = cluster_id.is_some();
         let mut core = LeaderCore {
             cluster_id: cluster_id.unwrap_or_else(new_cluster_id),
             epoch: epoch + 1,
@@ -178,6 +184,7 @@ impl LeaderCore {
             core,
             persist,
             deliveries,
+            restarted,
         }
     }
 
@@ -239,9 +246,26 @@ impl LeaderCore {
         records
     }
 
-    /// Forgets a transaction whose `begin` could not be made durable (nothing was sent).
-    pub fn forget(&mut self, txid: TxId) {
-        self.txns.remove(&txid);
+    /// This run's *end of recovery* for `follower`, queued after the decisions recovered
+    /// for it (id `<epoch>.0`, which no transaction has): it lists the transactions this
+    /// leader has unfinished for `follower`, and the follower aborts every other one of
+    /// an older epoch it holds prepared: PREPAREs an earlier run sent before their
+    /// `begin` was durable, and crashed, so never decided.
+    pub fn end_of_recovery(&self, follower: &str) -> LeaderMessage {
+        let known = self
+            .txns
+            .iter()
+            .filter(|(_, txn)| match &txn.phase {
+                Phase::Voting => txn.followers.iter().any(|f| f == follower),
+                Phase::Decided { awaiting, .. } => awaiting.contains(follower),
+            })
+            .map(|(txid, _)| *txid)
+            .collect();
+        let id = TxId {
+            epoch: self.epoch,
+            seq: 0,
+        };
+        self.message(id, Body::EndOfRecovery { known }, follower)
     }
 
     /// A follower ACKed the decision of `txid`; returns the `done` record when it was the last.

@@ -1,7 +1,7 @@
 //! The leader's rules (DESIGN §1.4–1.5), one test each.
 
 use super::*;
-use crate::tpc::message::Op;
+use crate::tpc::message::{Body, Op};
 
 fn fresh() -> LeaderCore {
     LeaderCore::recover(Vec::new(), || "C".into()).core
@@ -190,6 +190,51 @@ fn restart_aborts_undecided_and_redelivers_decided() {
             d("f2", 2, Outcome::Abort)
         ]
     );
+}
+
+#[test]
+fn end_of_recovery_lists_what_the_restart_still_has_for_each_follower() {
+    let records = vec![
+        LeaderRecord::Meta {
+            cluster_id: "C".into(),
+            epoch: 1,
+            has_data: false,
+        },
+        LeaderRecord::Begin {
+            txid: id(1, 1),
+            key: "a".into(),
+            followers: fs(&["f1", "f2"]),
+        },
+        LeaderRecord::Decide {
+            txid: id(1, 1),
+            outcome: Outcome::Commit,
+            followers: fs(&["f1", "f2"]),
+        },
+        LeaderRecord::Begin {
+            txid: id(1, 2),
+            key: "b".into(),
+            followers: fs(&["f1", "f2"]),
+        },
+    ];
+    let mut recovery = LeaderCore::recover(records, || unreachable!());
+    assert!(recovery.restarted);
+    // f2 ACKs 1.1 before the end of recovery is built: nothing of 1.1 is left for it.
+    recovery.core.acked(id(1, 1), "f2");
+    let end = |f: &str| recovery.core.end_of_recovery(f);
+    assert_eq!(end("f1").txid, "2.0", "an id no transaction has");
+    assert_eq!(
+        end("f1").body,
+        Body::EndOfRecovery {
+            known: vec![id(1, 1), id(1, 2)]
+        }
+    );
+    assert_eq!(
+        end("f2").body,
+        Body::EndOfRecovery {
+            known: vec![id(1, 2)]
+        }
+    );
+    assert!(!LeaderCore::recover(Vec::new(), || "C".into()).restarted);
 }
 
 #[test]

@@ -93,6 +93,10 @@ pub enum Body {
     Prepare { key: String, op: Op },
     /// Phase two: the decision.
     Decide(Outcome),
+    /// A restarted leader's end of recovery (on the wire: an ABORT of `<epoch>.0`, an id
+    /// no transaction has): abort every prepared transaction of an older epoch that is
+    /// not in `known` (`follower_core.rs`).
+    EndOfRecovery { known: Vec<TxId> },
 }
 
 /// Cluster membership information carried by our leader's messages.
@@ -156,6 +160,16 @@ impl TryFrom<rpc::LeaderMsg> for LeaderMessage {
                 Body::Prepare { key: m.key, op }
             }
             (rpc::MessageType::Global, rpc::Action::Commit) => Body::Decide(Outcome::Commit),
+            (rpc::MessageType::Global, rpc::Action::Abort)
+                if m.txid.parse::<TxId>().is_ok_and(|id| id.seq == 0) =>
+            {
+                let known = m
+                    .known_txids
+                    .iter()
+                    .map(|txid| txid.parse::<TxId>())
+                    .collect::<Result<Vec<_>, _>>()?;
+                Body::EndOfRecovery { known }
+            }
             (rpc::MessageType::Global, rpc::Action::Abort) => Body::Decide(Outcome::Abort),
             (t, a) => {
                 return Err(format!(
@@ -192,13 +206,14 @@ impl LeaderMessage {
                 Op::Put(value) => limits::check_value(value).err(),
                 Op::Delete => None,
             }),
-            Body::Decide(_) => None,
+            Body::Decide(_) | Body::EndOfRecovery { .. } => None,
         }
     }
 }
 
 impl From<LeaderMessage> for rpc::LeaderMsg {
     fn from(m: LeaderMessage) -> Self {
+        let mut known_txids = Vec::new();
         let (msg_type, action, key, value, op) = match m.body {
             Body::Prepare { key, op } => {
                 let (value, op) = match op {
@@ -214,6 +229,16 @@ impl From<LeaderMessage> for rpc::LeaderMsg {
                 String::new(),
                 rpc::Operation::Put,
             ),
+            Body::EndOfRecovery { known } => {
+                known_txids = known.iter().map(TxId::to_string).collect();
+                (
+                    rpc::MessageType::Global,
+                    rpc::Action::Abort,
+                    String::new(),
+                    String::new(),
+                    rpc::Operation::Put,
+                )
+            }
         };
         let (cluster_id, cluster_has_data) = match m.cluster {
             Some(c) => (c.id, c.has_data),
@@ -230,6 +255,7 @@ impl From<LeaderMessage> for rpc::LeaderMsg {
             low_water: m.low_water.map(|t| t.to_string()).unwrap_or_default(),
             cluster_id,
             cluster_has_data,
+            known_txids,
         }
     }
 }
@@ -303,6 +329,27 @@ mod tests {
         };
         let wire: rpc::LeaderMsg = msg.clone().into();
         assert_eq!(LeaderMessage::try_from(wire).unwrap(), msg);
+
+        let end = LeaderMessage {
+            txid: "4.0".into(),
+            body: Body::EndOfRecovery {
+                known: vec![TxId { epoch: 3, seq: 2 }, TxId { epoch: 2, seq: 9 }],
+            },
+            epoch: 4,
+            low_water: Some(TxId { epoch: 2, seq: 9 }),
+            cluster: None,
+        };
+        let wire: rpc::LeaderMsg = end.clone().into();
+        assert_eq!(
+            (wire.r#type, wire.action, wire.known_txids.clone()),
+            (
+                rpc::MessageType::Global as i32,
+                rpc::Action::Abort as i32,
+                vec!["3.2".to_string(), "2.9".to_string()]
+            ),
+            "an ABORT of <epoch>.0 on the wire, which classic peers just ACK"
+        );
+        assert_eq!(LeaderMessage::try_from(wire).unwrap(), end);
     }
 
     #[test]
@@ -350,6 +397,13 @@ mod tests {
             },
             rpc::LeaderMsg {
                 low_water: "x".into(),
+                ..Default::default()
+            },
+            rpc::LeaderMsg {
+                r#type: rpc::MessageType::Global as i32,
+                action: rpc::Action::Abort as i32,
+                txid: "4.0".into(),
+                known_txids: vec!["3.1".into(), "three".into()],
                 ..Default::default()
             },
             rpc::LeaderMsg {

@@ -147,7 +147,7 @@
 //!
 //! - C, `regression_c_a_checkpoint_must_not_resurrect_a_failed_decision` (`tcp` seed
 //!   12567 with `TPC_SIM_STEPS=60`; with the default length first found as seed
-//!   1002782, now 1008311 and 1018018, the model's schedules having changed): when
+//!   1002782, now 1008320 and 1040743, the model's schedules having changed): when
 //!   the journal write of a decision failed cleanly, `coordinator.rs` aborted in
 //!   memory and sent ABORT unjournaled, but a checkpoint computed since `core.decide`
 //!   could already hold the COMMIT, and its rewrite could succeed: after a leader
@@ -156,8 +156,8 @@
 //!   `Coordinator::transaction`: the ABORT is journaled (under the core mutex, so after
 //!   any such checkpoint) before it is sent, and the leader stops if that fails too.
 //! - D, `regression_d_recovery_must_finish_a_decision_with_nobody_to_tell` (`tcp` seed
-//!   10351 with `TPC_SIM_STEPS=40`; with the default length first found as seed
-//!   1003500, now 1009236): a transaction decided with an empty follower set (every
+//!   10351 with `TPC_SIM_STEPS=40`, now 5385; with the default length first found as
+//!   seed 1003500, now 1002080): a transaction decided with an empty follower set (every
 //!   PREPARE not sent) journals `[decide, done]` in one write; a crash that kept only
 //!   the `decide` line left `LeaderCore::recover` with a decided transaction awaiting
 //!   nobody, unfinished forever. Fixed in `LeaderCore::recover`: such a transaction is
@@ -291,6 +291,9 @@ struct Bugs {
     /// Bug C as it was: after a clean failure of a decision's journal write, the leader
     /// decides ABORT in memory only and sends it at once.
     abort_unjournaled: bool,
+    /// A restarted leader sends no end of recovery: PREPAREs whose `begin` was lost in
+    /// its crash stay prepared (and their keys locked) forever.
+    no_end_of_recovery: bool,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -449,9 +452,8 @@ struct Link {
 
 /// Where a transaction of the coordinator is.
 enum Stage {
-    /// `begin` handed to the journal, not yet durable.
-    Begin,
-    /// PREPAREs sent; one slot per follower, filled as answers come.
+    /// `begin` handed to the journal and PREPAREs sent; one slot per follower, filled as
+    /// answers come.
     Voting(Vec<Option<VoteResult>>),
     /// The decision handed to the journal, not yet durable.
     Deciding {
@@ -466,8 +468,9 @@ enum Stage {
 struct Txn {
     op: usize,
     key: String,
-    body: Op,
     stage: Stage,
+    /// How the write of its `begin` went; `None` until the journal answers.
+    begun: Option<Result<(), Fault>>,
 }
 
 /// A job handed to the group-commit journal.
@@ -915,6 +918,7 @@ fn brief(msg: &LeaderMessage) -> String {
     let body = match &msg.body {
         Body::Prepare { key, op } => format!("PREPARE {key:?} {op:?}"),
         Body::Decide(o) => format!("{o:?}"),
+        Body::EndOfRecovery { known } => format!("END OF RECOVERY, known {known:?}"),
     };
     let mark = msg.low_water.map(|m| m.to_string()).unwrap_or_default();
     format!("{} {body} (epoch {}, mark {mark})", msg.txid, msg.epoch)

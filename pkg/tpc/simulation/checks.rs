@@ -75,6 +75,9 @@ impl Sim {
             self.restart_leader();
         }
         self.quiesce()?;
+        // Before the final restart: its end of recovery would abort what a missing
+        // decision left prepared, and hide it.
+        self.check_nothing_prepared("once quiet")?;
         self.log(|| "heal: quiet; every node is killed and restarted".into());
         for f in 0..FOLLOWERS {
             self.crash_follower(f);
@@ -132,6 +135,21 @@ impl Sim {
         ))
     }
 
+    /// Invariant 2: no follower still holds a prepared transaction.
+    fn check_nothing_prepared(&mut self, when: &str) -> Checked {
+        for f in 0..FOLLOWERS {
+            let core = self.followers[f].core.as_ref().expect("up while healing");
+            if !core.prepared().is_empty() {
+                let detail = format!(
+                    "follower {f} still has prepared transactions {when}: {:?}",
+                    core.prepared()
+                );
+                return Err(self.fail("2", detail));
+            }
+        }
+        Ok(())
+    }
+
     pub(super) fn final_checks(&mut self) -> Checked {
         // Invariant 2.
         let leader = self.leader.as_ref().expect("up after healing");
@@ -144,17 +162,8 @@ impl Sim {
                 format!("unfinished leader transactions: {:?}", leader.core.txns()),
             ));
         }
+        self.check_nothing_prepared("after healing")?;
         for (f, node) in self.followers.iter().enumerate() {
-            let core = node.core.as_ref().expect("up after healing");
-            if !core.prepared().is_empty() {
-                return Err(self.fail(
-                    "2",
-                    format!(
-                        "follower {f} still has prepared transactions after healing: {:?}",
-                        core.prepared()
-                    ),
-                ));
-            }
             if let Some((key, _)) = node.kv.iter().find(|(_, v)| *v == TORN) {
                 return Err(self.fail(
                     "2",

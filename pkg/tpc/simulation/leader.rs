@@ -42,23 +42,29 @@ impl Sim {
             records,
             waiter: txid,
         });
-        let event = self
-            .events
-            .is_some()
-            .then(|| format!("leader: begin {txid} {key:?} {body:?} (handed to the journal)"));
+        self.log(|| format!("leader: begin {txid} {key:?} {body:?} (handed to the journal)"));
+        self.ops[op].txid = Some(txid);
+        // The PREPAREs go out at once, while `begin` is being made durable.
+        let mut votes = Vec::with_capacity(FOLLOWERS);
+        for f in 0..FOLLOWERS {
+            let leader = self.leader.as_ref().expect("up");
+            let prepare = Body::Prepare {
+                key: key.clone(),
+                op: body.clone(),
+            };
+            let msg = leader.core.message(txid, prepare, &name(f));
+            votes.push(self.link_prepare(f, msg));
+        }
+        let leader = self.leader.as_mut().expect("up");
         leader.txns.insert(
             txid,
             Txn {
                 op,
                 key,
-                body,
-                stage: Stage::Begin,
+                stage: Stage::Voting(votes),
+                begun: None,
             },
         );
-        self.ops[op].txid = Some(txid);
-        if let Some(event) = event {
-            self.log(|| event);
-        }
     }
 
     /// `run_key`: the transaction ended (its decision, if any, is queued on every link);
@@ -102,7 +108,9 @@ impl Sim {
                 return;
             };
             let ready = leader.txns.iter().find_map(|(txid, t)| match &t.stage {
-                Stage::Voting(votes) if votes.iter().all(Option::is_some) => Some(*txid),
+                Stage::Voting(votes) if t.begun.is_some() && votes.iter().all(Option::is_some) => {
+                    Some(*txid)
+                }
                 _ => None,
             });
             match ready {
@@ -126,7 +134,7 @@ impl Sim {
             *v == VoteResult::Vote(Outcome::Commit)
                 || (bugs.commit_without_votes && matches!(v, VoteResult::NoAnswer(_)))
         };
-        let outcome = if votes.iter().all(yes) {
+        let outcome = if txn.begun == Some(Ok(())) && votes.iter().all(yes) {
             Outcome::Commit
         } else {
             Outcome::Abort
@@ -163,44 +171,34 @@ impl Sim {
         let Some(txn) = self.leader.as_ref().and_then(|l| l.txns.get(&txid)) else {
             return;
         };
-        let (op, key, body) = (txn.op, txn.key.clone(), txn.body.clone());
+        let op = txn.op;
         let deciding = match &txn.stage {
-            Stage::Begin => None,
             Stage::Deciding {
                 outcome,
                 sent_to,
                 again,
             } => Some((*outcome, sent_to.clone(), *again)),
-            Stage::Voting(_) => unreachable!("a voting transaction waits for no write"),
+            Stage::Voting(_) => None,
         };
         let Some((outcome, sent_to, again)) = deciding else {
+            // The write of `begin`.
+            self.leader
+                .as_mut()
+                .expect("up")
+                .txns
+                .get_mut(&txid)
+                .expect("voting")
+                .begun = Some(result);
             match result {
-                Ok(()) => {
-                    if self.chance(150) {
-                        self.crash_leader("after begin journaled");
-                        return;
-                    }
-                    let mut votes = Vec::with_capacity(FOLLOWERS);
-                    for f in 0..FOLLOWERS {
-                        let leader = self.leader.as_ref().expect("up");
-                        let prepare = Body::Prepare {
-                            key: key.clone(),
-                            op: body.clone(),
-                        };
-                        let msg = leader.core.message(txid, prepare, &name(f));
-                        votes.push(self.link_prepare(f, msg));
-                    }
-                    let leader = self.leader.as_mut().expect("up");
-                    let txn = leader.txns.get_mut(&txid).expect("under way");
-                    txn.stage = Stage::Voting(votes);
+                Ok(()) if self.chance(150) => self.crash_leader("after begin journaled"),
+                Ok(()) => {}
+                Err(Fault::Clean) => {
+                    // Aborted like any other write (its PREPAREs are out).
+                    self.log(|| format!("leader: begin {txid} not journaled; it will abort"));
                 }
-                Err(fault) => {
-                    self.leader.as_mut().expect("up").core.forget(txid);
-                    self.log(|| format!("leader: begin {txid} not journaled; write refused"));
+                Err(Fault::Broken) => {
+                    // The leader stops (`flush`); its restart ends what the PREPAREs began.
                     self.answer_client(op, Status::Failed);
-                    if fault == Fault::Clean {
-                        self.end_txn(txid);
-                    }
                 }
             }
             return;
@@ -284,6 +282,9 @@ impl Sim {
             let leader = self.leader.as_mut().expect("up");
             let (f, txid) = leader.acks.pop_front().expect("n ACKs waiting");
             let txid: TxId = txid.parse().expect("our ids parse");
+            if txid.seq == 0 {
+                continue; // the end of recovery
+            }
             if let Some(done) = leader.core.acked(txid, &name(f)) {
                 // Buffered until the next `begin` append: a crash may lose it.
                 leader.unwritten_done.push(done);
@@ -493,6 +494,17 @@ impl Sim {
                 .core
                 .message(d.txid, Body::Decide(d.outcome), &d.follower);
             self.link_decide(f, msg);
+        }
+        if recovery.restarted && !self.cfg.bugs.no_end_of_recovery {
+            for f in 0..FOLLOWERS {
+                let msg = self
+                    .leader
+                    .as_ref()
+                    .expect("up")
+                    .core
+                    .end_of_recovery(&name(f));
+                self.link_decide(f, msg);
+            }
         }
     }
 
