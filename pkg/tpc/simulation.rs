@@ -17,11 +17,12 @@
 //! [`MAX_WRITES_IN_FLIGHT`] at once. Writes to a key that has a transaction under way
 //! queue behind it, first come first served (`busy_keys`); the next one starts when its
 //! predecessor's transaction ends, that is after its decision is queued on every link.
-//! Writes to other keys run concurrently. One transaction: `begin` handed to the journal;
-//! once durable, PREPARE to every follower (a link without a stream connects, and if the
+//! Writes to other keys run concurrently. One transaction: `begin` handed to the journal
+//! and, at once, PREPARE to every follower (a link without a stream connects, and if the
 //! follower is unreachable or the connect "fails" the vote is `NotSent`); votes are
 //! collected per transaction until every link has answered (a vote, or `NoAnswer` when
-//! its stream ends or times out); the decision is handed to the journal; once durable
+//! its stream ends or times out) and the journal has answered for `begin` (COMMIT only
+//! if it is durable); the decision is handed to the journal; once durable
 //! the client is answered (success only for COMMIT) and the decision queued on every
 //! link that got the PREPARE. After a transaction ends, the coordinator may checkpoint
 //! (`checkpoint_if_due`: `live_records()` computed at once, the rewrite handed to the
@@ -36,7 +37,7 @@
 //! group-commit thread: it takes a prefix of the queue and carries it out in order, one
 //! write for all appends before a rewrite, then the rewrite; only then the waiting
 //! transactions resume. A journal write may fail *cleanly* (nothing written, the leader
-//! goes on: a failed `begin` refuses its write; a failed decision is followed by
+//! goes on: a failed `begin` aborts its write; a failed decision is followed by
 //! `core.decide(Abort)`, whose records are appended behind it, and ABORT is sent once
 //! that is durable, because a checkpoint handed in since `decide` may hold the failed
 //! decision; if that append fails too, the leader stops) or *broken* (a failed fsync:
@@ -45,8 +46,9 @@
 //! A leader crash drops every volatile thing, keeps any prefix of the file beyond its
 //! durable part (including part of a group being written), and marks every unanswered
 //! client write as of unknown outcome; a restart runs [`LeaderCore::recover`] (the real
-//! one), journals its `persist` records and queues its `deliveries` on the links
-//! (`leader.rs`). ACKs the links report are handled by the ACK task
+//! one), journals its `persist` records, queues its `deliveries` on the links and then
+//! each follower's end of recovery (`leader.rs`), which aborts the PREPAREs whose
+//! `begin` the crash lost. ACKs the links report are handled by the ACK task
 //! (`Coordinator::acked`), an adversary move.
 //!
 //! **Links** (`link.rs`) pipeline: many messages outstanding per stream, replies matched
