@@ -35,9 +35,9 @@
 //! `<epoch>.0`) listing the transactions it has unfinished for that follower, and the
 //! follower aborts every other transaction of an older epoch it still has prepared
 //! (`follower_core.rs`). This is presumed abort, with the followers' inquiry replaced
-//! by the leader's announcement. If `begin` fails cleanly, the write is
-//! aborted like any other (its ABORT journaled and delivered); if the journal broke, the
-//! leader stops and its restart sends the end of recovery.
+//! by the leader's announcement. If `begin` fails cleanly, the write is aborted like
+//! any other (its ABORT journaled and delivered); if the journal broke, the leader
+//! stops and its restart sends the end of recovery.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -306,6 +306,7 @@ impl FollowerCore {
     /// Aborts the transactions of epochs before `epoch` that are still prepared and that
     /// the restarted leader does not know.
     fn end_of_recovery(&mut self, epoch: u64, known: &[TxId]) -> Vec<Effect> {
+        let known: HashSet<&TxId> = known.iter().collect();
         let mut orphans: Vec<String> = self
             .prepared
             .keys()

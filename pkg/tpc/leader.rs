@@ -5,10 +5,10 @@
 //! asked for it.
 //!
 //! Reads go to a random follower over a pooled channel, many at once on one stream
-//! (`reads.rs`). A follower answers `UNAVAILABLE`
-//! for a key whose decision it has not applied yet; the leader then tries the others and
-//! waits for decisions to be delivered, at most twice the vote timeout, so the reads
-//! clients see are linearizable (DESIGN §1.3).
+//! (`reads.rs`). A follower answers `UNAVAILABLE` for a key whose decision it has not
+//! applied yet; the leader then tries the others and waits for decisions to be
+//! delivered, at most twice the vote timeout, so the reads clients see are linearizable
+//! (DESIGN §1.3).
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -2,8 +2,9 @@
 //!
 //! The leader's journal is its memory of every transaction that is not finished yet:
 //! `begin` (id, key, follower set) is handed to the journal before the first PREPARE
-//! (and is durable before the decision), `decide` is durable before the decision is sent, and `done` is written once every follower that got the PREPARE
-//! ACKed the decision, aborts included (DESIGN §1.4). [`LeaderCore::recover`] rebuilds
+//! (and is durable before the decision), `decide` is durable before the decision is
+//! sent, and `done` is written once every follower that got the PREPARE ACKed the
+//! decision, aborts included (DESIGN §1.4). [`LeaderCore::recover`] rebuilds
 //! the table from those records at start: a transaction without a decision is aborted
 //! (its decision journaled first), and every decided one is delivered again. A
 //! transaction whose `begin` was lost in the crash is aborted by the followers when the
