@@ -35,9 +35,10 @@
 //! `<epoch>.0`) listing the transactions it has unfinished for that follower, and the
 //! follower aborts every other transaction of an older epoch it still has prepared
 //! (`follower_core.rs`). This is presumed abort, with the followers' inquiry replaced
-//! by the leader's announcement. If `begin` fails cleanly, the write is aborted like
-//! any other (its ABORT journaled and delivered); if the journal broke, the leader
-//! stops and its restart sends the end of recovery.
+//! by the leader's announcement. If `begin` fails cleanly, the write is aborted, and
+//! that ABORT is delivered without a record of its own (nothing of the transaction is
+//! durable, so a restart can only abort it too); if the journal broke, the leader stops
+//! and its restart sends the end of recovery.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -231,15 +232,6 @@ impl Coordinator {
                     .unwrap_or_else(|_| VoteResult::NoAnswer("link stopped".into())),
             );
         }
-        let outcome = if begun.is_ok()
-            && votes
-                .iter()
-                .all(|v| *v == VoteResult::Vote(Outcome::Commit))
-        {
-            Outcome::Commit
-        } else {
-            Outcome::Abort
-        };
         let sent_to: Vec<String> = self
             .links
             .iter()
@@ -247,6 +239,26 @@ impl Coordinator {
             .filter(|(_, v)| v.was_sent())
             .map(|(l, _)| l.name().to_string())
             .collect();
+        if let Err(e) = begun {
+            // Nothing of this transaction is durable and nobody was told COMMIT: its
+            // ABORT needs no record (presumed abort; a restart knows nothing of it, or
+            // finds a checkpoint's `begin` and aborts it), so a full disk does not make
+            // the leader stop here.
+            let _ = self.core().decide(txid, Outcome::Abort, sent_to.clone());
+            let _ = request.reply.send(Err(Status::unavailable(format!(
+                "write not applied: leader journal write failed: {e}"
+            ))));
+            self.finish(txid, Outcome::Abort, &sent_to);
+            return Ok(());
+        }
+        let outcome = if votes
+            .iter()
+            .all(|v| *v == VoteResult::Vote(Outcome::Commit))
+        {
+            Outcome::Commit
+        } else {
+            Outcome::Abort
+        };
         let decided = {
             let mut core = self.core();
             let records = core.decide(txid, outcome, sent_to.clone());
@@ -254,15 +266,7 @@ impl Coordinator {
                 .append(records.iter().map(Record::from).collect())
         };
         let (outcome, answer) = match durable(decided).await {
-            Ok(()) => match begun {
-                Ok(()) => (outcome, self.client_answer(outcome, &votes)),
-                Err(e) => (
-                    outcome,
-                    Err(Status::unavailable(format!(
-                        "write not applied: leader journal write failed: {e}"
-                    ))),
-                ),
-            },
+            Ok(()) => (outcome, self.client_answer(outcome, &votes)),
             Err(e) if e.broken => {
                 // The decision may or may not be on disk: sending either one could
                 // contradict what a restart finds. Stop; the restart decides.
@@ -299,20 +303,24 @@ impl Coordinator {
             }
         };
         crash_point("leader-after-decision-journaled");
+        tracing::debug!(%txid, key = ?request.key, ?outcome, "decided");
+        let _ = request.reply.send(answer);
+        self.finish(txid, outcome, &sent_to);
+        Ok(())
+    }
+
+    /// The end of a decided transaction: counted, traced, its decision queued on the
+    /// links of the followers that got its PREPARE.
+    fn finish(&self, txid: TxId, outcome: Outcome, sent_to: &[String]) {
         self.trace
             .emit(&txid.to_string(), "decide", None, outcome.as_str());
         metrics::TRANSACTIONS
             .with_label_values(&[outcome.as_str()])
             .inc();
-        tracing::debug!(%txid, key = ?request.key, ?outcome, "decided");
-        let _ = request.reply.send(answer);
-        {
-            let core = self.core();
-            for follower in &sent_to {
-                self.deliver_locked(&core, txid, outcome, follower);
-            }
+        let core = self.core();
+        for follower in sent_to {
+            self.deliver_locked(&core, txid, outcome, follower);
         }
-        Ok(())
     }
 
     fn client_answer(&self, outcome: Outcome, votes: &[VoteResult]) -> WriteAnswer {

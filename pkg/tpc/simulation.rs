@@ -37,10 +37,11 @@
 //! group-commit thread: it takes a prefix of the queue and carries it out in order, one
 //! write for all appends before a rewrite, then the rewrite; only then the waiting
 //! transactions resume. A journal write may fail *cleanly* (nothing written, the leader
-//! goes on: a failed `begin` aborts its write; a failed decision is followed by
-//! `core.decide(Abort)`, whose records are appended behind it, and ABORT is sent once
-//! that is durable, because a checkpoint handed in since `decide` may hold the failed
-//! decision; if that append fails too, the leader stops) or *broken* (a failed fsync:
+//! goes on: a failed `begin` aborts its write, the ABORT sent without a record; a
+//! failed decision is followed by `core.decide(Abort)`, whose records are appended
+//! behind it, and ABORT is sent once that is durable, because a checkpoint handed in
+//! since `decide` may hold the failed decision; if that append fails too, the leader
+//! stops) or *broken* (a failed fsync:
 //! the records may or may not be on disk, the clients waiting on the group get "not
 //! applied" for a `begin` and "outcome unknown" for a decision, and the leader stops).
 //! A leader crash drops every volatile thing, keeps any prefix of the file beyond its

@@ -153,9 +153,18 @@ impl Sim {
             sent_to: sent_to.clone(),
             again: false,
         };
+        let begun = txn.begun;
         let records = leader
             .core
             .decide(txid, outcome, sent_to.iter().map(|&f| name(f)).collect());
+        if begun != Some(Ok(())) {
+            // `begin` failed cleanly: the ABORT goes out without a record of its own.
+            self.log(|| {
+                format!("leader: {txid} decided Abort (its begin failed); votes {votes:?}")
+            });
+            self.journaled(txid, Ok(()));
+            return;
+        }
         leader.jobs.push_back(Job::Append {
             records,
             waiter: txid,
