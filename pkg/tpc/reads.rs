@@ -13,7 +13,7 @@
 //! follower); the next read opens a new one.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -37,6 +37,8 @@ pub struct FollowerReader {
     unary: api::key_value_api_client::KeyValueApiClient<Channel>,
     streaming: rpc::follower_reads_client::FollowerReadsClient<Channel>,
     state: Mutex<Mode>,
+    /// The switch to unary `Get` was logged.
+    said_unary: AtomicBool,
 }
 
 enum Mode {
@@ -66,6 +68,7 @@ impl FollowerReader {
                 .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES),
             state: Mutex::new(Mode::Idle),
+            said_unary: AtomicBool::new(false),
         })
     }
 
@@ -134,9 +137,12 @@ impl FollowerReader {
                 let mut mode = lock(&me.state);
                 if matches!(&*mode, Mode::Streaming(s) if Arc::ptr_eq(s, &replies)) {
                     *mode = if ended.code() == Code::Unimplemented {
-                        tracing::info!(
-                            "follower does not serve rpc.FollowerReads; reading it with Get"
-                        );
+                        // Said once; the probes every REPROBE_AFTER are quieter.
+                        if !me.said_unary.swap(true, Ordering::Relaxed) {
+                            tracing::info!(
+                                "follower does not serve rpc.FollowerReads; reading it with Get"
+                            );
+                        }
                         Mode::Unary(Instant::now())
                     } else {
                         Mode::Idle
