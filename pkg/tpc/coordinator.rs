@@ -372,20 +372,17 @@ impl Coordinator {
         let Ok(txid) = ack.txid.parse::<TxId>() else {
             return;
         };
-        if txid.seq == 0 {
-            // The end of recovery: no transaction.
-            return;
-        }
         {
             let mut core = self.core();
             match core.acked(txid, &ack.follower) {
                 // Losing a `done` in a crash only means the decision is delivered again.
-                Some(done) => lock(&self.unwritten_done).push(Record::from(&done)),
+                Some(done) => {
+                    lock(&self.unwritten_done).push(Record::from(&done));
+                    self.trace.emit(&ack.txid, "done", None, "");
+                }
                 None if core.txns().contains_key(&txid) => crash_point("leader-after-first-ack"),
+                // A repeated ACK, or the end of recovery's: no transaction ends.
                 None => {}
-            }
-            if !core.txns().contains_key(&txid) {
-                self.trace.emit(&ack.txid, "done", None, "");
             }
         }
         self.progress.send_modify(|n| *n += 1);

@@ -131,9 +131,9 @@ fn restart_finishes_a_decision_that_nobody_awaits() {
     assert!(recovery.persist.contains(&LeaderRecord::Done { txid }));
 }
 
-#[test]
-fn restart_aborts_undecided_and_redelivers_decided() {
-    let records = vec![
+/// A journal of epoch 1: 1.1 (key a, f1 and f2) committed, 1.2 (key b) begun only.
+fn committed_then_undecided() -> Vec<LeaderRecord> {
+    vec![
         LeaderRecord::Meta {
             cluster_id: "C".into(),
             epoch: 1,
@@ -154,6 +154,13 @@ fn restart_aborts_undecided_and_redelivers_decided() {
             key: "b".into(),
             followers: fs(&["f1", "f2"]),
         },
+    ]
+}
+
+#[test]
+fn restart_aborts_undecided_and_redelivers_decided() {
+    let mut records = committed_then_undecided();
+    records.extend([
         LeaderRecord::Begin {
             txid: id(1, 3),
             key: "c".into(),
@@ -165,7 +172,7 @@ fn restart_aborts_undecided_and_redelivers_decided() {
             followers: fs(&["f1"]),
         },
         LeaderRecord::Done { txid: id(1, 3) },
-    ];
+    ]);
     let recovery = LeaderCore::recover(records, || unreachable!());
     assert_eq!(
         recovery.persist[1],
@@ -194,29 +201,7 @@ fn restart_aborts_undecided_and_redelivers_decided() {
 
 #[test]
 fn end_of_recovery_lists_what_the_restart_still_has_for_each_follower() {
-    let records = vec![
-        LeaderRecord::Meta {
-            cluster_id: "C".into(),
-            epoch: 1,
-            has_data: false,
-        },
-        LeaderRecord::Begin {
-            txid: id(1, 1),
-            key: "a".into(),
-            followers: fs(&["f1", "f2"]),
-        },
-        LeaderRecord::Decide {
-            txid: id(1, 1),
-            outcome: Outcome::Commit,
-            followers: fs(&["f1", "f2"]),
-        },
-        LeaderRecord::Begin {
-            txid: id(1, 2),
-            key: "b".into(),
-            followers: fs(&["f1", "f2"]),
-        },
-    ];
-    let mut recovery = LeaderCore::recover(records, || unreachable!());
+    let mut recovery = LeaderCore::recover(committed_then_undecided(), || unreachable!());
     assert!(recovery.restarted);
     // f2 ACKs 1.1 before the end of recovery is built: nothing of 1.1 is left for it.
     recovery.core.acked(id(1, 1), "f2");

@@ -291,9 +291,6 @@ impl Sim {
             let leader = self.leader.as_mut().expect("up");
             let (f, txid) = leader.acks.pop_front().expect("n ACKs waiting");
             let txid: TxId = txid.parse().expect("our ids parse");
-            if txid.seq == 0 {
-                continue; // the end of recovery
-            }
             if let Some(done) = leader.core.acked(txid, &name(f)) {
                 // Buffered until the next `begin` append: a crash may lose it.
                 leader.unwritten_done.push(done);
