@@ -536,6 +536,9 @@ const PREPARED: &str = "tpc_prepared_transactions";
 ///   once the leader's trace (`/api/events`) shows all 32 PREPAREs written to f1's
 ///   stream. (That is the leader's side of the socket: a PREPARE could in principle
 ///   still be in transit when f1 starts taking messages, hence the small slack below.)
+/// - **Every PREPARE gets a vote.** The puts start only once both held followers take
+///   connections (their health answers `NOT_SERVING`), so none is aborted as
+///   unreachable.
 /// - **No decision can reach f1 while it works through them.** The decisions wait for
 ///   every vote, and the second follower f2 is held (before its replay too) until f1 is
 ///   done: f1's prepared-transactions gauge reads 32. At that moment f1's fsyncs are
@@ -578,6 +581,23 @@ async fn a_follower_journals_queued_messages_with_one_fsync() {
     );
     let f1_http = http_address(&f1).await;
     let leader_http = http_address(&l).await;
+    // Both held followers must take connections before the puts: a PREPARE to a
+    // follower that isn't listening yet gets no vote, and its write is aborted.
+    for follower in [&f1, &f2] {
+        support::poll(
+            "a held follower listening",
+            support::POLL_TIMEOUT,
+            || async {
+                let addr: Address = follower.addr().parse().expect("address");
+                net::connect(&addr, Duration::from_secs(1)).await?;
+                match health(&follower.addr(), "").await {
+                    Ok(ServingStatus::NotServing) => Ok(()),
+                    other => Err(format!("{other:?}")),
+                }
+            },
+        )
+        .await;
+    }
     support::poll("the leader serving", support::POLL_TIMEOUT, || async {
         let addr: Address = l.addr().parse().expect("address");
         net::connect(&addr, Duration::from_secs(1)).await?;
