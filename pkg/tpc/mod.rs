@@ -3,10 +3,10 @@
 //! A write is one transaction: the leader journals `begin` (id, key, followers) while it
 //! sends PREPARE to every follower over its long-lived stream, and collects votes (a
 //! follower locks the key and journals its vote before it answers COMMIT; no answer
-//! within the vote timeout counts as ABORT). It journals the decision, answers the client, and
-//! delivers the decision to every follower that got the PREPARE until each ACKs; a
-//! follower journals and applies it before it unlocks the key and ACKs. DESIGN.md §1
-//! states the guarantees this gives; the README states their limits.
+//! within the vote timeout counts as ABORT). It journals the decision, answers the
+//! client, and delivers the decision to every follower that got the PREPARE until each
+//! ACKs; a follower journals and applies it before it unlocks the key and ACKs.
+//! DESIGN.md §1 states the guarantees this gives; the README states their limits.
 //!
 //! The code is split the way the protocol's rules and its plumbing differ:
 //!

@@ -168,7 +168,7 @@ impl ReadStream {
             };
             waiting.insert(id, tx);
         }
-        let _forget = Forget { stream: self, id };
+        let forget = Forget { stream: self, id };
         let request = rpc::ReadRequest {
             id,
             key: key.to_string(),
@@ -176,8 +176,13 @@ impl ReadStream {
         if self.requests.send(request).is_err() {
             return Err(Status::unavailable("read stream ended"));
         }
-        rx.await
-            .unwrap_or_else(|_| Err(Status::unavailable("read stream ended")))
+        let answer = rx
+            .await
+            .unwrap_or_else(|_| Err(Status::unavailable("read stream ended")));
+        // Answered, or the stream ended: either way the id has left `waiting` already,
+        // so the guard (a second lock per read) has nothing to do.
+        std::mem::forget(forget);
+        answer
     }
 
     fn answer(&self, reply: rpc::ReadReply) {
