@@ -36,6 +36,9 @@ pub mod proxy;
 pub mod server;
 pub mod tpc;
 
+#[cfg(test)]
+mod test_disk;
+
 /// The generated wire types (`api/kv.proto`, `pkg/rpc/tpc.proto`, `pkg/rpc/admin.proto`).
 pub mod proto {
     /// Client API: package `api`.

@@ -313,4 +313,38 @@ mod tests {
         let (_, records) = Journal::open(&path).unwrap();
         assert_eq!(records, vec![record(2), record(3), record(4), record(5)]);
     }
+
+    /// The leader's journal on a disk that fills and empties: a group whose write the
+    /// full disk refused fails cleanly, and every group written before and after it is
+    /// in the file a restart reads (groups written without preallocated room used to
+    /// be cut by the next one, leaving NUL bytes where they had been).
+    #[test]
+    fn groups_refused_by_a_full_disk_leave_every_other_group_readable() {
+        let Some(disk) = crate::test_disk::SmallDisk::mount("512k", "group journal: full disk")
+        else {
+            return;
+        };
+        let path = disk.path().join("journal");
+        let (journal, _) = Journal::open(&path).unwrap();
+        let group = GroupJournal::start(journal).unwrap();
+        let mut expected = Vec::new();
+        for round in 0..3 {
+            let written = vec![record(2 * round), record(2 * round + 1)];
+            block_on(group.append(written.clone())).unwrap();
+            expected.extend(written);
+
+            let ballast = disk.fill();
+            let refused = vec![vec!["begin".to_string(), "k".repeat(64 * 1024)]];
+            let error = block_on(group.append(refused)).expect_err("the disk is full");
+            assert!(!error.broken, "{error}");
+            assert_eq!(group.record_count(), expected.len() as u64);
+            std::fs::remove_file(ballast).unwrap();
+        }
+        let last = vec![record(100)];
+        block_on(group.append(last.clone())).unwrap();
+        expected.extend(last);
+        drop(group);
+        let (_, records) = Journal::open(&path).unwrap();
+        assert_eq!(records, expected);
+    }
 }

@@ -85,7 +85,7 @@
 //! the reservation. A run of NUL bytes after the last `'\n'` is therefore the normal
 //! end of a journal, and [`Journal::open`] keeps it as room for the next records. If
 //! the disk has no room for a step, the records are appended without one (and the
-//! write fails only when their own bytes don't fit).
+//! write fails only when their own bytes don't fit); see "Failed writes".
 //!
 //! # Durability
 //!
@@ -105,11 +105,33 @@
 //! point leaves either the old or the new journal under the journal's name; a
 //! leftover `<name>.tmp` is always garbage and [`Journal::open`] removes it.
 //!
+//! # Failed writes
+//!
+//! A journal keeps two offsets: `len`, where its records end and the next line is
+//! written, and `allocated`, where the file ends. Every operation keeps one rule: **the
+//! file holds the records up to `len`, then zeros up to `allocated`, and `len <=
+//! allocated`**. So a line is always written at the end of the records, inside the
+//! file or right at its end, never past a hole, and NUL bytes before a record can't
+//! happen. (If `allocated` fell behind `len`, the next failed preallocation, which cuts
+//! the file back to `allocated`, would cut records, and the next line would land past a
+//! hole of NUL bytes: a journal that a restart refuses as corrupt on line 1.) Each step
+//! that can fail keeps the rule:
+//!
+//! * a preallocation without room (`fallocate`, or the zeros after it, failing) cuts
+//!   the file back to `allocated`, which drops only what it added. Lines then written
+//!   without room grow the file, and `allocated` moves to their end with them;
+//! * a write that fails part-way (the disk filled after some of its bytes landed) is
+//!   undone: zeros over what landed in the room, the file cut back to `allocated` (or,
+//!   if the zeros can't be written, to `len`: a file that ends with its last record is
+//!   as good), then an fdatasync, so that no line of a write reported as failed (a vote
+//!   that became ABORT) can come back after a crash. Both offsets are as before;
+//! * a rewrite that fails before its rename leaves the old file and both offsets as
+//!   they were; after the rename both are the new file's length.
+//!
 //! After a failed fdatasync the kernel may have dropped the unwritten data and
 //! forgotten the error, so the journal refuses every further operation and the
-//! node has to reopen it (replay tells what survived). A failed write is rolled
-//! back by truncating the file to its previous length; only if that also fails
-//! is the journal refused further use.
+//! node has to reopen it (replay tells what survived). So does a failed write that
+//! could not be undone.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
@@ -170,7 +192,8 @@ pub struct Journal {
     records: usize,
     /// Where the records end (the next one is written here), including unsynced appends.
     len: u64,
-    /// The file's size: `len` plus the zeroed space preallocated after it.
+    /// Where the file ends: `len` plus the zeroed room preallocated after it. Never
+    /// below `len` (see "Failed writes" in the module documentation).
     allocated: u64,
     /// Whether some bytes were written without fdatasync since the last sync.
     unsynced: bool,
@@ -410,12 +433,16 @@ impl Journal {
         if let Err(e) = self.file.write_all_at(buf, self.len) {
             // Remove whatever part of the lines reached the file, so that the
             // next append does not glue a complete line onto a fragment.
-            if self.undo_write(end).is_err() {
+            if let Err(undo) = self.undo_write(end) {
+                tracing::error!(path = %self.path.display(), error = %undo, "journal: could not undo a failed write");
                 self.broken = true;
             }
             return Err(io_err(&self.path, e));
         }
-        self.len += buf.len() as u64;
+        self.len = end;
+        // Without room (none could be preallocated), the lines grew the file: it ends
+        // with them now, and so does the room.
+        self.allocated = self.allocated.max(end);
         self.records += count;
         self.unsynced = true;
         if sync {
@@ -426,8 +453,10 @@ impl Journal {
 
     /// Grows the file with zeroed space to hold at least `end` bytes, in whole steps of
     /// [`PREALLOCATE_BYTES`]. Best effort: without room for the step, the records are
-    /// written without it, and the file is left as it was.
+    /// written without it, and the file is left as it was (cut back to `allocated`,
+    /// which is never below `len`, so no record is cut).
     fn preallocate(&mut self, end: u64) {
+        debug_assert!(self.len <= self.allocated, "records past the file's end");
         let target = end.div_ceil(PREALLOCATE_BYTES) * PREALLOCATE_BYTES;
         let grow = target - self.allocated;
         // Reserve first, so that a full disk fails here at once instead of part-way
@@ -454,14 +483,23 @@ impl Journal {
     }
 
     /// Undoes a failed write of the bytes from `len` to `end`: zeroes what landed in
-    /// the preallocated space and cuts what grew the file beyond it.
+    /// the preallocated room and cuts what grew the file beyond it (or, if the zeros
+    /// can't be written, cuts the room as well: a file that ends with its last record
+    /// is as good), then makes that durable, so that no fragment of lines whose write
+    /// was reported failed can come back after a crash. Only if this fails is the file's
+    /// content unknown.
     fn undo_write(&mut self, end: u64) -> io::Result<()> {
         let zeroed_end = end.min(self.allocated);
         if zeroed_end > self.len {
             let zeros = vec![0; (zeroed_end - self.len) as usize];
-            self.file.write_all_at(&zeros, self.len)?;
+            if self.file.write_all_at(&zeros, self.len).is_err() {
+                self.allocated = self.len;
+            }
         }
-        self.file.set_len(self.allocated.max(self.len))
+        self.file.set_len(self.allocated)?;
+        self.file.sync_data()?;
+        self.unsynced = false;
+        Ok(())
     }
 
     /// True once a failed fsync (or a failed write that could not be undone) left the

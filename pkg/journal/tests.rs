@@ -615,3 +615,201 @@ fn relative_path_without_directory_component() {
     assert!(tmp_path(Path::new("/")).is_err());
     sync_dir(Path::new("wal")).unwrap();
 }
+
+// Failed writes. After any failed write the journal's offsets must agree with its file:
+// the records up to `byte_len`, only zeros after them, every record there readable. The
+// disks are tmpfs mounts smaller than a preallocation step unless said otherwise, so
+// the journal runs without preallocated room there, as on a nearly full disk.
+
+/// What a fresh [`Journal::open`] finds in a copy of the file at `path` (the journal
+/// under test stays open and untouched).
+fn replay_copy(path: &Path) -> Vec<Record> {
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("copy");
+    std::fs::copy(path, &copy).unwrap();
+    open(&copy).1
+}
+
+/// The journal and its file agree: `expected` is what the file holds (and what a
+/// restart would replay), it ends where the journal will write next, and only zeros
+/// follow it.
+fn assert_agrees(journal: &Journal, expected: &[Record]) {
+    let path = journal.path();
+    let bytes = std::fs::read(path).unwrap();
+    let expected_bytes: String = expected.iter().map(|r| encode_line(r)).collect();
+    assert!(
+        bytes.starts_with(expected_bytes.as_bytes()),
+        "the file does not start with the {} records (its first bytes: {:?})",
+        expected.len(),
+        String::from_utf8_lossy(&bytes[..bytes.len().min(40)])
+    );
+    assert!(
+        bytes[expected_bytes.len()..].iter().all(|&b| b == 0),
+        "more than zeros after the records"
+    );
+    assert_eq!(journal.byte_len(), expected_bytes.len() as u64, "byte_len");
+    assert_eq!(journal.record_count(), expected.len(), "record_count");
+    assert_eq!(replay_copy(path), expected);
+}
+
+/// A record of about `len` bytes that needs new pages of a full disk.
+fn big(name: &str, len: usize) -> Record {
+    rec(&["big", name, &"v".repeat(len)])
+}
+
+/// Regression: on a disk without room for a preallocation step, each append used to
+/// truncate the file to where the room had last ended (`allocated`, which appends past
+/// it did not move) before writing at the end of the records, leaving a hole of NUL
+/// bytes where the earlier records had been: the next start found "line 1: corrupt
+/// record".
+#[test]
+fn appends_without_room_to_preallocate_keep_every_record() {
+    let Some(disk) = crate::test_disk::SmallDisk::mount("512k", "journal: appends without room")
+    else {
+        return;
+    };
+    let path = disk.path().join("journal");
+    let (mut journal, _) = open(&path);
+    let mut expected = Vec::new();
+    for i in 0..3 {
+        let r = rec(&["prepare", &format!("1.{i}"), "k", "v"]);
+        journal.append(&r).unwrap();
+        expected.push(r);
+        assert_agrees(&journal, &expected);
+    }
+    let r = rec(&["unsynced"]);
+    journal.append_unsynced(&r).unwrap();
+    expected.push(r);
+    let batch = vec![rec(&["decide", "1.0", "commit"]), rec(&["decide", "1.1"])];
+    journal.append_batch(&batch).unwrap();
+    expected.extend(batch);
+    assert_agrees(&journal, &expected);
+    assert!(
+        file_len(&path) < PREALLOCATE_BYTES,
+        "no room was preallocated"
+    );
+
+    // A checkpoint starts a new file without room; appends after it are kept too.
+    expected = vec![rec(&["meta"]), rec(&["prepare", "1.2", "k", "v"])];
+    journal.rewrite(&expected).unwrap();
+    for i in 3..5 {
+        let r = rec(&["decide", &format!("1.{i}"), "commit"]);
+        journal.append(&r).unwrap();
+        expected.push(r);
+        assert_agrees(&journal, &expected);
+    }
+    drop(journal);
+    assert_eq!(open(&path).1, expected);
+}
+
+/// The outside tester's sequence, at the journal: a 200 KB record refused on a full
+/// disk, the space freed, then appends that succeed and a restart that reads them all.
+#[test]
+fn a_write_refused_by_a_full_disk_leaves_the_journal_as_it_was() {
+    let Some(disk) = crate::test_disk::SmallDisk::mount("512k", "journal: full disk") else {
+        return;
+    };
+    let path = disk.path().join("journal");
+    let (mut journal, _) = open(&path);
+    let mut expected = vec![
+        rec(&["meta", "cluster"]),
+        rec(&["prepare", "1.1", "k", "old"]),
+    ];
+    journal.append_batch(&expected).unwrap();
+
+    let ballast = disk.fill();
+    let refused = big("1.2", 200 * 1024);
+    assert!(journal.append(&refused).is_err(), "the disk is full");
+    assert!(
+        !journal.is_broken(),
+        "a refused write leaves the journal usable"
+    );
+    assert_agrees(&journal, &expected);
+
+    std::fs::remove_file(ballast).unwrap();
+    for r in [rec(&["decide", "1.1", "commit"]), big("1.3", 100 * 1024)] {
+        journal.append(&r).unwrap();
+        expected.push(r);
+        assert_agrees(&journal, &expected);
+    }
+    drop(journal);
+    assert_eq!(open(&path).1, expected);
+}
+
+/// A write that starts in the preallocated room and runs past it into a full disk: the
+/// part in the room is zeroed again, the part past it cut, and the room is kept.
+#[test]
+fn a_write_past_the_preallocated_room_into_a_full_disk_is_undone() {
+    let Some(disk) = crate::test_disk::SmallDisk::mount("1536k", "journal: past the room") else {
+        return;
+    };
+    let path = disk.path().join("journal");
+    let (mut journal, _) = open(&path);
+    let mut expected = vec![rec(&["first"])];
+    journal.append(&expected[0]).unwrap();
+    assert_eq!(
+        file_len(&path),
+        PREALLOCATE_BYTES,
+        "a step was preallocated"
+    );
+
+    let ballast = disk.fill();
+    let across = big("across", PREALLOCATE_BYTES as usize);
+    assert!(journal.append(&across).is_err(), "the disk is full");
+    assert!(!journal.is_broken());
+    assert_agrees(&journal, &expected);
+    assert_eq!(file_len(&path), PREALLOCATE_BYTES, "the room is kept");
+
+    std::fs::remove_file(ballast).unwrap();
+    for r in [rec(&["second"]), big("after", 300 * 1024)] {
+        journal.append(&r).unwrap();
+        expected.push(r);
+        assert_agrees(&journal, &expected);
+    }
+    drop(journal);
+    assert_eq!(open(&path).1, expected);
+}
+
+/// A disk that fills and empties again and again, under appends and checkpoints: every
+/// refused write and every refused rewrite leaves the journal as it was, and everything
+/// that succeeded is there, in order, at every step.
+#[test]
+fn a_disk_that_fills_and_empties_again_and_again() {
+    let Some(disk) = crate::test_disk::SmallDisk::mount("512k", "journal: fill and empty") else {
+        return;
+    };
+    let path = disk.path().join("journal");
+    let (mut journal, _) = open(&path);
+    let mut expected = Vec::new();
+    for round in 0..6 {
+        let r = rec(&["before", &round.to_string()]);
+        journal.append(&r).unwrap();
+        expected.push(r);
+
+        let ballast = disk.fill();
+        assert!(journal.append(&big("refused", 64 * 1024)).is_err());
+        assert!(journal
+            .append_batch_unsynced(&[rec(&["small"]), big("refused", 32 * 1024)])
+            .is_err());
+        let mut live = expected.clone();
+        live.push(big("refused rewrite", 64 * 1024));
+        assert!(journal.rewrite(&live).is_err(), "no room for the new file");
+        assert!(!path.with_file_name("journal.tmp").exists());
+        assert!(!journal.is_broken());
+        assert_agrees(&journal, &expected);
+
+        std::fs::remove_file(ballast).unwrap();
+        let r = big(&format!("after {round}"), 40 * 1024);
+        journal.append(&r).unwrap();
+        expected.push(r);
+        assert_agrees(&journal, &expected);
+        if round % 2 == 1 {
+            // A checkpoint keeps the last two.
+            expected.drain(..expected.len() - 2);
+            journal.rewrite(&expected).unwrap();
+            assert_agrees(&journal, &expected);
+        }
+    }
+    drop(journal);
+    assert_eq!(open(&path).1, expected);
+}
