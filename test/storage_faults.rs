@@ -4,19 +4,24 @@
 //! say so and pass without running), puts one node's directory on it, fills it, and
 //! checks that the write fails cleanly (the follower votes ABORT, or the leader refuses),
 //! that nothing partial is left, that the node keeps serving, and that writes work again
-//! once space returns. The disks are smaller than one journal preallocation step
-//! (`journal::PREALLOCATE_BYTES`), so the journals run without preallocated room, as
-//! they do on a nearly full disk.
+//! once space returns. Each ends by killing (SIGKILL) the node whose disk filled and
+//! starting it again: it must come up and serve every acknowledged write, read through
+//! the leader and directly from each follower (what a full disk did to its files only
+//! shows when they are read back). The disks are smaller than one journal
+//! preallocation step (`journal::PREALLOCATE_BYTES`), so the journals run without
+//! preallocated room, as they do on a nearly full disk.
 
 #[path = "e2e_support/mod.rs"]
 mod support;
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use support::{wait_follower_ready, wait_leader_ready, Node, NodeDirs, Role};
-use tonic::Code;
+use tonic::{Code, Status};
+use tpc::client::Client;
 
 /// A small tmpfs, unmounted on drop.
 struct Tmpfs {
@@ -71,83 +76,160 @@ fn skip(test: &str) {
     eprintln!("SKIPPED {test}: mounting a tmpfs needs root (CI runs this as root)");
 }
 
-/// A leader and three followers; `journal_of` and `kv_of` pick directories per node
-/// (None: its own temp dirs). Followers first, then the leader; `nodes[3]` is the leader.
+/// A leader and three followers, `nodes[3]` the leader, and every write the leader
+/// acknowledged (made through [`Setup::put`]).
 struct Setup {
     nodes: Vec<Node>,
     dirs: Vec<NodeDirs>,
+    /// Each node's `--journal-dir` and `--kv-dir` (a tmpfs for the node under test).
+    journals: Vec<PathBuf>,
+    kvs: Vec<PathBuf>,
+    client: Client,
+    /// The value of each key's last acknowledged write.
+    acknowledged: BTreeMap<String, String>,
 }
 
+/// Where a node's directories go: `None` for its own temp dirs.
+#[derive(Default)]
+struct Disks<'a> {
+    leader_journal: Option<&'a Path>,
+    f1_journal: Option<&'a Path>,
+    f1_kv: Option<&'a Path>,
+}
+
+const LEADER: usize = 3;
+
 impl Setup {
-    async fn start(
-        leader_journal: Option<&Path>,
-        f1_journal: Option<&Path>,
-        f1_kv: Option<&Path>,
-    ) -> Setup {
+    async fn start(disks: Disks<'_>) -> Setup {
         let dirs: Vec<NodeDirs> = ["sf-f1", "sf-f2", "sf-f3", "sf-leader"]
             .iter()
             .map(|n| NodeDirs::new(n))
             .collect();
-        let mut nodes = Vec::new();
-        for (i, d) in dirs.iter().take(3).enumerate() {
-            let journal = match (i, f1_journal) {
-                (0, Some(j)) => j.to_path_buf(),
-                _ => d.journal_dir(),
-            };
-            let kv = match (i, f1_kv) {
-                (0, Some(k)) => k.to_path_buf(),
-                _ => d.kv_dir(),
-            };
-            nodes.push(support::spawn_with_dirs(
-                d,
-                Role::Follower,
-                &d.addr(),
-                &[],
-                &journal,
-                &kv,
-            ));
+        let pick = |given: Option<&Path>, own: PathBuf| given.map_or(own, Path::to_path_buf);
+        let journals = vec![
+            pick(disks.f1_journal, dirs[0].journal_dir()),
+            dirs[1].journal_dir(),
+            dirs[2].journal_dir(),
+            pick(disks.leader_journal, dirs[LEADER].journal_dir()),
+        ];
+        let kvs = vec![
+            pick(disks.f1_kv, dirs[0].kv_dir()),
+            dirs[1].kv_dir(),
+            dirs[2].kv_dir(),
+            dirs[LEADER].kv_dir(),
+        ];
+        let client = support::client(&dirs[LEADER].addr());
+        let mut s = Setup {
+            nodes: Vec::new(),
+            dirs,
+            journals,
+            kvs,
+            client,
+            acknowledged: BTreeMap::new(),
+        };
+        for i in 0..=LEADER {
+            let node = s.spawn(i);
+            s.nodes.push(node);
         }
-        let followers = dirs.iter().take(3).map(|d| d.addr()).collect();
-        let leader = &dirs[3];
-        let journal = leader_journal
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| leader.journal_dir());
-        nodes.push(support::spawn_with_dirs(
-            leader,
-            Role::leader(followers),
-            &leader.addr(),
-            &[],
-            &journal,
-            &leader.kv_dir(),
-        ));
-        for d in dirs.iter().take(3) {
-            wait_follower_ready(&d.addr()).await;
+        for i in 0..LEADER {
+            wait_follower_ready(&s.follower(i)).await;
         }
-        wait_leader_ready(&dirs[3].addr()).await;
-        Setup { nodes, dirs }
+        wait_leader_ready(&s.leader()).await;
+        s
+    }
+
+    fn spawn(&self, i: usize) -> Node {
+        let d = &self.dirs[i];
+        let role = if i == LEADER {
+            Role::leader((0..LEADER).map(|f| self.follower(f)).collect())
+        } else {
+            Role::Follower
+        };
+        support::spawn_with_dirs(d, role, &d.addr(), &[], &self.journals[i], &self.kvs[i])
+    }
+
+    /// Kills node `i` (SIGKILL), starts it again on the same directories and waits
+    /// until it is ready.
+    async fn kill_and_restart(&mut self, i: usize) {
+        self.nodes[i].kill();
+        self.nodes[i] = self.spawn(i);
+        if i == LEADER {
+            wait_leader_ready(&self.leader()).await;
+        } else {
+            wait_follower_ready(&self.follower(i)).await;
+        }
     }
 
     fn leader(&self) -> String {
-        self.dirs[3].addr()
+        self.dirs[LEADER].addr()
     }
 
     fn follower(&self, i: usize) -> String {
         self.dirs[i].addr()
     }
 
+    /// A put through the leader; an acknowledged one is remembered.
+    async fn put(&mut self, key: &str, value: &str) -> Result<(), Status> {
+        self.client.put(key, value).await?;
+        self.acknowledged.insert(key.to_string(), value.to_string());
+        Ok(())
+    }
+
     /// Every follower's settled value of `key`.
     async fn follower_values(&self, key: &str) -> Vec<Option<String>> {
         let mut values = Vec::new();
-        for i in 0..3 {
+        for i in 0..LEADER {
             values.push(support::settled_get(&self.follower(i), key).await);
         }
         values
+    }
+
+    /// Waits until every follower has applied every acknowledged write (decisions
+    /// reach followers after the client's answer: one still on its way when a disk
+    /// fills would hit the full disk instead of the write under test).
+    async fn wait_applied_everywhere(&self) {
+        for (key, value) in &self.acknowledged {
+            assert_eq!(
+                self.follower_values(key).await,
+                vec![Some(value.clone()); 3],
+                "followers' values of {key:?}"
+            );
+        }
+    }
+
+    /// Every acknowledged write reads back, through the leader and directly from each
+    /// follower (once its decision has reached it: reads of a key it holds prepared
+    /// are UNAVAILABLE until then).
+    async fn assert_serves_every_acknowledged_write(&self) {
+        assert!(!self.acknowledged.is_empty());
+        let mut addrs = vec![self.leader()];
+        addrs.extend((0..LEADER).map(|i| self.follower(i)));
+        for (key, value) in &self.acknowledged {
+            for addr in &addrs {
+                let got = support::settled_get(addr, key).await;
+                assert!(
+                    got.as_ref() == Some(value),
+                    "{addr}: Get({key:?}) answered {}, not the acknowledged {}",
+                    describe(got.as_deref()),
+                    describe(Some(value)),
+                );
+            }
+        }
     }
 
     fn assert_running(&mut self) {
         for node in &mut self.nodes {
             assert!(node.try_exit().is_none(), "{} exited", node.name);
         }
+    }
+}
+
+/// A value for a message: short ones as they are, long ones by length and start.
+fn describe(value: Option<&str>) -> String {
+    match value {
+        None => "NOT_FOUND".to_string(),
+        Some(v) if v.len() <= 40 => format!("{v:?}"),
+        Some(v) => format!("{} bytes starting {:?}", v.len(), &v[..20]),
     }
 }
 
@@ -161,13 +243,17 @@ async fn a_follower_whose_journal_disk_is_full_votes_abort_and_recovers_when_spa
         return skip("follower journal disk full");
     };
     let journal = disk.path().join("journal");
-    let mut s = Setup::start(None, Some(&journal), None).await;
-    let mut c = support::client(&s.leader());
-    c.put("k", "old").await.expect("put before the disk fills");
+    let mut s = Setup::start(Disks {
+        f1_journal: Some(&journal),
+        ..Disks::default()
+    })
+    .await;
+    s.put("k", "old").await.expect("put before the disk fills");
+    s.wait_applied_everywhere().await;
 
     let filler = disk.fill();
     let big = "n".repeat(16 * 1024);
-    let err = c
+    let err = s
         .put("k", &big)
         .await
         .expect_err("a follower can't journal its vote");
@@ -177,7 +263,7 @@ async fn a_follower_whose_journal_disk_is_full_votes_abort_and_recovers_when_spa
         vec![some("old"); 3],
         "nothing partial"
     );
-    assert_eq!(c.get("k").await.expect("reads still work"), "old");
+    assert_eq!(s.client.get("k").await.expect("reads still work"), "old");
     s.assert_running();
     assert!(
         s.dirs[0].log().contains("journal write failed"),
@@ -185,10 +271,14 @@ async fn a_follower_whose_journal_disk_is_full_votes_abort_and_recovers_when_spa
     );
 
     std::fs::remove_file(filler).expect("free the space");
-    c.put("k", "after")
+    s.put("k", "after")
         .await
         .expect("writes work once space returns");
+    s.put("k2", "more").await.expect("and go on");
     assert_eq!(s.follower_values("k").await, vec![some("after"); 3]);
+
+    s.kill_and_restart(0).await;
+    s.assert_serves_every_acknowledged_write().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -197,32 +287,39 @@ async fn a_leader_whose_journal_disk_is_full_refuses_writes_and_recovers_when_sp
         return skip("leader journal disk full");
     };
     let journal = disk.path().join("journal");
-    let mut s = Setup::start(Some(&journal), None, None).await;
-    let mut c = support::client(&s.leader());
-    c.put("k", "old").await.expect("put before the disk fills");
+    let mut s = Setup::start(Disks {
+        leader_journal: Some(&journal),
+        ..Disks::default()
+    })
+    .await;
+    s.put("k", "old").await.expect("put before the disk fills");
 
     let filler = disk.fill();
     // The leader journals keys, not values: a long key needs new pages.
     let long_key = "k".repeat(16 * 1024);
-    let err = c
+    let err = s
         .put(&long_key, "new")
         .await
         .expect_err("the leader can't journal the transaction");
     assert_eq!(err.code(), Code::Unavailable, "{err:?}");
     assert!(err.message().contains("write not applied"), "{err:?}");
     assert_eq!(s.follower_values(&long_key).await, vec![None; 3]);
-    assert_eq!(c.get("k").await.expect("reads still work"), "old");
+    assert_eq!(s.client.get("k").await.expect("reads still work"), "old");
     s.assert_running();
     assert!(
-        s.dirs[3].log().contains("leader journal write failed"),
+        s.dirs[LEADER].log().contains("leader journal write failed"),
         "a clear log line"
     );
 
     std::fs::remove_file(filler).expect("free the space");
-    c.put(&long_key, "after")
+    s.put(&long_key, "after")
         .await
         .expect("writes work once space returns");
+    s.put("k", "more").await.expect("and go on");
     assert_eq!(s.follower_values(&long_key).await, vec![some("after"); 3]);
+
+    s.kill_and_restart(LEADER).await;
+    s.assert_serves_every_acknowledged_write().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -231,9 +328,12 @@ async fn a_follower_whose_data_disk_is_full_applies_the_committed_write_once_spa
         return skip("follower data disk full");
     };
     let kv = disk.path().join("kv");
-    let mut s = Setup::start(None, None, Some(&kv)).await;
-    let mut c = support::client(&s.leader());
-    c.put("k", "old").await.expect("put before the disk fills");
+    let mut s = Setup::start(Disks {
+        f1_kv: Some(&kv),
+        ..Disks::default()
+    })
+    .await;
+    s.put("k", "old").await.expect("put before the disk fills");
     // Decisions reach followers after the client's answer: wait until it is applied.
     assert_eq!(s.follower_values("k").await, vec![some("old"); 3]);
 
@@ -243,7 +343,7 @@ async fn a_follower_whose_data_disk_is_full_applies_the_committed_write_once_spa
     // rewrites a key's file in place, so the new value must need more room than the
     // old one's page to hit the full disk.)
     let new = "n".repeat(64 * 1024);
-    c.put("k", &new)
+    s.put("k", &new)
         .await
         .expect("the decision is durable at the leader");
     match support::get(&s.follower(0), "k").await {
@@ -253,13 +353,121 @@ async fn a_follower_whose_data_disk_is_full_applies_the_committed_write_once_spa
         }
     }
     assert_eq!(
-        c.get("k").await.expect("the leader reads from the others"),
+        s.client
+            .get("k")
+            .await
+            .expect("the leader reads from the others"),
         new
     );
     s.assert_running();
 
     std::fs::remove_file(filler).expect("free the space");
     assert_eq!(s.follower_values("k").await, vec![some(&new); 3]);
-    c.put("k", "after").await.expect("and writes go on");
+    s.put("k", "after").await.expect("and writes go on");
     assert_eq!(s.follower_values("k").await, vec![some("after"); 3]);
+
+    s.kill_and_restart(0).await;
+    s.assert_serves_every_acknowledged_write().await;
+}
+
+/// The outside tester's report: a follower's journal and data on one small disk, a
+/// 200 KB put refused while it is full, a put that succeeds once space returns, then
+/// the follower killed. It refused to start ("line 1: corrupt record"): its journal
+/// held NUL bytes where its records had been, then the last one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_whose_disk_filled_under_a_200_kb_put_restarts_with_every_acknowledged_write() {
+    let Some(disk) = Tmpfs::mount("512k") else {
+        return skip("follower disk full, then restarted");
+    };
+    let (journal, kv) = (disk.path().join("journal"), disk.path().join("kv"));
+    let mut s = Setup::start(Disks {
+        f1_journal: Some(&journal),
+        f1_kv: Some(&kv),
+        ..Disks::default()
+    })
+    .await;
+    s.put("a", "1").await.expect("put before the disk fills");
+    s.put("b", "2").await.expect("put before the disk fills");
+    s.wait_applied_everywhere().await;
+
+    let ballast = disk.fill();
+    let err = s
+        .put("big", &"x".repeat(200 * 1000))
+        .await
+        .expect_err("the full follower can't journal its vote");
+    assert_eq!(err.code(), Code::Aborted, "{err:?}");
+
+    std::fs::remove_file(ballast).expect("free the space");
+    s.put("c", "3")
+        .await
+        .expect("writes work once space returns");
+    assert_eq!(s.follower_values("c").await, vec![some("3"); 3]);
+
+    s.kill_and_restart(0).await;
+    s.assert_running();
+    s.assert_serves_every_acknowledged_write().await;
+    assert_eq!(s.follower_values("big").await, vec![None; 3]);
+}
+
+/// Disks that fill and empty again and again, a follower's (its journal and data on
+/// one) and the leader's, each refusing writes while full, with restarts in between:
+/// each refused write leaves nothing behind, each acknowledged one survives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disks_that_fill_and_empty_again_and_again_lose_no_acknowledged_write() {
+    let (Some(f1_disk), Some(leader_disk)) = (Tmpfs::mount("512k"), Tmpfs::mount("512k")) else {
+        return skip("disks that fill and empty again and again");
+    };
+    let (journal, kv) = (f1_disk.path().join("journal"), f1_disk.path().join("kv"));
+    let leader_journal = leader_disk.path().join("journal");
+    let mut s = Setup::start(Disks {
+        leader_journal: Some(&leader_journal),
+        f1_journal: Some(&journal),
+        f1_kv: Some(&kv),
+    })
+    .await;
+    for round in 0..4 {
+        s.put(&format!("before-{round}"), &"b".repeat(10_000))
+            .await
+            .expect("put while there is room");
+        s.wait_applied_everywhere().await;
+
+        let ballast = f1_disk.fill();
+        let err = s
+            .put(&format!("refused-{round}"), &"f".repeat(20_000))
+            .await
+            .expect_err("the full follower can't journal its vote");
+        assert_eq!(err.code(), Code::Aborted, "{err:?}");
+        std::fs::remove_file(ballast).expect("free the follower's space");
+
+        let ballast = leader_disk.fill();
+        let err = s
+            .put(&"l".repeat(16 * 1024), "refused")
+            .await
+            .expect_err("the full leader can't journal the transaction");
+        assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+        std::fs::remove_file(ballast).expect("free the leader's space");
+
+        s.put(&format!("after-{round}"), &"a".repeat(10_000))
+            .await
+            .expect("put once space returns");
+        s.put("overwritten", &round.to_string())
+            .await
+            .expect("put once space returns");
+        s.assert_running();
+        if round % 2 == 1 {
+            s.kill_and_restart(0).await;
+            s.kill_and_restart(LEADER).await;
+            s.assert_serves_every_acknowledged_write().await;
+        }
+    }
+    for round in 0..4 {
+        assert_eq!(
+            s.follower_values(&format!("refused-{round}")).await,
+            vec![None; 3]
+        );
+    }
+    assert_eq!(
+        s.follower_values(&"l".repeat(16 * 1024)).await,
+        vec![None; 3]
+    );
 }
