@@ -95,6 +95,26 @@
 //! A crash between steps 1 and 3 leaves a temp file behind; [`KvStore::open`] removes
 //! such files (and fsyncs the directory) while the old value stays intact.
 //!
+//! # Full disks
+//!
+//! A write that fails, on a full disk above all, leaves its key as it was: the whole
+//! old value, or no file. The atomic replace gets this from the rename (the temp file
+//! is removed, the key's file was never touched). An overwrite in place has no old
+//! file to fall back on, so it reserves the room it needs past the file's end first
+//! (`fallocate` with `FALLOC_FL_KEEP_SIZE`, which leaves the size as it was) and
+//! writes only once that succeeded: without the reservation, a write that found the
+//! disk full part-way left the part of the new value that fitted over the old one,
+//! neither value, readable through [`KvStore::get`] and made durable by the next sync
+//! (only the follower's lock on the key, held until a retried write succeeds, kept it
+//! from being served). A file created for an absent key is removed again (empty, it
+//! would read as the empty value). Where the file system can't
+//! reserve room (`EOPNOTSUPP`), the key is replaced by a temp file and a rename instead
+//! (without the fsyncs: the next sync covers it). Stated limit: a copy-on-write file
+//! system (btrfs, ZFS) needs new room even to overwrite bytes that existed, which no
+//! reservation guarantees; there a failed overwrite can still leave the file torn, and
+//! only the follower's lock on the key (held until its write is applied) keeps it from
+//! being read.
+//!
 //! # Why nothing can escape the directory
 //!
 //! Every path the store touches is `dir.join(name)` where `name` is built by
@@ -116,6 +136,7 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 
@@ -514,7 +535,7 @@ impl KvStore {
     /// the key's file, fsync the directory. Durable when it returns.
     pub fn put(&self, key: &str, value: &str) -> Result<()> {
         let _guard = self.lock_writers();
-        self.replace_file(key, value)?;
+        self.replace_file(key, value, true)?;
         sync_dir(&self.dir)
     }
 
@@ -536,7 +557,7 @@ impl KvStore {
         let _guard = self.lock_writers();
         for (key, change) in last_change_per_key(changes) {
             match change {
-                Some(value) => self.replace_file(key, value)?,
+                Some(value) => self.replace_file(key, value, true)?,
                 None => self.remove_file(key)?,
             }
         }
@@ -549,6 +570,10 @@ impl KvStore {
     /// crash may lose them or leave a key's file empty, torn or mixed. The caller must keep a durable record
     /// of the changes (the follower's journal) until `sync` returns, and re-apply them
     /// after a crash. Later changes to the same key win.
+    ///
+    /// On error (a full disk), the changes before the failing one may have been
+    /// applied, and every key holds its old value or its new one, whole (see "Full
+    /// disks" in the module documentation).
     pub fn apply_unsynced(&self, changes: &[Change<'_>]) -> Result<()> {
         let _guard = self.lock_writers();
         for (key, change) in last_change_per_key(changes) {
@@ -640,6 +665,10 @@ impl KvStore {
     /// no fsync. On ext4, a rename over an existing file or a truncation to zero makes
     /// the kernel flush the data at once (`auto_da_alloc`), which cost about 1 ms per
     /// key here; an overwrite in place costs about 12 µs. Callers hold the write lock.
+    ///
+    /// On failure the key is as it was (see "Full disks" in the module documentation):
+    /// the room is reserved before a byte changes, and a file created for an absent key
+    /// is removed again.
     fn overwrite_file(&self, key: &str, value: &str) -> Result<()> {
         let name = file_name_for(key);
         let path = self.dir.join(&name);
@@ -649,33 +678,42 @@ impl KvStore {
             content.extend_from_slice(key.as_bytes());
         }
         content.extend_from_slice(value.as_bytes());
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|e| io_err(&path, e))?;
-        // Truncating marks the inode dirty even when the length doesn't change, so only
-        // a file that was longer than the new content is cut.
-        let len = content.len() as u64;
-        let cut_if_longer = |file: &File| -> io::Result<()> {
-            if file.metadata()?.len() > len {
-                file.set_len(len)?;
+        let (file, created) = match OpenOptions::new().write(true).open(&path) {
+            Ok(file) => (file, false),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let file = OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&path)
+                    .map_err(|e| io_err(&path, e))?;
+                (file, true)
             }
-            Ok(())
+            Err(e) => return Err(io_err(&path, e)),
         };
-        file.write_all(&content)
-            .and_then(|()| cut_if_longer(&file))
-            .map_err(|e| io_err(&path, e))
+        let written = match write_in_place(&file, &content) {
+            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+                // No way to reserve room here: replace the file whole instead (without
+                // fsync, like the rest of an unsynced apply).
+                drop(file);
+                return self.replace_file(key, value, false);
+            }
+            written => written,
+        };
+        if written.is_err() && created {
+            // An absent key stays absent (best effort: an empty file would read as "").
+            let _ = fs::remove_file(&path);
+        }
+        written.map_err(|e| io_err(&path, e))
     }
 
-    /// Steps 1–3 of the atomic replace (no directory fsync).
-    fn replace_file(&self, key: &str, value: &str) -> Result<()> {
+    /// Steps 1–3 of the atomic replace (no directory fsync); step 2, the temp file's
+    /// fsync, only if `sync`.
+    fn replace_file(&self, key: &str, value: &str, sync: bool) -> Result<()> {
         let name = file_name_for(key);
         let target = self.dir.join(&name);
         let hashed = name.starts_with(HASHED_PREFIX);
         let (file, temp) = self.create_temp()?;
-        let written = write_content(file, key, value, hashed)
+        let written = write_content(file, key, value, hashed, sync)
             .map_err(|e| io_err(&temp, e))
             .and_then(|()| fs::rename(&temp, &target).map_err(|e| io_err(&target, e)));
         if written.is_err() {
@@ -713,8 +751,8 @@ impl KvStore {
     }
 }
 
-/// Writes a key file's content and fsyncs it.
-fn write_content(file: File, key: &str, value: &str, hashed: bool) -> io::Result<()> {
+/// Writes a key file's content and, if `sync`, fsyncs it.
+fn write_content(file: File, key: &str, value: &str, hashed: bool, sync: bool) -> io::Result<()> {
     let mut w = io::BufWriter::with_capacity(64 * 1024, file);
     if hashed {
         writeln!(w, "{}", key.len())?;
@@ -722,5 +760,52 @@ fn write_content(file: File, key: &str, value: &str, hashed: bool) -> io::Result
     }
     w.write_all(value.as_bytes())?;
     let file = w.into_inner().map_err(|e| e.into_error())?;
-    file.sync_all()
+    if sync {
+        file.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Overwrites `file` from its start with `content`, cutting what is left of a longer
+/// old content. The room for the bytes past the file's end is reserved first
+/// (`fallocate`, keeping the size), so that a full disk fails here, before a byte of
+/// the old content has changed, rather than part-way through the write (`EOPNOTSUPP`
+/// where the file system can't reserve).
+fn write_in_place(file: &File, content: &[u8]) -> io::Result<()> {
+    let old_len = file.metadata()?.len();
+    let len = content.len() as u64;
+    if len > old_len {
+        reserve_past_end(file, old_len, len - old_len)?;
+    }
+    file.write_all_at(content, 0)?;
+    // Truncating marks the inode dirty even when the length doesn't change, so only a
+    // file that was longer than the new content is cut.
+    if old_len > len {
+        file.set_len(len)?;
+    }
+    Ok(())
+}
+
+/// Reserves `len` bytes of disk space at `offset` of `file` without changing its size
+/// (`fallocate` with `FALLOC_FL_KEEP_SIZE`).
+#[cfg(target_os = "linux")]
+fn reserve_past_end(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    };
+    // SAFETY: fallocate only reads its integer arguments; the descriptor is open.
+    let status =
+        unsafe { libc::fallocate(file.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, offset, len) };
+    if status == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// No reservation on this platform: the caller replaces the file whole instead.
+#[cfg(not(target_os = "linux"))]
+fn reserve_past_end(_file: &File, _offset: u64, _len: u64) -> io::Result<()> {
+    Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP))
 }

@@ -641,3 +641,71 @@ fn unsynced_changes_are_visible_at_once_and_kept_after_sync() {
     assert!(!all.contains_key("gone"));
     assert_contained(parent.path(), &reopened);
 }
+
+/// Each key's length and first bytes, and its value's (for messages).
+fn summary(map: &BTreeMap<String, String>) -> Vec<String> {
+    let short = |s: &str| format!("{} bytes {:?}", s.len(), &s[..s.len().min(8)]);
+    map.iter()
+        .map(|(k, v)| format!("{} = {}", short(k), short(v)))
+        .collect()
+}
+
+/// Writes refused by a full disk leave each key as it was: the whole old value, or
+/// absent (a key's file rewritten in place used to keep the part of the new value that
+/// fitted, over the old one: neither value, and readable as soon as the key's lock
+/// went). Once space returns, the same writes succeed.
+#[test]
+fn writes_refused_by_a_full_disk_leave_every_key_as_it_was() {
+    let Some(disk) = crate::test_disk::SmallDisk::mount("512k", "kvstore: full disk") else {
+        return;
+    };
+    let store = KvStore::open(&disk.path().join("kv")).expect("open");
+    let hashed = "h".repeat(300);
+    let old: Vec<(&str, Option<&str>)> = vec![
+        ("k", Some("old")),
+        (&hashed, Some("old")),
+        ("empty", Some("")),
+    ];
+    store
+        .apply_unsynced(&old)
+        .expect("apply before the disk fills");
+    let before = store.dump().expect("dump");
+
+    let new = "n".repeat(64 * 1024);
+    for round in 0..3 {
+        let ballast = disk.fill();
+        for key in ["k", hashed.as_str(), "empty", "absent"] {
+            assert!(
+                store.apply_unsynced(&[(key, Some(&new))]).is_err(),
+                "{key}: the disk is full"
+            );
+            assert!(store.put(key, &new).is_err(), "{key}: the disk is full");
+        }
+        let now = store.dump().expect("dump");
+        assert!(
+            now == before,
+            "round {round}: {:?}, not {:?}",
+            summary(&now),
+            summary(&before)
+        );
+        assert_eq!(store.get("absent").expect("get"), None);
+
+        fs::remove_file(ballast).expect("free the space");
+        let changes: Vec<(&str, Option<&str>)> = vec![("k", Some(&new)), (&hashed, Some(&new))];
+        store
+            .apply_unsynced(&changes)
+            .expect("apply once space returns");
+        assert_eq!(store.get("k").expect("get").as_deref(), Some(new.as_str()));
+        assert_eq!(
+            store.get(&hashed).expect("get").as_deref(),
+            Some(new.as_str())
+        );
+        store.apply_unsynced(&old).expect("and back");
+        assert_eq!(store.dump().expect("dump"), before);
+    }
+    let names = names_in(store.dir());
+    assert!(
+        names.iter().all(|n| !is_temp_name(n)),
+        "temp files left: {names:?}"
+    );
+}
