@@ -124,7 +124,8 @@
 //!   undone: zeros over what landed in the room, the file cut back to `allocated` (or,
 //!   if the zeros can't be written, to `len`: a file that ends with its last record is
 //!   as good), then an fdatasync, so that no line of a write reported as failed (a vote
-//!   that became ABORT) can come back after a crash. Both offsets are as before;
+//!   that became ABORT) can come back after a crash. `len` is as before, and so is
+//!   `allocated` unless the room was cut;
 //! * a rewrite that fails before its rename leaves the old file and both offsets as
 //!   they were; after the rename both are the new file's length.
 //!
