@@ -9,12 +9,20 @@
 //!   it is journaled (the follower voted; the decision is lost with the crash).
 //! - `follower-after-apply`: a committed write is journaled and applied, the lock not yet
 //!   released and the ACK not sent.
-//! - `leader-after-begin-journaled`: `begin` is durable (the PREPAREs went out while it
-//!   was being written), the votes not yet counted.
-//! - `leader-after-decision-journaled`: the decision is durable, not yet sent.
-//! - `leader-after-first-ack`: one follower ACKed a decision, the others not yet.
+//! - `leader-after-last-vote`: the last COMMIT vote arrived and committed the write;
+//!   nothing of it has been answered or sent yet.
+//! - `leader-after-decision-journaled`: a decision's record (an ABORT, or a classic
+//!   peer's decision) is durable, not yet sent or answered.
+//! - `leader-after-first-ack`: a follower ACKed a decision, the leader has not yet
+//!   handled the ACK.
 //! - `journal-torn-write`: a journal write stops halfway through its bytes (a torn
 //!   record), on whichever node has the variable.
+//!
+//! Pause points (`TPC_PAUSE_AT=<point>=<file>`, [`pause_point`]) hold a thread instead:
+//! `follower-before-replay`, `follower-before-message` (the state thread, before it
+//! handles a leader message), `follower-after-vote-journaled` (the state thread, with
+//! a vote durable and not sent), `follower-before-store-sync`, and
+//! `leader-journal-before-write` (the leader's journal thread).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;

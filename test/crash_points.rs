@@ -3,9 +3,10 @@
 //! armed through `TPC_CRASH_AT`; the write that reaches the point; the node's death
 //! (`abort`, like `kill -9`) and its log line; a restart without the variable; and then
 //! DESIGN §1: every follower's direct read settles on the same value (the new one if the
-//! client was told OK or the COMMIT decision was durable, the old one if the write was
-//! refused or no decision survived), a read through the leader agrees, and a further
-//! write of the same key succeeds everywhere (no lock left behind).
+//! client was told OK or every follower's COMMIT vote was durable and no ABORT was, the
+//! old one if the write was refused or an ABORT was durable), a read through the leader
+//! agrees, and a further write of the same key succeeds everywhere (no lock left
+//! behind).
 //!
 //! Waits poll with bounded deadlines; nothing sleeps to synchronise.
 
@@ -80,6 +81,9 @@ struct Case {
     while_down: WhileDown,
     /// Something the restarted node's log must mention besides its replay line.
     restart_log_mentions: Option<&'static str>,
+    /// Once the armed follower died, the leader is killed too (`kill -9`) and restarted
+    /// after it.
+    leader_killed_too: bool,
 }
 
 /// The part of a node's stderr log written by its latest run (the support module heads
@@ -239,6 +243,9 @@ async fn run(case: Case) {
         Armed::F1 => cluster.followers[0] = None,
         Armed::Leader => cluster.leader = None,
     }
+    if case.leader_killed_too {
+        cluster.kill_leader();
+    }
 
     // While the leader is down, what the followers answer is fixed.
     let old = case.old;
@@ -272,6 +279,9 @@ async fn run(case: Case) {
             cluster.start_leader(&[]);
             wait_log(&cluster.leader_dirs, "leader journal recovered").await;
         }
+    }
+    if case.leader_killed_too {
+        cluster.start_leader(&[]);
     }
     let dirs = match case.on {
         Armed::F1 => &cluster.follower_dirs[0],
@@ -328,6 +338,7 @@ async fn follower_after_vote_journaled_the_write_fails_and_is_aborted_everywhere
         outcome: Outcome::Old,
         while_down: WhileDown::Unchecked,
         restart_log_mentions: None,
+        leader_killed_too: false,
     })
     .await;
 }
@@ -343,6 +354,7 @@ async fn follower_after_apply_the_write_succeeds_and_is_applied_everywhere() {
         outcome: Outcome::New,
         while_down: WhileDown::Unchecked,
         restart_log_mentions: None,
+        leader_killed_too: false,
     })
     .await;
 }
@@ -357,6 +369,7 @@ async fn leader_after_first_ack_the_durable_commit_is_finished_after_restart() {
         outcome: Outcome::New,
         while_down: WhileDown::Unchecked,
         restart_log_mentions: None,
+        leader_killed_too: false,
     })
     .await;
 }
@@ -372,99 +385,69 @@ async fn journal_torn_write_on_a_follower_voting_the_write_fails_and_the_torn_ta
         outcome: Outcome::Old,
         while_down: WhileDown::Unchecked,
         restart_log_mentions: Some("dropping torn tail"),
+        leader_killed_too: false,
     })
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn journal_torn_write_of_the_leaders_decision_aborts_the_write_after_restart() {
-    // Leader journal writes: 1 start-up metadata, 2 the write's `begin`, 3 its decision.
-    run(Case {
-        spec: "journal-torn-write:3",
-        on: Armed::Leader,
-        old: None,
-        told: Told::AnyError,
-        outcome: Outcome::Old,
-        while_down: WhileDown::AllLocked,
-        restart_log_mentions: Some("dropping torn tail"),
-    })
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn journal_torn_write_of_the_leaders_begin_changes_nothing() {
-    // The PREPAREs go out while `begin` is being written: the followers may have voted;
-    // the restart's end of recovery aborts what they prepared.
+async fn journal_torn_write_on_the_leader_after_a_commit_loses_nothing() {
+    // Leader journal writes: 1 the start-up metadata, 2 the cluster's first data, after
+    // its first commit (whose votes are its only record, DESIGN §1.4).
     run(Case {
         spec: "journal-torn-write:2",
         on: Armed::Leader,
         old: None,
-        told: Told::AnyError,
-        outcome: Outcome::Old,
+        told: Told::Either,
+        outcome: Outcome::New,
         while_down: WhileDown::Unchecked,
         restart_log_mentions: Some("dropping torn tail"),
+        leader_killed_too: false,
     })
     .await;
 }
 
+/// The last COMMIT vote commits: the leader dies before it answers or sends anything,
+/// and its journal holds nothing of the write. The restart learns from the followers'
+/// fence reports that every one voted COMMIT, and commits everywhere.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn leader_after_decision_journaled_on_the_second_write_commits_it_after_restart() {
-    // Visit 1 is the first write's decision (which passes); the leader dies at the second.
+async fn leader_after_last_vote_the_restart_commits_everywhere() {
     run(Case {
-        spec: "leader-after-decision-journaled:2",
+        spec: "leader-after-last-vote:2",
         on: Armed::Leader,
         old: Some("old value"),
         told: Told::AnyError,
         outcome: Outcome::New,
         while_down: WhileDown::AllLocked,
-        restart_log_mentions: None,
+        restart_log_mentions: Some("recovered an in-doubt transaction"),
+        leader_killed_too: false,
     })
     .await;
 }
 
+/// F1 voted COMMIT (the write is committed and acknowledged) and dies as the decision
+/// arrives, before journaling it; the leader is killed too. Both restart: F1 still holds
+/// the write prepared, the others hold it committed (or prepared), and the restarted
+/// leader commits it on F1.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn leader_after_begin_journaled_the_write_is_aborted_after_restart() {
+async fn follower_before_decision_with_the_leader_killed_too_the_write_is_committed() {
     run(Case {
-        spec: "leader-after-begin-journaled:2",
-        on: Armed::Leader,
+        spec: "follower-before-decision:2",
+        on: Armed::F1,
         old: Some("old value"),
-        told: Told::AnyError,
-        outcome: Outcome::Old,
+        told: Told::Ok,
+        outcome: Outcome::New,
         while_down: WhileDown::Unchecked,
         restart_log_mentions: None,
+        leader_killed_too: true,
     })
     .await;
 }
 
-/// The leader sends PREPARE while its `begin` is still being made durable. If it dies
-/// in between, every follower holds a prepared transaction that the restarted leader's
-/// journal does not show; the restart's *end of recovery* (which lists what the leader
-/// does know) makes each follower abort it, with no client action: the key reads its
-/// old value again and takes new writes (DESIGN §1.4, as amended in coordinator.rs).
-/// Deterministic: the leader's journal thread is held before its first write
-/// (`TPC_PAUSE_AT`), so the `begin` never reaches the disk, and the leader is killed
-/// only once every follower has voted.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_prepare_whose_begin_died_with_the_leader_is_aborted_by_the_restarts_end_of_recovery() {
-    let mut cluster = Cluster::new(3);
-    for i in 0..3 {
-        cluster.start_follower(i, &[]);
-    }
-    for addr in cluster.follower_addrs() {
-        wait_follower_ready(&addr).await;
-    }
-    let never = cluster.leader_dirs.root().join("never-created");
-    let pause = format!("leader-journal-before-write={}", never.display());
-    cluster.start_leader(&[("TPC_PAUSE_AT", pause.as_str())]);
-    wait_leader_ready(&cluster.leader_addr()).await;
-
-    let client = cluster.client();
-    let put = tokio::spawn(async move {
-        let mut client = client;
-        client.put(KEY, "lost").await
-    });
-    // Every follower voted: the key is locked there, undecided.
-    for addr in cluster.follower_addrs() {
+/// Waits until every follower of `cluster` in `which` holds `KEY` locked (prepared).
+async fn wait_locked(cluster: &Cluster, which: &[usize]) {
+    for &i in which {
+        let addr = cluster.follower_addr(i);
         poll(
             &format!("{addr} to hold {KEY:?} prepared"),
             POLL_TIMEOUT,
@@ -477,23 +460,98 @@ async fn a_prepare_whose_begin_died_with_the_leader_is_aborted_by_the_restarts_e
         )
         .await;
     }
+}
+
+/// The leader decides ABORT on a vote that did not come in time (F1's state thread is
+/// held right after it journaled its COMMIT vote), journals the ABORT, and dies before
+/// sending it. Every follower in fact voted COMMIT, so without that record the commit
+/// rule would commit; with it, the restart aborts everywhere (DESIGN §1.4: the leader's
+/// durable ABORT wins). Deterministic: F1's vote is held until the leader is dead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_after_an_abort_journaled_on_a_missing_vote_the_restart_aborts_everywhere() {
+    let mut cluster = Cluster::new(3);
+    let release = cluster.follower_dirs[0].root().join("release-the-vote");
+    let pause = format!("follower-after-vote-journaled={}", release.display());
+    cluster.start_follower(0, &[("TPC_PAUSE_AT", pause.as_str())]);
+    for i in 1..3 {
+        cluster.start_follower(i, &[]);
+    }
+    for addr in cluster.follower_addrs() {
+        wait_follower_ready(&addr).await;
+    }
+    cluster.start_leader(&[(CRASH_AT, "leader-after-decision-journaled")]);
+    wait_leader_ready(&cluster.leader_addr()).await;
+
+    let answer = tokio::time::timeout(PUT_WITHIN, cluster.client().put(KEY, "never"))
+        .await
+        .expect("a Put must not hang");
     assert!(
-        last_run_log(&cluster.leader_dirs).contains("paused at leader-journal-before-write"),
-        "the begin is held before the disk"
+        answer.is_err(),
+        "the leader died before answering: {answer:?}"
     );
-    cluster.kill_leader();
-    let _ = put.await;
+    let status = cluster
+        .leader
+        .as_mut()
+        .expect("running")
+        .wait_exit(EXIT_WITHIN)
+        .await;
+    assert_eq!(status.signal(), Some(SIGABRT), "{status:?}");
+    cluster.leader = None;
+    assert!(
+        last_run_log(&cluster.follower_dirs[0]).contains("paused at follower-after-vote-journaled")
+    );
+    // F1's COMMIT vote goes out now, to a leader that is gone: every follower voted COMMIT.
+    std::fs::write(&release, b"").expect("release F1");
+    wait_locked(&cluster, &[0, 1, 2]).await;
 
     cluster.start_leader(&[]);
     wait_leader_ready(&cluster.leader_addr()).await;
     assert_followers_settle_on(&cluster, KEY, None).await;
-    for dirs in &cluster.follower_dirs {
-        wait_log(
-            dirs,
-            "aborting a transaction the restarted leader does not know",
-        )
-        .await;
+    assert_eq!(leader_get(&cluster, KEY).await, None);
+    put_succeeds(&cluster, KEY, "after recovery").await;
+    assert_followers_settle_on(&cluster, KEY, Some("after recovery")).await;
+}
+
+/// The leader dies with its write prepared on two followers while the third never
+/// handled the PREPARE (its state thread is held before it, and it is then killed, so
+/// the PREPARE is gone). The restart fences all three: the third reports it never voted,
+/// and now never will, so the write is aborted everywhere, with no client action.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_participant_that_never_voted_makes_the_restart_abort() {
+    let mut cluster = Cluster::new(3);
+    let never = cluster.follower_dirs[2].root().join("never-created");
+    let pause = format!("follower-before-message={}", never.display());
+    for i in 0..2 {
+        cluster.start_follower(i, &[]);
     }
+    cluster.start_follower(2, &[("TPC_PAUSE_AT", pause.as_str())]);
+    for addr in cluster.follower_addrs() {
+        wait_follower_ready(&addr).await;
+    }
+    cluster.start_leader(&[]);
+    wait_leader_ready(&cluster.leader_addr()).await;
+
+    let client = cluster.client();
+    let put = tokio::spawn(async move {
+        let mut client = client;
+        client.put(KEY, "lost").await
+    });
+    wait_locked(&cluster, &[0, 1]).await;
+    wait_log(
+        &cluster.follower_dirs[2],
+        "paused at follower-before-message",
+    )
+    .await;
+    cluster.kill_leader();
+    let _ = put.await;
+    cluster.kill_follower(2);
+    cluster.start_follower(2, &[]);
+    wait_follower_ready(&cluster.follower_addr(2)).await;
+
+    cluster.start_leader(&[]);
+    wait_leader_ready(&cluster.leader_addr()).await;
+    wait_log(&cluster.leader_dirs, "recovered an in-doubt transaction").await;
+    assert_followers_settle_on(&cluster, KEY, None).await;
     assert_eq!(leader_get(&cluster, KEY).await, None);
     put_succeeds(&cluster, KEY, "after recovery").await;
     assert_followers_settle_on(&cluster, KEY, Some("after recovery")).await;

@@ -335,86 +335,7 @@ async fn a_follower_that_crashed_after_voting_keeps_the_key_locked_until_the_lea
 }
 
 // ---------------------------------------------------------------------------------------
-// 3. The leader crashed after journaling its decision.
-// ---------------------------------------------------------------------------------------
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_leader_that_crashed_after_journaling_its_decision_finishes_the_transaction_on_restart() {
-    let mut cluster = Cluster::new(3);
-    for i in 0..3 {
-        cluster.start_follower(i, &[]);
-    }
-    for addr in cluster.follower_addrs() {
-        wait_follower_ready(&addr).await;
-    }
-    cluster.start_leader(&[(CRASH_AT, "leader-after-decision-journaled")]);
-    wait_leader_ready(&cluster.leader_addr()).await;
-
-    let result = cluster.client().put("k", "v").await;
-    assert!(
-        result.is_err(),
-        "the leader died before answering: {result:?}"
-    );
-    let status = cluster
-        .leader
-        .as_mut()
-        .unwrap()
-        .wait_exit(Duration::from_secs(10))
-        .await;
-    assert!(
-        !status.success(),
-        "the leader should have aborted: {status:?}"
-    );
-    assert!(cluster
-        .leader_dirs
-        .log()
-        .contains("crash point leader-after-decision-journaled reached"));
-    cluster.leader = None;
-
-    // Every follower voted and holds the prepared write: undecided, so UNAVAILABLE.
-    for addr in cluster.follower_addrs() {
-        for _ in 0..3 {
-            match get(&addr, "k").await {
-                Err(s) if s.code() == Code::Unavailable => {}
-                other => {
-                    panic!("{addr}: a prepared, undecided key must read UNAVAILABLE, got {other:?}")
-                }
-            }
-        }
-    }
-
-    // The restarted leader finishes the transaction by itself (no client action).
-    cluster.start_leader(&[]);
-    for addr in cluster.follower_addrs() {
-        poll(
-            &format!("{addr} to apply the restarted leader's decision"),
-            POLL_TIMEOUT,
-            || {
-                let addr = addr.clone();
-                async move {
-                    match get(&addr, "k").await {
-                        Ok(Some(v)) if v == "v" => Ok(()),
-                        Ok(other) => panic!("{addr} answered {other:?} for k, expected v"),
-                        Err(s) if matches!(s.code(), Code::Unavailable | Code::Unknown) => {
-                            Err(format!("{s:?}"))
-                        }
-                        Err(s) => panic!("{addr}: unexpected {s:?}"),
-                    }
-                }
-            },
-        )
-        .await;
-    }
-    wait_leader_ready(&cluster.leader_addr()).await;
-    let mut c = cluster.client();
-    assert_eq!(c.get("k").await.expect("get k"), "v");
-    c.put("k", "v2").await.expect("a new put after recovery");
-    assert_eq!(c.get("k").await.expect("get k"), "v2");
-    assert_followers(&cluster, "k", Some("v2")).await;
-}
-
-// ---------------------------------------------------------------------------------------
-// 4. A follower down.
+// 3. A follower down.
 // ---------------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -451,7 +372,7 @@ async fn a_write_while_a_follower_is_down_fails_unavailable_changes_nothing_and_
 }
 
 // ---------------------------------------------------------------------------------------
-// 5. kill -9 of every node under load.
+// 4. kill -9 of every node under load.
 // ---------------------------------------------------------------------------------------
 
 #[derive(Debug, Clone)]
@@ -639,7 +560,7 @@ async fn acknowledged_writes_survive_kill_9_of_every_node() {
 }
 
 // ---------------------------------------------------------------------------------------
-// 6. Directory locks, corrupt journals, torn tails.
+// 5. Directory locks, corrupt journals, torn tails.
 // ---------------------------------------------------------------------------------------
 
 /// Starts `role` on `journal_dir`/`kv_dir` and asserts that it exits non-zero saying the
@@ -786,7 +707,7 @@ async fn a_corrupt_journal_line_stops_a_follower_naming_file_and_line_and_a_torn
 }
 
 // ---------------------------------------------------------------------------------------
-// 7. The leader starts before its followers.
+// 6. The leader starts before its followers.
 // ---------------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

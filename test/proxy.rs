@@ -80,7 +80,7 @@ impl TwoPhaseCommit for Mock {
                 let ack = Response {
                     action: Action::Ack as i32,
                     txid: msg.txid.clone(),
-                    cluster_id: String::new(),
+                    ..Default::default()
                 };
                 if out.send(Ok(ack)).is_err() {
                     return;
@@ -521,7 +521,7 @@ async fn transparent_between_real_leader_and_follower() {
     c.delete("k").await.expect("delete");
     assert_eq!(code(c.get("k").await), Err(Code::NotFound));
     c.put("k", "v3").await.expect("put again");
-    // The leader's read waits until the follower applied the decision (DESIGN §1.3).
+    // Committed: the leader answers with it even before the follower applied it.
     assert_eq!(c.get("k").await.expect("get"), "v3");
 
     // Direct calls through the proxy: codes and messages unchanged.
@@ -532,8 +532,17 @@ async fn transparent_between_real_leader_and_follower() {
         key: "k".into(),
         value: "x".into(),
     };
-    let answer = via_proxy.get(get("k")).await.expect("get via proxy");
-    assert_eq!(answer.into_inner().value, "v3");
+    // Locked (UNAVAILABLE) until the decision reaches the follower, then the new value.
+    eventually("the follower to apply v3", WAIT, || {
+        let mut via_proxy = via_proxy.clone();
+        async move {
+            via_proxy
+                .get(get("k"))
+                .await
+                .is_ok_and(|answer| answer.into_inner().value == "v3")
+        }
+    })
+    .await;
     // The leader's forwarded-read stream passes too (UNIMPLEMENTED would make the leader
     // fall back to unary Get, and the proxy's stream faults would never touch reads).
     let mut reads = FollowerReadsClient::new(net::connect(&proxy.addr, WAIT).await.unwrap());
@@ -571,7 +580,8 @@ async fn transparent_between_real_leader_and_follower() {
         );
     }
 
-    // The leader's reads go through the proxy: with every call dropped, they fail.
+    // The leader's reads go through the proxy: with every call dropped, they fail (once
+    // the leader has the follower's ACK of v3, it no longer answers from v3 itself).
     proxy
         .faults
         .set(Faults {
@@ -579,7 +589,11 @@ async fn transparent_between_real_leader_and_follower() {
             ..Faults::none()
         })
         .unwrap();
-    assert_eq!(code(c.get("k").await), Err(Code::Unavailable));
+    eventually("reads to fail through a proxy that drops everything", WAIT, || {
+        let mut c = c.clone();
+        async move { code(c.get("k").await) == Err(Code::Unavailable) }
+    })
+    .await;
     let dropped = via_proxy.get(get("k")).await.expect_err("dropped");
     assert_eq!(
         (dropped.code(), dropped.message()),

@@ -281,8 +281,13 @@ async fn a_follower_whose_journal_disk_is_full_votes_abort_and_recovers_when_spa
     s.assert_serves_every_acknowledged_write().await;
 }
 
+/// A commit needs nothing of the leader's disk (its votes are its record, DESIGN §1.4),
+/// so a full leader journal disk does not stop commits. An ABORT must be durable before
+/// it is sent or answered: it waits for room (its keys stay locked, its client gets no
+/// answer before its deadline), and is sent once space returns.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_leader_whose_journal_disk_is_full_refuses_writes_and_recovers_when_space_returns() {
+async fn a_leader_whose_journal_disk_is_full_still_commits_and_holds_an_abort_until_space_returns()
+{
     let Some(disk) = Tmpfs::mount("512k") else {
         return skip("leader journal disk full");
     };
@@ -293,30 +298,50 @@ async fn a_leader_whose_journal_disk_is_full_refuses_writes_and_recovers_when_sp
     })
     .await;
     s.put("k", "old").await.expect("put before the disk fills");
+    s.wait_applied_everywhere().await;
 
     let filler = disk.fill();
-    // The leader journals keys, not values: a long key needs new pages.
-    let long_key = "k".repeat(16 * 1024);
-    let err = s
-        .put(&long_key, "new")
+    s.put("k", "committed while full")
         .await
-        .expect_err("the leader can't journal the transaction");
-    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
-    assert!(err.message().contains("write not applied"), "{err:?}");
-    assert_eq!(s.follower_values(&long_key).await, vec![None; 3]);
-    assert_eq!(s.client.get("k").await.expect("reads still work"), "old");
-    s.assert_running();
+        .expect("a commit journals nothing on the leader");
+    s.wait_applied_everywhere().await;
+
+    // The third follower is down: writes abort. Their ABORT records fit in the last
+    // page of the journal file for a while; the first that does not gets no answer.
+    s.nodes[2].kill();
+    let mut short = Client::new(&s.leader(), std::time::Duration::from_secs(2)).expect("client");
+    let mut held = None;
+    for attempt in 0..500 {
+        let key = format!("aborting-{attempt}");
+        match short.put(&key, "never").await {
+            Err(e) if e.code() == Code::Unavailable => {} // journaled: refused at once
+            Err(e) if matches!(e.code(), Code::DeadlineExceeded | Code::Cancelled) => {
+                held = Some(key);
+                break;
+            }
+            other => panic!("{key}: expected a refusal or no answer, got {other:?}"),
+        }
+    }
+    let aborting = held.expect("an ABORT that does not fit on the full disk is held");
     assert!(
-        s.dirs[LEADER].log().contains("leader journal write failed"),
+        s.dirs[LEADER]
+            .log()
+            .contains("leader journal write failed; will retry"),
         "a clear log line"
     );
+    for i in 0..2 {
+        match support::get(&s.follower(i), &aborting).await {
+            Err(e) if e.code() == Code::Unavailable => {}
+            other => panic!("f{}: the key stays locked, got {other:?}", i + 1),
+        }
+    }
+    s.assert_running();
 
     std::fs::remove_file(filler).expect("free the space");
-    s.put(&long_key, "after")
-        .await
-        .expect("writes work once space returns");
-    s.put("k", "more").await.expect("and go on");
-    assert_eq!(s.follower_values(&long_key).await, vec![some("after"); 3]);
+    s.nodes[2] = s.spawn(2);
+    wait_follower_ready(&s.follower(2)).await;
+    assert_eq!(s.follower_values(&aborting).await, vec![None; 3]);
+    s.put("k", "more").await.expect("writes go on");
 
     s.kill_and_restart(LEADER).await;
     s.assert_serves_every_acknowledged_write().await;
@@ -440,11 +465,13 @@ async fn disks_that_fill_and_empty_again_and_again_lose_no_acknowledged_write() 
         std::fs::remove_file(ballast).expect("free the follower's space");
 
         let ballast = leader_disk.fill();
-        let err = s
-            .put(&"l".repeat(16 * 1024), "refused")
-            .await
-            .expect_err("the full leader can't journal the transaction");
-        assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+        s.put(
+            &"l".repeat(16 * 1024),
+            &format!("committed while full {round}"),
+        )
+        .await
+        .expect("a commit journals nothing on the leader");
+        s.wait_applied_everywhere().await;
         std::fs::remove_file(ballast).expect("free the leader's space");
 
         s.put(&format!("after-{round}"), &"a".repeat(10_000))
@@ -466,8 +493,5 @@ async fn disks_that_fill_and_empty_again_and_again_lose_no_acknowledged_write() 
             vec![None; 3]
         );
     }
-    assert_eq!(
-        s.follower_values(&"l".repeat(16 * 1024)).await,
-        vec![None; 3]
-    );
+    s.assert_serves_every_acknowledged_write().await;
 }

@@ -152,7 +152,7 @@ impl Mock {
             } else {
                 String::new()
             },
-            cluster_id: String::new(),
+            ..Default::default()
         }
     }
 }
@@ -408,7 +408,7 @@ fn prepare(txid: &str, key: &str, value: &str) -> LeaderMsg {
         low_water: String::new(),
         cluster_id: "c1".into(),
         cluster_has_data: false,
-        known_txids: Vec::new(),
+        ..Default::default()
     }
 }
 

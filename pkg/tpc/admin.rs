@@ -1,58 +1,54 @@
 //! The leader's operator view (`rpc.Admin/Status`, what `tpc status` shows): each
-//! follower's link, the unfinished transactions with their phase, the journal's size.
+//! follower's link, the unfinished transactions with their phase (and, after a restart,
+//! those still in doubt), the journal's size.
 //!
 //! The view is taken when asked for, under the coordinator's short-held lock, so a
-//! transaction shows up from its `begin` on, while it votes.
-
-use std::time::UNIX_EPOCH;
+//! transaction shows up from its start on, while it votes.
 
 use std::sync::Arc;
+use std::time::UNIX_EPOCH;
 
 use tonic::{Request, Response, Status};
 
+use super::coordinator::Coordinator;
 use super::leader_core::{LeaderCore, Phase};
 use super::link::Link;
 use crate::proto::rpc;
 
-/// The coordinator's transactions and journal, as `tpc status` shows them.
-#[derive(Clone, Debug, Default)]
-pub struct LeaderView {
-    /// Unfinished transactions, oldest first.
-    pub transactions: Vec<rpc::TransactionStatus>,
-    /// The journal file's size.
-    pub journal_bytes: u64,
-    /// Records in the journal since its last checkpoint.
-    pub journal_records: u64,
-}
-
-impl LeaderView {
-    /// The view of `core` and a journal of that size.
-    pub fn of(core: &LeaderCore, journal_bytes: u64, journal_records: u64) -> LeaderView {
-        let transactions = core
-            .txns()
-            .iter()
-            .map(|(txid, txn)| {
-                let (phase, awaiting) = match &txn.phase {
-                    Phase::Voting => ("voting".to_string(), Vec::new()),
-                    Phase::Decided { outcome, awaiting } => (
-                        outcome.as_str().to_string(),
-                        awaiting.iter().cloned().collect(),
-                    ),
-                };
-                rpc::TransactionStatus {
-                    txid: txid.to_string(),
-                    key: txn.key.clone(),
-                    phase,
-                    awaiting,
-                }
-            })
-            .collect();
-        LeaderView {
-            transactions,
-            journal_bytes,
-            journal_records,
+/// The transactions of `core` as `tpc status` shows them, oldest first.
+pub fn transactions(core: &LeaderCore) -> Vec<rpc::TransactionStatus> {
+    let mut transactions: Vec<rpc::TransactionStatus> = core
+        .txns()
+        .iter()
+        .map(|(txid, txn)| {
+            let phase = match &txn.phase {
+                Phase::Voting => "voting".to_string(),
+                Phase::Journaling { outcome } => format!("{} (journaling)", outcome.as_str()),
+                Phase::Decided { outcome, .. } => outcome.as_str().to_string(),
+            };
+            rpc::TransactionStatus {
+                txid: txid.to_string(),
+                key: txn.key.clone(),
+                phase,
+                awaiting: core.awaiting(txn),
+            }
+        })
+        .collect();
+    transactions.extend(core.recovery().in_doubt().iter().map(|(txid, txn)| {
+        rpc::TransactionStatus {
+            txid: txid.to_string(),
+            key: txn.key.clone(),
+            phase: "in doubt".into(),
+            awaiting: txn
+                .participants
+                .iter()
+                .filter(|&&f| !core.recovery().has_reported(f))
+                .map(|&f| core.followers()[f].clone())
+                .chain(txn.strangers.iter().cloned())
+                .collect(),
         }
-    }
+    }));
+    transactions
 }
 
 /// The leader's `rpc.Admin` service.
@@ -60,8 +56,8 @@ impl LeaderView {
 pub struct AdminService {
     /// The links to the followers.
     pub links: Vec<Link>,
-    /// Takes the coordinator's view now.
-    pub view: Arc<dyn Fn() -> LeaderView + Send + Sync>,
+    /// The coordinator, whose core holds the protocol state.
+    pub coordinator: Arc<Coordinator>,
     /// The cluster id.
     pub cluster_id: String,
     /// This leader's epoch.
@@ -71,21 +67,31 @@ pub struct AdminService {
 impl AdminService {
     /// The status now.
     pub fn snapshot(&self) -> rpc::StatusReply {
-        let view = (self.view)();
+        let (journal_bytes, journal_records) = self.coordinator.journal_size();
+        let started = self.coordinator.started_at();
+        let core = self.coordinator.core();
         let followers = self
             .links
             .iter()
-            .map(|link| {
-                let status = link.status();
+            .enumerate()
+            .map(|(f, link)| {
+                let runtime = link.status();
+                let view = core.link_view(f);
+                let contact = view.last_contact.map(|d| started + d);
+                let last_contact = contact.max(runtime.probed);
+                let last_error = if runtime.connected {
+                    None
+                } else {
+                    runtime.probe_error.or(view.last_error)
+                };
                 rpc::FollowerStatus {
                     address: link.name().to_string(),
-                    connected: status.connected,
-                    last_contact_unix_ms: status
-                        .last_contact
+                    connected: runtime.connected,
+                    last_contact_unix_ms: last_contact
                         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
                         .map_or(0, |d| d.as_millis() as i64),
-                    last_error: status.last_error.unwrap_or_default(),
-                    pending_decisions: status.pending_decisions as u32,
+                    last_error: last_error.unwrap_or_default(),
+                    pending_decisions: view.pending as u32,
                 }
             })
             .collect();
@@ -95,9 +101,9 @@ impl AdminService {
             cluster_id: self.cluster_id.clone(),
             epoch: self.epoch,
             followers,
-            transactions: view.transactions,
-            journal_bytes: view.journal_bytes,
-            journal_records: view.journal_records,
+            transactions: transactions(&core),
+            journal_bytes,
+            journal_records,
         }
     }
 }

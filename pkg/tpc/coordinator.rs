@@ -1,148 +1,144 @@
-//! The leader's coordinator: runs every write as a two-phase-commit transaction, many
-//! at once.
+//! The leader's runtime around its core: one task owns the [`LeaderCore`], feeds it what
+//! happens (client writes, the followers' replies, the journal's answers, time) and
+//! carries out the effects it returns. It decides nothing: every rule is in the core.
 //!
-//! Each write becomes a task of its own, independent of the gRPC handler that asked for
-//! it, so a transaction runs to its decision even if its client cancels or times out
-//! (tonic drops a handler's future on cancellation; nothing of 2PC runs inside it).
+//! **One owner, in batches.** Every event reaches the task through one channel. It takes
+//! every event that is waiting (up to [`MAX_EVENTS`]), hands them to the core one by
+//! one, and only then asks for the effects: so the messages that many concurrent writes
+//! queue on one follower's link leave as one send (one stream frame for a follower that
+//! speaks protocol 2), the way the follower's state thread shares one fsync among the
+//! messages waiting for it.
 //!
-//! **Concurrency.** Transactions on different keys run in parallel: they share the
-//! journal's fsyncs (group commit, [`GroupJournal`]) and the follower streams
-//! (pipelined by the [`Link`]s). Writes to the same key queue here, first come first
-//! served, instead of racing for the followers' locks: the next one starts only after
-//! its predecessor's decision is queued on every follower's stream, and a stream carries
-//! decisions before later PREPAREs, so every follower applies the first write and
-//! unlocks the key before it sees the second. The followers' locks stay as the safety
-//! net (a follower that still holds the key votes ABORT).
+//! **Independent of the client.** A write is an event, not a future the client's
+//! handler runs: a transaction runs to its decision even if its client cancels or times
+//! out (tonic drops a handler's future on cancellation, DESIGN §1.4).
 //!
-//! **Order of the journal.** The [`LeaderCore`] sits behind one short-held mutex, and
-//! every record is handed to the journal while that mutex is held, so the journal's
-//! order is the core's order: a checkpoint, computed and handed in under the mutex,
-//! stands for everything handed in before it.
+//! **Order.** Effects are carried out in the order the core returns them, by this one
+//! task, and each is a hand-off that does not wait: records to the group-commit journal
+//! (whose jobs are written in the order handed in, so a checkpoint stands for everything
+//! before it), messages to a link's task, answers to the waiting handlers. A journal
+//! write's result comes back as an event.
 //!
-//! **One transaction**: hand `begin` to the journal and send PREPARE to every follower
-//! at once; collect the votes (no answer within the vote timeout counts as ABORT) and
-//! wait for `begin` to be durable; journal the decision durably; answer the client (the
-//! commit point); queue the decision on the links, which deliver it until every follower
-//! ACKs.
-//!
-//! **Why PREPARE need not wait for `begin`** (DESIGN §1.4 asks that it does; this saves
-//! one fsync of the three a write waits for). `begin` exists so that a restarted leader
-//! can abort what it had under way. If the leader crashes before `begin` is durable, its
-//! decision can't be durable either (the journal is written in order, and the decision
-//! comes after the votes), so nobody was told COMMIT and ABORT is the only possible
-//! outcome. The restarted leader tells every follower so without knowing the id: after
-//! the decisions its journal holds, it sends an *end of recovery* (an ABORT of
-//! `<epoch>.0`) listing the transactions it has unfinished for that follower, and the
-//! follower aborts every other transaction of an older epoch it still has prepared
-//! (`follower_core.rs`). This is presumed abort, with the followers' inquiry replaced
-//! by the leader's announcement. If `begin` fails cleanly, the write is aborted, and
-//! that ABORT is delivered without a record of its own (nothing of the transaction is
-//! durable, so a restart can only abort it too); if the journal broke, the leader stops
-//! and its restart sends the end of recovery.
+//! The core sits behind a mutex that this task holds only while it handles a batch, so
+//! that reads (the committed values the leader answers from) and `tpc status` can look
+//! at it.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
 use tonic::Status;
 use tracing::Instrument;
 
-use super::admin::LeaderView;
-use super::leader_core::LeaderCore;
-use super::link::{Ack, Link, VoteResult};
-use super::message::{Body, Op, Outcome, TxId};
+use super::leader_core::{Effect, JobId, JournalFailure, LeaderCore, Refusal, WriteId};
+use super::link::Link;
+use super::link_core::StreamId;
+use super::message::{Answer, FollowerReply, Op};
+use super::records::LeaderRecord;
 use super::trace::Trace;
 use crate::crash::crash_point;
-use crate::journal::{CommitError, GroupJournal, Record};
+use crate::journal::{GroupJournal, Record};
 use crate::metrics;
 
-/// After this many journal records the leader's journal is checkpointed.
-pub const CHECKPOINT_RECORDS: u64 = 10_000;
+/// At most this many events are handled before their effects are carried out.
+pub const MAX_EVENTS: usize = 1024;
 
 /// What a client gets for its write.
 pub type WriteAnswer = std::result::Result<(), Status>;
 
-/// One client write, waiting for its transaction.
-pub struct WriteRequest {
-    /// The key.
-    pub key: String,
-    /// Put or delete.
-    pub op: Op,
-    /// Where the answer goes.
-    pub reply: oneshot::Sender<WriteAnswer>,
+/// What happened on a follower's stream, as a link task reports it.
+#[derive(Debug)]
+pub enum StreamEvent {
+    /// Replies arrived, in order.
+    Replies(Vec<Result<FollowerReply, String>>),
+    /// The stream ended.
+    Ended(String),
+    /// The stream could not connect: nothing sent on it arrived.
+    OpenFailed(String),
 }
 
-/// The coordinator: shared by the client handlers (who submit writes), the write tasks
-/// and the ACK task.
+/// Everything the coordinator task hears about.
+#[derive(Debug)]
+pub enum Event {
+    /// A client write.
+    Write {
+        key: String,
+        op: Op,
+        reply: oneshot::Sender<WriteAnswer>,
+    },
+    /// From follower `follower`'s link.
+    Stream {
+        follower: usize,
+        stream: StreamId,
+        event: StreamEvent,
+    },
+    /// A journal write ended.
+    Journaled {
+        job: JobId,
+        result: Result<(), JournalFailure>,
+    },
+}
+
+/// The leader's coordinator: the core, the task that owns it, and what others watch.
 pub struct Coordinator {
     core: Mutex<LeaderCore>,
+    events: mpsc::UnboundedSender<Event>,
     journal: GroupJournal,
-    links: Vec<Link>,
-    /// Keys with a transaction under way, and the writes queued behind it.
-    busy_keys: Mutex<HashMap<String, VecDeque<WriteRequest>>>,
-    /// Counts ACKs, for reads waiting for a decision to reach a follower.
+    /// Changes whenever a decision is made or ACKed, for reads waiting for one.
     progress: watch::Sender<u64>,
     /// Set (with the reason) once the journal failed in a way that forces a restart.
     fatal: watch::Sender<Option<String>>,
-    checkpointing: AtomicBool,
-    /// `done` records not written yet: they ride along with the next append instead of
-    /// costing a write of their own (losing them in a crash only means the decisions
-    /// are delivered again). Locked after `core`.
-    unwritten_done: Mutex<Vec<Record>>,
-    trace: Arc<Trace>,
+    /// When the leader started: the core's clock counts from here.
+    started: Instant,
+    /// The same moment by the wall clock, to show the core's times to operators.
+    started_wall: std::time::SystemTime,
 }
 
 impl Coordinator {
-    /// A coordinator over `core` and `journal`; starts the task that handles ACKs.
+    /// Starts the task that owns `core` (its fences and owed decisions already queued),
+    /// with `events` as its inbox (the links report on the same channel).
     pub fn start(
         core: LeaderCore,
         journal: GroupJournal,
         links: Vec<Link>,
-        acks: mpsc::UnboundedReceiver<Ack>,
+        events: (mpsc::UnboundedSender<Event>, mpsc::UnboundedReceiver<Event>),
         trace: Arc<Trace>,
     ) -> Arc<Coordinator> {
+        let (sender, inbox) = events;
         let coordinator = Arc::new(Coordinator {
             core: Mutex::new(core),
+            events: sender,
             journal,
-            links,
-            busy_keys: Mutex::new(HashMap::new()),
             progress: watch::Sender::new(0),
             fatal: watch::Sender::new(None),
-            checkpointing: AtomicBool::new(false),
-            unwritten_done: Mutex::new(Vec::new()),
-            trace,
+            started: Instant::now(),
+            started_wall: std::time::SystemTime::now(),
         });
-        tokio::spawn(coordinator.clone().handle_acks(acks).in_current_span());
+        let owner = Owner {
+            coordinator: coordinator.clone(),
+            links,
+            trace,
+            writes: HashMap::new(),
+            next_write: 1,
+        };
+        tokio::spawn(owner.run(inbox).in_current_span());
         coordinator
     }
 
-    /// Runs `request` as a transaction once the writes to its key queued before it are
-    /// decided.
-    pub fn submit(self: &Arc<Self>, request: WriteRequest) {
+    /// Runs `op` on `key` as a transaction; the answer comes on `reply`.
+    pub fn submit(&self, key: String, op: Op, reply: oneshot::Sender<WriteAnswer>) {
+        if let Err(mpsc::error::SendError(Event::Write { reply, .. })) =
+            self.events.send(Event::Write { key, op, reply })
         {
-            let mut busy = lock(&self.busy_keys);
-            if let Some(queue) = busy.get_mut(&request.key) {
-                queue.push_back(request);
-                return;
-            }
-            busy.insert(request.key.clone(), VecDeque::new());
+            let _ = reply.send(Err(Status::unavailable("leader is shutting down")));
         }
-        tokio::spawn(self.clone().run_key(request).in_current_span());
     }
 
-    /// Queues a recovered decision for `follower`.
-    pub fn deliver(&self, txid: TxId, outcome: Outcome, follower: &str) {
-        self.deliver_locked(&self.core(), txid, outcome, follower);
-    }
-
-    /// Queues this run's end of recovery on every link, after the recovered decisions
-    /// (`LeaderCore::end_of_recovery`); called once, at a restart.
-    pub fn end_recovery(&self) {
-        let core = self.core();
-        for link in &self.links {
-            link.decide(core.end_of_recovery(link.name()).into());
-        }
+    /// The core, for a look (reads and status); held briefly.
+    pub fn core(&self) -> MutexGuard<'_, LeaderCore> {
+        lock(&self.core)
     }
 
     /// Resolves with the reason once the leader must stop (its journal failed).
@@ -150,284 +146,225 @@ impl Coordinator {
         self.fatal.subscribe()
     }
 
-    /// Changes whenever a follower ACKs a decision.
+    /// Changes whenever a decision is made or a follower ACKs one.
     pub fn progress(&self) -> watch::Receiver<u64> {
         self.progress.subscribe()
     }
 
-    /// The unfinished transactions and the journal's size, now.
-    pub fn view(&self) -> LeaderView {
-        LeaderView::of(
-            &self.core(),
-            self.journal.byte_len(),
-            self.journal.record_count(),
-        )
+    /// The journal's size: bytes and records.
+    pub fn journal_size(&self) -> (u64, u64) {
+        (self.journal.byte_len(), self.journal.record_count())
     }
 
-    fn core(&self) -> MutexGuard<'_, LeaderCore> {
-        lock(&self.core)
+    /// When the leader started, by the wall clock (the core's times count from here).
+    pub fn started_at(&self) -> std::time::SystemTime {
+        self.started_wall
     }
 
-    /// Runs the writes to one key, one after the other, until its queue is empty.
-    async fn run_key(self: Arc<Self>, first: WriteRequest) {
-        let key = first.key.clone();
-        let mut next = Some(first);
-        while let Some(request) = next {
-            if let Err(why) = self.transaction(request).await {
-                self.fatal.send_replace(Some(why));
+    /// The core's clock now.
+    fn now(&self) -> Duration {
+        self.started.elapsed()
+    }
+}
+
+/// The task that owns the core.
+struct Owner {
+    coordinator: Arc<Coordinator>,
+    links: Vec<Link>,
+    trace: Arc<Trace>,
+    /// Writes waiting for their answer.
+    writes: HashMap<WriteId, oneshot::Sender<WriteAnswer>>,
+    next_write: WriteId,
+}
+
+impl Owner {
+    async fn run(mut self, mut inbox: mpsc::UnboundedReceiver<Event>) {
+        let c = self.coordinator.clone();
+        // The fences and owed decisions recovery queued.
+        self.carry_out_batch(Vec::new());
+        loop {
+            let deadline = c.core().next_deadline();
+            let first = tokio::select! {
+                event = inbox.recv() => match event {
+                    Some(event) => Some(event),
+                    None => return,
+                },
+                _ = sleep_until(deadline.map(|d| c.started + d)) => None,
+            };
+            let mut batch: Vec<Event> = first.into_iter().collect();
+            while batch.len() < MAX_EVENTS {
+                match inbox.try_recv() {
+                    Ok(event) => batch.push(event),
+                    Err(_) => break,
+                }
             }
-            self.checkpoint_if_due();
-            let mut busy = lock(&self.busy_keys);
-            next = busy.get_mut(&key).and_then(VecDeque::pop_front);
-            if next.is_none() {
-                busy.remove(&key);
+            self.carry_out_batch(batch);
+            if c.fatal.borrow().is_some() {
+                return;
             }
         }
     }
 
-    /// Runs one transaction to its decision and answers the client. An `Err` means the
-    /// journal failed in a way that forces the leader to stop.
-    async fn transaction(&self, request: WriteRequest) -> std::result::Result<(), String> {
-        let followers: Vec<String> = self.links.iter().map(|l| l.name().to_string()).collect();
-        let (txid, begun) = {
-            let mut core = self.core();
-            let (txid, begin) = core.begin(&request.key, followers);
-            let mut records = std::mem::take(&mut *lock(&self.unwritten_done));
-            records.push(Record::from(&begin));
-            (txid, self.journal.append(records))
-        };
-        self.trace
-            .emit(&txid.to_string(), "begin", None, request.key.as_str());
-        // The PREPAREs go out while `begin` is being made durable (see the module docs).
-        let answers: Vec<_> = {
-            let core = self.core();
-            self.links
-                .iter()
-                .map(|link| {
-                    let body = Body::Prepare {
-                        key: request.key.clone(),
-                        op: request.op.clone(),
-                    };
-                    link.prepare(core.message(txid, body, link.name()).into())
-                })
-                .collect()
-        };
-        let begun = durable(begun).await;
-        crash_point("leader-after-begin-journaled");
-        if let Err(e) = &begun {
-            tracing::error!(%txid, error = %e, "leader journal write failed; aborting the write");
-            if e.broken {
-                // The restart aborts what the followers prepared (its end of recovery).
-                let _ = request.reply.send(Err(Status::unavailable(format!(
-                    "write not applied: leader journal write failed: {e}"
-                ))));
-                return Err(e.message.clone());
+    /// Hands a batch of events to the core, then carries out the effects.
+    fn carry_out_batch(&mut self, batch: Vec<Event>) {
+        let c = self.coordinator.clone();
+        let now = c.now();
+        let (effects, progress) = {
+            let mut core = c.core();
+            for event in batch {
+                self.handle(&mut core, event, now);
             }
-        }
-        let mut votes = Vec::with_capacity(answers.len());
-        for answer in answers {
-            votes.push(
-                answer
-                    .await
-                    .unwrap_or_else(|_| VoteResult::NoAnswer("link stopped".into())),
-            );
-        }
-        let sent_to: Vec<String> = self
-            .links
-            .iter()
-            .zip(&votes)
-            .filter(|(_, v)| v.was_sent())
-            .map(|(l, _)| l.name().to_string())
-            .collect();
-        if let Err(e) = begun {
-            // Nothing of this transaction is durable and nobody was told COMMIT: its
-            // ABORT needs no record (presumed abort; a restart knows nothing of it, or
-            // finds a checkpoint's `begin` and aborts it), so a full disk does not make
-            // the leader stop here.
-            let _ = self.core().decide(txid, Outcome::Abort, sent_to.clone());
-            let _ = request.reply.send(Err(Status::unavailable(format!(
-                "write not applied: leader journal write failed: {e}"
-            ))));
-            self.finish(txid, Outcome::Abort, &sent_to);
-            return Ok(());
-        }
-        let outcome = if votes
-            .iter()
-            .all(|v| *v == VoteResult::Vote(Outcome::Commit))
-        {
-            Outcome::Commit
-        } else {
-            Outcome::Abort
+            core.tick(now);
+            (core.take_effects(now), core.progress())
         };
-        let decided = {
-            let mut core = self.core();
-            let records = core.decide(txid, outcome, sent_to.clone());
-            self.journal
-                .append(records.iter().map(Record::from).collect())
-        };
-        let (outcome, answer) = match durable(decided).await {
-            Ok(()) => (outcome, self.client_answer(outcome, &votes)),
-            Err(e) if e.broken => {
-                // The decision may or may not be on disk: sending either one could
-                // contradict what a restart finds. Stop; the restart decides.
-                let _ = request.reply.send(Err(Status::unavailable(format!(
-                    "leader journal failed; outcome unknown until the leader restarts: {e}"
-                ))));
-                return Err(e.message);
+        for effect in effects {
+            self.carry_out(effect);
+        }
+        c.progress.send_if_modified(|seen| {
+            let changed = *seen != progress;
+            *seen = progress;
+            changed
+        });
+    }
+
+    fn handle(&mut self, core: &mut LeaderCore, event: Event, now: Duration) {
+        match event {
+            Event::Write { key, op, reply } => {
+                let write = self.next_write;
+                self.next_write += 1;
+                self.writes.insert(write, reply);
+                core.submit(write, key, op);
             }
-            Err(e) => {
-                // Cleanly not written, so no decision went out. But a checkpoint handed
-                // in since `decide` may have written this decision (it writes what the
-                // core holds), so ABORT is journaled too, and sent only once durable.
-                // The checkpoint, if any, was handed in before (under the same lock):
-                // a restart reads ABORT last. If even that fails, stop.
-                tracing::error!(%txid, error = %e, "leader journal write failed; aborting the write");
-                let aborted = {
-                    let mut core = self.core();
-                    let records = core.decide(txid, Outcome::Abort, sent_to.clone());
-                    self.journal
-                        .append(records.iter().map(Record::from).collect())
+            Event::Stream {
+                follower,
+                stream,
+                event,
+            } => match event {
+                StreamEvent::Replies(replies) => {
+                    let acks = replies.iter().any(|r| {
+                        matches!(
+                            r,
+                            Ok(FollowerReply {
+                                answer: Answer::Ack,
+                                ..
+                            })
+                        )
+                    });
+                    if acks {
+                        crash_point("leader-after-first-ack");
+                    }
+                    core.replies(follower, stream, replies, now)
+                }
+                StreamEvent::Ended(why) => core.stream_ended(follower, stream, why, now),
+                StreamEvent::OpenFailed(why) => core.open_failed(follower, stream, why, now),
+            },
+            Event::Journaled { job, result } => core.journaled(job, result, now),
+        }
+    }
+
+    fn carry_out(&mut self, effect: Effect) {
+        match effect {
+            Effect::Journal { job: None, records } => {
+                self.coordinator
+                    .journal
+                    .append_unsynced(records_of(&records));
+            }
+            Effect::Journal {
+                job: Some(job),
+                records,
+            } => {
+                let decision = records
+                    .iter()
+                    .any(|r| matches!(r, LeaderRecord::Decide { .. }));
+                let durable = self.coordinator.journal.append(records_of(&records));
+                self.report_journaled(job, durable, decision);
+            }
+            Effect::Checkpoint { job, live } => {
+                let timer = metrics::CHECKPOINT_DURATION.start_timer();
+                let durable = self.coordinator.journal.rewrite(records_of(&live));
+                let events = self.coordinator.events.clone();
+                tokio::spawn(async move {
+                    let result = journal_result(durable).await;
+                    timer.observe_duration();
+                    let _ = events.send(Event::Journaled { job, result });
+                });
+            }
+            Effect::Link { follower, effect } => self.links[follower].carry_out(effect),
+            Effect::Answer { write, result } => {
+                let Some(reply) = self.writes.remove(&write) else {
+                    return;
                 };
-                if let Err(again) = durable(aborted).await {
-                    let _ = request.reply.send(Err(Status::unavailable(format!(
-                        "leader journal failed; outcome unknown until the leader restarts: {again}"
+                if result.is_ok() {
+                    crash_point("leader-after-last-vote");
+                }
+                let _ = reply.send(result.map_err(|refusal| match refusal {
+                    Refusal::Aborted(why) => Status::aborted(why),
+                    Refusal::Unavailable(why) => Status::unavailable(why),
+                }));
+            }
+            Effect::Trace {
+                txid,
+                kind,
+                follower,
+                detail,
+            } => {
+                if kind == "decide" {
+                    let outcome = detail.split(' ').next().unwrap_or_default();
+                    metrics::TRANSACTIONS.with_label_values(&[outcome]).inc();
+                    tracing::debug!(%txid, %detail, "decided");
+                }
+                let name = follower.map(|f| self.links[f].name());
+                self.trace.emit(&txid.to_string(), kind, name, detail);
+            }
+            Effect::Fatal(why) => {
+                tracing::error!(reason = %why, "leader journal failed; stopping");
+                for (_, reply) in self.writes.drain() {
+                    let _ = reply.send(Err(Status::unavailable(format!(
+                        "leader journal failed; outcome unknown until the leader restarts: {why}"
                     ))));
-                    return Err(format!(
-                        "could not journal a decision ({e}), nor then ABORT ({again})"
-                    ));
                 }
-                let answer = Err(Status::unavailable(format!(
-                    "write not applied: leader journal write failed: {e}"
-                )));
-                (Outcome::Abort, answer)
-            }
-        };
-        crash_point("leader-after-decision-journaled");
-        tracing::debug!(%txid, key = ?request.key, ?outcome, "decided");
-        let _ = request.reply.send(answer);
-        self.finish(txid, outcome, &sent_to);
-        Ok(())
-    }
-
-    /// The end of a decided transaction: counted, traced, its decision queued on the
-    /// links of the followers that got its PREPARE.
-    fn finish(&self, txid: TxId, outcome: Outcome, sent_to: &[String]) {
-        self.trace
-            .emit(&txid.to_string(), "decide", None, outcome.as_str());
-        metrics::TRANSACTIONS
-            .with_label_values(&[outcome.as_str()])
-            .inc();
-        let core = self.core();
-        for follower in sent_to {
-            self.deliver_locked(&core, txid, outcome, follower);
-        }
-    }
-
-    fn client_answer(&self, outcome: Outcome, votes: &[VoteResult]) -> WriteAnswer {
-        if outcome == Outcome::Commit {
-            return Ok(());
-        }
-        let named = |pick: &dyn Fn(&VoteResult) -> Option<String>| {
-            self.links
-                .iter()
-                .zip(votes)
-                .find_map(|(l, v)| pick(v).map(|why| format!("follower {}: {why}", l.name())))
-        };
-        if let Some(why) = named(&|v| {
-            (*v == VoteResult::Vote(Outcome::Abort)).then(|| {
-                "voted ABORT (the key is locked by an undecided transaction there, \
-                 or it could not journal its vote: see its log)"
-                    .to_string()
-            })
-        }) {
-            return Err(Status::aborted(format!(
-                "write aborted, not applied: {why}"
-            )));
-        }
-        let why = named(&|v| match v {
-            VoteResult::NotSent(why) | VoteResult::NoAnswer(why) => Some(why.clone()),
-            VoteResult::Vote(_) => None,
-        })
-        .unwrap_or_default();
-        Err(Status::unavailable(format!("write not applied: {why}")))
-    }
-
-    fn deliver_locked(&self, core: &LeaderCore, txid: TxId, outcome: Outcome, follower: &str) {
-        if let Some(link) = self.links.iter().find(|l| l.name() == follower) {
-            link.decide(core.message(txid, Body::Decide(outcome), follower).into());
-        } else {
-            // The follower was removed from the command line since the decision: nobody
-            // can deliver it. Its lock stays until it is added back.
-            tracing::warn!(%txid, %follower, "decision for a follower that is no longer configured");
-        }
-    }
-
-    async fn handle_acks(self: Arc<Self>, mut acks: mpsc::UnboundedReceiver<Ack>) {
-        while let Some(ack) = acks.recv().await {
-            self.acked(ack);
-        }
-    }
-
-    fn acked(&self, ack: Ack) {
-        let Ok(txid) = ack.txid.parse::<TxId>() else {
-            return;
-        };
-        {
-            let mut core = self.core();
-            match core.acked(txid, &ack.follower) {
-                // Losing a `done` in a crash only means the decision is delivered again.
-                Some(done) => {
-                    lock(&self.unwritten_done).push(Record::from(&done));
-                    self.trace.emit(&ack.txid, "done", None, "");
-                }
-                None if core.txns().contains_key(&txid) => crash_point("leader-after-first-ack"),
-                // A repeated ACK, or the end of recovery's: no transaction ends.
-                None => {}
+                self.coordinator.fatal.send_replace(Some(why));
             }
         }
-        self.progress.send_modify(|n| *n += 1);
     }
 
-    /// Rewrites the journal with only the live records once it has grown past
-    /// [`CHECKPOINT_RECORDS`]; one checkpoint at a time, off the transactions' path.
-    fn checkpoint_if_due(self: &Arc<Self>) {
-        if self.journal.record_count() < CHECKPOINT_RECORDS
-            || self.checkpointing.swap(true, Ordering::AcqRel)
-        {
-            return;
-        }
-        let done = {
-            let core = self.core();
-            let live: Vec<Record> = core.live_records().iter().map(Record::from).collect();
-            // The finished transactions are not in `live`: their `done` is moot.
-            lock(&self.unwritten_done).clear();
-            self.journal.rewrite(live)
-        };
-        let me = self.clone();
-        let timer = metrics::CHECKPOINT_DURATION.start_timer();
+    /// Reports a journal write's result back to the core when it is known.
+    fn report_journaled(&self, job: JobId, durable: crate::journal::Durable, decision: bool) {
+        let events = self.coordinator.events.clone();
         tokio::spawn(async move {
-            let written = durable(done).await;
-            timer.observe_duration();
-            match written {
-                Ok(()) => tracing::debug!("journal checkpointed"),
-                Err(e) if e.broken => {
-                    me.fatal.send_replace(Some(e.message));
-                }
-                Err(e) => tracing::warn!(error = %e, "journal checkpoint failed; will retry"),
+            let result = journal_result(durable).await;
+            if decision && result.is_ok() {
+                crash_point("leader-after-decision-journaled");
             }
-            me.checkpointing.store(false, Ordering::Release);
+            let _ = events.send(Event::Journaled { job, result });
         });
     }
 }
 
+fn records_of(records: &[LeaderRecord]) -> Vec<Record> {
+    records.iter().map(Record::from).collect()
+}
+
 /// Waits for the journal's answer; a journal thread that went away is a broken journal.
-async fn durable(answer: crate::journal::Durable) -> std::result::Result<(), CommitError> {
-    answer.await.unwrap_or_else(|_| {
-        Err(CommitError {
+async fn journal_result(answer: crate::journal::Durable) -> Result<(), JournalFailure> {
+    match answer.await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(JournalFailure {
+            message: e.message,
+            broken: e.broken,
+        }),
+        Err(_) => Err(JournalFailure {
             message: "the journal thread stopped".into(),
             broken: true,
-        })
-    })
+        }),
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -1,11 +1,14 @@
 //! The follower's runtime: the gRPC services and the thread that owns the protocol state.
 //!
 //! One thread, the *state owner* (`follower_state.rs`), replays the journal, then takes
-//! the leader messages of every stream, runs them through [`FollowerCore`] and carries
-//! out the effects in write-ahead order, in batches that share one fsync. Each incoming
-//! stream has a task that forwards its messages in arrival order without waiting for
-//! their answers (the leader keeps many in flight), and a task that sends the answers
-//! back in that same order; an error answer ends the stream.
+//! the leader messages of every stream, runs them through the
+//! [`FollowerCore`](super::follower_core::FollowerCore) and carries out the effects in
+//! write-ahead order, in batches that share one fsync. Each incoming stream has a task
+//! that forwards its messages in arrival order without waiting for their answers (the
+//! leader keeps many in flight), and a task that sends the answers back in that same
+//! order; an error answer ends the stream. A frame from a leader of protocol 2 may carry
+//! many messages; to such a leader the answers that are ready together go back as one
+//! frame too.
 //!
 //! `Get` runs in the gRPC handler: it asks the core (behind a short-held mutex) whether
 //! the key is locked and otherwise reads the file. The leader's forwarded reads take the
@@ -15,20 +18,20 @@
 //! read of a follower is never stale (DESIGN §1.3). Until replay is done `Get` answers
 //! `UNAVAILABLE`, and incoming streams are held: their messages wait in the queue.
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
-use super::follower_core::{FollowerCore, StreamId};
-use super::follower_state::StateOwner;
 pub use super::follower_state::CHECKPOINT_RECORDS;
-use super::message::LeaderMessage;
+use super::follower_state::{Answer, Command, Shared, StateOwner};
+use super::message::{frame_of_responses, messages_of_frame, PROTOCOL};
 use super::records::{open_journal, FollowerRecord};
 use crate::dirlock::DirLock;
 use crate::kvstore::KvStore;
@@ -48,42 +51,10 @@ pub struct FollowerConfig {
     pub kv_dir: PathBuf,
 }
 
-/// State shared between the gRPC handlers and the state owner.
-pub(super) struct Shared {
-    core: Mutex<FollowerCore>,
-    pub(super) kv: KvStore,
-    pub(super) ready: AtomicBool,
-    /// Also `ready`, for those who wait for it (the health report).
-    pub(super) ready_signal: watch::Sender<bool>,
-    /// Set when the node starts shutting down: open leader streams are ended (they
-    /// would otherwise hold the graceful shutdown up forever).
-    stopping: watch::Sender<bool>,
-    next_stream: AtomicU64,
-}
-
-impl Shared {
-    pub(super) fn core(&self) -> MutexGuard<'_, FollowerCore> {
-        // A panic while holding the lock would be a bug; the state is still the best we have.
-        self.core
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-}
-
 /// How many of one stream's messages may wait for their answers at once.
 const PIPELINE_DEPTH: usize = 1024;
-
-type Answer = std::result::Result<rpc::Response, Status>;
-
-/// What the streams hand the state owner, in arrival order.
-pub(super) enum Command {
-    Message {
-        stream: StreamId,
-        msg: LeaderMessage,
-        reply: oneshot::Sender<Answer>,
-    },
-    StreamClosed(StreamId),
-}
+/// At most this many answers share one frame.
+const MAX_ANSWERS_PER_FRAME: usize = 1024;
 
 /// A follower with its directories locked and its journal read, ready to serve.
 pub struct Follower {
@@ -109,14 +80,7 @@ impl Follower {
         let kv = KvStore::open(&config.kv_dir)?;
         // A follower that took part in any transaction, or holds data, is no newcomer.
         let has_data = !kv.is_empty()? || !records.is_empty();
-        let shared = Arc::new(Shared {
-            core: Mutex::new(FollowerCore::new(has_data)),
-            kv,
-            ready: AtomicBool::new(false),
-            ready_signal: watch::Sender::new(false),
-            stopping: watch::Sender::new(false),
-            next_stream: AtomicU64::new(1),
-        });
+        let shared = Arc::new(Shared::new(kv, has_data));
         let (inbox, commands) = mpsc::channel(1024);
         let owner_shared = shared.clone();
         let (done, owner_done) = oneshot::channel();
@@ -125,14 +89,7 @@ impl Follower {
             .name("follower-state".into())
             .spawn(move || {
                 let _entered = span.enter();
-                let _ = done.send(
-                    StateOwner {
-                        shared: owner_shared,
-                        journal,
-                        checkpoint: None,
-                    }
-                    .run(records, commands),
-                );
+                let _ = done.send(StateOwner::new(owner_shared, journal).run(records, commands));
             })
             .map_err(|source| Error::Io {
                 path: config.journal_path.clone(),
@@ -305,10 +262,13 @@ impl rpc::two_phase_commit_server::TwoPhaseCommit for FollowerService {
     ) -> std::result::Result<Response<Self::TPCMsgStream>, Status> {
         let mut inbound = request.into_inner();
         let (out, out_rx) = mpsc::channel(PIPELINE_DEPTH);
-        let (answers, mut in_order) = mpsc::channel::<oneshot::Receiver<Answer>>(PIPELINE_DEPTH);
+        let (answers, in_order) = mpsc::channel::<oneshot::Receiver<Answer>>(PIPELINE_DEPTH);
         let stream = self.shared.next_stream.fetch_add(1, Ordering::Relaxed);
         let inbox = self.inbox.clone();
         let mut stopping = self.shared.stopping.subscribe();
+        // Set once the leader speaks protocol 2: it reads answers in frames.
+        let frames = Arc::new(AtomicBool::new(false));
+        let leader_reads_frames = frames.clone();
         // Reads the leader's messages and queues them for the state owner without
         // waiting for their answers (the leader pipelines).
         tokio::spawn(async move {
@@ -318,8 +278,8 @@ impl rpc::two_phase_commit_server::TwoPhaseCommit for FollowerService {
                 let _ = tx.send(Err(status));
                 rx
             };
-            loop {
-                // Between messages only: those already queued are answered first.
+            'stream: loop {
+                // Between frames only: those already queued are answered first.
                 let item = tokio::select! {
                     item = inbound.next() => item,
                     _ = async { stopping.wait_for(|stopping| *stopping).await.is_ok() } => {
@@ -328,54 +288,109 @@ impl rpc::two_phase_commit_server::TwoPhaseCommit for FollowerService {
                     }
                 };
                 let Some(item) = item else { break };
-                let wire = match item {
-                    Ok(wire) => wire,
+                let frame = match item {
+                    Ok(frame) => frame,
                     Err(status) => {
                         tracing::debug!(stream, %status, "leader stream ended");
                         break;
                     }
                 };
-                let msg = match LeaderMessage::try_from(wire) {
-                    Ok(msg) => msg,
+                let messages = match messages_of_frame(frame) {
+                    Ok(messages) => messages,
                     Err(why) => {
                         tracing::warn!(stream, reason = %why, "refusing a malformed leader message");
                         let _ = answers.send(refuse(Status::invalid_argument(why))).await;
                         break;
                     }
                 };
-                let (reply, answer) = oneshot::channel();
-                if inbox.send(Command::Message { stream, msg, reply }).await.is_err() {
-                    let _ = answers.send(refuse(Status::unavailable("follower is shutting down"))).await;
-                    break;
-                }
-                if answers.send(answer).await.is_err() {
-                    // The writer stopped: the stream failed.
-                    break;
+                for msg in messages {
+                    if msg.protocol >= PROTOCOL {
+                        frames.store(true, Ordering::Relaxed);
+                    }
+                    let (reply, answer) = oneshot::channel();
+                    if inbox.send(Command::Message { stream, msg, reply }).await.is_err() {
+                        let _ = answers.send(refuse(Status::unavailable("follower is shutting down"))).await;
+                        break 'stream;
+                    }
+                    if answers.send(answer).await.is_err() {
+                        // The writer stopped: the stream failed.
+                        break 'stream;
+                    }
                 }
             }
             let _ = inbox.send(Command::StreamClosed(stream)).await;
         }.in_current_span());
-        // Sends the answers in the order the messages came; an error ends the stream.
-        tokio::spawn(
-            async move {
-                while let Some(answer) = in_order.recv().await {
-                    match answer.await {
-                        Ok(Ok(response)) => {
-                            if out.send(Ok(response)).await.is_err() {
-                                break;
-                            }
-                        }
-                        Ok(Err(status)) => {
-                            let _ = out.send(Err(status)).await;
-                            break;
-                        }
-                        Err(_) => break,
-                    }
+        tokio::spawn(send_answers(in_order, out, leader_reads_frames).in_current_span());
+        Ok(Response::new(ReceiverStream::new(out_rx)))
+    }
+}
+
+/// Sends a stream's answers in the order its messages came; an error ends the stream.
+/// To a leader that reads frames, the answers ready together go as one frame.
+async fn send_answers(
+    mut in_order: mpsc::Receiver<oneshot::Receiver<Answer>>,
+    out: mpsc::Sender<std::result::Result<rpc::Response, Status>>,
+    frames: Arc<AtomicBool>,
+) {
+    let mut waiting: VecDeque<oneshot::Receiver<Answer>> = VecDeque::new();
+    loop {
+        let mut head = match waiting.pop_front() {
+            Some(head) => head,
+            None => match in_order.recv().await {
+                Some(head) => head,
+                None => return,
+            },
+        };
+        let mut ready = Vec::new();
+        let mut end = match (&mut head).await {
+            Ok(Ok(response)) => {
+                ready.push(response);
+                None
+            }
+            Ok(Err(status)) => Some(Some(status)),
+            Err(_) => Some(None),
+        };
+        if end.is_none() && frames.load(Ordering::Relaxed) {
+            while ready.len() < MAX_ANSWERS_PER_FRAME {
+                while let Ok(next) = in_order.try_recv() {
+                    waiting.push_back(next);
+                }
+                let Some(next) = waiting.front_mut() else {
+                    break;
+                };
+                match next.try_recv() {
+                    Ok(Ok(response)) => ready.push(response),
+                    Ok(Err(status)) => end = Some(Some(status)),
+                    Err(oneshot::error::TryRecvError::Empty) => break,
+                    Err(oneshot::error::TryRecvError::Closed) => end = Some(None),
+                }
+                waiting.pop_front();
+                if end.is_some() {
+                    break;
                 }
             }
-            .in_current_span(),
-        );
-        Ok(Response::new(ReceiverStream::new(out_rx)))
+        }
+        let sent = if frames.load(Ordering::Relaxed) {
+            match frame_of_responses(ready) {
+                Some(frame) => out.send(Ok(frame)).await.is_ok(),
+                None => true,
+            }
+        } else {
+            let mut sent = true;
+            for response in ready {
+                sent = sent && out.send(Ok(response)).await.is_ok();
+            }
+            sent
+        };
+        match end {
+            _ if !sent => return,
+            Some(Some(status)) => {
+                let _ = out.send(Err(status)).await;
+                return;
+            }
+            Some(None) => return,
+            None => {}
+        }
     }
 }
 

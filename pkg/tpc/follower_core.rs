@@ -21,35 +21,34 @@
 //!   low-water mark passes them: a checkpoint may drop a decided record only below it.
 //! - A repeated decision gets ACK again and changes nothing; a decision for an unknown
 //!   transaction is journaled as a marker, so that a late PREPARE of it is refused.
-//! - A restarted leader's *end of recovery* (an ABORT of `<epoch>.0`, an id no
-//!   transaction has) lists the transactions of older epochs that the leader still has
-//!   unfinished for this follower; every other one of an older epoch still prepared here
-//!   is aborted. The leader does not know it: the old leader sent its PREPARE before its
-//!   `begin` was durable and crashed before it was. Its decision can't have been durable
-//!   either (the journal is written in order, the decision after the votes), so it was
-//!   never committed anywhere. (The list, not the order of the stream, says what the
-//!   leader knows: a message dropped inside a stream must not make a COMMIT look
-//!   unknown.)
+//! - A restarted leader's *fence* (a GLOBAL ABORT of `<epoch>.0`, an id no transaction
+//!   has) is made durable before it is answered (the `meta` record's epoch): from then
+//!   on every PREPARE of an older epoch gets ABORT, also after a restart. Its answer,
+//!   an [`InquiryReport`], tells what this follower knows of the older epochs'
+//!   transactions: those it holds prepared (with their participants, journaled with the
+//!   vote), those it knows decided, and its low-water mark. A transaction it does not
+//!   know at or above the mark never got its vote and now never will; from all the
+//!   reports the leader decides by the rule of DESIGN §1.4 (see [`super`]).
 //! - Legacy messages (no transaction id, from classic tooling): at most one undecided
 //!   legacy transaction; an identical retransmitted PREPARE gets the same vote, a
 //!   different one ABORT; a legacy decision that follows, on the same stream, a legacy
 //!   PREPARE this follower refused is ACKed and changes nothing; any other legacy
 //!   decision decides the pending legacy transaction. Legacy messages never touch a
 //!   transaction that has an id.
+//! - Every PREPARE's participant list is journaled with its vote.
 //! - Cluster id: adopted from the first leader message that carries one (durably), then
 //!   a leader with another id is refused, and so is a cluster with committed writes
 //!   when this follower is empty (it would serve a partial copy).
 
 use std::collections::{HashMap, HashSet};
 
-use super::message::{Body, LeaderMessage, Op, Outcome, Reply, TxId};
+use super::message::{
+    Body, InquiryReport, LeaderMessage, Op, Outcome, Reply, ReportedTxn, TxId, TxnId,
+};
 use super::records::FollowerRecord;
 
 /// Identifies one incoming stream, for the per-stream legacy rule.
 pub type StreamId = u64;
-
-/// The id under which the (single) undecided legacy transaction is kept.
-const LEGACY: &str = "";
 
 /// A transaction that voted COMMIT and waits for its decision.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -58,6 +57,8 @@ pub struct PreparedTxn {
     pub key: String,
     /// What it does to the key if committed.
     pub op: Op,
+    /// Every participant, as its PREPARE named them.
+    pub participants: Vec<String>,
 }
 
 /// A transaction this follower knows is decided.
@@ -78,7 +79,7 @@ pub enum Effect {
     /// Apply this change to the key-value store, durably.
     Apply { key: String, op: Op },
     /// Give this back to [`FollowerCore::finish`]: the transaction is decided and applied.
-    Finish { txid: String, outcome: Outcome },
+    Finish { txid: TxnId, outcome: Outcome },
     /// Send this answer on the stream the message came from.
     Reply(Reply),
     /// Refuse the leader: end the stream with FAILED_PRECONDITION and this message.
@@ -97,10 +98,10 @@ pub struct FollowerCore {
     /// The epoch and mark as last journaled: when they rise, the next journal write
     /// carries a `meta` record too (in the same fsync), so a restart keeps them.
     journaled_marks: (u64, Option<TxId>),
-    prepared: HashMap<String, PreparedTxn>,
+    prepared: HashMap<TxnId, PreparedTxn>,
     /// key -> id of the transaction holding its lock.
-    locks: HashMap<String, String>,
-    decided: HashMap<String, Decided>,
+    locks: HashMap<String, TxnId>,
+    decided: HashMap<TxnId, Decided>,
     /// The cluster id was adopted by the message being handled and is not durable yet
     /// (undone by [`FollowerCore::journal_failed`]).
     adoption_unconfirmed: bool,
@@ -152,20 +153,32 @@ impl FollowerCore {
             self.raise_low_water(mark);
         }
         let problem = msg.prepare_problem();
+        let fence = msg.body == Body::Fence;
         let body = match (msg.is_legacy(), msg.body) {
-            (false, Body::Prepare { key, op }) => self.prepare(msg.txid, key, op, problem),
-            (true, Body::Prepare { key, op }) => self.prepare_legacy(stream, key, op, problem),
+            (
+                false,
+                Body::Prepare {
+                    key,
+                    op,
+                    participants,
+                },
+            ) => self.prepare(msg.txid, key, op, participants, problem),
+            (true, Body::Prepare { key, op, .. }) => self.prepare_legacy(stream, key, op, problem),
             (false, Body::Decide(outcome)) => self.decide(msg.txid, outcome),
-            (_, Body::EndOfRecovery { known }) => self.end_of_recovery(msg.epoch, &known),
+            (_, Body::Fence) => vec![Effect::Reply(Reply::Report(self.report(msg.epoch)))],
             (true, Body::Decide(outcome)) => {
-                if self.legacy_refused.remove(&stream) || !self.prepared.contains_key(LEGACY) {
+                if self.legacy_refused.remove(&stream)
+                    || !self.prepared.contains_key(&TxnId::Legacy)
+                {
                     vec![Effect::Reply(Reply::Ack)]
                 } else {
-                    self.decide(LEGACY.to_string(), outcome)
+                    self.decide(TxnId::Legacy, outcome)
                 }
             }
         };
-        let journals = body.iter().any(|e| matches!(e, Effect::Persist(_)));
+        // A fence is answered only once its epoch is durable: the report's "never
+        // voted" must stay true after a restart.
+        let journals = fence || body.iter().any(|e| matches!(e, Effect::Persist(_)));
         let marks = (self.max_epoch, self.low_water);
         if adopted_cluster || (journals && marks != self.journaled_marks) {
             effects.push(Effect::Persist(self.meta_record()));
@@ -178,9 +191,10 @@ impl FollowerCore {
 
     fn prepare(
         &mut self,
-        txid: String,
+        txid: TxnId,
         key: String,
         op: Op,
+        participants: Vec<String>,
         problem: Option<String>,
     ) -> Vec<Effect> {
         let abort = vec![Effect::Reply(Reply::Vote(Outcome::Abort))];
@@ -190,7 +204,7 @@ impl FollowerCore {
         if self.decided.contains_key(&txid) {
             return abort;
         }
-        if let Ok(id) = txid.parse::<TxId>() {
+        if let Some(id) = txid.ordered() {
             let below_mark = self.low_water.is_some_and(|mark| id < mark);
             if id.epoch < self.max_epoch || below_mark {
                 return abort;
@@ -214,10 +228,16 @@ impl FollowerCore {
             PreparedTxn {
                 key: key.clone(),
                 op: op.clone(),
+                participants: participants.clone(),
             },
         );
         vec![
-            Effect::Persist(FollowerRecord::Prepare { txid, key, op }),
+            Effect::Persist(FollowerRecord::Prepare {
+                txid,
+                key,
+                op,
+                participants,
+            }),
             Effect::Reply(Reply::Vote(Outcome::Commit)),
         ]
     }
@@ -231,7 +251,7 @@ impl FollowerCore {
     ) -> Vec<Effect> {
         let same_as_pending = self
             .prepared
-            .get(LEGACY)
+            .get(&TxnId::Legacy)
             .map(|pending| pending.key == key && pending.op == op);
         let refuse = match same_as_pending {
             Some(true) => {
@@ -246,26 +266,28 @@ impl FollowerCore {
             return vec![Effect::Reply(Reply::Vote(Outcome::Abort))];
         }
         self.legacy_refused.remove(&stream);
-        self.locks.insert(key.clone(), LEGACY.to_string());
+        self.locks.insert(key.clone(), TxnId::Legacy);
         self.prepared.insert(
-            LEGACY.to_string(),
+            TxnId::Legacy,
             PreparedTxn {
                 key: key.clone(),
                 op: op.clone(),
+                participants: Vec::new(),
             },
         );
         vec![
             Effect::Persist(FollowerRecord::Prepare {
-                txid: LEGACY.to_string(),
+                txid: TxnId::Legacy,
                 key,
                 op,
+                participants: Vec::new(),
             }),
             Effect::Reply(Reply::Vote(Outcome::Commit)),
         ]
     }
 
     /// The decision path, shared by live messages and journal replay.
-    fn decide(&mut self, txid: String, outcome: Outcome) -> Vec<Effect> {
+    fn decide(&mut self, txid: TxnId, outcome: Outcome) -> Vec<Effect> {
         let mut effects = Vec::new();
         if let Some(txn) = self.prepared.get(&txid) {
             effects.push(Effect::Persist(FollowerRecord::Decide {
@@ -303,40 +325,41 @@ impl FollowerCore {
         effects
     }
 
-    /// Aborts the transactions of epochs before `epoch` that are still prepared and that
-    /// the restarted leader does not know.
-    fn end_of_recovery(&mut self, epoch: u64, known: &[TxId]) -> Vec<Effect> {
-        let known: HashSet<&TxId> = known.iter().collect();
-        let mut orphans: Vec<String> = self
-            .prepared
-            .keys()
-            .filter(|txid| {
-                txid.parse::<TxId>()
-                    .is_ok_and(|id| id.epoch < epoch && !known.contains(&id))
-            })
-            .cloned()
-            .collect();
-        orphans.sort();
-        let mut effects = Vec::new();
-        for txid in orphans {
-            tracing::warn!(%txid, "aborting a transaction the restarted leader does not know (it crashed before journaling it)");
-            effects.push(Effect::Persist(FollowerRecord::Decide {
-                txid: txid.clone(),
-                outcome: Outcome::Abort,
-            }));
-            effects.push(Effect::Finish {
-                txid,
-                outcome: Outcome::Abort,
-            });
+    /// What this follower knows of the transactions of epochs before `epoch` (a fence's
+    /// answer): sorted, so the answer is a function of the state.
+    fn report(&self, epoch: u64) -> InquiryReport {
+        let older = |txid: &TxnId| txid.ordered().filter(|id| id.epoch < epoch);
+        let mut report = InquiryReport {
+            low_water: self.low_water,
+            ..InquiryReport::default()
+        };
+        for (txid, txn) in &self.prepared {
+            if let Some(id) = older(txid) {
+                report.prepared.push(ReportedTxn {
+                    txid: id,
+                    key: txn.key.clone(),
+                    participants: txn.participants.clone(),
+                });
+            }
         }
-        effects.push(Effect::Reply(Reply::Ack));
-        effects
+        for (txid, decided) in &self.decided {
+            if let Some(id) = older(txid) {
+                match decided.outcome {
+                    Outcome::Commit => report.committed.push(id),
+                    Outcome::Abort => report.aborted.push(id),
+                }
+            }
+        }
+        report.prepared.sort_by_key(|t| t.txid);
+        report.committed.sort();
+        report.aborted.sort();
+        report
     }
 
     /// Called by the runtime for [`Effect::Finish`], once the decision is durable and
     /// applied: forgets the prepared state and releases the key's lock.
     /// Returns whether it ended a prepared transaction (not just a marker).
-    pub fn finish(&mut self, txid: &str, outcome: Outcome) -> bool {
+    pub fn finish(&mut self, txid: &TxnId, outcome: Outcome) -> bool {
         let was_prepared = self.prepared.contains_key(txid);
         if let Some(txn) = self.prepared.remove(txid) {
             if self.locks.get(&txn.key).is_some_and(|owner| owner == txid) {
@@ -346,9 +369,9 @@ impl FollowerCore {
                 self.has_data = true;
             }
         }
-        if txid != LEGACY && !self.is_below_low_water(txid) {
+        if *txid != TxnId::Legacy && !self.is_below_low_water(txid) {
             self.decided.insert(
-                txid.to_string(),
+                txid.clone(),
                 Decided {
                     outcome,
                     journaled: true,
@@ -360,16 +383,16 @@ impl FollowerCore {
 
     /// Called by the runtime when the journal could not make a PREPARE durable: the
     /// transaction is dropped and the vote becomes ABORT.
-    pub fn prepare_failed(&mut self, txid: &str) -> Reply {
+    pub fn prepare_failed(&mut self, txid: &TxnId) -> Reply {
         self.journal_failed();
         if let Some(txn) = self.prepared.remove(txid) {
             if self.locks.get(&txn.key).is_some_and(|owner| owner == txid) {
                 self.locks.remove(&txn.key);
             }
         }
-        if txid != LEGACY {
+        if *txid != TxnId::Legacy {
             self.decided.insert(
-                txid.to_string(),
+                txid.clone(),
                 Decided {
                     outcome: Outcome::Abort,
                     journaled: false,
@@ -409,9 +432,21 @@ impl FollowerCore {
                 self.journaled_marks = (self.max_epoch, self.low_water);
                 Vec::new()
             }
-            FollowerRecord::Prepare { txid, key, op } => {
+            FollowerRecord::Prepare {
+                txid,
+                key,
+                op,
+                participants,
+            } => {
                 self.locks.insert(key.clone(), txid.clone());
-                self.prepared.insert(txid, PreparedTxn { key, op });
+                self.prepared.insert(
+                    txid,
+                    PreparedTxn {
+                        key,
+                        op,
+                        participants,
+                    },
+                );
                 Vec::new()
             }
             FollowerRecord::Decide { txid, outcome } => self
@@ -432,9 +467,7 @@ impl FollowerCore {
     pub fn check_readable(&self, key: &str) -> Result<(), String> {
         match self.locks.get(key) {
             None => Ok(()),
-            Some(txid) if txid.is_empty() => {
-                Err("key has an undecided legacy transaction".to_string())
-            }
+            Some(TxnId::Legacy) => Err("key has an undecided legacy transaction".to_string()),
             Some(txid) => Err(format!("key has an undecided transaction {txid}")),
         }
     }
@@ -458,13 +491,14 @@ impl FollowerCore {
                     txid: txid.clone(),
                     key: txn.key.clone(),
                     op: txn.op.clone(),
+                    participants: txn.participants.clone(),
                 }),
         );
         records
     }
 
     /// The undecided transactions, for status and tests.
-    pub fn prepared(&self) -> &HashMap<String, PreparedTxn> {
+    pub fn prepared(&self) -> &HashMap<TxnId, PreparedTxn> {
         &self.prepared
     }
 
@@ -487,12 +521,12 @@ impl FollowerCore {
         }
         self.low_water = Some(mark);
         self.decided
-            .retain(|txid, _| txid.parse::<TxId>().map_or(true, |id| id >= mark));
+            .retain(|txid, _| txid.ordered().is_none_or(|id| id >= mark));
     }
 
-    fn is_below_low_water(&self, txid: &str) -> bool {
-        match (txid.parse::<TxId>(), self.low_water) {
-            (Ok(id), Some(mark)) => id < mark,
+    fn is_below_low_water(&self, txid: &TxnId) -> bool {
+        match (txid.ordered(), self.low_water) {
+            (Some(id), Some(mark)) => id < mark,
             _ => false,
         }
     }

@@ -12,14 +12,25 @@ fn msg(txid: &str, body: Body) -> LeaderMessage {
         epoch,
         low_water: None,
         cluster: None,
+        protocol: crate::tpc::message::PROTOCOL,
     }
 }
+/// The participants every test PREPARE names.
+fn participants() -> Vec<String> {
+    vec!["f1:1".into(), "f2:1".into()]
+}
 fn prepare(txid: &str, key: &str, value: &str) -> LeaderMessage {
+    let participants = if txid.is_empty() {
+        Vec::new()
+    } else {
+        participants()
+    };
     msg(
         txid,
         Body::Prepare {
             key: key.into(),
             op: Op::Put(value.into()),
+            participants,
         },
     )
 }
@@ -56,6 +67,11 @@ fn persisted_prepare(txid: &str, key: &str, value: &str) -> Effect {
         txid: txid.into(),
         key: key.into(),
         op: Op::Put(value.into()),
+        participants: if txid.is_empty() {
+            Vec::new()
+        } else {
+            participants()
+        },
     })
 }
 
@@ -105,7 +121,7 @@ fn commit_journals_applies_then_releases_then_acks() {
         core.check_readable("k").is_err(),
         "lock held until Finish is carried out"
     );
-    core.finish("1.1", Commit);
+    core.finish(&"1.1".into(), Commit);
     assert!(core.check_readable("k").is_ok());
 }
 
@@ -234,7 +250,7 @@ fn low_water_mark_prunes_remembered_decisions() {
     run(&mut core, 1, m);
     let records = core.live_records();
     assert_eq!(records.len(), 2, "meta + the prepared 1.2: {records:?}");
-    assert!(matches!(&records[1], FollowerRecord::Prepare { txid, .. } if txid == "1.2"));
+    assert!(matches!(&records[1], FollowerRecord::Prepare { txid, .. } if *txid == "1.2".into()));
 }
 
 #[test]
@@ -255,7 +271,7 @@ fn invalid_prepare_gets_abort() {
 fn failed_journal_write_turns_the_vote_into_abort() {
     let mut core = FollowerCore::new(false);
     run(&mut core, 1, prepare("1.1", "k", "v"));
-    assert_eq!(core.prepare_failed("1.1"), Reply::Vote(Abort));
+    assert_eq!(core.prepare_failed(&"1.1".into()), Reply::Vote(Abort));
     assert!(core.check_readable("k").is_ok());
     assert_eq!(
         run(&mut core, 1, prepare("1.1", "k", "v")),
@@ -313,7 +329,7 @@ fn legacy_messages_never_touch_transactions_with_ids() {
     run(&mut core, 1, prepare("1.1", "k", "v"));
     assert_eq!(run(&mut core, 2, prepare("", "k", "w")), vec![vote(Abort)]);
     assert_eq!(run(&mut core, 2, decide("", Commit)), vec![ACK]);
-    assert!(core.prepared().contains_key("1.1"));
+    assert!(core.prepared().contains_key(&"1.1".into()));
     // And a transaction with an id can't take a key a legacy one holds.
     run(&mut core, 3, prepare("", "j", "w"));
     assert_eq!(
@@ -533,7 +549,7 @@ fn a_failed_journal_write_undoes_the_cluster_adoption() {
         with_cluster(prepare("1.1", "k", "v"), "A", false),
     );
     // The [meta, prepare] batch could not be written: nothing of it is durable.
-    assert_eq!(core.prepare_failed("1.1"), Reply::Vote(Abort));
+    assert_eq!(core.prepare_failed(&"1.1".into()), Reply::Vote(Abort));
     assert_eq!(core.cluster_id(), None);
     // The next message adopts (and journals) the cluster id again.
     let effects = run(
@@ -547,62 +563,79 @@ fn a_failed_journal_write_undoes_the_cluster_adoption() {
     ));
 }
 
-fn end_of_recovery(epoch: u64, known: &[&str]) -> LeaderMessage {
-    let known = known.iter().map(|t| t.parse().unwrap()).collect();
-    msg(&format!("{epoch}.0"), Body::EndOfRecovery { known })
+fn fence(epoch: u64) -> LeaderMessage {
+    msg(&format!("{epoch}.0"), Body::Fence)
 }
 
-fn aborted(txid: &str) -> [Effect; 2] {
-    [
-        Effect::Persist(FollowerRecord::Decide {
-            txid: txid.into(),
-            outcome: Abort,
-        }),
-        Effect::Finish {
-            txid: txid.into(),
-            outcome: Abort,
-        },
-    ]
+fn id(s: &str) -> TxId {
+    s.parse().unwrap()
 }
 
 #[test]
-fn end_of_recovery_aborts_what_older_epochs_left_prepared_unknown_and_nothing_else() {
+fn a_fence_is_durable_before_its_report_and_refuses_older_prepares_ever_after() {
     let mut core = FollowerCore::new(false);
-    run(&mut core, 1, prepare("1.4", "a", "x"));
-    run(&mut core, 1, prepare("2.1", "b", "y"));
-    run(&mut core, 1, prepare("2.2", "e", "w"));
-    run(&mut core, 1, prepare("3.1", "c", "z"));
-    run(&mut core, 1, prepare("", "d", "legacy"));
-    // The leader of epoch 3 ends its recovery: it knows 2.2 (its decision is on the
-    // way, or was lost in the network); 1.4 and 2.1 were never journaled by it.
-    let effects = run(&mut core, 2, end_of_recovery(3, &["2.2"]));
-    let mut expected: Vec<Effect> = aborted("1.4").into_iter().chain(aborted("2.1")).collect();
-    expected.push(ACK);
-    assert_eq!(
-        effects[effects.len() - expected.len()..],
-        expected[..],
+    run(&mut core, 1, prepare("2.1", "a", "x"));
+    let effects = run(&mut core, 2, fence(3));
+    assert!(
+        matches!(
+            &effects[..],
+            [
+                Effect::Persist(FollowerRecord::Meta { max_epoch: 3, .. }),
+                Effect::Reply(Reply::Report(_))
+            ]
+        ),
         "{effects:?}"
     );
-    assert!(core.check_readable("a").is_ok() && core.check_readable("b").is_ok());
-    assert!(
-        core.check_readable("e").is_err(),
-        "a known transaction stays"
-    );
-    assert!(
-        core.check_readable("c").is_err(),
-        "epoch 3's own transaction stays"
-    );
-    assert!(
-        core.check_readable("d").is_err(),
-        "a legacy transaction stays"
-    );
-    // Aborted for good: a late PREPARE of it gets ABORT, a repeated end of recovery
-    // changes nothing, and the known one still gets its decision.
+    // A PREPARE of an older epoch that was on its way gets ABORT, and so it does after
+    // a restart from the journal.
     assert_eq!(
-        run(&mut core, 2, prepare("2.1", "b", "y")),
+        run(&mut core, 1, prepare("2.5", "b", "y")),
         vec![vote(Abort)]
     );
-    assert_eq!(run(&mut core, 2, end_of_recovery(3, &["2.2"])), vec![ACK]);
-    run(&mut core, 2, decide("2.2", Commit));
-    assert!(core.check_readable("e").is_ok());
+    let mut restarted = FollowerCore::new(true);
+    for record in core.live_records() {
+        restarted.replay(record);
+    }
+    assert_eq!(
+        run(&mut restarted, 1, prepare("2.6", "c", "z")),
+        vec![vote(Abort)]
+    );
+    // A repeated fence needs no new record.
+    assert!(matches!(
+        &run(&mut core, 2, fence(3))[..],
+        [Effect::Reply(Reply::Report(_))]
+    ));
+}
+
+#[test]
+fn a_fence_reports_the_older_epochs_prepared_decided_and_the_mark() {
+    let mut core = FollowerCore::new(false);
+    let mut first = prepare("1.4", "a", "x");
+    first.low_water = Some(id("1.3"));
+    run(&mut core, 1, first);
+    run(&mut core, 1, prepare("2.1", "b", "y"));
+    run(&mut core, 1, decide("2.1", Commit));
+    run(&mut core, 1, prepare("2.2", "c", "z"));
+    run(&mut core, 1, prepare("2.3", "c", "w")); // locked: voted ABORT
+    run(&mut core, 1, prepare("3.1", "e", "v"));
+    run(&mut core, 1, prepare("", "d", "legacy"));
+    let effects = run(&mut core, 2, fence(3));
+    let Some(Effect::Reply(Reply::Report(report))) = effects.last() else {
+        panic!("{effects:?}")
+    };
+    let prepared: Vec<_> = report.prepared.iter().map(|t| t.txid).collect();
+    assert_eq!(
+        prepared,
+        vec![id("1.4"), id("2.2")],
+        "epoch 3's own and legacy are not reported"
+    );
+    assert_eq!(report.prepared[0].participants, participants());
+    assert_eq!(report.prepared[0].key, "a");
+    assert_eq!(report.committed, vec![id("2.1")]);
+    assert_eq!(report.aborted, vec![id("2.3")]);
+    assert_eq!(report.low_water, Some(id("1.3")));
+    // Nothing changes: what is prepared stays prepared until the leader decides it.
+    assert!(core.check_readable("a").is_err() && core.check_readable("c").is_err());
+    run(&mut core, 2, decide("1.4", Commit));
+    assert!(core.check_readable("a").is_ok());
 }

@@ -11,11 +11,8 @@
 //! (up to [`MAX_BATCH`]), hands them to the core one by one, and then carries out their
 //! effects together: one journal write and one fdatasync for all their records, then
 //! all their store changes, then all lock releases, then all replies. Every reply still
-//! leaves only after everything it depends on is durable. A message is handled after
-//! the batch before it is carried out (not inside it) when its handling depends on an
-//! effect still pending in the batch: a PREPARE whose key or id a pending decision is
-//! about to release or settle, a message that may adopt the cluster id, and legacy
-//! messages.
+//! leaves only after everything it depends on is durable; which messages may share a
+//! batch is `follower_batch.rs`'s rule.
 //!
 //! **Decided writes are applied without fsync** ([`KvStore::apply_unsynced`]): visible
 //! at once, and durable through the journal, which keeps every decision until a
@@ -28,20 +25,21 @@
 //! by every record journaled since: what the sync covers is dropped, and what it may
 //! not cover stays for replay.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::atomic::Ordering;
-use std::sync::{mpsc as std_mpsc, Arc};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc as std_mpsc, Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tonic::Status;
 
-use super::follower::{Command, Shared};
+use super::follower_batch::{handled_alone, Batch, Pending};
 use super::follower_core::{Effect, FollowerCore, StreamId};
-use super::message::{Body, LeaderMessage, Op};
+use super::message::{LeaderMessage, Op, TxnId};
 use super::records::FollowerRecord;
 use crate::crash::crash_point;
 use crate::journal::{Journal, Record};
+use crate::kvstore::KvStore;
 use crate::metrics;
 use crate::{Error, Result};
 
@@ -53,38 +51,65 @@ pub const CHECKPOINT_RECORDS: usize = 10_000;
 /// At most this many messages share one journal write.
 pub const MAX_BATCH: usize = 256;
 
-type Answer = std::result::Result<crate::proto::rpc::Response, Status>;
+/// A follower's answer to one message: a wire response, or an error that ends the stream.
+pub type Answer = std::result::Result<crate::proto::rpc::Response, Status>;
 
-/// One handled message whose effects wait for the batch to be carried out.
-struct Handled {
-    txid: String,
-    effects: Vec<Effect>,
-    reply: oneshot::Sender<Answer>,
+/// State shared between the gRPC handlers and the state owner.
+pub struct Shared {
+    core: Mutex<FollowerCore>,
+    /// The key-value store (the state owner writes it; handlers read it).
+    pub kv: KvStore,
+    /// True once the journal is replayed.
+    pub ready: AtomicBool,
+    /// Also `ready`, for those who wait for it (the health report).
+    pub ready_signal: watch::Sender<bool>,
+    /// Set when the node starts shutting down: open leader streams are ended (they
+    /// would otherwise hold the graceful shutdown up forever).
+    pub stopping: watch::Sender<bool>,
+    /// Numbers the incoming streams.
+    pub next_stream: AtomicU64,
 }
 
-/// Messages handled by the core whose effects are not carried out yet, each with what
-/// its owner needs to carry them out (`H`: the runtime's [`Handled`], or the
-/// simulation's), and the transactions and keys those effects will settle.
-pub(super) struct Batch<H> {
-    pub(super) handled: Vec<H>,
-    /// Transactions a pending effect will finish, and the keys it will unlock.
-    finishing: HashSet<String>,
-    unlocking: HashSet<String>,
-}
-
-impl<H> Default for Batch<H> {
-    fn default() -> Self {
-        Batch {
-            handled: Vec::new(),
-            finishing: HashSet::new(),
-            unlocking: HashSet::new(),
+impl Shared {
+    /// State for a follower whose store is `kv`; `has_data` if it holds data or took part
+    /// in a transaction.
+    pub fn new(kv: KvStore, has_data: bool) -> Shared {
+        Shared {
+            core: Mutex::new(FollowerCore::new(has_data)),
+            kv,
+            ready: AtomicBool::new(false),
+            ready_signal: watch::Sender::new(false),
+            stopping: watch::Sender::new(false),
+            next_stream: AtomicU64::new(1),
         }
+    }
+
+    /// The protocol core, held briefly.
+    pub fn core(&self) -> MutexGuard<'_, FollowerCore> {
+        // A panic while holding the lock would be a bug; the state is still the best we have.
+        self.core
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
-/// A handled message in a [`Batch`]: the core's effects for it, not carried out yet.
-pub(super) trait Pending {
-    fn effects(&self) -> &[Effect];
+/// What the streams hand the state owner, in arrival order.
+pub enum Command {
+    /// A leader message from stream `stream`; its answer goes to `reply`.
+    Message {
+        stream: StreamId,
+        msg: LeaderMessage,
+        reply: oneshot::Sender<Answer>,
+    },
+    /// A stream ended.
+    StreamClosed(StreamId),
+}
+
+/// One handled message whose effects wait for the batch to be carried out.
+struct Handled {
+    txid: TxnId,
+    effects: Vec<Effect>,
+    reply: oneshot::Sender<Answer>,
 }
 
 impl Pending for Handled {
@@ -93,59 +118,16 @@ impl Pending for Handled {
     }
 }
 
-impl<H: Pending> Batch<H> {
-    /// Adds a handled message; `core` is the core that produced its effects (it still
-    /// holds the locks they will release).
-    pub(super) fn push(&mut self, core: &FollowerCore, handled: H) {
-        for effect in handled.effects() {
-            if let Effect::Finish { txid, .. } = effect {
-                if let Some(txn) = core.prepared().get(txid) {
-                    self.unlocking.insert(txn.key.clone());
-                }
-                self.finishing.insert(txid.clone());
-            }
-        }
-        self.handled.push(handled);
-    }
-
-    /// True if `msg` must wait for this batch's effects before the core sees it.
-    pub(super) fn must_precede(&self, msg: &LeaderMessage) -> bool {
-        waits_for_pending(&self.finishing, &self.unlocking, msg)
-    }
-}
-
-/// The batching rule: a PREPARE must not be handed to the core while a pending effect
-/// is about to finish its transaction (a decision that came first) or unlock its key
-/// (the same-key predecessor), or the core would see a lock or an undecided id that is
-/// already on its way out, and vote ABORT.
-fn waits_for_pending(
-    finishing: &HashSet<String>,
-    unlocking: &HashSet<String>,
-    msg: &LeaderMessage,
-) -> bool {
-    match &msg.body {
-        Body::Prepare { key, .. } => finishing.contains(&msg.txid) || unlocking.contains(key),
-        Body::Decide(_) | Body::EndOfRecovery { .. } => false,
-    }
-}
-
-/// The other batching rule (shared with the simulation): a message that may adopt the
-/// cluster id, and a legacy message, are handled in a batch of their own, so that a
-/// failed journal write can't undo more than that message.
-pub(super) fn handled_alone(core: &FollowerCore, msg: &LeaderMessage) -> bool {
-    msg.is_legacy() || core.cluster_id().is_none()
-}
-
 /// The thread that owns the journal and carries out the core's effects.
-pub(super) struct StateOwner {
-    pub(super) shared: Arc<Shared>,
-    pub(super) journal: Journal,
+pub struct StateOwner {
+    shared: Arc<Shared>,
+    journal: Journal,
     /// The checkpoint under way, if any.
-    pub(super) checkpoint: Option<Checkpoint>,
+    checkpoint: Option<Checkpoint>,
 }
 
 /// A checkpoint whose store sync runs on another thread.
-pub(super) struct Checkpoint {
+struct Checkpoint {
     /// The live records when the sync started.
     live: Vec<Record>,
     /// Every record journaled since then: the sync may not cover their changes.
@@ -155,7 +137,17 @@ pub(super) struct Checkpoint {
 }
 
 impl StateOwner {
-    pub(super) fn run(
+    /// The state owner of `shared`, writing `journal`.
+    pub fn new(shared: Arc<Shared>, journal: Journal) -> StateOwner {
+        StateOwner {
+            shared,
+            journal,
+            checkpoint: None,
+        }
+    }
+
+    /// Replays `records`, then handles `commands` until they end; an `Err` stops the node.
+    pub fn run(
         mut self,
         records: Vec<FollowerRecord>,
         mut commands: mpsc::Receiver<Command>,
@@ -178,6 +170,7 @@ impl StateOwner {
             while let Some(command) = next {
                 match command {
                     Command::Message { stream, msg, reply } => {
+                        crate::crash::pause_point("follower-before-message");
                         let alone = handled_alone(&self.shared.core(), &msg);
                         if alone || batch.must_precede(&msg) {
                             self.carry_out(std::mem::take(&mut batch))?;
@@ -348,6 +341,7 @@ impl StateOwner {
         }
         if has(|r| matches!(r, FollowerRecord::Prepare { .. })) {
             crash_point("follower-after-vote-journaled");
+            crate::crash::pause_point("follower-after-vote-journaled");
         }
         Ok(())
     }

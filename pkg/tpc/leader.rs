@@ -4,11 +4,13 @@
 //! own, many at once (writes to the same key in order), independent of the handler that
 //! asked for it.
 //!
-//! Reads go to a random follower over a pooled channel, many at once on one stream
-//! (`reads.rs`). A follower answers `UNAVAILABLE` for a key whose decision it has not
-//! applied yet; the leader then tries the others and waits for decisions to be
-//! delivered, at most twice the vote timeout, so the reads clients see are linearizable
-//! (DESIGN §1.3).
+//! Reads of a key whose committed write has not reached every follower yet are answered
+//! by the leader itself, from the core ([`LeaderCore::committed_value`]): the write is
+//! committed, and the followers may still hold the key locked. Other reads go to a
+//! random follower over a pooled channel, many at once on one stream (`reads.rs`). A
+//! follower answers `UNAVAILABLE` for a key whose decision it has not applied yet; the
+//! leader then tries the others and waits for decisions, at most twice the vote
+//! timeout, so the reads clients see are linearizable (DESIGN §1.3).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +20,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tonic::{Code, Request, Response, Status};
 
 use super::admin::AdminService;
-use super::coordinator::{Coordinator, WriteRequest};
+use super::coordinator::Coordinator;
 use super::leader_core::LeaderCore;
 use super::link::Link;
 use super::message::Op;
@@ -74,14 +76,21 @@ impl Leader {
             addresses.push((name.clone(), addr));
         }
         let (lock, mut journal, records) = open_journal::<LeaderRecord>(&config.journal_path)?;
-        let recovery = LeaderCore::recover(records, || uuid::Uuid::new_v4().to_string());
-        let persist: Vec<Record> = recovery.persist.iter().map(Record::from).collect();
+        let start = LeaderCore::recover(
+            records,
+            config.followers.clone(),
+            config.vote_timeout,
+            || uuid::Uuid::new_v4().to_string(),
+        );
+        // The new epoch is durable before anything is sent (the fence relies on it).
+        let persist: Vec<Record> = start.persist.iter().map(Record::from).collect();
         journal.append_batch(&persist)?;
-        let core = recovery.core;
+        let core = start.core;
         tracing::info!(
             cluster = core.cluster_id(),
             epoch = core.epoch(),
-            unfinished = core.txns().len(),
+            owed = core.txns().len(),
+            fencing = core.recovery().is_active(),
             "leader journal recovered"
         );
         let journal = GroupJournal::start(journal).map_err(|source| Error::Io {
@@ -90,18 +99,18 @@ impl Leader {
         })?;
 
         metrics::FOLLOWERS_CONNECTED.set(0);
-        let (acks_tx, acks) = mpsc::unbounded_channel();
+        let (events, inbox) = mpsc::unbounded_channel();
         let trace = Arc::new(Trace::default());
         let links: Vec<Link> = addresses
             .iter()
-            .map(|(name, addr)| {
+            .enumerate()
+            .map(|(index, (name, addr))| {
                 Link::spawn(
+                    index,
                     name.clone(),
                     addr.clone(),
                     config.vote_timeout,
-                    core.cluster_id().to_string(),
-                    acks_tx.clone(),
-                    trace.clone(),
+                    events.clone(),
                 )
             })
             .collect();
@@ -115,17 +124,11 @@ impl Leader {
             .collect::<Result<Vec<_>>>()?;
         let cluster_id = core.cluster_id().to_string();
         let epoch = core.epoch();
-        let coordinator = Coordinator::start(core, journal, links.clone(), acks, trace.clone());
-        for delivery in &recovery.deliveries {
-            coordinator.deliver(delivery.txid, delivery.outcome, &delivery.follower);
-        }
-        if recovery.restarted {
-            coordinator.end_recovery();
-        }
-        let view_of = coordinator.clone();
+        let coordinator =
+            Coordinator::start(core, journal, links.clone(), (events, inbox), trace.clone());
         let admin = AdminService {
             links,
-            view: Arc::new(move || view_of.view()),
+            coordinator: coordinator.clone(),
             cluster_id,
             epoch,
         };
@@ -211,9 +214,7 @@ impl LeaderService {
             limits::check_value(value).map_err(Status::invalid_argument)?;
         }
         let (reply, answer) = oneshot::channel();
-        self.inner
-            .coordinator
-            .submit(WriteRequest { key, op, reply });
+        self.inner.coordinator.submit(key, op, reply);
         answer
             .await
             .map_err(|_| Status::unavailable("leader is shutting down"))?
@@ -234,24 +235,29 @@ impl api::key_value_api_server::KeyValueApi for LeaderService {
         let mut progress = inner.progress.clone();
         let mut order: Vec<usize> = (0..inner.readers.len()).collect();
         let mut last_error = String::new();
+        let not_found = || Status::not_found(format!("key not found: {}", limits::quote_key(&key)));
         loop {
             progress.borrow_and_update();
+            // Committed, and maybe not applied (so locked) on some follower yet.
+            if let Some(value) = inner.coordinator.core().committed_value(&key) {
+                return match value {
+                    Some(value) => Ok(Response::new(api::Response {
+                        value: value.to_string(),
+                    })),
+                    None => Err(not_found()),
+                };
+            }
             order.shuffle(&mut rand::rng());
             for &i in &order {
                 let (name, reader) = &inner.readers[i];
                 match reader.get(&key, inner.vote_timeout).await {
                     Ok(value) => return Ok(Response::new(api::Response { value })),
-                    Err(status) if status.code() == Code::NotFound => {
-                        return Err(Status::not_found(format!(
-                            "key not found: {}",
-                            limits::quote_key(&key)
-                        )))
-                    }
+                    Err(status) if status.code() == Code::NotFound => return Err(not_found()),
                     Err(status) => last_error = format!("follower {name}: {}", status.message()),
                 }
             }
             // Every follower refused (the key's decision is on its way) or is down: wait
-            // for the next ACK the coordinator sees, briefly, then try again.
+            // for the next decision or ACK the coordinator sees, briefly, then try again.
             let wait = tokio::time::timeout_at(
                 deadline.min(tokio::time::Instant::now() + Duration::from_millis(20)),
                 progress.changed(),

@@ -1,94 +1,267 @@
-//! The leader's protocol core: the transaction table, with no I/O.
+//! The leader's protocol core: every rule of the leader, with no I/O and no clock.
 //!
-//! The leader's journal is its memory of every transaction that is not finished yet:
-//! `begin` (id, key, follower set) is handed to the journal before the first PREPARE
-//! (and is durable before the decision), `decide` is durable before the decision is
-//! sent, and `done` is written once every follower that got the PREPARE ACKed the
-//! decision, aborts included (DESIGN §1.4). [`LeaderCore::recover`] rebuilds
-//! the table from those records at start: a transaction without a decision is aborted
-//! (its decision journaled first), and every decided one is delivered again. A
-//! transaction whose `begin` was lost in the crash is aborted by the followers when the
-//! restarted leader's end of recovery reaches them ([`LeaderCore::end_of_recovery`]).
+//! It takes the client's writes, the followers' replies (through each follower's
+//! [`LinkCore`]), the journal's answers and the passing of time, and returns
+//! [`Effect`]s for the runtime (`coordinator.rs`) or the simulation to carry out:
+//! journal these records, open or send on these streams, answer this client. The
+//! protocol it follows is the essay in [`super`]; here is how the core keeps it:
 //!
-//! Transaction ids are `<epoch>.<seq>`: the epoch is incremented and journaled at every
-//! start, so ids are never reused. Every message also carries a per-follower *low-water
-//! mark*: the smallest id that this follower may still hear about (undecided, or decided
-//! but not yet ACKed by it). Everything below it that was sent to the follower is decided
-//! and ACKed, so the follower may forget it and refuse any late PREPARE of it.
+//! - **Writes to one key queue**, first come first served: a transaction starts once
+//!   the one before it on its key is decided and its decision queued on every link
+//!   (each stream carries decisions before later PREPAREs, so a follower applies the
+//!   first and unlocks the key before it sees the second). Transactions on other keys
+//!   run at once, many in flight on each stream.
+//! - **Votes.** A transaction's participants are every follower. An ABORT vote, a
+//!   PREPARE that could not be sent or a missing answer decides ABORT at once; the last
+//!   COMMIT vote decides COMMIT.
+//! - **Commit at the last vote.** A COMMIT every participant voted for with protocol 2
+//!   is answered at once and journaled nowhere: the votes are its durable record (DESIGN
+//!   §1.4). Every other decision, an ABORT or the decision of a transaction with a
+//!   classic voter, is journaled first and sent and answered only once durable; a
+//!   journal write that fails cleanly is retried, and one that breaks stops the leader.
+//! - **Delivery.** A decision goes to every participant that may have got the PREPARE
+//!   and is pending on its link until that follower ACKs it (once durable there); when
+//!   every one has, the transaction is finished (`done` is journaled, unsynced, for a
+//!   journaled decision).
+//! - **Reads** of a key whose committed write has not reached every follower yet are
+//!   answered from the leader ([`LeaderCore::committed_value`]): it is committed, and
+//!   the followers' copies may still be locked.
+//! - **Low-water marks.** Every message carries, for its follower, the smallest id that
+//!   follower may still hear about, so it can forget what lies below and refuse a late
+//!   PREPARE of it; a restarted leader sends none until its recovery is complete
+//!   (`recovery.rs`).
+//! - **Restart.** [`LeaderCore::recover`] reads the journal (the cluster id, the last
+//!   epoch, the journaled decisions still owed), starts a new epoch, queues the owed
+//!   decisions and then a fence on every link, and decides the transactions the fence
+//!   reports show in doubt by the commit rule (`recovery.rs`).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::time::Duration;
 
-use super::message::{Body, ClusterInfo, LeaderMessage, Outcome, TxId};
+use super::link_core::{LinkCore, LinkEffect, LinkEvent, LinkView, StreamId, VoteResult};
+use super::message::{
+    Body, ClusterInfo, FollowerReply, InquiryReport, LeaderMessage, Op, Outcome, TxId, PROTOCOL,
+};
 use super::records::LeaderRecord;
+use super::recovery::Recovery;
+
+/// After this many records the leader's journal is checkpointed.
+pub const CHECKPOINT_RECORDS: u64 = 10_000;
+/// The first pause before a failed journal write is tried again; it doubles up to a
+/// second.
+const JOURNAL_RETRY: Duration = Duration::from_millis(50);
+
+/// Names a client write, for its answer.
+pub type WriteId = u64;
+/// Names a journal write, for its result.
+pub type JobId = u64;
+
+/// Why a write was not applied (and never will be).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// A follower voted ABORT.
+    Aborted(String),
+    /// A follower could not be reached or did not answer in time.
+    Unavailable(String),
+}
+
+/// A journal write that failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JournalFailure {
+    /// What went wrong.
+    pub message: String,
+    /// The journal's state on disk is unknown: the leader must stop.
+    pub broken: bool,
+}
+
+/// What the runtime must do, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Effect {
+    /// Append these records; with a `job`, make them durable and report the result
+    /// ([`LeaderCore::journaled`]); without one, nobody waits (they ride along with the
+    /// next synced write).
+    Journal {
+        job: Option<JobId>,
+        records: Vec<LeaderRecord>,
+    },
+    /// Replace the journal with these records, after everything handed in before.
+    Checkpoint { job: JobId, live: Vec<LeaderRecord> },
+    /// Carry out this on follower `follower`'s link.
+    Link { follower: usize, effect: LinkEffect },
+    /// Answer client write `write`.
+    Answer {
+        write: WriteId,
+        result: Result<(), Refusal>,
+    },
+    /// A step of a transaction, for the live view.
+    Trace {
+        txid: TxId,
+        kind: &'static str,
+        follower: Option<usize>,
+        detail: String,
+    },
+    /// The journal broke: stop (a restart reads back what it holds).
+    Fatal(String),
+}
 
 /// Where a transaction is in the protocol.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Phase {
     /// PREPAREs sent, waiting for votes.
     Voting,
-    /// Decided; the followers that have not ACKed the decision yet.
+    /// Decided; the decision's record is being made durable before it is sent.
+    Journaling { outcome: Outcome },
+    /// Decided and sent; the participants that have not ACKed it yet.
     Decided {
         outcome: Outcome,
-        awaiting: BTreeSet<String>,
+        awaiting: BTreeSet<usize>,
     },
 }
 
-/// An unfinished transaction.
+/// A transaction that is not finished.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LeaderTxn {
+    /// The client write it answers (none for one recovered from an earlier run).
+    write: Option<WriteId>,
     /// The key it writes.
     pub key: String,
-    /// The followers it was planned for (all of them at its start).
-    pub followers: Vec<String>,
+    /// What it writes (unknown for one recovered from the followers).
+    op: Option<Op>,
+    /// Its participants (indices of followers).
+    participants: Vec<usize>,
+    /// Their votes, as they come.
+    votes: Vec<Option<VoteResult>>,
+    /// Who gets the decision (the participants that may have got the PREPARE).
+    owed: BTreeSet<usize>,
+    /// Followers owed the decision by an earlier run's journal that this leader has no
+    /// link to: the record stays until they are configured again.
+    strangers: Vec<String>,
+    /// The decision is (being) journaled.
+    journaled: bool,
     /// Its phase.
     pub phase: Phase,
 }
 
-/// A decision that must reach a follower.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Delivery {
-    /// The follower.
-    pub follower: String,
-    /// The transaction.
-    pub txid: TxId,
-    /// The decision.
-    pub outcome: Outcome,
+impl LeaderTxn {
+    /// The client write it answers, if it answers one.
+    pub fn write(&self) -> Option<WriteId> {
+        self.write
+    }
 }
 
-/// The leader's protocol state.
+/// A client write waiting for the transaction ahead of it on its key.
+#[derive(Clone, Debug)]
+struct Queued {
+    write: WriteId,
+    op: Op,
+}
+
+/// A journal write in flight, by what it is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Job {
+    Decision(TxId),
+    Meta,
+    Checkpoint,
+}
+
+/// Faults the simulation plants in the rules, to show that its checks catch them.
+#[cfg(test)]
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Bugs {
+    /// Commit once every vote that came is COMMIT, counting no answer as yes.
+    pub commit_without_votes: bool,
+    /// Send the decision only to the followers that voted.
+    pub decide_only_voters: bool,
+    /// A restarted leader sends no fence.
+    pub no_fence: bool,
+    /// Send low-water marks while recovery is incomplete.
+    pub marks_during_recovery: bool,
+    /// Send an ABORT before it is durable.
+    pub abort_before_durable: bool,
+}
+
+/// The leader's protocol state. See the module documentation for its rules.
 #[derive(Debug)]
 pub struct LeaderCore {
     cluster_id: String,
     epoch: u64,
     has_data: bool,
     next_seq: u64,
+    followers: Vec<String>,
+    links: Vec<LinkCore>,
     txns: BTreeMap<TxId, LeaderTxn>,
+    /// Keys with a transaction under way, and the writes queued behind it.
+    busy: HashMap<String, VecDeque<Queued>>,
+    /// Per key, the last committed write some follower may not have applied yet.
+    committed: HashMap<String, (TxId, Option<String>)>,
+    recovery: Recovery,
+    next_job: JobId,
+    jobs: HashMap<JobId, Job>,
+    /// Journal writes that failed cleanly, to try again at `retry_at`.
+    retry: BTreeSet<TxId>,
+    retry_meta: bool,
+    retry_at: Option<Duration>,
+    retry_backoff: Duration,
+    records_since_checkpoint: u64,
+    checkpointing: bool,
+    stopped: bool,
+    /// Decisions made and ACKs received, counted.
+    progress: u64,
+    effects: Vec<Effect>,
+    #[cfg(test)]
+    pub(crate) bugs: Bugs,
 }
 
-/// What a start needs: the core, the records to make durable before serving, and the
-/// decisions to deliver.
-pub struct Recovery {
-    /// The rebuilt core, in its new epoch.
+/// The start of a leader: the core, and the records to make durable before it runs.
+pub struct Start {
+    /// The core, in its new epoch, with the owed decisions and the fences queued.
     pub core: LeaderCore,
-    /// Records to journal (durably) before anything is sent.
+    /// Records to journal, durably, before anything is sent.
     pub persist: Vec<LeaderRecord>,
-    /// Decisions to deliver to followers.
-    pub deliveries: Vec<Delivery>,
-    /// True if an earlier run of this leader left records: then every follower gets the
-    /// end of recovery ([`LeaderCore::end_of_recovery`]) after its deliveries.
-    pub restarted: bool,
 }
 
 impl LeaderCore {
-    /// Rebuilds the leader from its journal. `new_cluster_id` is used on a first start.
+    /// Rebuilds the leader from its journal for `followers` (their addresses as given);
+    /// `new_cluster_id` names the cluster on a first start.
     pub fn recover(
         records: Vec<LeaderRecord>,
+        followers: Vec<String>,
+        vote_timeout: Duration,
         new_cluster_id: impl FnOnce() -> String,
-    ) -> Recovery {
+    ) -> Start {
+        let mut start = Self::rebuild(records, followers, vote_timeout, new_cluster_id);
+        start.core.resume();
+        start
+    }
+
+    /// [`LeaderCore::recover`], with faults planted in its rules.
+    #[cfg(test)]
+    pub(crate) fn recover_with_bugs(
+        records: Vec<LeaderRecord>,
+        followers: Vec<String>,
+        vote_timeout: Duration,
+        new_cluster_id: impl FnOnce() -> String,
+        bugs: Bugs,
+    ) -> Start {
+        let mut start = Self::rebuild(records, followers, vote_timeout, new_cluster_id);
+        start.core.bugs = bugs;
+        start.core.resume();
+        start
+    }
+
+    /// The core as the journal leaves it, in its new epoch, nothing queued yet.
+    fn rebuild(
+        records: Vec<LeaderRecord>,
+        followers: Vec<String>,
+        vote_timeout: Duration,
+        new_cluster_id: impl FnOnce() -> String,
+    ) -> Start {
         let mut cluster_id = None;
         let mut epoch = 0;
         let mut has_data = false;
-        let mut txns = BTreeMap::new();
+        let mut decided: BTreeMap<TxId, (Outcome, Vec<String>)> = BTreeMap::new();
+        let restarted = !records.is_empty();
+        let count = records.len() as u64;
         for record in records {
             match record {
                 LeaderRecord::Meta {
@@ -100,241 +273,248 @@ impl LeaderCore {
                     epoch = epoch.max(e);
                     has_data |= d;
                 }
-                LeaderRecord::Begin {
-                    txid,
-                    key,
-                    followers,
-                } => {
-                    txns.insert(
-                        txid,
-                        LeaderTxn {
-                            key,
-                            followers,
-                            phase: Phase::Voting,
-                        },
-                    );
-                }
                 LeaderRecord::Decide {
                     txid,
                     outcome,
                     followers,
                 } => {
-                    if let Some(txn) = txns.get_mut(&txid) {
-                        txn.phase = Phase::Decided {
-                            outcome,
-                            awaiting: followers.into_iter().collect(),
-                        };
-                    }
+                    decided.insert(txid, (outcome, followers));
                 }
                 LeaderRecord::Done { txid } => {
-                    txns.remove(&txid);
+                    decided.remove(&txid);
                 }
+                LeaderRecord::Begin { .. } => {}
             }
         }
-        let restarted = cluster_id.is_some();
+        let cluster_id = cluster_id.unwrap_or_else(new_cluster_id);
+        let links = followers
+            .iter()
+            .map(|_| LinkCore::new(cluster_id.clone(), vote_timeout))
+            .collect();
         let mut core = LeaderCore {
-            cluster_id: cluster_id.unwrap_or_else(new_cluster_id),
+            recovery: Recovery::new(followers.len(), restarted),
+            cluster_id,
             epoch: epoch + 1,
             has_data,
             next_seq: 1,
-            txns,
+            followers,
+            links,
+            txns: BTreeMap::new(),
+            busy: HashMap::new(),
+            committed: HashMap::new(),
+            next_job: 1,
+            jobs: HashMap::new(),
+            retry: BTreeSet::new(),
+            retry_meta: false,
+            retry_at: None,
+            retry_backoff: JOURNAL_RETRY,
+            records_since_checkpoint: count + 1,
+            checkpointing: false,
+            stopped: false,
+            progress: 0,
+            effects: Vec::new(),
+            #[cfg(test)]
+            bugs: Bugs::default(),
         };
         let mut persist = vec![core.meta_record()];
-        // Decided for nobody (no follower got the PREPARE), but the `done` written with
-        // the decision was lost in a crash: finished.
-        let finished: Vec<TxId> = core
-            .txns
-            .iter()
-            .filter(
-                |(_, t)| matches!(&t.phase, Phase::Decided { awaiting, .. } if awaiting.is_empty()),
-            )
-            .map(|(id, _)| *id)
-            .collect();
-        for txid in finished {
-            core.txns.remove(&txid);
-            persist.push(LeaderRecord::Done { txid });
-        }
-        let undecided: Vec<TxId> = core
-            .txns
-            .iter()
-            .filter(|(_, t)| t.phase == Phase::Voting)
-            .map(|(id, _)| *id)
-            .collect();
-        for txid in undecided {
-            // Never decided: nobody can have been told COMMIT, so ABORT is safe. The
-            // PREPARE may have reached any planned follower, so all of them are told.
-            let followers = core.txns[&txid].followers.clone();
-            persist.extend(core.decide(txid, Outcome::Abort, followers));
-        }
-        let deliveries = core
-            .txns
-            .iter()
-            .flat_map(|(txid, txn)| match &txn.phase {
-                Phase::Decided { outcome, awaiting } => awaiting
-                    .iter()
-                    .map(|f| Delivery {
-                        follower: f.clone(),
-                        txid: *txid,
-                        outcome: *outcome,
-                    })
-                    .collect(),
-                Phase::Voting => Vec::new(),
-            })
-            .collect();
-        Recovery {
-            core,
-            persist,
-            deliveries,
-            restarted,
-        }
-    }
-
-    /// Starts a transaction on `key` planned for `followers`; returns its id and the
-    /// record to make durable before the first PREPARE.
-    pub fn begin(&mut self, key: &str, followers: Vec<String>) -> (TxId, LeaderRecord) {
-        let txid = TxId {
-            epoch: self.epoch,
-            seq: self.next_seq,
-        };
-        self.next_seq += 1;
-        self.txns.insert(
-            txid,
-            LeaderTxn {
-                key: key.to_string(),
-                followers: followers.clone(),
-                phase: Phase::Voting,
-            },
-        );
-        (
-            txid,
-            LeaderRecord::Begin {
+        for (txid, (outcome, names)) in decided {
+            let mut owed = BTreeSet::new();
+            let mut strangers = Vec::new();
+            for name in names {
+                match core.followers.iter().position(|f| *f == name) {
+                    Some(f) => {
+                        owed.insert(f);
+                    }
+                    None => {
+                        tracing::warn!(%txid, follower = %name, "a decision is owed to a follower that is no longer configured; it is kept until the follower is added back");
+                        strangers.push(name);
+                    }
+                }
+            }
+            if owed.is_empty() && strangers.is_empty() {
+                // Its `done` was lost in a crash: finished.
+                persist.push(LeaderRecord::Done { txid });
+                continue;
+            }
+            core.txns.insert(
                 txid,
-                key: key.to_string(),
-                followers,
-            },
-        )
+                LeaderTxn {
+                    write: None,
+                    key: String::new(),
+                    op: None,
+                    participants: owed.iter().copied().collect(),
+                    votes: vec![None; owed.len()],
+                    owed,
+                    strangers,
+                    journaled: true,
+                    phase: Phase::Journaling { outcome },
+                },
+            );
+        }
+        Start { core, persist }
     }
 
-    /// Decides `txid`; `sent_to` are the followers that got its PREPARE and must get the
-    /// decision. Returns the records to make durable before sending it.
-    pub fn decide(
-        &mut self,
-        txid: TxId,
-        outcome: Outcome,
-        sent_to: Vec<String>,
-    ) -> Vec<LeaderRecord> {
-        let mut records = vec![LeaderRecord::Decide {
-            txid,
-            outcome,
-            followers: sent_to.clone(),
-        }];
-        if outcome == Outcome::Commit && !self.has_data {
-            self.has_data = true;
-            records.push(self.meta_record());
-        }
-        match self.txns.get_mut(&txid) {
-            Some(txn) if !sent_to.is_empty() => {
-                txn.phase = Phase::Decided {
-                    outcome,
-                    awaiting: sent_to.into_iter().collect(),
-                };
-            }
-            _ => {
-                self.txns.remove(&txid);
-                records.push(LeaderRecord::Done { txid });
-            }
-        }
-        records
-    }
-
-    /// This run's *end of recovery* for `follower`, queued after the decisions recovered
-    /// for it (id `<epoch>.0`, which no transaction has): it lists the transactions this
-    /// leader has unfinished for `follower`, and the follower aborts every other one of
-    /// an older epoch it holds prepared: PREPAREs an earlier run sent before their
-    /// `begin` was durable, and crashed, so never decided.
-    pub fn end_of_recovery(&self, follower: &str) -> LeaderMessage {
-        let known = self
+    /// Queues the decisions the journal owes, then, after a restart, the fence on every
+    /// link (each stream carries them in that order).
+    fn resume(&mut self) {
+        let owed: Vec<(TxId, Outcome)> = self
             .txns
             .iter()
-            .filter(|(_, txn)| match &txn.phase {
-                Phase::Voting => txn.followers.iter().any(|f| f == follower),
-                Phase::Decided { awaiting, .. } => awaiting.contains(follower),
+            .filter_map(|(txid, txn)| match txn.phase {
+                Phase::Journaling { outcome } => Some((*txid, outcome)),
+                _ => None,
             })
-            .map(|(txid, _)| *txid)
             .collect();
-        let id = TxId {
-            epoch: self.epoch,
-            seq: 0,
-        };
-        self.message(id, Body::EndOfRecovery { known }, follower)
-    }
-
-    /// A follower ACKed the decision of `txid`; returns the `done` record when it was the last.
-    pub fn acked(&mut self, txid: TxId, follower: &str) -> Option<LeaderRecord> {
-        let txn = self.txns.get_mut(&txid)?;
-        let Phase::Decided { awaiting, .. } = &mut txn.phase else {
-            return None;
-        };
-        awaiting.remove(follower);
-        if awaiting.is_empty() {
-            self.txns.remove(&txid);
-            return Some(LeaderRecord::Done { txid });
+        for (txid, outcome) in owed {
+            self.deliver(txid, outcome);
         }
-        None
-    }
-
-    /// The low-water mark for `follower`: the smallest id it may still hear about.
-    pub fn low_water(&self, follower: &str) -> TxId {
-        self.txns
-            .iter()
-            .find(|(_, txn)| match &txn.phase {
-                Phase::Voting => txn.followers.iter().any(|f| f == follower),
-                Phase::Decided { awaiting, .. } => awaiting.contains(follower),
-            })
-            .map(|(txid, _)| *txid)
-            .unwrap_or(TxId {
-                epoch: self.epoch,
-                seq: self.next_seq,
-            })
-    }
-
-    /// The message carrying `body` of `txid` to `follower`.
-    pub fn message(&self, txid: TxId, body: Body, follower: &str) -> LeaderMessage {
-        LeaderMessage {
-            txid: txid.to_string(),
-            body,
-            epoch: self.epoch,
-            low_water: Some(self.low_water(follower)),
-            cluster: Some(ClusterInfo {
-                id: self.cluster_id.clone(),
-                has_data: self.has_data,
-            }),
-        }
-    }
-
-    /// What a checkpoint keeps: the metadata and every unfinished transaction.
-    pub fn live_records(&self) -> Vec<LeaderRecord> {
-        let mut records = vec![self.meta_record()];
-        for (txid, txn) in &self.txns {
-            records.push(LeaderRecord::Begin {
-                txid: *txid,
-                key: txn.key.clone(),
-                followers: txn.followers.clone(),
-            });
-            if let Phase::Decided { outcome, awaiting } = &txn.phase {
-                records.push(LeaderRecord::Decide {
-                    txid: *txid,
-                    outcome: *outcome,
-                    followers: awaiting.iter().cloned().collect(),
-                });
+        if self.recovery.is_active() && !self.fence_disabled() {
+            for f in 0..self.links.len() {
+                let fence = self.message(TxId::fence(self.epoch), Body::Fence, f);
+                self.links[f].queue(fence);
             }
         }
-        records
+    }
+
+    #[cfg(test)]
+    fn fence_disabled(&self) -> bool {
+        self.bugs.no_fence
+    }
+    #[cfg(not(test))]
+    fn fence_disabled(&self) -> bool {
+        false
+    }
+
+    // ------------------------------------------------------------------ inputs
+
+    /// A client asks for `op` on `key`: it runs now, or after the writes to `key`
+    /// queued before it.
+    pub fn submit(&mut self, write: WriteId, key: String, op: Op) {
+        if self.stopped {
+            return;
+        }
+        if let Some(queue) = self.busy.get_mut(&key) {
+            queue.push_back(Queued { write, op });
+            return;
+        }
+        self.busy.insert(key.clone(), VecDeque::new());
+        self.start(write, key, op);
+    }
+
+    /// Replies from follower `f` on `stream`, in order.
+    pub fn replies(
+        &mut self,
+        f: usize,
+        stream: StreamId,
+        replies: Vec<Result<FollowerReply, String>>,
+        now: Duration,
+    ) {
+        let events = self.links[f].replies(stream, replies, now);
+        self.link_events(f, events);
+    }
+
+    /// Follower `f`'s `stream` ended.
+    pub fn stream_ended(&mut self, f: usize, stream: StreamId, why: String, now: Duration) {
+        let events = self.links[f].ended(stream, why, now);
+        self.link_events(f, events);
+    }
+
+    /// Follower `f`'s `stream` could not connect: nothing sent on it arrived.
+    pub fn open_failed(&mut self, f: usize, stream: StreamId, why: String, now: Duration) {
+        let events = self.links[f].open_failed(stream, why, now);
+        self.link_events(f, events);
+    }
+
+    /// A journal write ended.
+    pub fn journaled(&mut self, job: JobId, result: Result<(), JournalFailure>, now: Duration) {
+        let Some(kind) = self.jobs.remove(&job) else {
+            return;
+        };
+        if let Err(failure) = &result {
+            if failure.broken {
+                self.stopped = true;
+                self.effects.push(Effect::Fatal(failure.message.clone()));
+                return;
+            }
+            tracing::warn!(error = %failure.message, "leader journal write failed; will retry");
+        }
+        match (kind, result) {
+            (Job::Decision(txid), Ok(())) => self.decision_durable(txid),
+            (Job::Decision(txid), Err(_)) => {
+                self.retry.insert(txid);
+                self.schedule_retry(now);
+            }
+            (Job::Meta, Ok(())) => {}
+            (Job::Meta, Err(_)) => {
+                self.retry_meta = true;
+                self.schedule_retry(now);
+            }
+            (Job::Checkpoint, result) => {
+                self.checkpointing = false;
+                if result.is_ok() {
+                    self.records_since_checkpoint = self.live_records().len() as u64;
+                }
+            }
+        }
+    }
+
+    /// Time passed: streams whose oldest message went unanswered too long are given
+    /// up, and journal writes that failed are tried again.
+    pub fn tick(&mut self, now: Duration) {
+        for f in 0..self.links.len() {
+            let events = self.links[f].tick(now);
+            self.link_events(f, events);
+        }
+        if self.retry_at.is_some_and(|at| at <= now) && !self.stopped {
+            self.retry_at = None;
+            for txid in std::mem::take(&mut self.retry) {
+                self.journal_decision(txid);
+            }
+            if std::mem::take(&mut self.retry_meta) {
+                self.journal_meta();
+            }
+        }
+    }
+
+    /// The effects produced since the last call, with every link's queued messages
+    /// flushed (one send per link: the batch).
+    pub fn take_effects(&mut self, now: Duration) -> Vec<Effect> {
+        for (f, link) in self.links.iter_mut().enumerate() {
+            link.flush(now);
+            self.effects
+                .extend(link.take_effects().into_iter().map(|effect| Effect::Link {
+                    follower: f,
+                    effect,
+                }));
+        }
+        std::mem::take(&mut self.effects)
+    }
+
+    /// When [`LeaderCore::tick`] next has something to do.
+    pub fn next_deadline(&self) -> Option<Duration> {
+        self.links
+            .iter()
+            .filter_map(LinkCore::next_deadline)
+            .chain(self.retry_at)
+            .min()
+    }
+
+    // ------------------------------------------------------------------ views
+
+    /// The value a read of `key` must return if the leader holds a committed write to
+    /// it that some follower may not have applied yet (`Some(None)`: deleted).
+    pub fn committed_value(&self, key: &str) -> Option<Option<&str>> {
+        self.committed.get(key).map(|(_, value)| value.as_deref())
     }
 
     /// The unfinished transactions.
     pub fn txns(&self) -> &BTreeMap<TxId, LeaderTxn> {
         &self.txns
+    }
+
+    /// The follower names, as configured.
+    pub fn followers(&self) -> &[String] {
+        &self.followers
     }
 
     /// This leader's epoch.
@@ -347,6 +527,426 @@ impl LeaderCore {
         &self.cluster_id
     }
 
+    /// Counts decisions made and ACKs received (reads waiting for a decision watch it).
+    pub fn progress(&self) -> u64 {
+        self.progress
+    }
+
+    /// Follower `f`'s link as operators see it.
+    pub fn link_view(&self, f: usize) -> LinkView {
+        self.links[f].view()
+    }
+
+    /// The recovery of this run.
+    pub fn recovery(&self) -> &Recovery {
+        &self.recovery
+    }
+
+    /// The participants still owed `txid`'s decision (names).
+    pub fn awaiting(&self, txn: &LeaderTxn) -> Vec<String> {
+        match &txn.phase {
+            Phase::Decided { awaiting, .. } => awaiting
+                .iter()
+                .map(|&f| self.followers[f].clone())
+                .collect(),
+            Phase::Voting | Phase::Journaling { .. } => txn
+                .participants
+                .iter()
+                .map(|&f| self.followers[f].clone())
+                .collect(),
+        }
+    }
+
+    /// The names of `owed` and of `txn`'s strangers: who a record says needs the decision.
+    fn owed_names(&self, txn: &LeaderTxn, owed: &BTreeSet<usize>) -> Vec<String> {
+        owed.iter()
+            .map(|&f| self.followers[f].clone())
+            .chain(txn.strangers.iter().cloned())
+            .collect()
+    }
+
+    /// What a checkpoint keeps: the metadata and every decision handed to the journal
+    /// and not finished.
+    pub fn live_records(&self) -> Vec<LeaderRecord> {
+        let mut records = vec![self.meta_record()];
+        for (txid, txn) in &self.txns {
+            if !txn.journaled {
+                continue;
+            }
+            let (outcome, followers) = match &txn.phase {
+                Phase::Voting => continue,
+                Phase::Journaling { outcome } => (*outcome, &txn.owed),
+                Phase::Decided { outcome, awaiting } => (*outcome, awaiting),
+            };
+            records.push(LeaderRecord::Decide {
+                txid: *txid,
+                outcome,
+                followers: self.owed_names(txn, followers),
+            });
+        }
+        records
+    }
+
+    // ------------------------------------------------------------------ transactions
+
+    fn start(&mut self, write: WriteId, key: String, op: Op) {
+        let txid = TxId {
+            epoch: self.epoch,
+            seq: self.next_seq,
+        };
+        self.next_seq += 1;
+        let participants: Vec<usize> = (0..self.followers.len()).collect();
+        self.trace(txid, "begin", None, key.clone());
+        self.txns.insert(
+            txid,
+            LeaderTxn {
+                write: Some(write),
+                key: key.clone(),
+                op: Some(op.clone()),
+                votes: vec![None; participants.len()],
+                owed: participants.iter().copied().collect(),
+                strangers: Vec::new(),
+                participants: participants.clone(),
+                journaled: false,
+                phase: Phase::Voting,
+            },
+        );
+        for f in participants {
+            let body = Body::Prepare {
+                key: key.clone(),
+                op: op.clone(),
+                participants: self.followers.clone(),
+            };
+            let msg = self.message(txid, body, f);
+            self.links[f].queue(msg);
+            self.trace(txid, "prepare", Some(f), String::new());
+        }
+    }
+
+    fn link_events(&mut self, f: usize, events: Vec<LinkEvent>) {
+        for event in events {
+            match event {
+                LinkEvent::Vote { txid, vote } => self.vote(f, txid, vote),
+                LinkEvent::Acked(txid) => self.acked(f, txid),
+                LinkEvent::Reported(report) => self.reported(f, report),
+            }
+        }
+    }
+
+    fn vote(&mut self, f: usize, txid: TxId, vote: VoteResult) {
+        let detail = match &vote {
+            VoteResult::Voted { outcome, .. } => outcome.as_str().to_string(),
+            VoteResult::NotSent(why) | VoteResult::NoAnswer(why) => format!("none: {why}"),
+        };
+        let commit_without_votes = self.commit_without_votes();
+        let Some(txn) = self.txns.get_mut(&txid) else {
+            return;
+        };
+        if txn.phase != Phase::Voting {
+            // Decided already (an earlier ABORT): a follower the PREPARE never reached
+            // needs no decision, but it is queued already, and harmless.
+            return;
+        }
+        let Some(i) = txn.participants.iter().position(|&p| p == f) else {
+            return;
+        };
+        if txn.votes[i].is_some() {
+            return;
+        }
+        if !vote.was_sent() {
+            txn.owed.remove(&f);
+        }
+        let yes = matches!(
+            vote,
+            VoteResult::Voted {
+                outcome: Outcome::Commit,
+                ..
+            }
+        ) || (commit_without_votes && matches!(vote, VoteResult::NoAnswer(_)));
+        txn.votes[i] = Some(vote);
+        let all_in = txn.votes.iter().all(Option::is_some);
+        self.trace(txid, "vote", Some(f), detail);
+        if !yes {
+            self.decide(txid, Outcome::Abort);
+        } else if all_in {
+            self.decide(txid, Outcome::Commit);
+        }
+    }
+
+    #[cfg(test)]
+    fn commit_without_votes(&self) -> bool {
+        self.bugs.commit_without_votes
+    }
+    #[cfg(not(test))]
+    fn commit_without_votes(&self) -> bool {
+        false
+    }
+
+    /// Decides `txid`: a COMMIT every participant voted with protocol 2 takes effect
+    /// now; any other decision once it is journaled.
+    fn decide(&mut self, txid: TxId, outcome: Outcome) {
+        let txn = self
+            .txns
+            .get_mut(&txid)
+            .expect("deciding a known transaction");
+        #[cfg(test)]
+        if self.bugs.decide_only_voters {
+            let voted: BTreeSet<usize> = txn
+                .participants
+                .iter()
+                .zip(&txn.votes)
+                .filter(|(_, v)| matches!(v, Some(VoteResult::Voted { .. })))
+                .map(|(&p, _)| p)
+                .collect();
+            txn.owed.retain(|f| voted.contains(f));
+        }
+        let classic = txn
+            .votes
+            .iter()
+            .any(|v| matches!(v, Some(VoteResult::Voted { classic: true, .. })));
+        txn.phase = Phase::Journaling { outcome };
+        self.trace(txid, "decide", None, outcome.as_str().to_string());
+        let durable_now = outcome == Outcome::Commit && !classic;
+        #[cfg(test)]
+        let durable_now = durable_now || self.bugs.abort_before_durable;
+        if durable_now {
+            self.decision_durable(txid);
+        } else {
+            self.txns.get_mut(&txid).expect("known").journaled = true;
+            self.journal_decision(txid);
+        }
+    }
+
+    /// Hands `txid`'s decision record to the journal.
+    fn journal_decision(&mut self, txid: TxId) {
+        let Some(txn) = self.txns.get(&txid) else {
+            return;
+        };
+        let Phase::Journaling { outcome } = txn.phase else {
+            return;
+        };
+        let record = LeaderRecord::Decide {
+            txid,
+            outcome,
+            followers: self.owed_names(txn, &txn.owed),
+        };
+        let mut records = vec![record];
+        if outcome == Outcome::Commit && !self.has_data {
+            self.has_data = true;
+            records.push(self.meta_record());
+        }
+        self.journal(Some(Job::Decision(txid)), records);
+    }
+
+    /// The decision of `txid` may go out: it is durable, or needs no record.
+    fn decision_durable(&mut self, txid: TxId) {
+        let Some(txn) = self.txns.get_mut(&txid) else {
+            return;
+        };
+        let Phase::Journaling { outcome } = txn.phase else {
+            return;
+        };
+        let key = txn.key.clone();
+        let live = txn.op.is_some();
+        if let (Some(write), Some(op)) = (txn.write.take(), &txn.op) {
+            let result = match outcome {
+                Outcome::Commit => {
+                    self.committed
+                        .insert(key.clone(), (txid, op.value().map(str::to_string)));
+                    Ok(())
+                }
+                Outcome::Abort => Err(refusal(&self.followers, txn)),
+            };
+            self.effects.push(Effect::Answer { write, result });
+        }
+        if outcome == Outcome::Commit && !self.has_data {
+            self.has_data = true;
+            self.journal_meta();
+        }
+        self.deliver(txid, outcome);
+        if live {
+            self.release(&key);
+        }
+    }
+
+    /// Queues `txid`'s decision on the link of every follower it is owed to.
+    fn deliver(&mut self, txid: TxId, outcome: Outcome) {
+        self.progress += 1;
+        let txn = self
+            .txns
+            .get_mut(&txid)
+            .expect("delivering a known transaction");
+        let owed = txn.owed.clone();
+        txn.phase = Phase::Decided {
+            outcome,
+            awaiting: owed.clone(),
+        };
+        if owed.is_empty() && txn.strangers.is_empty() {
+            self.finish(txid);
+            return;
+        }
+        for f in owed {
+            let msg = self.message(txid, Body::Decide(outcome), f);
+            self.links[f].queue(msg);
+            self.trace(txid, "decision", Some(f), outcome.as_str().to_string());
+        }
+    }
+
+    /// The transaction on `key` is decided and its decision queued: the next write
+    /// queued on the key starts.
+    fn release(&mut self, key: &str) {
+        let next = self.busy.get_mut(key).and_then(VecDeque::pop_front);
+        match next {
+            Some(Queued { write, op }) => self.start(write, key.to_string(), op),
+            None => {
+                self.busy.remove(key);
+            }
+        }
+    }
+
+    fn acked(&mut self, f: usize, txid: TxId) {
+        self.progress += 1;
+        self.trace(txid, "ack", Some(f), String::new());
+        let Some(txn) = self.txns.get_mut(&txid) else {
+            return;
+        };
+        let Phase::Decided { awaiting, .. } = &mut txn.phase else {
+            return;
+        };
+        if awaiting.remove(&f) && awaiting.is_empty() && txn.strangers.is_empty() {
+            self.finish(txid);
+        }
+    }
+
+    /// Every follower owed the decision of `txid` has it: forgotten.
+    fn finish(&mut self, txid: TxId) {
+        let Some(txn) = self.txns.remove(&txid) else {
+            return;
+        };
+        if self
+            .committed
+            .get(&txn.key)
+            .is_some_and(|(id, _)| *id == txid)
+        {
+            self.committed.remove(&txn.key);
+        }
+        if txn.journaled {
+            // Losing it in a crash only means the decision is delivered again.
+            self.journal(None, vec![LeaderRecord::Done { txid }]);
+        }
+        self.trace(txid, "done", None, String::new());
+    }
+
+    // ------------------------------------------------------------------ recovery
+
+    fn reported(&mut self, f: usize, report: Option<InquiryReport>) {
+        let txns = &self.txns;
+        let owed = self
+            .recovery
+            .report(f, report.as_ref(), &self.followers, |t| {
+                txns.contains_key(&t)
+            });
+        for txid in owed {
+            self.owe(txid, f);
+        }
+        for (txid, outcome, in_doubt) in self.recovery.decide() {
+            tracing::info!(%txid, ?outcome, key = ?in_doubt.key, "recovered an in-doubt transaction");
+            // Owed to every participant that may hold it prepared: those that said so,
+            // and those that have not answered yet.
+            let owed: BTreeSet<usize> = in_doubt
+                .participants
+                .iter()
+                .copied()
+                .filter(|&p| {
+                    matches!(
+                        self.recovery.status(p, txid),
+                        super::recovery::Status::Prepared | super::recovery::Status::Unreported
+                    )
+                })
+                .collect();
+            self.txns.insert(
+                txid,
+                LeaderTxn {
+                    write: None,
+                    key: in_doubt.key,
+                    op: None,
+                    votes: vec![None; in_doubt.participants.len()],
+                    participants: in_doubt.participants,
+                    owed,
+                    strangers: Vec::new(),
+                    journaled: false,
+                    phase: Phase::Journaling { outcome },
+                },
+            );
+            self.trace(
+                txid,
+                "decide",
+                None,
+                format!("{} (recovered)", outcome.as_str()),
+            );
+            if outcome == Outcome::Commit {
+                self.decision_durable(txid);
+            } else {
+                self.txns.get_mut(&txid).expect("inserted").journaled = true;
+                self.journal_decision(txid);
+            }
+        }
+    }
+
+    /// Follower `f` reported `txid` prepared, whose decision this leader holds: make
+    /// sure it is delivered there.
+    fn owe(&mut self, txid: TxId, f: usize) {
+        let Some(txn) = self.txns.get_mut(&txid) else {
+            return;
+        };
+        if !txn.owed.insert(f) {
+            return;
+        }
+        let Phase::Decided { outcome, awaiting } = &mut txn.phase else {
+            // Still being journaled: it goes out to every owed follower once durable.
+            return;
+        };
+        let outcome = *outcome;
+        awaiting.insert(f);
+        let msg = self.message(txid, Body::Decide(outcome), f);
+        self.links[f].queue(msg);
+    }
+
+    // ------------------------------------------------------------------ journal
+
+    fn journal(&mut self, job: Option<Job>, records: Vec<LeaderRecord>) {
+        self.records_since_checkpoint += records.len() as u64;
+        let job = job.map(|kind| {
+            let id = self.next_job;
+            self.next_job += 1;
+            self.jobs.insert(id, kind);
+            id
+        });
+        self.effects.push(Effect::Journal { job, records });
+        if self.records_since_checkpoint >= CHECKPOINT_RECORDS && !self.checkpointing {
+            self.checkpointing = true;
+            let id = self.next_job;
+            self.next_job += 1;
+            self.jobs.insert(id, Job::Checkpoint);
+            self.effects.push(Effect::Checkpoint {
+                job: id,
+                live: self.live_records(),
+            });
+        }
+    }
+
+    fn journal_meta(&mut self) {
+        let meta = self.meta_record();
+        self.journal(Some(Job::Meta), vec![meta]);
+    }
+
+    fn schedule_retry(&mut self, now: Duration) {
+        if self.retry_at.is_none() {
+            self.retry_at = Some(now + self.retry_backoff);
+            self.retry_backoff = (self.retry_backoff * 2).min(Duration::from_secs(1));
+        }
+    }
+
     fn meta_record(&self) -> LeaderRecord {
         LeaderRecord::Meta {
             cluster_id: self.cluster_id.clone(),
@@ -354,6 +954,87 @@ impl LeaderCore {
             has_data: self.has_data,
         }
     }
+
+    // ------------------------------------------------------------------ messages
+
+    /// The message carrying `body` of `txid` to follower `f`.
+    fn message(&self, txid: TxId, body: Body, f: usize) -> LeaderMessage {
+        LeaderMessage {
+            txid: txid.into(),
+            body,
+            epoch: self.epoch,
+            low_water: self.low_water(f),
+            cluster: Some(ClusterInfo {
+                id: self.cluster_id.clone(),
+                has_data: self.has_data,
+            }),
+            protocol: PROTOCOL,
+        }
+    }
+
+    /// The low-water mark for follower `f`: the smallest id it may still hear about;
+    /// none while recovery is incomplete (`recovery.rs`).
+    pub fn low_water(&self, f: usize) -> Option<TxId> {
+        #[cfg(test)]
+        let marks = self.recovery.is_complete() || self.bugs.marks_during_recovery;
+        #[cfg(not(test))]
+        let marks = self.recovery.is_complete();
+        if !marks {
+            return None;
+        }
+        let owes = |txn: &LeaderTxn| match &txn.phase {
+            Phase::Voting | Phase::Journaling { .. } => txn.participants.contains(&f),
+            Phase::Decided { awaiting, .. } => awaiting.contains(&f),
+        };
+        Some(
+            self.txns
+                .iter()
+                .find(|(_, txn)| owes(txn))
+                .map(|(txid, _)| *txid)
+                .unwrap_or(TxId {
+                    epoch: self.epoch,
+                    seq: self.next_seq,
+                }),
+        )
+    }
+
+    fn trace(&mut self, txid: TxId, kind: &'static str, follower: Option<usize>, detail: String) {
+        self.effects.push(Effect::Trace {
+            txid,
+            kind,
+            follower,
+            detail,
+        });
+    }
+}
+
+/// Why an aborted write was not applied, naming the follower that caused it.
+fn refusal(followers: &[String], txn: &LeaderTxn) -> Refusal {
+    let votes = || txn.participants.iter().zip(&txn.votes);
+    if let Some((&f, _)) = votes().find(|(_, v)| {
+        matches!(
+            v,
+            Some(VoteResult::Voted {
+                outcome: Outcome::Abort,
+                ..
+            })
+        )
+    }) {
+        return Refusal::Aborted(format!(
+            "write aborted, not applied: follower {}: voted ABORT (the key is locked by an \
+             undecided transaction there, or it could not journal its vote: see its log)",
+            followers[f]
+        ));
+    }
+    let why = votes()
+        .find_map(|(&f, v)| match v {
+            Some(VoteResult::NotSent(why) | VoteResult::NoAnswer(why)) => {
+                Some(format!("follower {}: {why}", followers[f]))
+            }
+            _ => None,
+        })
+        .unwrap_or_default();
+    Refusal::Unavailable(format!("write not applied: {why}"))
 }
 
 #[cfg(test)]

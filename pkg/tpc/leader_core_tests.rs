@@ -1,268 +1,578 @@
-//! The leader's rules (DESIGN §1.4–1.5), one test each.
+//! The leader's rules (DESIGN §1.4–1.5, the essay in `mod.rs`), one test each: each
+//! drives the core with events and checks the exact effects.
 
 use super::*;
-use crate::tpc::message::{Body, Op};
+use crate::tpc::message::{Answer, ReportedTxn, TxnId};
 
-fn fresh() -> LeaderCore {
-    LeaderCore::recover(Vec::new(), || "C".into()).core
-}
-fn fs(names: &[&str]) -> Vec<String> {
-    names.iter().map(|s| s.to_string()).collect()
+const TIMEOUT: Duration = Duration::from_millis(100);
+use Outcome::{Abort, Commit};
+
+fn names(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("f{i}")).collect()
 }
 fn id(epoch: u64, seq: u64) -> TxId {
     TxId { epoch, seq }
 }
+fn fresh(n: usize) -> LeaderCore {
+    LeaderCore::recover(Vec::new(), names(n), TIMEOUT, || "C".into()).core
+}
+fn put(v: &str) -> Op {
+    Op::Put(v.into())
+}
+
+/// The messages sent to follower `f`, flattened, in order.
+fn sent(effects: &[Effect], f: usize) -> Vec<LeaderMessage> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Link {
+                follower,
+                effect: LinkEffect::Send { messages, .. },
+            } if *follower == f => Some(messages.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+fn bodies(effects: &[Effect], f: usize) -> Vec<(TxnId, Body)> {
+    sent(effects, f)
+        .into_iter()
+        .map(|m| (m.txid, m.body))
+        .collect()
+}
+fn answers(effects: &[Effect]) -> Vec<(WriteId, Result<(), Refusal>)> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Answer { write, result } => Some((*write, result.clone())),
+            _ => None,
+        })
+        .collect()
+}
+fn journal(effects: &[Effect]) -> Vec<(Option<JobId>, Vec<LeaderRecord>)> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Journal { job, records } => Some((*job, records.clone())),
+            _ => None,
+        })
+        .collect()
+}
+fn reply(txid: TxId, answer: Answer) -> Result<FollowerReply, String> {
+    Ok(FollowerReply {
+        txid: txid.into(),
+        answer,
+        cluster_id: Some("C".into()),
+        protocol: PROTOCOL,
+    })
+}
+/// Follower `f` answers on its first stream.
+fn answer(core: &mut LeaderCore, f: usize, txid: TxId, answer: Answer) -> Vec<Effect> {
+    core.replies(f, 1, vec![reply(txid, answer)], Duration::ZERO);
+    core.take_effects(Duration::ZERO)
+}
+fn all_vote(core: &mut LeaderCore, n: usize, txid: TxId, outcome: Outcome) -> Vec<Effect> {
+    (0..n)
+        .flat_map(|f| answer(core, f, txid, Answer::Vote(outcome)))
+        .collect()
+}
+fn decision(txid: TxId, outcome: Outcome) -> (TxnId, Body) {
+    (txid.into(), Body::Decide(outcome))
+}
 
 #[test]
-fn first_start_creates_a_cluster_and_epoch_one() {
-    let recovery = LeaderCore::recover(Vec::new(), || "C".into());
+fn a_first_start_creates_a_cluster_in_epoch_one_and_fences_nobody() {
+    let start = LeaderCore::recover(Vec::new(), names(2), TIMEOUT, || "C".into());
     assert_eq!(
-        recovery.persist,
+        start.persist,
         vec![LeaderRecord::Meta {
             cluster_id: "C".into(),
             epoch: 1,
             has_data: false
         }]
     );
-    assert!(recovery.deliveries.is_empty());
+    let mut core = start.core;
+    assert!(core.take_effects(Duration::ZERO).is_empty());
+    assert!(core.recovery().is_complete());
 }
 
 #[test]
-fn every_start_increments_the_epoch_and_keeps_the_cluster() {
-    let old = vec![LeaderRecord::Meta {
-        cluster_id: "C".into(),
-        epoch: 4,
-        has_data: true,
-    }];
-    let mut recovery = LeaderCore::recover(old, || panic!("must keep the cluster id"));
+fn a_write_prepares_on_every_follower_with_the_participants_in_one_send_per_link() {
+    let mut core = fresh(2);
+    core.submit(1, "a".into(), put("1"));
+    core.submit(2, "b".into(), put("2"));
+    let effects = core.take_effects(Duration::ZERO);
+    for f in 0..2 {
+        let messages = sent(&effects, f);
+        assert_eq!(messages.len(), 2);
+        assert_eq!(messages[0].txid, id(1, 1).into());
+        assert_eq!(
+            messages[0].body,
+            Body::Prepare {
+                key: "a".into(),
+                op: put("1"),
+                participants: names(2)
+            }
+        );
+        assert_eq!(messages[0].epoch, 1);
+        assert_eq!(messages[0].protocol, PROTOCOL);
+        assert_eq!(messages[0].low_water, Some(id(1, 1)));
+        let sends = effects
+            .iter()
+            .filter(|e| matches!(e, Effect::Link { follower, effect: LinkEffect::Send { .. } } if *follower == f))
+            .count();
+        assert_eq!(sends, 1, "both PREPAREs leave in one send");
+    }
+    assert!(
+        journal(&effects).is_empty(),
+        "nothing journaled to start a write"
+    );
+}
+
+#[test]
+fn the_last_commit_vote_commits_answers_and_journals_nothing() {
+    let mut core = fresh(3);
+    core.submit(7, "k".into(), put("v"));
+    core.take_effects(Duration::ZERO);
+    let t = id(1, 1);
+    let mut effects = answer(&mut core, 0, t, Answer::Vote(Commit));
+    effects.extend(answer(&mut core, 1, t, Answer::Vote(Commit)));
+    assert!(answers(&effects).is_empty(), "not before the last vote");
+    let effects = answer(&mut core, 2, t, Answer::Vote(Commit));
+    assert_eq!(answers(&effects), vec![(7, Ok(()))]);
+    assert!(
+        journal(&effects).iter().all(|(_, records)| records
+            .iter()
+            .all(|r| matches!(r, LeaderRecord::Meta { has_data: true, .. }))),
+        "no record of the commit (only the cluster's first data, once): {effects:?}"
+    );
+    for f in 0..3 {
+        assert_eq!(bodies(&effects, f), vec![decision(t, Commit)]);
+    }
+    assert_eq!(core.committed_value("k"), Some(Some("v")));
+}
+
+#[test]
+fn a_committed_write_is_read_from_the_leader_until_every_follower_acked_it() {
+    let mut core = fresh(2);
+    core.submit(1, "k".into(), Op::Delete);
+    core.take_effects(Duration::ZERO);
+    all_vote(&mut core, 2, id(1, 1), Commit);
+    assert_eq!(core.committed_value("k"), Some(None), "deleted");
+    answer(&mut core, 0, id(1, 1), Answer::Ack);
+    assert_eq!(core.committed_value("k"), Some(None));
+    let effects = answer(&mut core, 1, id(1, 1), Answer::Ack);
+    assert_eq!(core.committed_value("k"), None);
+    assert!(core.txns().is_empty(), "finished");
+    assert!(
+        journal(&effects).is_empty(),
+        "an unjournaled commit needs no `done`"
+    );
+}
+
+#[test]
+fn an_abort_vote_decides_at_once_and_the_abort_is_durable_before_it_is_sent_or_answered() {
+    let mut core = fresh(3);
+    core.submit(1, "k".into(), put("v"));
+    core.take_effects(Duration::ZERO);
+    let t = id(1, 1);
+    answer(&mut core, 0, t, Answer::Vote(Commit));
+    let effects = answer(&mut core, 1, t, Answer::Vote(Abort));
+    let written = journal(&effects);
     assert_eq!(
-        recovery.persist,
-        vec![LeaderRecord::Meta {
-            cluster_id: "C".into(),
-            epoch: 5,
-            has_data: true
+        written,
+        vec![(
+            Some(1),
+            vec![LeaderRecord::Decide {
+                txid: t,
+                outcome: Abort,
+                followers: names(3)
+            }]
+        )],
+        "every follower may hold the PREPARE"
+    );
+    assert!(answers(&effects).is_empty() && sent(&effects, 0).is_empty());
+    core.journaled(1, Ok(()), Duration::ZERO);
+    let effects = core.take_effects(Duration::ZERO);
+    assert!(
+        matches!(&answers(&effects)[..], [(1, Err(Refusal::Aborted(why)))] if why.contains("f1"))
+    );
+    for f in 0..3 {
+        assert_eq!(bodies(&effects, f), vec![decision(t, Abort)]);
+    }
+    // The third vote, late, changes nothing.
+    assert!(answers(&answer(&mut core, 2, t, Answer::Vote(Commit))).is_empty());
+    for f in 0..3 {
+        answer(&mut core, f, t, Answer::Ack);
+    }
+    let effects = core.take_effects(Duration::ZERO);
+    let _ = effects;
+    assert!(core.txns().is_empty());
+}
+
+#[test]
+fn a_finished_journaled_decision_leaves_a_done_record_that_nobody_waits_for() {
+    let mut core = fresh(1);
+    core.submit(1, "k".into(), put("v"));
+    core.take_effects(Duration::ZERO);
+    answer(&mut core, 0, id(1, 1), Answer::Vote(Abort));
+    core.journaled(1, Ok(()), Duration::ZERO);
+    core.take_effects(Duration::ZERO);
+    let effects = answer(&mut core, 0, id(1, 1), Answer::Ack);
+    assert_eq!(
+        journal(&effects),
+        vec![(None, vec![LeaderRecord::Done { txid: id(1, 1) }])]
+    );
+}
+
+#[test]
+fn a_classic_voter_gets_the_classic_flow_a_journaled_commit() {
+    let mut core = fresh(2);
+    core.submit(1, "k".into(), put("v"));
+    core.take_effects(Duration::ZERO);
+    let t = id(1, 1);
+    answer(&mut core, 0, t, Answer::Vote(Commit));
+    let classic = Ok(FollowerReply {
+        txid: TxnId::Legacy,
+        answer: Answer::Vote(Commit),
+        cluster_id: None,
+        protocol: 0,
+    });
+    core.replies(1, 1, vec![classic], Duration::ZERO);
+    let effects = core.take_effects(Duration::ZERO);
+    assert!(
+        answers(&effects).is_empty(),
+        "not before the COMMIT is durable"
+    );
+    let records = &journal(&effects)[0].1;
+    assert!(matches!(
+        &records[0],
+        LeaderRecord::Decide {
+            outcome: Commit,
+            ..
+        }
+    ));
+    core.journaled(1, Ok(()), Duration::ZERO);
+    let effects = core.take_effects(Duration::ZERO);
+    assert_eq!(answers(&effects), vec![(1, Ok(()))]);
+    assert_eq!(bodies(&effects, 1), vec![decision(t, Commit)]);
+}
+
+#[test]
+fn a_follower_the_prepare_never_reached_is_not_owed_the_abort() {
+    let mut core = fresh(2);
+    core.submit(1, "k".into(), put("v"));
+    core.take_effects(Duration::ZERO);
+    let t = id(1, 1);
+    answer(&mut core, 0, t, Answer::Vote(Commit));
+    core.open_failed(1, 1, "refused".into(), Duration::ZERO);
+    let effects = core.take_effects(Duration::ZERO);
+    assert_eq!(
+        journal(&effects)[0].1,
+        vec![LeaderRecord::Decide {
+            txid: t,
+            outcome: Abort,
+            followers: vec!["f0".into()]
         }]
     );
-    assert_eq!(recovery.core.begin("k", fs(&["a"])).0.epoch, 5);
-}
-
-#[test]
-fn transaction_ids_increase_and_begin_names_key_and_followers() {
-    let mut core = fresh();
-    let (a, rec) = core.begin("k", fs(&["f1", "f2"]));
-    assert_eq!(
-        rec,
-        LeaderRecord::Begin {
-            txid: a,
-            key: "k".into(),
-            followers: fs(&["f1", "f2"])
-        }
+    core.journaled(1, Ok(()), Duration::ZERO);
+    let effects = core.take_effects(Duration::ZERO);
+    assert!(
+        matches!(&answers(&effects)[..], [(1, Err(Refusal::Unavailable(why)))] if why.contains("f1: refused"))
     );
-    let (b, _) = core.begin("k", fs(&["f1"]));
-    assert!(b > a);
+    assert_eq!(bodies(&effects, 0), vec![decision(t, Abort)]);
+    assert!(bodies(&effects, 1).is_empty());
 }
 
 #[test]
-fn first_commit_records_that_the_cluster_has_data() {
-    let mut core = fresh();
-    let (t, _) = core.begin("k", fs(&["f"]));
-    let records = core.decide(t, Outcome::Commit, fs(&["f"]));
-    assert_eq!(
-        records[1],
-        LeaderRecord::Meta {
-            cluster_id: "C".into(),
-            epoch: 1,
-            has_data: true
+fn a_missing_vote_aborts_and_its_follower_is_owed_the_abort() {
+    let mut core = fresh(2);
+    core.submit(1, "k".into(), put("v"));
+    core.take_effects(Duration::ZERO);
+    let t = id(1, 1);
+    answer(&mut core, 0, t, Answer::Vote(Commit));
+    core.tick(TIMEOUT);
+    let effects = core.take_effects(TIMEOUT);
+    assert!(effects.iter().any(|e| matches!(
+        e,
+        Effect::Link {
+            follower: 1,
+            effect: LinkEffect::Close { stream: 1 }
         }
+    )));
+    assert_eq!(
+        journal(&effects)[0].1,
+        vec![LeaderRecord::Decide {
+            txid: t,
+            outcome: Abort,
+            followers: names(2)
+        }]
+    );
+}
+
+#[test]
+fn writes_to_one_key_queue_and_the_next_starts_once_the_decision_is_queued() {
+    let mut core = fresh(1);
+    core.submit(1, "k".into(), put("1"));
+    core.submit(2, "k".into(), put("2"));
+    core.submit(3, "other".into(), put("3"));
+    let effects = core.take_effects(Duration::ZERO);
+    let ids: Vec<TxnId> = sent(&effects, 0).into_iter().map(|m| m.txid).collect();
+    assert_eq!(
+        ids,
+        vec![id(1, 1).into(), id(1, 2).into()],
+        "k's second waits; other runs"
+    );
+    let effects = answer(&mut core, 0, id(1, 1), Answer::Vote(Commit));
+    let messages = bodies(&effects, 0);
+    assert_eq!(
+        messages[0],
+        decision(id(1, 1), Commit),
+        "the decision first"
     );
     assert!(
-        core.message(t, Body::Decide(Outcome::Commit), "f")
-            .cluster
-            .unwrap()
-            .has_data
+        matches!(&messages[1], (txid, Body::Prepare { op, .. }) if *txid == id(1, 3).into() && *op == put("2"))
     );
 }
 
 #[test]
-fn done_only_after_every_follower_that_got_the_prepare_acked() {
-    let mut core = fresh();
-    let (t, _) = core.begin("k", fs(&["f1", "f2", "f3"]));
-    core.decide(t, Outcome::Abort, fs(&["f1", "f2"])); // f3 was unreachable
-    assert_eq!(core.acked(t, "f1"), None);
-    assert_eq!(core.acked(t, "f1"), None, "a duplicate ACK changes nothing");
-    assert_eq!(core.acked(t, "f2"), Some(LeaderRecord::Done { txid: t }));
-    assert!(core.txns().is_empty());
-}
-
-#[test]
-fn decision_sent_to_nobody_is_done_at_once() {
-    let mut core = fresh();
-    let (t, _) = core.begin("k", fs(&["f1"]));
-    let records = core.decide(t, Outcome::Abort, Vec::new());
-    assert_eq!(records.last(), Some(&LeaderRecord::Done { txid: t }));
-    assert!(core.txns().is_empty());
-}
-
-/// Found by the simulation (`tcp` seed 10351): a decision for nobody was journaled, the
-/// `done` beside it was torn off by a crash; the restart must finish it, not keep it
-/// in its table (and status, and every checkpoint) forever.
-#[test]
-fn restart_finishes_a_decision_that_nobody_awaits() {
-    let mut core = fresh();
-    let (txid, begin) = core.begin("k", fs(&["f1"]));
-    let decided = core.decide(txid, Outcome::Abort, Vec::new());
-    assert!(matches!(decided.last(), Some(LeaderRecord::Done { .. })));
-    let journal = vec![
-        LeaderRecord::Meta {
-            cluster_id: "C".into(),
-            epoch: 1,
-            has_data: false,
-        },
-        begin,
-        decided[0].clone(),
-    ];
-    let recovery = LeaderCore::recover(journal, || panic!("must keep the cluster id"));
-    assert!(
-        recovery.core.txns().is_empty(),
-        "{:?}",
-        recovery.core.txns()
-    );
-    assert!(recovery.deliveries.is_empty());
-    assert!(recovery.persist.contains(&LeaderRecord::Done { txid }));
-}
-
-/// A journal of epoch 1: 1.1 (key a, f1 and f2) committed, 1.2 (key b) begun only.
-fn committed_then_undecided() -> Vec<LeaderRecord> {
-    vec![
-        LeaderRecord::Meta {
-            cluster_id: "C".into(),
-            epoch: 1,
-            has_data: false,
-        },
-        LeaderRecord::Begin {
-            txid: id(1, 1),
-            key: "a".into(),
-            followers: fs(&["f1", "f2"]),
-        },
-        LeaderRecord::Decide {
-            txid: id(1, 1),
-            outcome: Outcome::Commit,
-            followers: fs(&["f1", "f2"]),
-        },
-        LeaderRecord::Begin {
-            txid: id(1, 2),
-            key: "b".into(),
-            followers: fs(&["f1", "f2"]),
-        },
-    ]
-}
-
-#[test]
-fn restart_aborts_undecided_and_redelivers_decided() {
-    let mut records = committed_then_undecided();
-    records.extend([
-        LeaderRecord::Begin {
-            txid: id(1, 3),
-            key: "c".into(),
-            followers: fs(&["f1"]),
-        },
-        LeaderRecord::Decide {
-            txid: id(1, 3),
-            outcome: Outcome::Abort,
-            followers: fs(&["f1"]),
-        },
-        LeaderRecord::Done { txid: id(1, 3) },
-    ]);
-    let recovery = LeaderCore::recover(records, || unreachable!());
-    assert_eq!(
-        recovery.persist[1],
-        LeaderRecord::Decide {
-            txid: id(1, 2),
-            outcome: Outcome::Abort,
-            followers: fs(&["f1", "f2"])
-        },
-        "the abort is journaled before it is sent"
-    );
-    let d = |f: &str, seq, outcome| Delivery {
-        follower: f.into(),
-        txid: id(1, seq),
-        outcome,
+fn a_journal_write_that_fails_cleanly_is_retried_and_a_broken_one_stops_the_leader() {
+    let mut core = fresh(1);
+    core.submit(1, "k".into(), put("v"));
+    core.take_effects(Duration::ZERO);
+    answer(&mut core, 0, id(1, 1), Answer::Vote(Abort));
+    let clean = JournalFailure {
+        message: "disk full".into(),
+        broken: false,
     };
+    core.journaled(1, Err(clean), Duration::ZERO);
+    let effects = core.take_effects(Duration::ZERO);
+    assert!(answers(&effects).is_empty() && sent(&effects, 0).is_empty());
+    let at = core.next_deadline().expect("a retry");
+    core.tick(at);
+    let effects = core.take_effects(at);
+    let retried = journal(&effects);
+    assert!(
+        matches!(&retried[..], [(Some(2), records)] if matches!(records[0], LeaderRecord::Decide { outcome: Abort, .. }))
+    );
+    let broken = JournalFailure {
+        message: "fsync failed".into(),
+        broken: true,
+    };
+    core.journaled(2, Err(broken), at);
+    let effects = core.take_effects(at);
+    assert!(effects
+        .iter()
+        .any(|e| matches!(e, Effect::Fatal(why) if why == "fsync failed")));
+    assert!(
+        answers(&effects).is_empty(),
+        "never answered: the restart decides"
+    );
+}
+
+#[test]
+fn low_water_marks_follow_what_each_follower_may_still_hear_about() {
+    let mut core = fresh(2);
+    core.submit(1, "a".into(), put("1"));
+    core.submit(2, "b".into(), put("2"));
+    core.take_effects(Duration::ZERO);
+    all_vote(&mut core, 2, id(1, 1), Commit);
+    all_vote(&mut core, 2, id(1, 2), Commit);
+    answer(&mut core, 0, id(1, 1), Answer::Ack);
+    assert_eq!(core.low_water(0), Some(id(1, 2)), "f0 still owes 1.2's ACK");
+    assert_eq!(core.low_water(1), Some(id(1, 1)), "f1 owes both");
+    answer(&mut core, 0, id(1, 2), Answer::Ack);
+    assert_eq!(core.low_water(0), Some(id(1, 3)), "nothing: the next id");
+}
+
+#[test]
+fn a_checkpoint_keeps_the_meta_and_every_unfinished_journaled_decision() {
+    let mut core = fresh(1);
+    core.submit(1, "a".into(), put("1"));
+    core.submit(2, "b".into(), put("2"));
+    core.take_effects(Duration::ZERO);
+    answer(&mut core, 0, id(1, 1), Answer::Vote(Commit));
+    answer(&mut core, 0, id(1, 2), Answer::Vote(Abort));
     assert_eq!(
-        recovery.deliveries,
+        core.live_records(),
         vec![
-            d("f1", 1, Outcome::Commit),
-            d("f2", 1, Outcome::Commit),
-            d("f1", 2, Outcome::Abort),
-            d("f2", 2, Outcome::Abort)
-        ]
+            LeaderRecord::Meta {
+                cluster_id: "C".into(),
+                epoch: 1,
+                has_data: true
+            },
+            LeaderRecord::Decide {
+                txid: id(1, 2),
+                outcome: Abort,
+                followers: names(1)
+            }
+        ],
+        "the ABORT being journaled is kept; the unjournaled COMMIT is not a record"
     );
 }
 
-#[test]
-fn end_of_recovery_lists_what_the_restart_still_has_for_each_follower() {
-    let mut recovery = LeaderCore::recover(committed_then_undecided(), || unreachable!());
-    assert!(recovery.restarted);
-    // f2 ACKs 1.1 before the end of recovery is built: nothing of 1.1 is left for it.
-    recovery.core.acked(id(1, 1), "f2");
-    let end = |f: &str| recovery.core.end_of_recovery(f);
-    assert_eq!(end("f1").txid, "2.0", "an id no transaction has");
-    assert_eq!(
-        end("f1").body,
-        Body::EndOfRecovery {
-            known: vec![id(1, 1), id(1, 2)]
-        }
-    );
-    assert_eq!(
-        end("f2").body,
-        Body::EndOfRecovery {
-            known: vec![id(1, 2)]
-        }
-    );
-    assert!(!LeaderCore::recover(Vec::new(), || "C".into()).restarted);
+fn restarted(records: Vec<LeaderRecord>, n: usize) -> Start {
+    LeaderCore::recover(records, names(n), TIMEOUT, || {
+        panic!("keeps the cluster id")
+    })
+}
+fn meta(epoch: u64) -> LeaderRecord {
+    LeaderRecord::Meta {
+        cluster_id: "C".into(),
+        epoch,
+        has_data: true,
+    }
 }
 
 #[test]
-fn low_water_mark_is_per_follower_and_never_passes_an_unacked_decision() {
-    let mut core = fresh();
-    let (t1, _) = core.begin("a", fs(&["f1", "f2"]));
-    assert_eq!(core.low_water("f1"), t1, "undecided: may still be prepared");
-    core.decide(t1, Outcome::Commit, fs(&["f1", "f2"]));
-    core.acked(t1, "f1");
-    let (t2, _) = core.begin("b", fs(&["f1", "f2"]));
-    assert_eq!(core.low_water("f1"), t2);
-    assert_eq!(core.low_water("f2"), t1, "f2 has not ACKed t1");
-    core.decide(t2, Outcome::Commit, fs(&["f1", "f2"]));
-    core.acked(t2, "f1");
-    assert_eq!(
-        core.low_water("f1"),
-        id(1, 3),
-        "nothing pending: the next id"
-    );
-    let msg = core.message(
-        t2,
-        Body::Prepare {
-            key: "b".into(),
-            op: Op::Delete,
+fn a_restart_bumps_the_epoch_delivers_its_journaled_decisions_then_fences() {
+    let records = vec![
+        meta(4),
+        LeaderRecord::Decide {
+            txid: id(4, 2),
+            outcome: Abort,
+            followers: names(2),
         },
-        "f2",
-    );
-    assert_eq!(msg.low_water, Some(t1));
-    assert_eq!(msg.epoch, 1);
+        LeaderRecord::Decide {
+            txid: id(4, 3),
+            outcome: Abort,
+            followers: names(1),
+        },
+        LeaderRecord::Done { txid: id(4, 3) },
+        LeaderRecord::Begin { txid: id(3, 9) },
+    ];
+    let start = restarted(records, 2);
+    assert_eq!(start.persist, vec![meta(5)]);
+    let mut core = start.core;
+    assert_eq!(core.epoch(), 5);
+    let effects = core.take_effects(Duration::ZERO);
+    for f in 0..2 {
+        let messages = sent(&effects, f);
+        assert_eq!(
+            messages
+                .iter()
+                .map(|m| (m.txid.clone(), m.body.clone()))
+                .collect::<Vec<_>>(),
+            vec![decision(id(4, 2), Abort), (id(5, 0).into(), Body::Fence)]
+        );
+        assert!(
+            messages.iter().all(|m| m.low_water.is_none()),
+            "no marks until recovered"
+        );
+    }
+}
+
+fn report(prepared: &[(TxId, &[&str])]) -> Answer {
+    Answer::Report(Some(InquiryReport {
+        prepared: prepared
+            .iter()
+            .map(|(txid, participants)| ReportedTxn {
+                txid: *txid,
+                key: "k".into(),
+                participants: participants.iter().map(|p| p.to_string()).collect(),
+            })
+            .collect(),
+        ..InquiryReport::default()
+    }))
 }
 
 #[test]
-fn checkpoint_keeps_unfinished_transactions_only() {
-    let mut core = fresh();
-    let (t1, _) = core.begin("a", fs(&["f1"]));
-    core.decide(t1, Outcome::Commit, fs(&["f1"]));
-    core.acked(t1, "f1");
-    let (t2, _) = core.begin("b", fs(&["f1"]));
-    core.decide(t2, Outcome::Commit, fs(&["f1"]));
-    let (t3, _) = core.begin("c", fs(&["f1"]));
-    let live = core.live_records();
-    let recovery = LeaderCore::recover(live, || unreachable!());
-    let remaining: Vec<TxId> = recovery.core.txns().keys().copied().collect();
-    assert_eq!(remaining, vec![t2, t3]);
-    assert_eq!(recovery.core.epoch(), 2);
+fn an_in_doubt_transaction_every_participant_voted_for_commits_without_a_record() {
+    let mut core = restarted(vec![meta(1)], 2).core;
+    core.take_effects(Duration::ZERO);
+    let t = id(1, 7);
+    let fence = TxId::fence(2);
+    answer(&mut core, 0, fence, report(&[(t, &["f0", "f1"])]));
+    assert!(core.low_water(0).is_none());
+    let effects = answer(&mut core, 1, fence, report(&[(t, &["f0", "f1"])]));
+    assert!(journal(&effects)
+        .iter()
+        .all(|(_, r)| !r.iter().any(|r| matches!(r, LeaderRecord::Decide { .. }))));
+    for f in 0..2 {
+        assert_eq!(bodies(&effects, f), vec![decision(t, Commit)]);
+    }
+    assert!(core.recovery().is_complete());
+    assert_eq!(
+        core.low_water(0),
+        Some(t),
+        "marks again once nothing is in doubt"
+    );
+}
+
+#[test]
+fn an_in_doubt_transaction_a_participant_never_voted_for_is_aborted_durably() {
+    let mut core = restarted(vec![meta(1)], 2).core;
+    core.take_effects(Duration::ZERO);
+    let t = id(1, 7);
+    let fence = TxId::fence(2);
+    answer(&mut core, 0, fence, report(&[(t, &["f0", "f1"])]));
+    let effects = answer(&mut core, 1, fence, report(&[]));
+    assert_eq!(
+        journal(&effects),
+        vec![(
+            Some(1),
+            vec![LeaderRecord::Decide {
+                txid: t,
+                outcome: Abort,
+                followers: vec!["f0".into()]
+            }]
+        )]
+    );
+    assert!(sent(&effects, 0).is_empty(), "not before it is durable");
+    core.journaled(1, Ok(()), Duration::ZERO);
+    let effects = core.take_effects(Duration::ZERO);
+    assert_eq!(bodies(&effects, 0), vec![decision(t, Abort)]);
+}
+
+#[test]
+fn a_follower_reporting_a_transaction_the_leader_journaled_gets_that_decision() {
+    let records = vec![
+        meta(1),
+        LeaderRecord::Decide {
+            txid: id(1, 3),
+            outcome: Abort,
+            followers: vec!["f0".into()],
+        },
+    ];
+    let mut core = restarted(records, 2).core;
+    core.take_effects(Duration::ZERO);
+    let effects = answer(
+        &mut core,
+        1,
+        TxId::fence(2),
+        report(&[(id(1, 3), &["f0", "f1"])]),
+    );
+    assert_eq!(bodies(&effects, 1), vec![decision(id(1, 3), Abort)]);
+}
+
+/// Bug D of the earlier journal rules: a decision owed to nobody whose `done` a crash
+/// lost must not stay unfinished forever; one owed to a follower no longer configured
+/// is kept (that follower may still hold it prepared).
+#[test]
+fn a_journaled_decision_owed_to_nobody_is_finished_at_a_restart() {
+    let records = vec![
+        meta(1),
+        LeaderRecord::Decide {
+            txid: id(1, 4),
+            outcome: Abort,
+            followers: Vec::new(),
+        },
+        LeaderRecord::Decide {
+            txid: id(1, 5),
+            outcome: Abort,
+            followers: vec!["gone:1".into()],
+        },
+    ];
+    let start = restarted(records, 2);
+    assert_eq!(
+        &start.persist[1..],
+        &[LeaderRecord::Done { txid: id(1, 4) }]
+    );
+    let core = start.core;
+    assert_eq!(core.txns().keys().collect::<Vec<_>>(), vec![&id(1, 5)]);
+    assert!(core.live_records().contains(&LeaderRecord::Decide {
+        txid: id(1, 5),
+        outcome: Abort,
+        followers: vec!["gone:1".into()]
+    }));
 }

@@ -1,5 +1,6 @@
 //! Domain types of the 2PC protocol, and the one place where they are converted from and
-//! to the wire types of `pkg/rpc/tpc.proto` (thin adapters at the edge).
+//! to the wire types of `pkg/rpc/tpc.proto` (thin adapters at the edge). Transaction ids
+//! are parsed here, once: the cores never see a wire string.
 
 use std::fmt;
 use std::str::FromStr;
@@ -7,14 +8,26 @@ use std::str::FromStr;
 use crate::limits;
 use crate::proto::rpc;
 
+/// The protocol revision this build speaks (`LeaderMsg.protocol`, `Response.protocol`):
+/// the commit rule of DESIGN §1.4 (a COMMIT vote means the vote and the participant list
+/// are durable), the fence and its inquiry report, and batched frames. 0 is classic.
+pub const PROTOCOL: u32 = 2;
+
 /// An ordered transaction id, `<epoch>.<seq>` on the wire. Ids compare by epoch, then
 /// sequence number, which is what the low-water mark and the epoch rule rely on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct TxId {
     /// The leader epoch that created the transaction.
     pub epoch: u64,
-    /// The transaction's number within its epoch, from 1.
+    /// The transaction's number within its epoch, from 1 (0 is the epoch's fence).
     pub seq: u64,
+}
+
+impl TxId {
+    /// The fence of `epoch` (`<epoch>.0`, an id no transaction has).
+    pub fn fence(epoch: u64) -> TxId {
+        TxId { epoch, seq: 0 }
+    }
 }
 
 impl fmt::Display for TxId {
@@ -44,6 +57,60 @@ impl FromStr for TxId {
     }
 }
 
+/// The transaction a message is about, as its wire `txid` names it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TxnId {
+    /// No id: a legacy message from classic tooling (DESIGN §2).
+    Legacy,
+    /// One of ours, `<epoch>.<seq>`: ordered, so epochs and low-water marks apply to it.
+    Ordered(TxId),
+    /// Any other id (another tool's UUID, say): unordered, so no mark ever passes it.
+    Foreign(String),
+}
+
+impl TxnId {
+    /// Parses a wire (or journal) id; the empty string is a legacy message.
+    pub fn parse(s: &str) -> TxnId {
+        if s.is_empty() {
+            return TxnId::Legacy;
+        }
+        match s.parse::<TxId>() {
+            Ok(id) => TxnId::Ordered(id),
+            Err(_) => TxnId::Foreign(s.to_string()),
+        }
+    }
+
+    /// The ordered id, if it is one.
+    pub fn ordered(&self) -> Option<TxId> {
+        match self {
+            TxnId::Ordered(id) => Some(*id),
+            TxnId::Legacy | TxnId::Foreign(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for TxnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TxnId::Legacy => Ok(()),
+            TxnId::Ordered(id) => id.fmt(f),
+            TxnId::Foreign(s) => f.write_str(s),
+        }
+    }
+}
+
+impl From<&str> for TxnId {
+    fn from(s: &str) -> TxnId {
+        TxnId::parse(s)
+    }
+}
+
+impl From<TxId> for TxnId {
+    fn from(id: TxId) -> TxnId {
+        TxnId::Ordered(id)
+    }
+}
+
 /// What a transaction does to its key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Op {
@@ -51,6 +118,16 @@ pub enum Op {
     Put(String),
     /// Remove the key (removing an absent key is fine).
     Delete,
+}
+
+impl Op {
+    /// The value the key has once this is applied (`None`: absent).
+    pub fn value(&self) -> Option<&str> {
+        match self {
+            Op::Put(value) => Some(value),
+            Op::Delete => None,
+        }
+    }
 }
 
 /// The outcome of a transaction, and also a vote (COMMIT = yes, ABORT = no).
@@ -89,14 +166,19 @@ impl Outcome {
 /// The body of a leader message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Body {
-    /// Phase one: lock `key` for `op` and vote.
-    Prepare { key: String, op: Op },
+    /// Phase one: lock `key` for `op` and vote; `participants` are every follower of the
+    /// transaction (empty from classic tooling and from leaders before protocol 2).
+    Prepare {
+        key: String,
+        op: Op,
+        participants: Vec<String>,
+    },
     /// Phase two: the decision.
     Decide(Outcome),
-    /// A restarted leader's end of recovery (on the wire: an ABORT of `<epoch>.0`, an id
-    /// no transaction has): abort every prepared transaction of an older epoch that is
-    /// not in `known` (`follower_core.rs`).
-    EndOfRecovery { known: Vec<TxId> },
+    /// A restarted leader's fence (on the wire: a GLOBAL ABORT of `<epoch>.0`, an id no
+    /// transaction has): refuse every PREPARE of an older epoch from now on, durably,
+    /// and report what is known of the older epochs' transactions.
+    Fence,
 }
 
 /// Cluster membership information carried by our leader's messages.
@@ -111,8 +193,8 @@ pub struct ClusterInfo {
 /// A validated leader message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LeaderMessage {
-    /// The transaction id; empty for a legacy message from classic tooling.
-    pub txid: String,
+    /// The transaction it is about.
+    pub txid: TxnId,
     /// What the message asks.
     pub body: Body,
     /// The sender's leader epoch (0 from classic tooling).
@@ -121,17 +203,65 @@ pub struct LeaderMessage {
     pub low_water: Option<TxId>,
     /// Absent from classic tooling.
     pub cluster: Option<ClusterInfo>,
+    /// The sender's protocol revision (0 from classic tooling).
+    pub protocol: u32,
 }
 
 impl LeaderMessage {
     /// True for a message from classic tooling, which carries no transaction id.
     pub fn is_legacy(&self) -> bool {
-        self.txid.is_empty()
+        self.txid == TxnId::Legacy
+    }
+
+    /// Why a PREPARE must be refused whatever the state (bad key or value), if it must.
+    pub fn prepare_problem(&self) -> Option<String> {
+        match &self.body {
+            Body::Prepare { key, op, .. } => limits::check_key(key)
+                .err()
+                .or_else(|| op.value().and_then(|v| limits::check_value(v).err())),
+            Body::Decide(_) | Body::Fence => None,
+        }
     }
 }
 
 /// The longest transaction id a follower accepts (ours are two decimal numbers).
 pub const MAX_TXID_BYTES: usize = 128;
+/// The most participants a PREPARE may name.
+pub const MAX_PARTICIPANTS: usize = 1024;
+/// The longest participant address a PREPARE may name.
+pub const MAX_PARTICIPANT_BYTES: usize = 4096;
+/// The most messages one frame may carry.
+pub const MAX_FRAME_MESSAGES: usize = 4096;
+
+/// Splits a wire frame into its messages (the frame's own, then its `batch`), each
+/// validated. An invalid message makes the whole frame invalid.
+pub fn messages_of_frame(mut frame: rpc::LeaderMsg) -> Result<Vec<LeaderMessage>, String> {
+    if frame.batch.len() >= MAX_FRAME_MESSAGES {
+        return Err(format!(
+            "a frame of {} messages; the limit is {MAX_FRAME_MESSAGES}",
+            frame.batch.len() + 1
+        ));
+    }
+    let batch = std::mem::take(&mut frame.batch);
+    let mut messages = Vec::with_capacity(batch.len() + 1);
+    messages.push(LeaderMessage::try_from(frame)?);
+    for msg in batch {
+        if !msg.batch.is_empty() {
+            return Err("a batched message carries a batch of its own".into());
+        }
+        messages.push(LeaderMessage::try_from(msg)?);
+    }
+    Ok(messages)
+}
+
+/// Packs messages into one wire frame (the first, with the rest in its `batch`); only
+/// for a follower that advertised [`PROTOCOL`].
+pub fn frame_of_messages(messages: Vec<LeaderMessage>) -> Option<rpc::LeaderMsg> {
+    let mut messages = messages.into_iter().map(rpc::LeaderMsg::from);
+    let mut frame = messages.next()?;
+    frame.batch = messages.collect();
+    Some(frame)
+}
 
 impl TryFrom<rpc::LeaderMsg> for LeaderMessage {
     type Error = String;
@@ -146,6 +276,23 @@ impl TryFrom<rpc::LeaderMsg> for LeaderMessage {
                 m.txid.len()
             ));
         }
+        if m.participants.len() > MAX_PARTICIPANTS {
+            return Err(format!(
+                "{} participants; the limit is {MAX_PARTICIPANTS}",
+                m.participants.len()
+            ));
+        }
+        if let Some(p) = m
+            .participants
+            .iter()
+            .find(|p| p.is_empty() || p.len() > MAX_PARTICIPANT_BYTES)
+        {
+            return Err(format!(
+                "a participant address of {} bytes (1 to {MAX_PARTICIPANT_BYTES})",
+                p.len()
+            ));
+        }
+        let txid = TxnId::parse(&m.txid);
         let msg_type = rpc::MessageType::try_from(m.r#type)
             .map_err(|_| format!("unknown message type {}", m.r#type))?;
         let action =
@@ -157,18 +304,17 @@ impl TryFrom<rpc::LeaderMsg> for LeaderMessage {
                     Ok(rpc::Operation::Delete) => Op::Delete,
                     Err(_) => return Err(format!("unknown operation {}", m.op)),
                 };
-                Body::Prepare { key: m.key, op }
+                Body::Prepare {
+                    key: m.key,
+                    op,
+                    participants: m.participants,
+                }
             }
             (rpc::MessageType::Global, rpc::Action::Commit) => Body::Decide(Outcome::Commit),
             (rpc::MessageType::Global, rpc::Action::Abort)
-                if m.txid.parse::<TxId>().is_ok_and(|id| id.seq == 0) =>
+                if txid.ordered().is_some_and(|id| id.seq == 0) =>
             {
-                let known = m
-                    .known_txids
-                    .iter()
-                    .map(|txid| txid.parse::<TxId>())
-                    .collect::<Result<Vec<_>, _>>()?;
-                Body::EndOfRecovery { known }
+                Body::Fence
             }
             (rpc::MessageType::Global, rpc::Action::Abort) => Body::Decide(Outcome::Abort),
             (t, a) => {
@@ -189,33 +335,26 @@ impl TryFrom<rpc::LeaderMsg> for LeaderMessage {
             has_data: m.cluster_has_data,
         });
         Ok(LeaderMessage {
-            txid: m.txid,
+            txid,
             body,
             epoch: m.epoch,
             low_water,
             cluster,
+            protocol: m.protocol,
         })
-    }
-}
-
-impl LeaderMessage {
-    /// Why a PREPARE must be refused whatever the state (bad key or value), if it must.
-    pub fn prepare_problem(&self) -> Option<String> {
-        match &self.body {
-            Body::Prepare { key, op } => limits::check_key(key).err().or_else(|| match op {
-                Op::Put(value) => limits::check_value(value).err(),
-                Op::Delete => None,
-            }),
-            Body::Decide(_) | Body::EndOfRecovery { .. } => None,
-        }
     }
 }
 
 impl From<LeaderMessage> for rpc::LeaderMsg {
     fn from(m: LeaderMessage) -> Self {
-        let mut known_txids = Vec::new();
+        let mut participants = Vec::new();
         let (msg_type, action, key, value, op) = match m.body {
-            Body::Prepare { key, op } => {
+            Body::Prepare {
+                key,
+                op,
+                participants: p,
+            } => {
+                participants = p;
                 let (value, op) = match op {
                     Op::Put(v) => (v, rpc::Operation::Put),
                     Op::Delete => (String::new(), rpc::Operation::Delete),
@@ -229,16 +368,13 @@ impl From<LeaderMessage> for rpc::LeaderMsg {
                 String::new(),
                 rpc::Operation::Put,
             ),
-            Body::EndOfRecovery { known } => {
-                known_txids = known.iter().map(TxId::to_string).collect();
-                (
-                    rpc::MessageType::Global,
-                    rpc::Action::Abort,
-                    String::new(),
-                    String::new(),
-                    rpc::Operation::Put,
-                )
-            }
+            Body::Fence => (
+                rpc::MessageType::Global,
+                rpc::Action::Abort,
+                String::new(),
+                String::new(),
+                rpc::Operation::Put,
+            ),
         };
         let (cluster_id, cluster_has_data) = match m.cluster {
             Some(c) => (c.id, c.has_data),
@@ -249,15 +385,42 @@ impl From<LeaderMessage> for rpc::LeaderMsg {
             action: action as i32,
             key,
             value,
-            txid: m.txid,
+            txid: m.txid.to_string(),
             op: op as i32,
             epoch: m.epoch,
             low_water: m.low_water.map(|t| t.to_string()).unwrap_or_default(),
             cluster_id,
             cluster_has_data,
-            known_txids,
+            participants,
+            protocol: m.protocol,
+            batch: Vec::new(),
         }
     }
+}
+
+/// A transaction a follower holds prepared, as its fence report tells it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReportedTxn {
+    /// The transaction.
+    pub txid: TxId,
+    /// The key it locks.
+    pub key: String,
+    /// Its participants as its PREPARE named them (empty: every follower).
+    pub participants: Vec<String>,
+}
+
+/// What a follower knows of the transactions of epochs before a fence's
+/// ([`Body::Fence`]), taken when the fence is durable there.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct InquiryReport {
+    /// Voted COMMIT and undecided.
+    pub prepared: Vec<ReportedTxn>,
+    /// Decided COMMIT here.
+    pub committed: Vec<TxId>,
+    /// Decided ABORT here (or voted ABORT).
+    pub aborted: Vec<TxId>,
+    /// Below it, every transaction sent here is decided and ACKed here.
+    pub low_water: Option<TxId>,
 }
 
 /// A follower's answer to one leader message.
@@ -267,21 +430,145 @@ pub enum Reply {
     Vote(Outcome),
     /// The answer to a decision.
     Ack,
+    /// The answer to a fence.
+    Report(InquiryReport),
 }
 
 impl Reply {
-    /// The wire response for this reply to transaction `txid`.
-    pub fn to_wire(&self, txid: &str, cluster_id: Option<&str>) -> rpc::Response {
-        let action = match self {
-            Reply::Vote(o) => o.action(),
-            Reply::Ack => rpc::Action::Ack,
+    /// The wire response for this reply to transaction `txid`, from a follower of
+    /// `cluster_id` that speaks [`PROTOCOL`].
+    pub fn to_wire(&self, txid: &TxnId, cluster_id: Option<&str>) -> rpc::Response {
+        let (action, report) = match self {
+            Reply::Vote(o) => (o.action(), None),
+            Reply::Ack => (rpc::Action::Ack, None),
+            Reply::Report(report) => (rpc::Action::Ack, Some(report.into())),
         };
         rpc::Response {
             action: action as i32,
             txid: txid.to_string(),
             cluster_id: cluster_id.unwrap_or_default().to_string(),
+            protocol: PROTOCOL,
+            batch: Vec::new(),
+            report,
         }
     }
+}
+
+impl From<&InquiryReport> for rpc::InquiryReport {
+    fn from(r: &InquiryReport) -> Self {
+        let ids = |ids: &[TxId]| ids.iter().map(TxId::to_string).collect();
+        rpc::InquiryReport {
+            prepared: r
+                .prepared
+                .iter()
+                .map(|t| rpc::PreparedTxn {
+                    txid: t.txid.to_string(),
+                    key: t.key.clone(),
+                    participants: t.participants.clone(),
+                })
+                .collect(),
+            committed: ids(&r.committed),
+            aborted: ids(&r.aborted),
+            low_water: r.low_water.map(|t| t.to_string()).unwrap_or_default(),
+        }
+    }
+}
+
+impl TryFrom<rpc::InquiryReport> for InquiryReport {
+    type Error = String;
+    fn try_from(r: rpc::InquiryReport) -> Result<Self, String> {
+        let ids = |ids: Vec<String>| {
+            ids.iter()
+                .map(|s| s.parse::<TxId>())
+                .collect::<Result<Vec<_>, _>>()
+        };
+        Ok(InquiryReport {
+            prepared: r
+                .prepared
+                .into_iter()
+                .map(|t| {
+                    Ok(ReportedTxn {
+                        txid: t.txid.parse()?,
+                        key: t.key,
+                        participants: t.participants,
+                    })
+                })
+                .collect::<Result<_, String>>()?,
+            committed: ids(r.committed)?,
+            aborted: ids(r.aborted)?,
+            low_water: if r.low_water.is_empty() {
+                None
+            } else {
+                Some(r.low_water.parse()?)
+            },
+        })
+    }
+}
+
+/// What a follower's response says, as the leader reads it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// A vote (COMMIT or ABORT).
+    Vote(Outcome),
+    /// ACK of a decision.
+    Ack,
+    /// ACK of a fence, with what the follower knows (`None`: a classic peer's plain ACK).
+    Report(Option<InquiryReport>),
+    /// PREPARE, or an action this build does not know: answers nothing sensibly.
+    Other(i32),
+}
+
+/// One follower response, validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FollowerReply {
+    /// The message it answers (legacy: the oldest unanswered one).
+    pub txid: TxnId,
+    /// What it says.
+    pub answer: Answer,
+    /// The follower's cluster, if it has joined one.
+    pub cluster_id: Option<String>,
+    /// The follower's protocol revision (0: classic).
+    pub protocol: u32,
+}
+
+/// Splits a wire response frame into its responses, in order. A response that can't be
+/// read (a report with a bad id) is `Err`, the leader then treats the stream as broken.
+pub fn replies_of_frame(mut frame: rpc::Response) -> Vec<Result<FollowerReply, String>> {
+    let batch = std::mem::take(&mut frame.batch);
+    std::iter::once(frame)
+        .chain(batch)
+        .map(FollowerReply::try_from)
+        .collect()
+}
+
+impl TryFrom<rpc::Response> for FollowerReply {
+    type Error = String;
+    fn try_from(r: rpc::Response) -> Result<Self, String> {
+        let answer = match rpc::Action::try_from(r.action) {
+            Ok(rpc::Action::Commit) => Answer::Vote(Outcome::Commit),
+            Ok(rpc::Action::Abort) => Answer::Vote(Outcome::Abort),
+            Ok(rpc::Action::Ack) => match r.report {
+                Some(report) => Answer::Report(Some(report.try_into()?)),
+                None => Answer::Ack,
+            },
+            Ok(rpc::Action::Prepare) | Err(_) => Answer::Other(r.action),
+        };
+        Ok(FollowerReply {
+            txid: TxnId::parse(&r.txid),
+            answer,
+            cluster_id: (!r.cluster_id.is_empty()).then_some(r.cluster_id),
+            protocol: r.protocol,
+        })
+    }
+}
+
+/// Packs responses into one wire frame (the first, with the rest in its `batch`); only
+/// for a leader that speaks [`PROTOCOL`].
+pub fn frame_of_responses(responses: Vec<rpc::Response>) -> Option<rpc::Response> {
+    let mut responses = responses.into_iter();
+    let mut frame = responses.next()?;
+    frame.batch = responses.collect();
+    Some(frame)
 }
 
 #[cfg(test)]
@@ -313,12 +600,27 @@ mod tests {
     }
 
     #[test]
+    fn wire_ids_parse_into_legacy_ordered_or_foreign() {
+        assert_eq!(TxnId::parse(""), TxnId::Legacy);
+        assert_eq!(
+            TxnId::parse("3.4"),
+            TxnId::Ordered(TxId { epoch: 3, seq: 4 })
+        );
+        let uuid = "0b1e8c6e-2f43-4a7e-9d0c-6a2c1b3f4d5e";
+        assert_eq!(TxnId::parse(uuid), TxnId::Foreign(uuid.into()));
+        for id in [TxnId::Legacy, TxnId::parse("3.4"), TxnId::parse(uuid)] {
+            assert_eq!(TxnId::parse(&id.to_string()), id);
+        }
+    }
+
+    #[test]
     fn wire_conversion_round_trips() {
         let msg = LeaderMessage {
-            txid: "3.4".into(),
+            txid: TxnId::parse("3.4"),
             body: Body::Prepare {
                 key: "k".into(),
                 op: Op::Delete,
+                participants: vec!["a:1".into(), "unix:/b".into()],
             },
             epoch: 3,
             low_water: Some(TxId { epoch: 3, seq: 1 }),
@@ -326,30 +628,98 @@ mod tests {
                 id: "c".into(),
                 has_data: true,
             }),
+            protocol: PROTOCOL,
         };
         let wire: rpc::LeaderMsg = msg.clone().into();
         assert_eq!(LeaderMessage::try_from(wire).unwrap(), msg);
 
-        let end = LeaderMessage {
-            txid: "4.0".into(),
-            body: Body::EndOfRecovery {
-                known: vec![TxId { epoch: 3, seq: 2 }, TxId { epoch: 2, seq: 9 }],
-            },
+        let fence = LeaderMessage {
+            txid: TxId::fence(4).into(),
+            body: Body::Fence,
             epoch: 4,
-            low_water: Some(TxId { epoch: 2, seq: 9 }),
+            low_water: None,
             cluster: None,
+            protocol: PROTOCOL,
         };
-        let wire: rpc::LeaderMsg = end.clone().into();
+        let wire: rpc::LeaderMsg = fence.clone().into();
         assert_eq!(
-            (wire.r#type, wire.action, wire.known_txids.clone()),
+            (wire.r#type, wire.action, wire.txid.as_str()),
             (
                 rpc::MessageType::Global as i32,
                 rpc::Action::Abort as i32,
-                vec!["3.2".to_string(), "2.9".to_string()]
+                "4.0"
             ),
             "an ABORT of <epoch>.0 on the wire, which classic peers just ACK"
         );
-        assert_eq!(LeaderMessage::try_from(wire).unwrap(), end);
+        assert_eq!(LeaderMessage::try_from(wire).unwrap(), fence);
+    }
+
+    #[test]
+    fn frames_carry_several_messages_in_order() {
+        let decide = |seq| LeaderMessage {
+            txid: TxId { epoch: 1, seq }.into(),
+            body: Body::Decide(Outcome::Commit),
+            epoch: 1,
+            low_water: None,
+            cluster: None,
+            protocol: PROTOCOL,
+        };
+        let messages: Vec<_> = (1..=3).map(decide).collect();
+        let frame = frame_of_messages(messages.clone()).unwrap();
+        assert_eq!(frame.batch.len(), 2);
+        assert_eq!(messages_of_frame(frame).unwrap(), messages);
+        assert!(frame_of_messages(Vec::new()).is_none());
+
+        let mut nested = frame_of_messages(messages.clone()).unwrap();
+        nested.batch[0].batch.push(rpc::LeaderMsg::default());
+        assert!(messages_of_frame(nested).is_err());
+    }
+
+    #[test]
+    fn responses_round_trip_with_reports_and_batches() {
+        let report = InquiryReport {
+            prepared: vec![ReportedTxn {
+                txid: TxId { epoch: 2, seq: 7 },
+                key: "k".into(),
+                participants: vec!["a:1".into()],
+            }],
+            committed: vec![TxId { epoch: 2, seq: 5 }],
+            aborted: vec![TxId { epoch: 1, seq: 9 }],
+            low_water: Some(TxId { epoch: 1, seq: 3 }),
+        };
+        let txid = TxnId::from(TxId::fence(3));
+        let replies = vec![
+            Reply::Report(report.clone()).to_wire(&txid, Some("c")),
+            Reply::Vote(Outcome::Commit).to_wire(&TxnId::parse("3.1"), Some("c")),
+            Reply::Ack.to_wire(&TxnId::Legacy, None),
+        ];
+        let frame = frame_of_responses(replies).unwrap();
+        let read: Vec<_> = replies_of_frame(frame)
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(read[0].answer, Answer::Report(Some(report)));
+        assert_eq!(read[0].cluster_id.as_deref(), Some("c"));
+        assert_eq!(read[0].protocol, PROTOCOL);
+        assert_eq!(read[1].answer, Answer::Vote(Outcome::Commit));
+        assert_eq!(read[2].txid, TxnId::Legacy);
+        assert_eq!(read[2].answer, Answer::Ack);
+
+        let classic = rpc::Response {
+            action: rpc::Action::Ack as i32,
+            ..Default::default()
+        };
+        let read = FollowerReply::try_from(classic).unwrap();
+        assert_eq!((read.answer, read.protocol), (Answer::Ack, 0));
+        let bad = rpc::Response {
+            action: rpc::Action::Ack as i32,
+            report: Some(rpc::InquiryReport {
+                committed: vec!["x".into()],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert!(FollowerReply::try_from(bad).is_err());
     }
 
     #[test]
@@ -365,7 +735,8 @@ mod tests {
             msg.body,
             Body::Prepare {
                 key: "k".into(),
-                op: Op::Put("v".into())
+                op: Op::Put("v".into()),
+                participants: Vec::new(),
             }
         );
     }
@@ -400,14 +771,15 @@ mod tests {
                 ..Default::default()
             },
             rpc::LeaderMsg {
-                r#type: rpc::MessageType::Global as i32,
-                action: rpc::Action::Abort as i32,
-                txid: "4.0".into(),
-                known_txids: vec!["3.1".into(), "three".into()],
+                txid: "1".repeat(200),
                 ..Default::default()
             },
             rpc::LeaderMsg {
-                txid: "1".repeat(200),
+                participants: vec![String::new()],
+                ..Default::default()
+            },
+            rpc::LeaderMsg {
+                participants: vec!["a".into(); MAX_PARTICIPANTS + 1],
                 ..Default::default()
             },
         ];

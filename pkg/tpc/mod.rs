@@ -27,14 +27,17 @@
 pub mod admin;
 pub mod coordinator;
 pub mod follower;
+mod follower_batch;
 pub mod follower_core;
 mod follower_state;
 pub mod leader;
 pub mod leader_core;
 pub mod link;
+pub mod link_core;
 pub mod message;
 mod reads;
 pub mod records;
+pub mod recovery;
 pub mod trace;
 
 #[cfg(test)]

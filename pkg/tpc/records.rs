@@ -5,18 +5,23 @@
 //!
 //! Follower journal:
 //! - `meta CLUSTER_ID MAX_EPOCH LOW_WATER` (empty fields when unknown)
-//! - `prepare TXID KEY put VALUE` or `prepare TXID KEY del` (TXID empty: legacy)
+//! - `prepare TXID KEY put VALUE PARTICIPANT...` or `prepare TXID KEY del PARTICIPANT...`
+//!   (TXID empty: legacy; no participants from classic tooling, nor in records of
+//!   revisions before protocol 2)
 //! - `decide TXID commit|abort`
 //!
-//! Leader journal:
-//! - `meta CLUSTER_ID EPOCH HAS_DATA` (HAS_DATA is `0` or `1`)
-//! - `begin TXID KEY FOLLOWER...` before the first PREPARE
-//! - `decide TXID commit|abort FOLLOWER...` (the followers that still need the decision)
+//! Leader journal (it holds no record of a commit that every participant voted for,
+//! DESIGN §1.4):
+//! - `meta CLUSTER_ID EPOCH HAS_DATA` (HAS_DATA is `0` or `1`), at every start
+//! - `decide TXID commit|abort FOLLOWER...`: an ABORT, or the decision of a transaction
+//!   with a classic participant, durable before it is sent or answered; the followers
+//!   that still need it
 //! - `done TXID` once every one of them ACKed
+//! - `begin TXID ...`, written by revisions before protocol 2, is read and ignored
 
 use std::path::{Path, PathBuf};
 
-use super::message::{Op, Outcome, TxId};
+use super::message::{Op, Outcome, TxId, TxnId};
 use crate::dirlock::DirLock;
 use crate::journal::{Journal, Record};
 use crate::Error;
@@ -62,9 +67,14 @@ pub enum FollowerRecord {
         low_water: Option<TxId>,
     },
     /// A COMMIT vote: the transaction holds the key's lock until its decision.
-    Prepare { txid: String, key: String, op: Op },
+    Prepare {
+        txid: TxnId,
+        key: String,
+        op: Op,
+        participants: Vec<String>,
+    },
     /// A decision (or a marker for a decided transaction this follower never prepared).
-    Decide { txid: String, outcome: Outcome },
+    Decide { txid: TxnId, outcome: Outcome },
 }
 
 /// A record in the leader's journal.
@@ -76,13 +86,10 @@ pub enum LeaderRecord {
         epoch: u64,
         has_data: bool,
     },
-    /// A transaction about to send its first PREPARE.
-    Begin {
-        txid: TxId,
-        key: String,
-        followers: Vec<String>,
-    },
-    /// Its decision, and the followers it must reach.
+    /// Written by revisions before protocol 2 (a transaction about to send its first
+    /// PREPARE); read and ignored: recovery asks the followers instead.
+    Begin { txid: TxId },
+    /// A decision that must survive a crash, and the followers it must still reach.
     Decide {
         txid: TxId,
         outcome: Outcome,
@@ -104,6 +111,10 @@ fn parse_txid(field: &str) -> Result<TxId, String> {
     field.parse()
 }
 
+fn strings(fields: &[&str]) -> Vec<String> {
+    fields.iter().map(|f| f.to_string()).collect()
+}
+
 fn parse_outcome(field: &str) -> Result<Outcome, String> {
     Outcome::parse(field).ok_or_else(|| format!("bad outcome {field:?}"))
 }
@@ -121,16 +132,22 @@ impl From<&FollowerRecord> for Record {
                 max_epoch.to_string(),
                 low_water.map(|t| t.to_string()).unwrap_or_default(),
             ],
-            FollowerRecord::Prepare { txid, key, op } => {
-                let mut fields = vec!["prepare".into(), txid.clone(), key.clone()];
+            FollowerRecord::Prepare {
+                txid,
+                key,
+                op,
+                participants,
+            } => {
+                let mut fields = vec!["prepare".into(), txid.to_string(), key.clone()];
                 match op {
                     Op::Put(value) => fields.extend(["put".into(), value.clone()]),
                     Op::Delete => fields.push("del".into()),
                 }
+                fields.extend(participants.iter().cloned());
                 fields
             }
             FollowerRecord::Decide { txid, outcome } => {
-                vec!["decide".into(), txid.clone(), outcome.as_str().into()]
+                vec!["decide".into(), txid.to_string(), outcome.as_str().into()]
             }
         }
     }
@@ -150,18 +167,22 @@ impl TryFrom<Record> for FollowerRecord {
                     Some(parse_txid(low_water)?)
                 },
             }),
-            ["prepare", txid, key, "put", value] => Ok(FollowerRecord::Prepare {
-                txid: txid.to_string(),
-                key: key.to_string(),
-                op: Op::Put(value.to_string()),
-            }),
-            ["prepare", txid, key, "del"] => Ok(FollowerRecord::Prepare {
-                txid: txid.to_string(),
+            ["prepare", txid, key, "put", value, participants @ ..] => {
+                Ok(FollowerRecord::Prepare {
+                    txid: TxnId::parse(txid),
+                    key: key.to_string(),
+                    op: Op::Put(value.to_string()),
+                    participants: strings(participants),
+                })
+            }
+            ["prepare", txid, key, "del", participants @ ..] => Ok(FollowerRecord::Prepare {
+                txid: TxnId::parse(txid),
                 key: key.to_string(),
                 op: Op::Delete,
+                participants: strings(participants),
             }),
             ["decide", txid, outcome] => Ok(FollowerRecord::Decide {
-                txid: txid.to_string(),
+                txid: TxnId::parse(txid),
                 outcome: parse_outcome(outcome)?,
             }),
             _ => Err(format!("not a follower record: {:?}", fields.first())),
@@ -182,15 +203,7 @@ impl From<&LeaderRecord> for Record {
                 epoch.to_string(),
                 if *has_data { "1" } else { "0" }.into(),
             ],
-            LeaderRecord::Begin {
-                txid,
-                key,
-                followers,
-            } => {
-                let mut fields = vec!["begin".into(), txid.to_string(), key.clone()];
-                fields.extend(followers.iter().cloned());
-                fields
-            }
+            LeaderRecord::Begin { txid } => vec!["begin".into(), txid.to_string()],
             LeaderRecord::Decide {
                 txid,
                 outcome,
@@ -209,22 +222,19 @@ impl TryFrom<Record> for LeaderRecord {
     type Error = String;
     fn try_from(record: Record) -> Result<Self, String> {
         let fields: Vec<&str> = record.iter().map(String::as_str).collect();
-        let rest = |from: usize| fields[from..].iter().map(|f| f.to_string()).collect();
         match fields.as_slice() {
             ["meta", cluster, epoch, has_data] => Ok(LeaderRecord::Meta {
                 cluster_id: cluster.to_string(),
                 epoch: parse_u64(epoch, "epoch")?,
                 has_data: *has_data == "1",
             }),
-            ["begin", txid, key, ..] => Ok(LeaderRecord::Begin {
+            ["begin", txid, ..] => Ok(LeaderRecord::Begin {
                 txid: parse_txid(txid)?,
-                key: key.to_string(),
-                followers: rest(3),
             }),
-            ["decide", txid, outcome, ..] => Ok(LeaderRecord::Decide {
+            ["decide", txid, outcome, followers @ ..] => Ok(LeaderRecord::Decide {
                 txid: parse_txid(txid)?,
                 outcome: parse_outcome(outcome)?,
-                followers: rest(3),
+                followers: strings(followers),
             }),
             ["done", txid] => Ok(LeaderRecord::Done {
                 txid: parse_txid(txid)?,
@@ -252,17 +262,25 @@ mod tests {
                 low_water: None,
             },
             FollowerRecord::Prepare {
-                txid: "1.2".into(),
+                txid: TxnId::parse("1.2"),
                 key: "a b\n".into(),
                 op: Op::Put(String::new()),
+                participants: vec!["a:1".into(), "unix:/x y".into()],
             },
             FollowerRecord::Prepare {
-                txid: String::new(),
+                txid: TxnId::Legacy,
                 key: "k".into(),
                 op: Op::Delete,
+                participants: Vec::new(),
+            },
+            FollowerRecord::Prepare {
+                txid: TxnId::parse("some-uuid"),
+                key: "k".into(),
+                op: Op::Delete,
+                participants: vec!["a:1".into()],
             },
             FollowerRecord::Decide {
-                txid: "1.2".into(),
+                txid: TxnId::parse("1.2"),
                 outcome: Outcome::Abort,
             },
         ];
@@ -285,9 +303,10 @@ mod tests {
                 epoch: 2,
                 has_data: true,
             },
-            LeaderRecord::Begin {
+            LeaderRecord::Begin { txid },
+            LeaderRecord::Decide {
                 txid,
-                key: "k".into(),
+                outcome: Outcome::Abort,
                 followers: vec!["a:1".into(), "unix:/x".into()],
             },
             LeaderRecord::Decide {
@@ -302,5 +321,27 @@ mod tests {
             assert_eq!(LeaderRecord::try_from(fields).unwrap(), record);
         }
         assert!(LeaderRecord::try_from(vec!["begin".into(), "x".into(), "k".into()]).is_err());
+        // An earlier revision's `begin` (with its key and followers) still reads.
+        let old: Record = ["begin", "2.7", "k", "a:1"].map(String::from).to_vec();
+        assert_eq!(
+            LeaderRecord::try_from(old).unwrap(),
+            LeaderRecord::Begin { txid }
+        );
+    }
+
+    #[test]
+    fn a_prepare_journaled_before_participant_lists_reads_with_none() {
+        let old: Record = ["prepare", "1.2", "k", "put", "v"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(
+            FollowerRecord::try_from(old).unwrap(),
+            FollowerRecord::Prepare {
+                txid: TxnId::parse("1.2"),
+                key: "k".into(),
+                op: Op::Put("v".into()),
+                participants: Vec::new(),
+            }
+        );
     }
 }

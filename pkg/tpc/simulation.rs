@@ -5,59 +5,38 @@
 //!
 //! One leader and [`FOLLOWERS`] followers run in a single thread, driven by a seeded
 //! random number generator (`StdRng`), so a schedule is a pure function of its seed.
-//! The real [`LeaderCore`] and [`FollowerCore`] make every protocol decision; what is
-//! simulated around them is a faithful, synchronous re-statement of the runtimes, split
-//! like them: `simulation/leader.rs` mirrors `coordinator.rs`, the group-commit journal
-//! (`journal/group.rs`) and `link.rs`; `simulation/follower.rs` mirrors
-//! `follower_state.rs` and the stream tasks of `follower.rs`; `simulation/checks.rs`
-//! holds the invariants and the healing phase.
+//! Every protocol decision is made by the real cores: the leader's [`LeaderCore`] (with
+//! its per-link `LinkCore`s and its `Recovery`) and the followers' [`FollowerCore`]s.
+//! What is simulated around them is only what the runtimes do with the cores' effects,
+//! split like them: `simulation/leader.rs` carries out the leader core's effects as
+//! `coordinator.rs` does, with the group-commit journal (`journal/group.rs`) and the
+//! links' streams (`link.rs`); `simulation/follower.rs` carries out the follower core's
+//! as `follower_state.rs` does, with the runtime's own batching rules
+//! (`follower_batch.rs`); `simulation/checks.rs` holds the invariants and the healing
+//! phase.
 //!
-//! **Leader** (`coordinator.rs`). Client writes (a Put with a unique value, or a Delete,
-//! on the keys [`KEYS`]) arrive while others are under way, up to
-//! [`MAX_WRITES_IN_FLIGHT`] at once. Writes to a key that has a transaction under way
-//! queue behind it, first come first served (`busy_keys`); the next one starts when its
-//! predecessor's transaction ends, that is after its decision is queued on every link.
-//! Writes to other keys run concurrently. One transaction: `begin` handed to the journal
-//! and, at once, PREPARE to every follower (a link without a stream connects, and if the
-//! follower is unreachable or the connect "fails" the vote is `NotSent`); votes are
-//! collected per transaction until every link has answered (a vote, or `NoAnswer` when
-//! its stream ends or times out) and the journal has answered for `begin` (COMMIT only
-//! if it is durable); the decision is handed to the journal; once durable
-//! the client is answered (success only for COMMIT) and the decision queued on every
-//! link that got the PREPARE. After a transaction ends, the coordinator may checkpoint
-//! (`checkpoint_if_due`: `live_records()` computed at once, the rewrite handed to the
-//! journal behind everything handed in before).
+//! **Leader.** Client writes (a Put with a unique value, or a Delete, on the keys
+//! [`KEYS`]) are submitted to the core while others are under way, up to
+//! [`MAX_WRITES_IN_FLIGHT`] at once; the core queues writes to a busy key and starts
+//! the rest. Its effects are carried out in order after every move (`leader_pump`),
+//! with a chance of a crash between any two: journal jobs queue for the journal thread,
+//! link effects open streams (which may fail to connect: reported to the core at once)
+//! and send messages, answers reach the clients. Time is the core's input: it moves
+//! only when the adversary lets it pass, to the core's next deadline (a vote timeout, a
+//! reconnection after a backoff, a journal retry).
 //!
 //! **The leader's journal** (`GroupJournal`) is a file (a `Vec` of records with a
-//! durable prefix) and a queue of jobs: synced appends (a `begin`, a decision) and
-//! rewrites. The `done` records of `Coordinator::acked` are not jobs of their own: they
-//! wait in memory (`unwritten_done`) and ride along with the next `begin` append; a
-//! checkpoint handed in drops them (their transactions are not in its live records),
-//! and a crash loses them (the decisions are delivered again). The adversary runs the
+//! durable prefix) and a queue of jobs: appends (synced ones, whose result the core
+//! waits for, and the unsynced `done`s) and checkpoint rewrites. The adversary runs the
 //! group-commit thread: it takes a prefix of the queue and carries it out in order, one
-//! write for all appends before a rewrite, then the rewrite; only then the waiting
-//! transactions resume. A journal write may fail *cleanly* (nothing written, the leader
-//! goes on: a failed `begin` aborts its write, the ABORT sent without a record; a
-//! failed decision is followed by `core.decide(Abort)`, whose records are appended
-//! behind it, and ABORT is sent once that is durable, because a checkpoint handed in
-//! since `decide` may hold the failed decision; if that append fails too, the leader
-//! stops) or *broken* (a failed fsync:
-//! the records may or may not be on disk, the clients waiting on the group get "not
-//! applied" for a `begin` and "outcome unknown" for a decision, and the leader stops).
-//! A leader crash drops every volatile thing, keeps any prefix of the file beyond its
-//! durable part (including part of a group being written), and marks every unanswered
-//! client write as of unknown outcome; a restart runs [`LeaderCore::recover`] (the real
-//! one), journals its `persist` records, queues its `deliveries` on the links and then
-//! each follower's end of recovery (`leader.rs`), which aborts the PREPAREs whose
-//! `begin` the crash lost. ACKs the links report are handled by the ACK task
-//! (`Coordinator::acked`), an adversary move.
-//!
-//! **Links** (`link.rs`) pipeline: many messages outstanding per stream, replies matched
-//! by transaction id and kind. A link keeps undelivered decisions in order, sends them
-//! before any later PREPARE, re-sends all of them first on every new stream and drops a
-//! decision once ACKed. A new stream carries its messages at once (the link does not
-//! wait for the follower's response headers; a stream that fails to open is a cut). A
-//! timeout or cut ends the stream: every outstanding vote counts as no answer.
+//! write for all appends before a rewrite, then the rewrite, and the core hears each
+//! result (a crash may come first). A journal write may fail *cleanly* (nothing
+//! written; the core retries after a pause) or *broken* (a failed fsync: the records
+//! may or may not be on disk, and the leader stops). A leader crash drops every volatile
+//! thing, keeps any prefix of the file beyond its durable part (including part of a
+//! group being written), and marks every unanswered client write as of unknown outcome;
+//! a restart runs [`LeaderCore::recover`] (the real one), journals its `persist`
+//! records and lets the core's queued effects (owed decisions, fences) out.
 //!
 //! **Follower** (`follower_state.rs`). Each stream's messages wait in order; the
 //! adversary runs the state owner on a merge of the follower's streams (and of replayed
@@ -99,16 +78,15 @@
 //! ends (cut, timeout, leader crash) its unread replies are lost, but messages already
 //! sent may still reach the follower late (buffered in the transport); when the follower
 //! side ends (crash, refusal, failed write) the leader sees the end once it has read what
-//! came before.
+//! came before. The leader reads one or more replies at a time (a frame).
 //!
 //! The adversary picks, at each step: run a follower's state owner on some of its
-//! messages (most likely), deliver a reply to the leader, run the leader's journal
-//! thread, handle ACKs, drop or duplicate a message, replay an old message to a
-//! follower, cut a stream, time a link out (or all the links of one vote), reconnect a
-//! link, partition a follower, crash/restart a follower or the leader, fail a journal
-//! write (clean or broken) or a store write, checkpoint a follower, start a client write,
-//! or read a key directly on a follower (UNAVAILABLE if `check_readable` refuses, else
-//! the map's value).
+//! messages (most likely), deliver replies to the leader, run the leader's journal
+//! thread, let time pass, drop or duplicate a message, replay an old message to a
+//! follower, cut a stream, partition a follower, crash/restart a follower or the
+//! leader, fail a journal write (clean or broken) or a store write, checkpoint a
+//! follower, start a client write, or read a key directly on a follower (UNAVAILABLE if
+//! `check_readable` refuses, else the map's value).
 //!
 //! Invariants (each failure names its number, the seed and the step):
 //!
@@ -118,8 +96,8 @@
 //! 2. *Atomicity and termination*: after healing (restart everything, stop faults,
 //!    deliver until quiet, then kill and restart every node once more, which loses the
 //!    followers' unsynced store changes, and deliver until quiet again) no follower has a
-//!    prepared transaction, the leader has no transaction, and all followers' maps are
-//!    identical (and hold no torn file).
+//!    prepared transaction, the leader has no transaction and its recovery is complete,
+//!    and all followers' maps are identical (and hold no torn file).
 //! 3. *Durability*: each key's final value is that of the last acknowledged write to
 //!    it, or of a later write whose outcome the client did not learn.
 //! 4. *Linearizability* of the client history (writes, direct follower reads, and a
@@ -140,33 +118,24 @@
 //!
 //! # Bugs it found
 //!
-//! Each is now a regression test: the schedules (seeds) that found it, and where the
-//! rule broken is in a core, a minimal core-level reproduction. The tests of C and D
-//! also check that their schedules still reach the bug (C fails under
-//! `Bugs::abort_unjournaled`, the old rule; D's restart finishes such a transaction),
-//! since any change to the model reshuffles what a seed does.
+//! Each is now a regression test, a minimal core-level reproduction (and, where they
+//! still reach it, the schedules that found it).
 //!
-//! Found by this concurrent model:
+//! Found when the leader journaled `begin` and every decision (before protocol 2), by
+//! the concurrent model that drove a hand-written copy of the leader's rules:
 //!
-//! - C, `regression_c_a_checkpoint_must_not_resurrect_a_failed_decision` (`tcp` seed
-//!   12567 with `TPC_SIM_STEPS=60`; with the default length first found as seed
-//!   1002782, now 1008320 and 1040743, the model's schedules having changed): when
-//!   the journal write of a decision failed cleanly, `coordinator.rs` aborted in
-//!   memory and sent ABORT unjournaled, but a checkpoint computed since `core.decide`
-//!   could already hold the COMMIT, and its rewrite could succeed: after a leader
-//!   restart, the followers that had not ACKed the ABORT got COMMIT (followers
-//!   diverged; the client had been told "not applied"). Fixed in
-//!   `Coordinator::transaction`: the ABORT is journaled (under the core mutex, so after
-//!   any such checkpoint) before it is sent, and the leader stops if that fails too.
-//! - D, `regression_d_recovery_must_finish_a_decision_with_nobody_to_tell` (`tcp` seed
-//!   10351 with `TPC_SIM_STEPS=40`, now 5385; with the default length first found as
-//!   seed 1003500, now 1002080): a transaction decided with an empty follower set (every
-//!   PREPARE not sent) journals `[decide, done]` in one write; a crash that kept only
-//!   the `decide` line left `LeaderCore::recover` with a decided transaction awaiting
-//!   nobody, unfinished forever. Fixed in `LeaderCore::recover`: such a transaction is
-//!   finished (removed, and a `done` record persisted).
+//! - C: when the journal write of a decision failed cleanly, the leader aborted in
+//!   memory and sent ABORT unjournaled, but a checkpoint computed since could already
+//!   hold the COMMIT, and its rewrite could succeed: after a restart, the followers that
+//!   had not ACKed the ABORT got COMMIT. The leader core now never changes a decision
+//!   whose write failed: it writes the same record again until it is durable
+//!   (`a_journal_write_that_fails_cleanly_is_retried_and_a_broken_one_stops_the_leader`
+//!   in `leader_core_tests.rs`), so a checkpoint that holds it agrees.
+//! - D: a decision owed to nobody (every PREPARE not sent) whose `done` a crash tore
+//!   left `recover` with a transaction awaiting nobody, unfinished forever. `recover`
+//!   finishes it (`a_journaled_decision_owed_to_nobody_is_finished_at_a_restart`).
 //!
-//! Found by the sequential model that came before this one:
+//! Found by the sequential model before that one:
 //!
 //! - `regression_failed_journal_write_must_not_lose_the_cluster_id` (`tcp` seed 1144,
 //!   `hostile` seed 110): a failed journal write of the batch that adopted the cluster
@@ -178,16 +147,23 @@
 //!   not journaled, so after a restart a late PREPARE of that transaction took a lock
 //!   nobody would release. Fixed: such a decision is journaled as a marker.
 //!
+//! # Bugs planted to check the checks
+//!
+//! Each `the_checks_catch_*` test plants one fault, in the real leader core
+//! (`leader_core::Bugs`: commit without every vote, skip the decision for missing
+//! votes, no fence, an ABORT sent before it is durable, marks sent while recovery is
+//! incomplete) or in how the simulation carries out the follower's effects, and
+//! asserts that some schedule breaks an invariant.
+//!
 //! # What is not simulated
 //!
-//! The tokio/tonic code of the runtimes (tasks, channels, gRPC, the journal and kvstore
-//! files, reconnect backoff and probes, the leader's `Get` retry loop) is not run; its
-//! rules are mirrored in the driver here. Legacy (id-less) messages, `StreamClosed`
-//! commands (which only matter to legacy messages, and otherwise only end a batch early,
-//! which the adversary does anyway) and cluster mix-ups are not generated: there is one
-//! cluster and one leader lineage. Time is logical: timeouts are adversary moves, not
-//! clocks. A resumed task (a transaction whose journal write is durable) runs at once,
-//! with crash points where the runtime has them.
+//! The tokio/tonic code of the runtimes (tasks, channels, gRPC, frames, the journal and
+//! kvstore files, probes, the leader's `Get`) is not run; what they do with the effects
+//! is restated here, and every rule is the cores'. Legacy (id-less) messages, classic
+//! peers, `StreamClosed` commands (which only matter to legacy messages, and otherwise
+//! only end a batch early, which the adversary does anyway) and cluster mix-ups are not
+//! generated: there is one cluster and one leader lineage, and every follower speaks
+//! protocol 2. Time is logical.
 //!
 //! # Reproducing a failure
 //!
@@ -212,17 +188,17 @@ mod follower;
 mod leader;
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::follower_core::{Effect, FollowerCore};
-use super::leader_core::LeaderCore;
-use super::link::VoteResult;
-use super::message::{Body, LeaderMessage, Op, Outcome, Reply, TxId};
+use super::leader_core::{Bugs as LeaderBugs, JobId, LeaderCore};
+use super::message::{Body, LeaderMessage, Op, Outcome, Reply, TxId, TxnId};
 use super::records::{FollowerRecord, LeaderRecord};
 use crate::check::{check, OpKind, Operation};
+use leader::LeaderNode;
 
 /// Number of followers.
 const FOLLOWERS: usize = 3;
@@ -242,10 +218,6 @@ const TORN: &str = "<torn file>";
 
 fn name(f: usize) -> String {
     format!("f{f}")
-}
-
-fn index_of(name: &str) -> usize {
-    name[1..].parse().expect("follower names are f<index>")
 }
 
 /// Which faults the adversary may inject.
@@ -273,30 +245,22 @@ impl Profile {
     }
 }
 
-/// Deliberately broken driver rules, to show that the invariants can fail.
+/// Deliberately broken rules, to show that the invariants can fail: in the real leader
+/// core (`leader_core::Bugs`), or in how the simulation carries out the follower's.
 #[derive(Clone, Copy, Debug, Default)]
 struct Bugs {
+    /// Faults planted in the leader core's rules.
+    leader: LeaderBugs,
     /// The follower wrapper does not journal PREPARE records (a vote that is not durable).
     skip_prepare_persist: bool,
-    /// The leader sends the decision only to followers that voted, not to those whose
-    /// vote never came back (they may hold the lock).
-    decide_only_voters: bool,
     /// Direct follower reads ignore `check_readable` (answer with the old value).
     reads_ignore_locks: bool,
-    /// The leader counts a missing vote as COMMIT.
-    commit_without_votes: bool,
     /// The follower's batches ignore `Batch::must_precede`: a late PREPARE is handled
     /// in the same batch as the decision that settles it.
     ignore_must_precede: bool,
     /// A restarted follower does not re-apply the decided writes its journal holds (as
     /// if the store's unsynced changes were durable).
     replay_skips_applies: bool,
-    /// Bug C as it was: after a clean failure of a decision's journal write, the leader
-    /// decides ABORT in memory only and sends it at once.
-    abort_unjournaled: bool,
-    /// A restarted leader sends no end of recovery: PREPAREs whose `begin` was lost in
-    /// its crash stay prepared (and their keys locked) forever.
-    no_end_of_recovery: bool,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -347,8 +311,9 @@ struct Stats {
     journal_failures: usize,
     /// Unsynced store changes a follower crash undid (or tore).
     lost_applies: usize,
-    /// Decided transactions awaiting nobody that a leader restart finished (bug D).
-    finished_on_recovery: usize,
+    /// Transactions a restarted leader found in doubt and decided from the followers'
+    /// fence reports.
+    recovered: usize,
 }
 
 impl Stats {
@@ -369,7 +334,7 @@ impl Stats {
         self.max_batch = self.max_batch.max(o.max_batch);
         self.journal_failures += o.journal_failures;
         self.lost_applies += o.lost_applies;
-        self.finished_on_recovery += o.finished_on_recovery;
+        self.recovered += o.recovered;
     }
 }
 
@@ -390,7 +355,7 @@ struct Stream {
     /// by the follower's stream task and queued for its state owner).
     to_follower: VecDeque<LeaderMessage>,
     /// Replies, with the transaction id they carry on the wire.
-    to_leader: VecDeque<(String, Reply)>,
+    to_leader: VecDeque<(TxnId, Reply)>,
     /// The leader's link still reads this stream.
     leader_open: bool,
     /// The follower still answers on it: its process is alive and has not ended it.
@@ -440,77 +405,6 @@ struct SimCheckpoint {
     covers: BTreeMap<String, usize>,
 }
 
-struct Outstanding {
-    txid: String,
-    vote: bool,
-}
-
-#[derive(Default)]
-struct Link {
-    /// Decisions not yet ACKed, in the order they were decided.
-    pending: VecDeque<LeaderMessage>,
-    stream: Option<u64>,
-    outstanding: VecDeque<Outstanding>,
-}
-
-/// Where a transaction of the coordinator is.
-enum Stage {
-    /// `begin` handed to the journal and PREPAREs sent; one slot per follower, filled as
-    /// answers come.
-    Voting(Vec<Option<VoteResult>>),
-    /// The decision handed to the journal, not yet durable.
-    Deciding {
-        outcome: Outcome,
-        sent_to: Vec<usize>,
-        /// This is the ABORT journaled after the decision's write failed cleanly.
-        again: bool,
-    },
-}
-
-/// A transaction under way (`Coordinator::transaction`).
-struct Txn {
-    op: usize,
-    key: String,
-    stage: Stage,
-    /// How the write of its `begin` went; `None` until the journal answers.
-    begun: Option<Result<(), Fault>>,
-}
-
-/// A job handed to the group-commit journal.
-enum Job {
-    /// A synced append (`GroupJournal::append`).
-    Append {
-        records: Vec<LeaderRecord>,
-        /// The transaction waiting for it to be durable.
-        waiter: TxId,
-    },
-    Rewrite(Vec<LeaderRecord>),
-}
-
-struct LeaderNode {
-    core: LeaderCore,
-    links: Vec<Link>,
-    /// ACKs reported by the links, not yet handled by the ACK task.
-    acks: VecDeque<(usize, String)>,
-    /// Transactions under way, at most one per key.
-    txns: BTreeMap<TxId, Txn>,
-    /// `busy_keys`: the keys with a transaction under way, and the writes queued behind it.
-    busy: BTreeMap<String, VecDeque<usize>>,
-    /// Jobs handed to the journal, not yet carried out by its thread.
-    jobs: VecDeque<Job>,
-    /// A checkpoint is under way.
-    checkpointing: bool,
-    /// `unwritten_done`: `done` records not written yet; the next `begin` append takes
-    /// them, a checkpoint handed in drops them, a crash loses them.
-    unwritten_done: Vec<LeaderRecord>,
-}
-
-impl LeaderNode {
-    fn writes_in_flight(&self) -> usize {
-        self.txns.len() + self.busy.values().map(VecDeque::len).sum::<usize>()
-    }
-}
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Status {
     Pending,
@@ -535,14 +429,11 @@ enum Action {
     FollowerRun(usize),
     DeliverToLeader(u64),
     LeaderJournal,
-    LeaderAcks,
+    TimePasses,
     Drop(u64),
     Duplicate(u64),
     Replay(usize),
     Cut(usize),
-    Timeout(usize),
-    TimeoutVote,
-    Reconnect(usize),
     Partition(usize),
     CrashFollower(usize),
     RestartFollower(usize),
@@ -576,7 +467,7 @@ struct Sim {
     next_value: u64,
     /// Per follower: transactions whose decision it has handled to the end (ground truth,
     /// across crashes).
-    told: Vec<HashSet<String>>,
+    told: Vec<HashSet<TxnId>>,
     events: Option<Vec<String>>,
     stats: Stats,
 }
@@ -716,16 +607,8 @@ impl Sim {
             } else {
                 options.push((40, Action::RestartFollower(f)));
             }
-            if let Some(leader) = &self.leader {
-                let link = &leader.links[f];
-                if link.stream.is_some() {
-                    options.push((2, Action::Cut(f)));
-                    if !link.outstanding.is_empty() {
-                        options.push((2, Action::Timeout(f)));
-                    }
-                } else if !link.pending.is_empty() && self.reachable(f) {
-                    options.push((40, Action::Reconnect(f)));
-                }
+            if self.leader.as_ref().is_some_and(|l| l.streams[f].is_some()) {
+                options.push((2, Action::Cut(f)));
             }
         }
         match &self.leader {
@@ -735,17 +618,10 @@ impl Sim {
                 if !leader.jobs.is_empty() {
                     options.push((100, Action::LeaderJournal));
                 }
-                if !leader.acks.is_empty() {
-                    options.push((60, Action::LeaderAcks));
+                if leader.core.next_deadline().is_some() {
+                    options.push((4, Action::TimePasses));
                 }
-                if leader
-                    .txns
-                    .values()
-                    .any(|t| matches!(t.stage, Stage::Voting(_)))
-                {
-                    options.push((3, Action::TimeoutVote));
-                }
-                if leader.writes_in_flight() < MAX_WRITES_IN_FLIGHT {
+                if self.writes_in_flight() < MAX_WRITES_IN_FLIGHT {
                     options.push((30, Action::Write));
                 }
             }
@@ -768,7 +644,7 @@ impl Sim {
             Action::FollowerRun(f) => self.follower_run(f)?,
             Action::DeliverToLeader(id) => self.deliver_to_leader(id),
             Action::LeaderJournal => self.leader_journal_run(),
-            Action::LeaderAcks => self.leader_acks(),
+            Action::TimePasses => self.leader_time_passes(),
             Action::Drop(id) => {
                 let s = self.streams.get_mut(&id).expect("chosen stream exists");
                 let to_follower = !s.to_follower.is_empty()
@@ -796,17 +672,13 @@ impl Sim {
             }
             Action::Replay(f) => self.replay(f),
             Action::Cut(f) => {
-                self.log(|| format!("cut stream of link {f}"));
-                self.link_reset(f);
-            }
-            Action::Timeout(f) => {
-                self.log(|| format!("timeout on link {f}"));
-                self.link_reset(f);
-            }
-            Action::TimeoutVote => self.timeout_vote(),
-            Action::Reconnect(f) => {
-                self.log(|| format!("link {f} reconnects"));
-                self.open_stream(f, None);
+                // The transport ends the connection: the leader's side sees it at once.
+                if let Some((_, id)) = self.leader.as_ref().and_then(|l| l.streams[f]) {
+                    if let Some(s) = self.streams.get_mut(&id) {
+                        s.follower_open = false;
+                    }
+                }
+                self.link_reset(f, "cut");
             }
             Action::Partition(f) => {
                 let p = !self.followers[f].partitioned;
@@ -919,9 +791,9 @@ impl Sim {
 
 fn brief(msg: &LeaderMessage) -> String {
     let body = match &msg.body {
-        Body::Prepare { key, op } => format!("PREPARE {key:?} {op:?}"),
+        Body::Prepare { key, op, .. } => format!("PREPARE {key:?} {op:?}"),
         Body::Decide(o) => format!("{o:?}"),
-        Body::EndOfRecovery { known } => format!("END OF RECOVERY, known {known:?}"),
+        Body::Fence => "FENCE".to_string(),
     };
     let mark = msg.low_water.map(|m| m.to_string()).unwrap_or_default();
     format!("{} {body} (epoch {}, mark {mark})", msg.txid, msg.epoch)

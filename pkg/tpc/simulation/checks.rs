@@ -36,7 +36,7 @@ impl Sim {
     pub(super) fn check_idempotence(&self) -> Checked {
         for (f, node) in self.followers.iter().enumerate() {
             let Some(core) = &node.core else { continue };
-            let mut again: Vec<&String> = core
+            let mut again: Vec<&TxnId> = core
                 .prepared()
                 .keys()
                 .filter(|txid| self.told[f].contains(*txid))
@@ -106,25 +106,15 @@ impl Sim {
             if !leader.jobs.is_empty() {
                 ready.push(Action::LeaderJournal);
             }
-            if !leader.acks.is_empty() {
-                ready.push(Action::LeaderAcks);
-            }
             if !ready.is_empty() {
                 let action = ready[self.rng.random_range(0..ready.len())];
                 self.perform(action)?;
                 continue;
             }
-            if let Some(f) = (0..FOLLOWERS)
-                .find(|&f| leader.links[f].stream.is_none() && !leader.links[f].pending.is_empty())
-            {
-                self.log(|| format!("heal: link {f} reconnects"));
-                self.open_stream(f, None);
-                continue;
-            }
-            // Nothing in flight but answers missing: a message was dropped; time out.
-            if let Some(f) = (0..FOLLOWERS).find(|&f| !leader.links[f].outstanding.is_empty()) {
-                self.log(|| format!("heal: link {f} times out"));
-                self.link_reset(f);
+            // Nothing in flight: what is left waits for time (an answer that was
+            // dropped, a reconnection, a journal retry).
+            if leader.core.next_deadline().is_some() {
+                self.leader_time_passes();
                 continue;
             }
             return Ok(());
@@ -153,8 +143,17 @@ impl Sim {
     pub(super) fn final_checks(&mut self) -> Checked {
         // Invariant 2.
         let leader = self.leader.as_ref().expect("up after healing");
-        if !leader.txns.is_empty() || !leader.busy.is_empty() {
+        if !leader.writes.is_empty() {
             return Err(self.fail("2", "a client write is still running after healing".into()));
+        }
+        if !leader.core.recovery().is_complete() {
+            return Err(self.fail(
+                "2",
+                format!(
+                    "recovery incomplete: in doubt {:?}",
+                    leader.core.recovery().in_doubt()
+                ),
+            ));
         }
         if !leader.core.txns().is_empty() {
             return Err(self.fail(

@@ -4,7 +4,8 @@
 //! stream; messages already read from it are still handled).
 
 use super::*;
-use crate::tpc::follower_state::{self, handled_alone, Pending, MAX_BATCH};
+use crate::tpc::follower_batch::{self, handled_alone, Pending};
+use crate::tpc::follower_state::MAX_BATCH;
 
 /// Where a follower's message came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -17,7 +18,7 @@ enum Source {
 /// One handled message whose effects wait for the batch to be carried out.
 struct Handled {
     source: Source,
-    txid: String,
+    txid: TxnId,
     is_decision: bool,
     effects: Vec<Effect>,
 }
@@ -29,7 +30,7 @@ impl Pending for Handled {
 }
 
 /// The runtime's own batch bookkeeping and `must_precede` rule.
-type Batch = follower_state::Batch<Handled>;
+type Batch = follower_batch::Batch<Handled>;
 
 impl Sim {
     /// Messages waiting for follower `f`'s state owner, on all its streams.
@@ -325,7 +326,7 @@ impl Sim {
     /// Sends an answer on the stream the message came from, in message order. An error
     /// ends the stream (the answer task stops); the messages the stream task had already
     /// read from it (a prefix of what is in flight) are still handled, their replies lost.
-    fn answer(&mut self, f: usize, source: Source, txid: &str, answer: Result<Reply, String>) {
+    fn answer(&mut self, f: usize, source: Source, txid: &TxnId, answer: Result<Reply, String>) {
         let Source::Stream(id) = source else {
             return;
         };
@@ -338,7 +339,7 @@ impl Sim {
         match answer {
             Ok(reply) => {
                 if s.leader_open {
-                    s.to_leader.push_back((txid.to_string(), reply));
+                    s.to_leader.push_back((txid.clone(), reply));
                 }
             }
             Err(why) => {
