@@ -589,10 +589,14 @@ async fn transparent_between_real_leader_and_follower() {
             ..Faults::none()
         })
         .unwrap();
-    eventually("reads to fail through a proxy that drops everything", WAIT, || {
-        let mut c = c.clone();
-        async move { code(c.get("k").await) == Err(Code::Unavailable) }
-    })
+    eventually(
+        "reads to fail through a proxy that drops everything",
+        WAIT,
+        || {
+            let mut c = c.clone();
+            async move { code(c.get("k").await) == Err(Code::Unavailable) }
+        },
+    )
     .await;
     let dropped = via_proxy.get(get("k")).await.expect_err("dropped");
     assert_eq!(
