@@ -319,7 +319,7 @@ impl Owner {
             Effect::Fatal(why) => {
                 tracing::error!(reason = %why, "leader journal failed; stopping");
                 for (_, reply) in self.writes.drain() {
-                    let _ = reply.send(Err(Status::unavailable(format!(
+                    let _ = reply.send(Err(Status::unknown(format!(
                         "leader journal failed; outcome unknown until the leader restarts: {why}"
                     ))));
                 }

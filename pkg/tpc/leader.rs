@@ -217,7 +217,7 @@ impl LeaderService {
         self.inner.coordinator.submit(key, op, reply);
         answer
             .await
-            .map_err(|_| Status::unavailable("leader is shutting down"))?
+            .map_err(|_| Status::unknown("leader stopped; the write's outcome is unknown"))?
     }
 }
 

@@ -1,4 +1,4 @@
-//! The leader's message trace: every step of every transaction (begin, each PREPARE and
+//! The leader's message trace: every step of every transaction (its start, each PREPARE and
 //! vote, the decision, each delivery and ACK, done) as an event, for the live view's
 //! sequence diagram. The latest events are kept in a bounded buffer that viewers poll:
 //! recording an event is a short-held lock and never waits for a viewer.

@@ -75,8 +75,8 @@ impl Sim {
             self.restart_leader();
         }
         self.quiesce()?;
-        // Before the final restart: its end of recovery would abort what a missing
-        // decision left prepared, and hide it.
+        // Before the final restart: its recovery would decide what a missing decision
+        // left prepared, and hide it.
         self.check_nothing_prepared("once quiet")?;
         self.log(|| "heal: quiet; every node is killed and restarted".into());
         for f in 0..FOLLOWERS {
