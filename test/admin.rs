@@ -390,6 +390,73 @@ async fn status_shows_an_unfinished_transaction_and_who_it_waits_for() {
     );
 }
 
+/// After a restart, a transaction the fence reports leave undecided shows as "in
+/// doubt", waiting for the participant that has not answered; once it is back, the
+/// transaction is decided (every follower voted COMMIT: committed) and leaves the list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_shows_a_transaction_in_doubt_until_its_missing_participant_reports() {
+    let dirs: Vec<NodeDirs> = ["doubt-f1", "doubt-f2", "doubt-l"]
+        .iter()
+        .map(|n| NodeDirs::new(n))
+        .collect();
+    let (f1, f2, l) = (&dirs[0], &dirs[1], &dirs[2]);
+    let _f1 = follower(f1);
+    let mut f2_node = follower(f2);
+    wait_follower_ready(&f1.addr()).await;
+    wait_follower_ready(&f2.addr()).await;
+    // The leader dies once both COMMIT votes are in, before anything else.
+    let mut first = support::spawn(
+        l,
+        support::Role::leader(vec![f1.addr(), f2.addr()]),
+        &l.addr(),
+        &[("TPC_CRASH_AT", "leader-after-last-vote")],
+    );
+    wait_leader_ready(&l.addr()).await;
+    let _ = support::client(&l.addr()).put("k", "v").await;
+    first.wait_exit(Duration::from_secs(10)).await;
+    f2_node.kill();
+
+    let _leader = leader(l, &[f1, f2]);
+    wait_leader_ready(&l.addr()).await;
+    let status = support::poll(
+        "the transaction in doubt",
+        support::POLL_TIMEOUT,
+        || async {
+            let status = status_json(&l.addr());
+            let in_doubt = status["transactions"][0]["phase"] == "in doubt";
+            if in_doubt {
+                Ok(status)
+            } else {
+                Err(format!("{status}"))
+            }
+        },
+    )
+    .await;
+    let txn = &status["transactions"][0];
+    assert_eq!(txn["txid"], "1.1");
+    assert_eq!(txn["key"], "k");
+    assert_eq!(txn["awaiting"], serde_json::json!([f2.addr()]));
+
+    let _f2 = follower(f2);
+    support::poll(
+        "the transaction to be decided",
+        support::POLL_TIMEOUT,
+        || async {
+            let status = status_json(&l.addr());
+            match status["transactions"].as_array() {
+                Some(list) if list.is_empty() => Ok(()),
+                _ => Err(format!("{status}")),
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        support::client(&l.addr()).get("k").await.expect("get"),
+        "v",
+        "every participant voted COMMIT"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replaying_follower_is_not_serving_refuses_reads_and_holds_streams() {
     let f1 = NodeDirs::new("replay-f1");

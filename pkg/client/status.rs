@@ -71,7 +71,7 @@ pub fn render_text(status: &rpc::StatusReply, now: SystemTime) -> String {
                 t.phase
             ));
             if !t.awaiting.is_empty() {
-                out.push_str(&format!(", awaiting ACK from {}", t.awaiting.join(", ")));
+                out.push_str(&format!(", waiting for {}", t.awaiting.join(", ")));
             }
             out.push('\n');
         }
@@ -157,7 +157,7 @@ mod tests {
         assert!(text.contains("connection refused"), "{text}");
         assert!(text.contains("2 decisions to deliver"), "{text}");
         assert!(text.contains("3.7"), "{text}");
-        assert!(text.contains("awaiting ACK from 127.0.0.1:50002"), "{text}");
+        assert!(text.contains("waiting for 127.0.0.1:50002"), "{text}");
         assert!(text.contains("epoch 3"), "{text}");
     }
 

@@ -437,6 +437,8 @@ impl LeaderCore {
                 return;
             }
             tracing::warn!(error = %failure.message, "leader journal write failed; will retry");
+        } else {
+            self.retry_backoff = JOURNAL_RETRY;
         }
         match (kind, result) {
             (Job::Decision(txid), Ok(())) => self.decision_durable(txid),
