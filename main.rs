@@ -237,7 +237,13 @@ struct ClientArgs {
 #[derive(Subcommand, Debug)]
 enum ClientOp {
     /// Print the value of KEY (exit status 1 if absent, 2 on error).
-    Get { key: String },
+    Get {
+        /// Also print the key's version (the id of the transaction that last wrote it)
+        /// on a second line, `version <epoch>.<seq>`.
+        #[arg(short = 'v', long = "version")]
+        with_version: bool,
+        key: String,
+    },
     /// Set KEY to VALUE on every follower.
     Put { key: String, value: String },
     /// Delete KEY.
@@ -539,11 +545,11 @@ async fn client_main(args: ClientArgs) -> ExitCode {
                 }
             }
         }
-        Some(ClientOp::Get { key }) => shell::Command::Get(key),
+        Some(ClientOp::Get { key, with_version }) => shell::Command::Get { key, with_version },
         Some(ClientOp::Put { key, value }) => shell::Command::Put(key, value),
         Some(ClientOp::Del { key }) => shell::Command::Delete(key),
     };
-    let is_get = matches!(command, shell::Command::Get(_));
+    let is_get = matches!(command, shell::Command::Get { .. });
     match shell::run(&mut client, command).await {
         Ok(text) => {
             if is_get {

@@ -24,7 +24,7 @@ use std::time::Duration;
 use criterion::{
     criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, SamplingMode, Throughput,
 };
-use tpc::kvstore::{Change, KvStore};
+use tpc::kvstore::{Change, KvStore, TxId};
 
 mod common;
 
@@ -49,12 +49,15 @@ impl Data {
 
     /// Batch number `round`: the next 64 keys (cycling), all set to one value.
     fn batch(&self, round: usize) -> Vec<Change<'_>> {
-        let value = Some(self.values[round % KEYS].as_str());
+        let value = Some((self.values[round % KEYS].as_str(), VERSION));
         (0..BATCH)
             .map(|j| (self.keys[(round * BATCH + j) % KEYS].as_str(), value))
             .collect()
     }
 }
+
+/// The version every benchmark write carries.
+const VERSION: TxId = TxId { epoch: 1, seq: 1 };
 
 fn kvstore(c: &mut Criterion) {
     let dir = common::bench_dir();
@@ -64,7 +67,7 @@ fn kvstore(c: &mut Criterion) {
         .keys
         .iter()
         .zip(&data.values)
-        .map(|(k, v)| (k.as_str(), Some(v.as_str())))
+        .map(|(k, v)| (k.as_str(), Some((v.as_str(), VERSION))))
         .collect();
     store.apply_batch(&all).unwrap();
 
@@ -89,7 +92,7 @@ fn kvstore(c: &mut Criterion) {
         b.iter(|| {
             i += 1;
             store
-                .put(&data.keys[i % KEYS], &data.values[(i + 1) % KEYS])
+                .put(&data.keys[i % KEYS], &data.values[(i + 1) % KEYS], VERSION)
                 .unwrap()
         })
     });

@@ -16,8 +16,8 @@
 //!   points; [`check`]: the linearizability checker of the chaos test.
 //! - [`server`], [`http`], [`metrics`]: what operators see: gRPC health and reflection,
 //!   `/metrics` and `/healthz`.
-//! - [`net`], [`limits`], [`dirlock`]: addresses and sockets, input limits, directory
-//!   locks.
+//! - [`net`], [`limits`], [`dirlock`], [`txid`]: addresses and sockets, input limits,
+//!   directory locks, transaction ids (which are also versions).
 
 use std::path::PathBuf;
 
@@ -35,6 +35,7 @@ pub mod net;
 pub mod proxy;
 pub mod server;
 pub mod tpc;
+pub mod txid;
 
 #[cfg(test)]
 mod test_disk;

@@ -6,8 +6,8 @@
 //! - the client history is linearizable (checked per key by `tpc::check`; writes whose
 //!   outcome a client could not learn may take effect or not);
 //! - every acknowledged write is there (the final reads are part of the history);
-//! - all followers hold identical data (their key-value directories are compared file by
-//!   file after the nodes stop).
+//! - all followers hold identical data, values and versions (their key-value directories
+//!   are compared file by file after the nodes stop).
 //!
 //! The same seed gives the same nemesis schedule and the same client operations (their
 //! interleaving with real processes is up to the machine). A failure prints the seed and
@@ -33,7 +33,7 @@ use tonic::Code;
 use support::{spawn, Node, NodeDirs, Role};
 use tpc::check::{self, OpKind, Operation};
 use tpc::client::Client;
-use tpc::kvstore::KvStore;
+use tpc::kvstore::{KvStore, Versioned};
 
 /// One chaos run's parameters.
 #[derive(Clone, Debug)]
@@ -492,7 +492,8 @@ async fn run(config: Config) -> usize {
         }
     }
     nodes.stop_all();
-    let dumps: Vec<BTreeMap<String, String>> = nodes
+    // Values and versions alike (DESIGN §1.8).
+    let dumps: Vec<BTreeMap<String, Versioned>> = nodes
         .follower_dirs
         .iter()
         .map(|d| {

@@ -14,10 +14,11 @@ use std::time::{Duration, Instant};
 
 use tonic::Code;
 use tpc::tpc::follower::CHECKPOINT_RECORDS;
+use tpc::txid::TxId;
 
 use support::{
     follower, get, poll, settled_get, spawn, spawn_with_dirs, wait_follower_ready,
-    wait_leader_ready, Cluster, NodeDirs, Role, CRASH_AT, POLL_TIMEOUT,
+    wait_leader_ready, Cluster, NodeDirs, Role, CALL_TIMEOUT, CRASH_AT, POLL_TIMEOUT,
 };
 
 const MIB: usize = 1024 * 1024;
@@ -889,7 +890,7 @@ async fn a_follower_checkpoint_keeps_the_writes_made_during_its_store_sync() {
     for entry in std::fs::read_dir(&kv_dir).expect("list the follower's store") {
         let entry = entry.expect("a store entry");
         let changed = entry.metadata().and_then(|m| m.modified()).expect("mtime");
-        if entry.file_name().to_string_lossy().starts_with('k') && changed > sync_started {
+        if entry.file_name().to_string_lossy().starts_with('v') && changed > sync_started {
             std::fs::write(entry.path(), b"").expect("empty a key file");
             damaged += 1;
         }
@@ -907,7 +908,7 @@ async fn a_follower_checkpoint_keeps_the_writes_made_during_its_store_sync() {
     let held = store.dump().expect("read the follower's store");
     let lost: Vec<&String> = acknowledged
         .iter()
-        .filter(|(key, value)| held.get(key) != Some(value))
+        .filter(|(key, value)| held.get(key).map(|h| &h.value) != Some(value))
         .map(|(key, _)| key)
         .collect();
     assert!(
@@ -935,4 +936,117 @@ async fn settle_last_writes(follower: &str, acknowledged: &[(String, String)], w
             Some(value.as_str())
         );
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// 7. Versions (DESIGN §1.8).
+// ---------------------------------------------------------------------------------------
+
+/// A key's version and value read directly on `addr` once it is not locked there.
+async fn settled_version(addr: &str, key: &str) -> Option<(String, String)> {
+    poll(
+        &format!("{addr} to answer Get({key:?})"),
+        POLL_TIMEOUT,
+        || async {
+            match support::client(addr).get_versioned(key).await {
+                Ok(held) => Ok(Some(held)),
+                Err(s) if s.code() == Code::NotFound => Ok(None),
+                Err(s) => Err(format!("{s:?}")),
+            }
+        },
+    )
+    .await
+}
+
+/// Every key's version is the id of the transaction that last wrote it: Put and Delete
+/// answer it, the leader and every follower report the same one, later writes have
+/// greater ones, and restarts keep them; `tpc client get -v` prints it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versions_are_the_last_writers_id_everywhere_and_survive_restarts() {
+    let mut cluster = Cluster::start(3).await;
+    let leader = cluster.leader_addr();
+    let mut api = tpc::proto::api::key_value_api_client::KeyValueApiClient::new(
+        tpc::net::connect(&leader.parse().expect("address"), CALL_TIMEOUT)
+            .await
+            .expect("connect"),
+    );
+    let put = |key: &str, value: &str| tpc::proto::api::PutRequest {
+        key: key.into(),
+        value: value.into(),
+    };
+    let first = api.put(put("k", "v1")).await.expect("put").into_inner();
+    let first: TxId = first.version.parse().expect("Put answers a version");
+    let second = api.put(put("k", "v2")).await.expect("put").into_inner();
+    let second: TxId = second.version.parse().expect("Put answers a version");
+    assert!(second > first, "{second} after {first}");
+    let expected = Some(("v2".to_string(), second.to_string()));
+    assert_eq!(settled_version(&leader, "k").await, expected);
+    for addr in cluster.follower_addrs() {
+        assert_eq!(settled_version(&addr, "k").await, expected, "{addr}");
+    }
+    let deleted = api
+        .delete(tpc::proto::api::DeleteRequest { key: "k".into() })
+        .await
+        .expect("delete")
+        .into_inner();
+    let deleted: TxId = deleted.version.parse().expect("Delete answers a version");
+    assert!(deleted > second);
+    for addr in cluster.follower_addrs() {
+        assert_eq!(
+            settled_version(&addr, "k").await,
+            None,
+            "{addr}: no version left"
+        );
+    }
+    api.put(put("kept", "x")).await.expect("put");
+    let kept = settled_version(&leader, "kept").await;
+
+    cluster.kill_all();
+    for i in 0..3 {
+        cluster.start_follower(i, &[]);
+    }
+    cluster.start_leader(&[]);
+    for addr in cluster.follower_addrs() {
+        wait_follower_ready(&addr).await;
+        assert_eq!(
+            settled_version(&addr, "kept").await,
+            kept,
+            "{addr} after a restart"
+        );
+    }
+    wait_leader_ready(&cluster.leader_addr()).await;
+    let (value, version) = kept.expect("kept");
+    let out = std::process::Command::new(support::tpc_binary())
+        .args([
+            "client",
+            "--leader",
+            &cluster.leader_addr(),
+            "get",
+            "-v",
+            "kept",
+        ])
+        .output()
+        .expect("run tpc client");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("{value}\nversion {version}\n")
+    );
+}
+
+/// A follower whose key files were written before versions serves them, upgraded, with
+/// version 0.0 (older than any transaction).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_with_a_store_written_before_versions_serves_it_upgraded() {
+    let dirs = NodeDirs::new("upgrade-f1");
+    std::fs::create_dir_all(dirs.kv_dir()).expect("kv dir");
+    // `k` + the key's encoding, holding the value alone: the format before versions.
+    std::fs::write(dirs.kv_dir().join("kold"), "from before").expect("an old key file");
+    let _follower = support::follower(&dirs);
+    wait_follower_ready(&dirs.addr()).await;
+    assert_eq!(
+        settled_version(&dirs.addr(), "old").await,
+        Some(("from before".to_string(), "0.0".to_string()))
+    );
+    assert!(!dirs.kv_dir().join("kold").exists(), "the old file is gone");
 }

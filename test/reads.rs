@@ -246,6 +246,7 @@ impl FollowerReads for ReadMock {
                             code: 0,
                             value: format!("stream:{}", read.key),
                             message: String::new(),
+                            version: "7.1".into(),
                         };
                         if out.send(Ok(reply)).is_err() {
                             return;
@@ -271,6 +272,7 @@ impl KeyValueApi for ReadMock {
     ) -> Result<tonic::Response<api::Response>, Status> {
         Ok(tonic::Response::new(api::Response {
             value: format!("unary:{}", request.into_inner().key),
+            version: "7.2".into(),
         }))
     }
 
@@ -324,11 +326,13 @@ async fn the_leader_forwards_reads_on_one_stream() {
     .await;
     let reads = (0..32).map(|i| {
         let leader = leader.clone();
-        tokio::spawn(async move { (i, client(&leader).get(&format!("key{i}")).await) })
+        tokio::spawn(async move { (i, client(&leader).get_versioned(&format!("key{i}")).await) })
     });
     for read in reads {
-        let (i, value) = read.await.expect("read task");
-        assert_eq!(value.expect("read succeeds"), format!("stream:key{i}"));
+        let (i, answer) = read.await.expect("read task");
+        let (value, version) = answer.expect("read succeeds");
+        assert_eq!(value, format!("stream:key{i}"));
+        assert_eq!(version, "7.1", "the follower's version, passed through");
     }
     assert_eq!(
         streams.load(Ordering::SeqCst),
@@ -345,8 +349,11 @@ async fn a_follower_without_the_read_stream_is_read_with_get() {
     let (leader, _, _keep) = leader_of_mock(dir.path(), None, Duration::from_secs(5)).await;
     for key in ["a", "b"] {
         assert_eq!(
-            client(&leader).get(key).await.expect("read succeeds"),
-            format!("unary:{key}")
+            client(&leader)
+                .get_versioned(key)
+                .await
+                .expect("read succeeds"),
+            (format!("unary:{key}"), "7.2".to_string())
         );
     }
 }

@@ -55,6 +55,16 @@ impl Client {
         Ok(self.inner.get(request).await?.into_inner().value)
     }
 
+    /// The value of `key` and its version (the id of the transaction that last wrote
+    /// it, DESIGN §1.8); `NOT_FOUND` if it is absent.
+    pub async fn get_versioned(&mut self, key: &str) -> Result<(String, String), Status> {
+        let request = self.request(api::GetRequest {
+            key: key.to_string(),
+        });
+        let answer = self.inner.get(request).await?.into_inner();
+        Ok((answer.value, answer.version))
+    }
+
     /// Sets `key` to `value` on every follower, or on none (then `ABORTED` or `UNAVAILABLE`).
     pub async fn put(&mut self, key: &str, value: &str) -> Result<(), Status> {
         let request = self.request(api::PutRequest {

@@ -1,8 +1,8 @@
 //! The interactive shell (`tpc client`) and the command parser it shares with the
 //! one-shot mode.
 //!
-//! Commands are case-insensitive: `get KEY`, `put KEY VALUE`, `del KEY` (or `delete`),
-//! `help`, `exit`. Words are split on spaces; quote a key or value that has spaces with
+//! Commands are case-insensitive: `get KEY` (`get -v KEY` also prints its version),
+//! `put KEY VALUE`, `del KEY` (or `delete`), `help`, `exit`. Words are split on spaces; quote a key or value that has spaces with
 //! `"..."` (escapes `\"`, `\\`, `\n`, `\t`) or `'...'` (taken literally).
 
 use std::path::PathBuf;
@@ -14,8 +14,8 @@ use super::{describe, Client};
 /// A parsed shell command.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
-    /// `get KEY`
-    Get(String),
+    /// `get KEY`, or `get -v KEY` to print the version too.
+    Get { key: String, with_version: bool },
     /// `put KEY VALUE`
     Put(String, String),
     /// `del KEY`
@@ -32,6 +32,7 @@ pub enum Command {
 pub const HELP: &str = "\
 commands (any case):
   get KEY          print the value of KEY
+  get -v KEY       the value, then its version (the transaction that last wrote it)
   put KEY VALUE    set KEY to VALUE on every follower
   del KEY          delete KEY (also: delete)
   help             this text
@@ -106,7 +107,16 @@ pub fn parse(line: &str) -> Result<Command, String> {
         }
     };
     match verb.as_str() {
-        "get" => arity(1, "get KEY").map(|_| Command::Get(args[0].clone())),
+        "get" => match args {
+            [flag, key] if flag == "-v" => Ok(Command::Get {
+                key: key.clone(),
+                with_version: true,
+            }),
+            _ => arity(1, "get [-v] KEY").map(|_| Command::Get {
+                key: args[0].clone(),
+                with_version: false,
+            }),
+        },
         "put" | "set" => {
             arity(2, "put KEY VALUE").map(|_| Command::Put(args[0].clone(), args[1].clone()))
         }
@@ -121,7 +131,18 @@ pub fn parse(line: &str) -> Result<Command, String> {
 pub async fn run(client: &mut Client, command: Command) -> Result<String, String> {
     let done = |r: Result<(), tonic::Status>| r.map(|_| "OK".to_string()).map_err(|s| describe(&s));
     match command {
-        Command::Get(key) => client.get(&key).await.map_err(|s| describe(&s)),
+        Command::Get {
+            key,
+            with_version: false,
+        } => client.get(&key).await.map_err(|s| describe(&s)),
+        Command::Get {
+            key,
+            with_version: true,
+        } => client
+            .get_versioned(&key)
+            .await
+            .map(|(value, version)| format!("{value}\nversion {version}"))
+            .map_err(|s| describe(&s)),
         Command::Put(key, value) => done(client.put(&key, &value).await),
         Command::Delete(key) => done(client.delete(&key).await),
         Command::Help => Ok(HELP.to_string()),
@@ -173,7 +194,13 @@ mod tests {
 
     #[test]
     fn commands_parse_in_any_case() {
-        assert_eq!(parse("GET k"), Ok(Command::Get("k".into())));
+        let get = |key: &str, with_version| Command::Get {
+            key: key.into(),
+            with_version,
+        };
+        assert_eq!(parse("GET k"), Ok(get("k", false)));
+        assert_eq!(parse("get -v k"), Ok(get("k", true)));
+        assert_eq!(parse("get '-v'"), Ok(get("-v", false)), "a key named -v");
         assert_eq!(parse("Put k v"), Ok(Command::Put("k".into(), "v".into())));
         assert_eq!(parse("del k"), Ok(Command::Delete("k".into())));
         assert_eq!(parse("DELETE k"), Ok(Command::Delete("k".into())));
@@ -201,6 +228,14 @@ mod tests {
     #[test]
     fn bad_lines_get_clear_errors() {
         assert!(parse("put k").unwrap_err().contains("usage: put KEY VALUE"));
+        assert!(parse("get -v").is_ok_and(|c| c
+            == Command::Get {
+                key: "-v".into(),
+                with_version: false
+            }));
+        assert!(parse("get -x k")
+            .unwrap_err()
+            .contains("usage: get [-v] KEY"));
         assert!(parse("put k v w").unwrap_err().contains("quote"));
         assert!(parse("frobnicate").unwrap_err().contains("unknown command"));
         assert!(parse("get \"k").unwrap_err().contains("unterminated"));

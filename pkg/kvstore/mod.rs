@@ -17,7 +17,7 @@
 //!
 //! A key may be any UTF-8 string: it can contain `/`, `..`, spaces, newlines,
 //! NUL bytes or upper-case letters, none of which may reach the file system
-//! as-is. A key's file name is `k` followed by the key's bytes encoded one at
+//! as-is. A key's file name is `v` followed by the key's bytes encoded one at
 //! a time:
 //!
 //! * `a`–`z` and `0`–`9` are written verbatim;
@@ -27,12 +27,12 @@
 //!
 //! | key            | file name                |
 //! |----------------|--------------------------|
-//! | `user42`       | `kuser42`                |
-//! | `Upper`        | `k_55pper`               |
-//! | `../x`         | `k_2e_2e_2fx`            |
-//! | `a b`          | `ka_20b`                 |
-//! | `é`            | `k_c3_a9`                |
-//! | `k_41`         | `kk_5f41`                |
+//! | `user42`       | `vuser42`                |
+//! | `Upper`        | `v_55pper`               |
+//! | `../x`         | `v_2e_2e_2fx`            |
+//! | `a b`          | `va_20b`                 |
+//! | `é`            | `v_c3_a9`                |
+//! | `k_41`         | `vk_5f41`                |
 //!
 //! The encoding is a bijection between keys and canonical names, so listing
 //! the directory recovers every key ([`key_for_file_name`] rejects any name
@@ -44,18 +44,31 @@
 //! # Hashed names for long keys
 //!
 //! Encoding can triple a key's length, and most file systems limit a name to
-//! 255 bytes. When the `k` name would be longer than 200 bytes the file is
-//! instead named `h` followed by the 64 lower-case hex digits of the SHA-256
+//! 255 bytes. When the `v` name would be longer than 200 bytes the file is
+//! instead named `w` followed by the 64 lower-case hex digits of the SHA-256
 //! of the key bytes (65 bytes in all), and since the name no longer spells the
-//! key, the key is stored inside the file:
+//! key, the key is stored inside the file.
+//!
+//! # What a key file holds: the version, then the value
+//!
+//! Every key has a version, the id of the transaction that last wrote it (DESIGN
+//! §1.8, [`TxId`]), stored with its value:
 //!
 //! ```text
-//! <key length in decimal ASCII> '\n' <key bytes> <value bytes>
+//! v file:  <version> '\n' <value bytes>
+//! w file:  <version> '\n' <key length in decimal ASCII> '\n' <key bytes> <value bytes>
 //! ```
 //!
-//! A `k` file holds exactly the value bytes. Reading an `h` file whose stored
+//! where `<version>` is `<epoch>.<seq>` in decimal. Reading a `w` file whose stored
 //! key is not the requested key (a hash collision or a tampered file) is
 //! reported as [`Error::Corrupt`] rather than returning another key's value.
+//!
+//! **Upgrade.** Stores written before versions named their files `k…` (the value
+//! alone) and `h…` (the key length, key and value). [`KvStore::open`] rewrites each of
+//! them under its new name with version `0.0` (older than any transaction: nothing
+//! knows which one wrote it), by the atomic replace below, and only then removes the
+//! old file; a crash in between leaves both names, and the next open keeps the new one
+//! and removes the old. The old names are never read otherwise.
 //!
 //! Other names in the directory: temp files are `t<random hex>.tmp`, the
 //! owning process's lock file is `.lock`; anything else is logged once when
@@ -118,7 +131,7 @@
 //! # Why nothing can escape the directory
 //!
 //! Every path the store touches is `dir.join(name)` where `name` is built by
-//! this module from the characters `[a-z0-9_]` (plus the fixed `h`, `t` and
+//! this module from the characters `[a-z0-9_]` (plus the fixed `v`, `w`, `t` and
 //! `.tmp` affixes). Such a name has no separator, is never `.` or `..`, is
 //! never empty and never absolute, so whatever the key, the store creates,
 //! reads, renames and removes only entries directly inside its directory.
@@ -135,12 +148,14 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 
 use sha2::{Digest, Sha256};
+
+pub use crate::txid::TxId;
 
 #[cfg(test)]
 mod tests;
@@ -171,15 +186,30 @@ pub enum Error {
 /// Result type of the key-value store.
 pub type Result<T> = std::result::Result<T, Error>;
 
-/// One change to apply: `Some(value)` = put, `None` = delete.
-pub type Change<'a> = (&'a str, Option<&'a str>);
+/// A key's value and version (the id of the transaction that last wrote it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Versioned {
+    /// The value.
+    pub value: String,
+    /// The version.
+    pub version: TxId,
+}
+
+/// One change to apply to `key`: `Some((value, version))` puts, `None` deletes.
+pub type Change<'a> = (&'a str, Option<(&'a str, TxId)>);
 
 /// Names longer than this (in bytes) are replaced by hashed names.
 const MAX_PLAIN_NAME: usize = 200;
 /// Prefix of a plainly encoded key file.
-const PLAIN_PREFIX: char = 'k';
+const PLAIN_PREFIX: char = 'v';
 /// Prefix of a hashed key file.
-const HASHED_PREFIX: char = 'h';
+const HASHED_PREFIX: char = 'w';
+/// The prefixes of key files written before versions (`k`: the value alone; `h`: the
+/// key length, key and value), read only to upgrade them.
+const OLD_PLAIN_PREFIX: char = 'k';
+const OLD_HASHED_PREFIX: char = 'h';
+/// The version of a value upgraded from a store written before versions.
+const UPGRADED: TxId = TxId { epoch: 0, seq: 0 };
 /// Prefix and suffix of temp files.
 const TEMP_PREFIX: &str = "t";
 const TEMP_SUFFIX: &str = ".tmp";
@@ -223,10 +253,10 @@ fn is_verbatim(b: u8) -> bool {
     b.is_ascii_lowercase() || b.is_ascii_digit()
 }
 
-/// The `k` name of a key, regardless of its length.
-fn plain_name(key: &str) -> String {
+/// The plain name of a key with `prefix`, regardless of its length.
+fn plain_name(prefix: char, key: &str) -> String {
     let mut name = String::with_capacity(1 + key.len() * 3);
-    name.push(PLAIN_PREFIX);
+    name.push(prefix);
     for &b in key.as_bytes() {
         if is_verbatim(b) {
             name.push(char::from(b));
@@ -239,7 +269,7 @@ fn plain_name(key: &str) -> String {
     name
 }
 
-/// Length of the `k` name of a key without building it.
+/// Length of the plain name of a key without building it.
 fn plain_name_len(key: &str) -> usize {
     1 + key
         .as_bytes()
@@ -248,35 +278,48 @@ fn plain_name_len(key: &str) -> usize {
         .sum::<usize>()
 }
 
-fn hashed_name(key: &str) -> String {
+fn hashed_name(prefix: char, key: &str) -> String {
     let digest = Sha256::digest(key.as_bytes());
     let mut name = String::with_capacity(65);
-    name.push(HASHED_PREFIX);
+    name.push(prefix);
     name.push_str(&hex_lower(&digest));
     name
 }
 
 /// The file name a key is stored under (public for tests and tools).
 ///
-/// `k` + encoded key bytes when that is at most 200 bytes long, otherwise
-/// `h` + hex SHA-256 of the key. See the module documentation.
+/// `v` + encoded key bytes when that is at most 200 bytes long, otherwise
+/// `w` + hex SHA-256 of the key. See the module documentation.
 pub fn file_name_for(key: &str) -> String {
+    name_with(PLAIN_PREFIX, HASHED_PREFIX, key)
+}
+
+/// The name a key had before versions (`k`/`h`).
+fn old_file_name_for(key: &str) -> String {
+    name_with(OLD_PLAIN_PREFIX, OLD_HASHED_PREFIX, key)
+}
+
+fn name_with(plain: char, hashed: char, key: &str) -> String {
     if plain_name_len(key) > MAX_PLAIN_NAME {
-        hashed_name(key)
+        hashed_name(hashed, key)
     } else {
-        plain_name(key)
+        plain_name(plain, key)
     }
 }
 
-/// The key a `k` file name stands for; `None` for any other name or an
+/// The key a `v` file name stands for; `None` for any other name or an
 /// invalid encoding.
 ///
 /// Only canonical names are accepted: the result, if any, is a key `k` with
-/// `file_name_for(k) == name`. So `k_61` (non-canonical spelling of `ka`),
+/// `file_name_for(k) == name`. So `v_61` (non-canonical spelling of `va`),
 /// upper-case hex digits, truncated escapes, names decoding to invalid UTF-8
 /// and names longer than 200 bytes all give `None`.
 pub fn key_for_file_name(name: &str) -> Option<String> {
-    let encoded = name.strip_prefix(PLAIN_PREFIX)?;
+    key_for_name(PLAIN_PREFIX, name)
+}
+
+fn key_for_name(prefix: char, name: &str) -> Option<String> {
+    let encoded = name.strip_prefix(prefix)?;
     if name.len() > MAX_PLAIN_NAME {
         return None;
     }
@@ -305,9 +348,9 @@ pub fn key_for_file_name(name: &str) -> Option<String> {
     String::from_utf8(key).ok()
 }
 
-/// Whether `name` is a well-formed hashed key file name.
-fn is_hashed_name(name: &str) -> bool {
-    match name.strip_prefix(HASHED_PREFIX) {
+/// Whether `name` is a well-formed hashed key file name with `prefix`.
+fn is_hashed_name(prefix: char, name: &str) -> bool {
+    match name.strip_prefix(prefix) {
         Some(hex) => hex.len() == 64 && hex.bytes().all(|b| hex_digit_value(b).is_some()),
         None => false,
     }
@@ -324,6 +367,9 @@ fn is_temp_name(name: &str) -> bool {
 enum EntryKind {
     Plain(String),
     Hashed,
+    /// A key file written before versions, to upgrade.
+    OldPlain(String),
+    OldHashed,
     Temp,
     Lock,
     Unknown,
@@ -334,16 +380,51 @@ fn classify(name: &str) -> EntryKind {
         EntryKind::Lock
     } else if is_temp_name(name) {
         EntryKind::Temp
-    } else if is_hashed_name(name) {
+    } else if is_hashed_name(HASHED_PREFIX, name) {
         EntryKind::Hashed
     } else if let Some(key) = key_for_file_name(name) {
         EntryKind::Plain(key)
+    } else if is_hashed_name(OLD_HASHED_PREFIX, name) {
+        EntryKind::OldHashed
+    } else if let Some(key) = key_for_name(OLD_PLAIN_PREFIX, name) {
+        EntryKind::OldPlain(key)
     } else {
         EntryKind::Unknown
     }
 }
 
-/// Splits the content of an `h` file into (key bytes, value bytes).
+/// Splits a key file's content into its version and the rest.
+fn split_version<'a>(path: &Path, content: &'a [u8]) -> Result<(TxId, &'a [u8])> {
+    let newline = content
+        .iter()
+        .take(42)
+        .position(|&b| b == b'\n')
+        .ok_or_else(|| corrupt(path, "key file has no version header"))?;
+    let version = std::str::from_utf8(&content[..newline])
+        .ok()
+        .and_then(|s| s.parse::<TxId>().ok())
+        .ok_or_else(|| corrupt(path, "key file has a malformed version"))?;
+    Ok((version, &content[newline + 1..]))
+}
+
+/// Reads the content of `key`'s file at `path` (hashed or not): the stored key must be
+/// `key`, the value UTF-8.
+fn value_of(path: &Path, key: &str, hashed: bool, rest: &[u8]) -> Result<String> {
+    if !hashed {
+        return value_string(path, rest.to_vec());
+    }
+    let (stored_key, value) = split_hashed(path, rest)?;
+    if stored_key != key.as_bytes() {
+        return Err(corrupt(
+            path,
+            "hashed key file holds a different key than requested",
+        ));
+    }
+    value_string(path, value)
+}
+
+/// Splits the content of a hashed key file (after its version) into (key bytes, value
+/// bytes).
 fn split_hashed(path: &Path, content: &[u8]) -> Result<(Vec<u8>, Vec<u8>)> {
     let newline = content
         .iter()
@@ -453,12 +534,14 @@ pub struct KvStore {
 
 impl KvStore {
     /// Opens the store in `dir`, creating the directory (`create_dir_all`) if
-    /// absent. Removes leftover temp files (`t*.tmp`) from a crash, and fsyncs
-    /// the directory if it removed any. Logs a warning once for every name
-    /// that is neither a key file, a temp file nor `.lock`.
+    /// absent. Removes leftover temp files (`t*.tmp`) from a crash, upgrades key files
+    /// written before versions (see the module documentation), and fsyncs the
+    /// directory if it changed. Logs a warning once for every name that is neither a
+    /// key file, a temp file nor `.lock`.
     pub fn open(dir: &Path) -> Result<KvStore> {
         fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
         let mut removed_any = false;
+        let mut old_files = Vec::new();
         for entry in fs::read_dir(dir).map_err(|e| io_err(dir, e))? {
             let entry = entry.map_err(|e| io_err(dir, e))?;
             let os_name = entry.file_name();
@@ -487,16 +570,69 @@ impl KvStore {
                         "ignoring unexpected file in kv store directory"
                     );
                 }
+                EntryKind::OldPlain(_) | EntryKind::OldHashed => old_files.push(name.to_string()),
                 EntryKind::Plain(_) | EntryKind::Hashed | EntryKind::Lock => {}
             }
         }
         if removed_any {
             sync_dir(dir)?;
         }
-        Ok(KvStore {
+        let store = KvStore {
             dir: dir.to_path_buf(),
             write_lock: RwLock::new(()),
-        })
+        };
+        store.upgrade(&old_files)?;
+        Ok(store)
+    }
+
+    /// Rewrites key files written before versions under their new names, with version
+    /// `0.0`, then removes the old ones (see the module documentation).
+    fn upgrade(&self, old_files: &[String]) -> Result<()> {
+        if old_files.is_empty() {
+            return Ok(());
+        }
+        let _guard = self.lock_writers();
+        for name in old_files {
+            let path = self.dir.join(name);
+            let Some(content) = read_optional(&path)? else {
+                continue;
+            };
+            let (key, value) = match classify(name) {
+                EntryKind::OldPlain(key) => {
+                    let value = value_string(&path, content)?;
+                    (key, value)
+                }
+                _ => {
+                    let (key, value) = split_hashed(&path, &content)?;
+                    let key = String::from_utf8(key)
+                        .map_err(|_| corrupt(&path, "stored key is not valid UTF-8"))?;
+                    if old_file_name_for(&key) != *name {
+                        return Err(corrupt(&path, "stored key does not hash to the file name"));
+                    }
+                    (key, value_string(&path, value)?)
+                }
+            };
+            let new_name = file_name_for(&key);
+            if !self.dir.join(&new_name).exists() {
+                self.replace_file(&key, &value, UPGRADED, true)?;
+            }
+        }
+        sync_dir(&self.dir)?;
+        for name in old_files {
+            let path = self.dir.join(name);
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err(&path, e)),
+            }
+        }
+        sync_dir(&self.dir)?;
+        tracing::info!(
+            dir = %self.dir.display(),
+            keys = old_files.len(),
+            "upgraded key files written before versions (version 0.0)"
+        );
+        Ok(())
     }
 
     /// The directory holding the store.
@@ -504,10 +640,10 @@ impl KvStore {
         &self.dir
     }
 
-    /// The value of `key`, or `None` if absent. Never sees a half-written
-    /// value. A hashed file holding a different key, or a value that is not
-    /// UTF-8, is [`Error::Corrupt`].
-    pub fn get(&self, key: &str) -> Result<Option<String>> {
+    /// The value and version of `key`, or `None` if absent. Never sees a half-written
+    /// value. A hashed file holding a different key, a bad version header, or a value
+    /// that is not UTF-8, is [`Error::Corrupt`].
+    pub fn get(&self, key: &str) -> Result<Option<Versioned>> {
         let name = file_name_for(key);
         let path = self.dir.join(&name);
         let content = {
@@ -517,25 +653,16 @@ impl KvStore {
         let Some(content) = content else {
             return Ok(None);
         };
-        if name.starts_with(HASHED_PREFIX) {
-            let (stored_key, value) = split_hashed(&path, &content)?;
-            if stored_key != key.as_bytes() {
-                return Err(corrupt(
-                    &path,
-                    "hashed key file holds a different key than requested",
-                ));
-            }
-            value_string(&path, value).map(Some)
-        } else {
-            value_string(&path, content).map(Some)
-        }
+        let (version, rest) = split_version(&path, &content)?;
+        let value = value_of(&path, key, name.starts_with(HASHED_PREFIX), rest)?;
+        Ok(Some(Versioned { value, version }))
     }
 
-    /// Atomically replaces the value: write temp file, fsync it, rename over
-    /// the key's file, fsync the directory. Durable when it returns.
-    pub fn put(&self, key: &str, value: &str) -> Result<()> {
+    /// Atomically replaces the value (and version): write temp file, fsync it, rename
+    /// over the key's file, fsync the directory. Durable when it returns.
+    pub fn put(&self, key: &str, value: &str, version: TxId) -> Result<()> {
         let _guard = self.lock_writers();
-        self.replace_file(key, value, true)?;
+        self.replace_file(key, value, version, true)?;
         sync_dir(&self.dir)
     }
 
@@ -557,7 +684,7 @@ impl KvStore {
         let _guard = self.lock_writers();
         for (key, change) in last_change_per_key(changes) {
             match change {
-                Some(value) => self.replace_file(key, value, true)?,
+                Some((value, version)) => self.replace_file(key, value, *version, true)?,
                 None => self.remove_file(key)?,
             }
         }
@@ -578,7 +705,7 @@ impl KvStore {
         let _guard = self.lock_writers();
         for (key, change) in last_change_per_key(changes) {
             match change {
-                Some(value) => self.overwrite_file(key, value)?,
+                Some((value, version)) => self.overwrite_file(key, value, *version)?,
                 None => self.remove_file(key)?,
             }
         }
@@ -602,7 +729,13 @@ impl KvStore {
             let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
                 continue;
             };
-            if matches!(classify(&name), EntryKind::Plain(_) | EntryKind::Hashed) {
+            if matches!(
+                classify(&name),
+                EntryKind::Plain(_)
+                    | EntryKind::Hashed
+                    | EntryKind::OldPlain(_)
+                    | EntryKind::OldHashed
+            ) {
                 return Ok(false);
             }
         }
@@ -612,7 +745,7 @@ impl KvStore {
     /// Every key with its value, sorted by key (for tests and for comparing
     /// followers). Files that are not key files are ignored; a key file whose
     /// content does not match its name is [`Error::Corrupt`].
-    pub fn dump(&self) -> Result<BTreeMap<String, String>> {
+    pub fn dump(&self) -> Result<BTreeMap<String, Versioned>> {
         let mut out = BTreeMap::new();
         for entry in fs::read_dir(&self.dir).map_err(|e| io_err(&self.dir, e))? {
             let entry = entry.map_err(|e| io_err(&self.dir, e))?;
@@ -620,18 +753,24 @@ impl KvStore {
                 continue;
             };
             let path = self.dir.join(&name);
-            match classify(&name) {
-                EntryKind::Plain(key) => {
-                    // A concurrent delete may have removed it since listing.
-                    if let Some(content) = read_optional(&path)? {
-                        out.insert(key, value_string(&path, content)?);
-                    }
-                }
-                EntryKind::Hashed => {
-                    let Some(content) = read_optional(&path)? else {
-                        continue;
-                    };
-                    let (key_bytes, value) = split_hashed(&path, &content)?;
+            let key = match classify(&name) {
+                EntryKind::Plain(key) => Some(key),
+                EntryKind::Hashed => None,
+                EntryKind::OldPlain(_)
+                | EntryKind::OldHashed
+                | EntryKind::Temp
+                | EntryKind::Lock
+                | EntryKind::Unknown => continue,
+            };
+            // A concurrent delete may have removed it since listing.
+            let Some(content) = read_optional(&path)? else {
+                continue;
+            };
+            let (version, rest) = split_version(&path, &content)?;
+            let (key, value) = match key {
+                Some(key) => (key, value_string(&path, rest.to_vec())?),
+                None => {
+                    let (key_bytes, value) = split_hashed(&path, rest)?;
                     let key = String::from_utf8(key_bytes)
                         .map_err(|_| corrupt(&path, "stored key is not valid UTF-8"))?;
                     if file_name_for(&key) != name {
@@ -640,10 +779,10 @@ impl KvStore {
                             "stored key does not hash to the file's name",
                         ));
                     }
-                    out.insert(key, value_string(&path, value)?);
+                    (key, value_string(&path, value)?)
                 }
-                EntryKind::Temp | EntryKind::Lock | EntryKind::Unknown => {}
-            }
+            };
+            out.insert(key, Versioned { value, version });
         }
         Ok(out)
     }
@@ -669,15 +808,10 @@ impl KvStore {
     /// On failure the key is as it was (see "Full disks" in the module documentation):
     /// the room is reserved before a byte changes, and a file created for an absent key
     /// is removed again.
-    fn overwrite_file(&self, key: &str, value: &str) -> Result<()> {
+    fn overwrite_file(&self, key: &str, value: &str, version: TxId) -> Result<()> {
         let name = file_name_for(key);
         let path = self.dir.join(&name);
-        let mut content = Vec::with_capacity(value.len() + 32);
-        if name.starts_with(HASHED_PREFIX) {
-            content.extend_from_slice(format!("{}\n", key.len()).as_bytes());
-            content.extend_from_slice(key.as_bytes());
-        }
-        content.extend_from_slice(value.as_bytes());
+        let content = content_of(key, value, version, name.starts_with(HASHED_PREFIX));
         let (file, created) = match OpenOptions::new().write(true).open(&path) {
             Ok(file) => (file, false),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -695,7 +829,7 @@ impl KvStore {
                 // No way to reserve room here: replace the file whole instead (without
                 // fsync, like the rest of an unsynced apply).
                 drop(file);
-                return self.replace_file(key, value, false);
+                return self.replace_file(key, value, version, false);
             }
             written => written,
         };
@@ -708,12 +842,12 @@ impl KvStore {
 
     /// Steps 1–3 of the atomic replace (no directory fsync); step 2, the temp file's
     /// fsync, only if `sync`.
-    fn replace_file(&self, key: &str, value: &str, sync: bool) -> Result<()> {
+    fn replace_file(&self, key: &str, value: &str, version: TxId, sync: bool) -> Result<()> {
         let name = file_name_for(key);
         let target = self.dir.join(&name);
-        let hashed = name.starts_with(HASHED_PREFIX);
+        let content = content_of(key, value, version, name.starts_with(HASHED_PREFIX));
         let (file, temp) = self.create_temp()?;
-        let written = write_content(file, key, value, hashed, sync)
+        let written = write_content(file, &content, sync)
             .map_err(|e| io_err(&temp, e))
             .and_then(|()| fs::rename(&temp, &target).map_err(|e| io_err(&target, e)));
         if written.is_err() {
@@ -752,14 +886,21 @@ impl KvStore {
 }
 
 /// Writes a key file's content and, if `sync`, fsyncs it.
-fn write_content(file: File, key: &str, value: &str, hashed: bool, sync: bool) -> io::Result<()> {
-    let mut w = io::BufWriter::with_capacity(64 * 1024, file);
+/// What `key`'s file holds (see the module documentation): the version line, then (in
+/// a hashed file) the key's length and bytes, then the value.
+fn content_of(key: &str, value: &str, version: TxId, hashed: bool) -> Vec<u8> {
+    let mut content = Vec::with_capacity(value.len() + 48);
+    content.extend_from_slice(format!("{version}\n").as_bytes());
     if hashed {
-        writeln!(w, "{}", key.len())?;
-        w.write_all(key.as_bytes())?;
+        content.extend_from_slice(format!("{}\n", key.len()).as_bytes());
+        content.extend_from_slice(key.as_bytes());
     }
-    w.write_all(value.as_bytes())?;
-    let file = w.into_inner().map_err(|e| e.into_error())?;
+    content.extend_from_slice(value.as_bytes());
+    content
+}
+
+fn write_content(file: File, content: &[u8], sync: bool) -> io::Result<()> {
+    file.write_all_at(content, 0)?;
     if sync {
         file.sync_all()?;
     }

@@ -5,6 +5,24 @@ use std::sync::Arc;
 
 use rand::Rng;
 
+/// The version the tests write with, unless a test is about versions.
+const V: TxId = TxId { epoch: 1, seq: 1 };
+
+/// The value of `key`, if present (its version aside).
+fn stored(store: &KvStore, key: &str) -> Option<String> {
+    store.get(key).expect("get").map(|held| held.value)
+}
+
+/// Every key's value (versions aside).
+fn values(store: &KvStore) -> BTreeMap<String, String> {
+    store
+        .dump()
+        .expect("dump")
+        .into_iter()
+        .map(|(key, held)| (key, held.value))
+        .collect()
+}
+
 /// A temp parent directory and a store in its "store" subdirectory.
 fn new_store() -> (tempfile::TempDir, KvStore) {
     let parent = tempfile::tempdir().expect("tempdir");
@@ -98,22 +116,19 @@ fn hostile_keys_round_trip_and_stay_inside() {
     let mut expected = BTreeMap::new();
     for (i, key) in keys.iter().enumerate() {
         let value = format!("value {i} for {}", key.len());
-        store.put(key, &value).expect("put");
+        store.put(key, &value, V).expect("put");
         expected.insert(key.clone(), value);
     }
     for (key, value) in &expected {
-        assert_eq!(
-            store.get(key).expect("get").as_deref(),
-            Some(value.as_str())
-        );
+        assert_eq!(stored(&store, key).as_deref(), Some(value.as_str()));
     }
-    assert_eq!(store.dump().expect("dump"), expected);
+    assert_eq!(values(&store), expected);
     assert_eq!(names_in(store.dir()).len(), expected.len());
     assert_contained(parent.path(), &store);
 
     // Reopening sees the same data.
     let reopened = KvStore::open(store.dir()).expect("reopen");
-    assert_eq!(reopened.dump().expect("dump"), expected);
+    assert_eq!(values(&reopened), expected);
 
     for key in &keys {
         store.delete(key).expect("delete");
@@ -125,32 +140,32 @@ fn hostile_keys_round_trip_and_stay_inside() {
 
 #[test]
 fn specific_names() {
-    assert_eq!(file_name_for("user42"), "kuser42");
-    assert_eq!(file_name_for("Upper"), "k_55pper");
-    assert_eq!(file_name_for("../x"), "k_2e_2e_2fx");
-    assert_eq!(file_name_for("."), "k_2e");
-    assert_eq!(file_name_for(".."), "k_2e_2e");
-    assert_eq!(file_name_for("a/b"), "ka_2fb");
-    assert_eq!(file_name_for("a b\nc"), "ka_20b_0ac");
-    assert_eq!(file_name_for("é"), "k_c3_a9");
-    assert_eq!(file_name_for("k_41"), "kk_5f41");
-    assert_eq!(file_name_for("a\0b"), "ka_00b");
-    assert_eq!(key_for_file_name("kk_5f41").as_deref(), Some("k_41"));
-    assert_eq!(key_for_file_name("k_41").as_deref(), Some("A"));
+    assert_eq!(file_name_for("user42"), "vuser42");
+    assert_eq!(file_name_for("Upper"), "v_55pper");
+    assert_eq!(file_name_for("../x"), "v_2e_2e_2fx");
+    assert_eq!(file_name_for("."), "v_2e");
+    assert_eq!(file_name_for(".."), "v_2e_2e");
+    assert_eq!(file_name_for("a/b"), "va_2fb");
+    assert_eq!(file_name_for("a b\nc"), "va_20b_0ac");
+    assert_eq!(file_name_for("é"), "v_c3_a9");
+    assert_eq!(file_name_for("k_41"), "vk_5f41");
+    assert_eq!(file_name_for("a\0b"), "va_00b");
+    assert_eq!(key_for_file_name("vk_5f41").as_deref(), Some("k_41"));
+    assert_eq!(key_for_file_name("v_41").as_deref(), Some("A"));
 }
 
 #[test]
 fn upper_and_lower_case_are_distinct_files() {
     let (_parent, store) = new_store();
-    store.put("UPPER", "big").expect("put");
-    store.put("upper", "small").expect("put");
+    store.put("UPPER", "big", V).expect("put");
+    store.put("upper", "small", V).expect("put");
     assert_ne!(file_name_for("UPPER"), file_name_for("upper"));
     assert_ne!(
         file_name_for("UPPER").to_lowercase(),
         file_name_for("upper").to_lowercase()
     );
-    assert_eq!(store.get("UPPER").expect("get").as_deref(), Some("big"));
-    assert_eq!(store.get("upper").expect("get").as_deref(), Some("small"));
+    assert_eq!(stored(&store, "UPPER").as_deref(), Some("big"));
+    assert_eq!(stored(&store, "upper").as_deref(), Some("small"));
     assert_eq!(names_in(store.dir()).len(), 2);
 }
 
@@ -163,37 +178,41 @@ fn long_keys_use_hashed_names() {
     let key64k = "Z".repeat(64 * 1024);
     for key in [&key10k, &key64k] {
         let name = file_name_for(key);
-        assert!(name.starts_with('h'), "{name}");
+        assert!(name.starts_with('w'), "{name}");
         assert_eq!(name.len(), 65);
         assert!(name.len() <= 255);
         assert_eq!(key_for_file_name(&name), None);
     }
-    store.put(&key10k, "ten").expect("put");
-    store.put(&key64k, "sixty-four").expect("put");
-    assert_eq!(store.get(&key10k).expect("get").as_deref(), Some("ten"));
-    assert_eq!(
-        store.get(&key64k).expect("get").as_deref(),
-        Some("sixty-four")
-    );
+    store.put(&key10k, "ten", V).expect("put");
+    store.put(&key64k, "sixty-four", V).expect("put");
+    assert_eq!(stored(&store, &key10k).as_deref(), Some("ten"));
+    assert_eq!(stored(&store, &key64k).as_deref(), Some("sixty-four"));
     // A key sharing a long prefix but not stored is absent.
     let other = format!("{key64k}!");
-    assert_eq!(store.get(&other).expect("get"), None);
+    assert_eq!(stored(&store, &other), None);
     // Hashed files also hold empty values.
-    store.put(&other, "").expect("put");
-    assert_eq!(store.get(&other).expect("get").as_deref(), Some(""));
+    store.put(&other, "", V).expect("put");
+    assert_eq!(stored(&store, &other).as_deref(), Some(""));
 
-    let dump = store.dump().expect("dump");
+    let dump = values(&store);
     assert_eq!(dump.len(), 3);
     assert_eq!(dump.get(&key10k).map(String::as_str), Some("ten"));
     assert_eq!(dump.get(&key64k).map(String::as_str), Some("sixty-four"));
     assert_eq!(dump.get(&other).map(String::as_str), Some(""));
 
-    // On-disk layout of an h file.
+    // On-disk layout of a w file: version, key length, key, value.
     let content = fs::read(store.dir().join(file_name_for(&key10k))).expect("read");
-    let mut expected = b"10000\n".to_vec();
+    let mut expected = b"1.1\n10000\n".to_vec();
     expected.extend_from_slice(key10k.as_bytes());
     expected.extend_from_slice(b"ten");
-    assert_eq!(content, expected);
+    assert!(
+        content == expected,
+        "the w file's bytes differ from the documented layout"
+    );
+    // And of a v file: version, value.
+    store.put("short", "", V).expect("put");
+    let content = fs::read(store.dir().join(file_name_for("short"))).expect("read");
+    assert_eq!(content, b"1.1\n", "an empty value after its version");
     assert_contained(parent.path(), &store);
 }
 
@@ -201,17 +220,17 @@ fn long_keys_use_hashed_names() {
 fn threshold_between_plain_and_hashed() {
     let plain = "a".repeat(199);
     assert_eq!(file_name_for(&plain).len(), 200);
-    assert!(file_name_for(&plain).starts_with('k'));
+    assert!(file_name_for(&plain).starts_with('v'));
     assert_eq!(key_for_file_name(&file_name_for(&plain)), Some(plain));
     let hashed = "a".repeat(200);
-    assert!(file_name_for(&hashed).starts_with('h'));
+    assert!(file_name_for(&hashed).starts_with('w'));
     // A 201-byte k name is not canonical.
-    assert_eq!(key_for_file_name(&format!("k{hashed}")), None);
+    assert_eq!(key_for_file_name(&format!("v{hashed}")), None);
     // Escapes count three bytes each: k + 66 escapes = 199 bytes, k + 67 = 202.
     let escaped = "A".repeat(66);
-    assert!(file_name_for(&escaped).starts_with('k'));
+    assert!(file_name_for(&escaped).starts_with('v'));
     let escaped = "A".repeat(67);
-    assert!(file_name_for(&escaped).starts_with('h'));
+    assert!(file_name_for(&escaped).starts_with('w'));
 }
 
 #[test]
@@ -228,12 +247,12 @@ fn unicode_and_nul_keys() {
         "SS",
     ];
     for (i, key) in keys.iter().enumerate() {
-        store.put(key, &format!("v{i}")).expect("put");
+        store.put(key, &format!("v{i}"), V).expect("put");
     }
     for (i, key) in keys.iter().enumerate() {
-        assert_eq!(store.get(key).expect("get"), Some(format!("v{i}")));
+        assert_eq!(stored(&store, key), Some(format!("v{i}")));
     }
-    assert_eq!(store.dump().expect("dump").len(), keys.len());
+    assert_eq!(values(&store).len(), keys.len());
 }
 
 #[test]
@@ -241,9 +260,9 @@ fn keys_that_look_like_encodings() {
     let (_parent, store) = new_store();
     let keys = ["k_41", "A", "_41", "k", "ka", "a", "_", "__", "_5f"];
     for key in keys {
-        store.put(key, key).expect("put");
+        store.put(key, key, V).expect("put");
     }
-    let dump = store.dump().expect("dump");
+    let dump = values(&store);
     assert_eq!(dump.len(), keys.len());
     for key in keys {
         assert_eq!(dump.get(key).map(String::as_str), Some(key));
@@ -253,31 +272,33 @@ fn keys_that_look_like_encodings() {
 #[test]
 fn empty_value_differs_from_absent() {
     let (_parent, store) = new_store();
-    assert_eq!(store.get("k").expect("get"), None);
-    store.put("k", "").expect("put");
-    assert_eq!(store.get("k").expect("get"), Some(String::new()));
+    assert_eq!(stored(&store, "k"), None);
+    store.put("k", "", V).expect("put");
+    assert_eq!(stored(&store, "k"), Some(String::new()));
     assert!(!store.is_empty().expect("is_empty"));
     assert_eq!(
-        store.dump().expect("dump"),
+        values(&store),
         BTreeMap::from([("k".to_string(), String::new())])
     );
     store.delete("k").expect("delete");
-    assert_eq!(store.get("k").expect("get"), None);
+    assert_eq!(stored(&store, "k"), None);
     assert!(store.is_empty().expect("is_empty"));
 }
 
 #[test]
 fn put_replaces() {
     let (_parent, store) = new_store();
-    store.put("key", "one").expect("put");
-    store.put("key", "a much longer second value").expect("put");
+    store.put("key", "one", V).expect("put");
+    store
+        .put("key", "a much longer second value", V)
+        .expect("put");
     assert_eq!(
-        store.get("key").expect("get").as_deref(),
+        stored(&store, "key").as_deref(),
         Some("a much longer second value")
     );
-    store.put("key", "3").expect("put");
-    assert_eq!(store.get("key").expect("get").as_deref(), Some("3"));
-    assert_eq!(names_in(store.dir()), vec!["kkey".to_string()]);
+    store.put("key", "3", V).expect("put");
+    assert_eq!(stored(&store, "key").as_deref(), Some("3"));
+    assert_eq!(names_in(store.dir()), vec!["vkey".to_string()]);
 }
 
 #[test]
@@ -287,10 +308,10 @@ fn delete_absent_is_ok() {
     store
         .delete(&"x".repeat(1000))
         .expect("delete absent hashed");
-    store.put("x", "1").expect("put");
+    store.put("x", "1", V).expect("put");
     store.delete("x").expect("delete");
     store.delete("x").expect("delete again");
-    assert_eq!(store.get("x").expect("get"), None);
+    assert_eq!(stored(&store, "x"), None);
 }
 
 #[test]
@@ -299,11 +320,11 @@ fn large_value_round_trips() {
     let value: String = (0..3 * 1024 * 1024)
         .map(|i| char::from(b' ' + (i % 90) as u8))
         .collect();
-    store.put("big", &value).expect("put");
-    assert_eq!(store.get("big").expect("get"), Some(value.clone()));
+    store.put("big", &value, V).expect("put");
+    assert_eq!(stored(&store, "big"), Some(value.clone()));
     let long_key = "K".repeat(64 * 1024);
-    store.put(&long_key, &value).expect("put");
-    assert_eq!(store.get(&long_key).expect("get"), Some(value));
+    store.put(&long_key, &value, V).expect("put");
+    assert_eq!(stored(&store, &long_key), Some(value));
 }
 
 #[test]
@@ -312,8 +333,8 @@ fn leftover_temp_file_is_removed_on_open_and_old_value_intact() {
     let dir = parent.path().join("store");
     {
         let store = KvStore::open(&dir).expect("open");
-        store.put("a", "old").expect("put");
-        store.put(&"L".repeat(500), "old long").expect("put");
+        store.put("a", "old", V).expect("put");
+        store.put(&"L".repeat(500), "old long", V).expect("put");
     }
     // Simulate a crash between writing the temp file and renaming it.
     fs::write(dir.join("t0123456789abcdef.tmp"), "new but never renamed").expect("write");
@@ -321,7 +342,7 @@ fn leftover_temp_file_is_removed_on_open_and_old_value_intact() {
     // Files the store does not own are left alone and ignored.
     fs::write(dir.join(".lock"), "1234").expect("write");
     fs::write(dir.join("README"), "hello").expect("write");
-    fs::write(dir.join("k_4G"), "bad encoding").expect("write");
+    fs::write(dir.join("v_4G"), "bad encoding").expect("write");
 
     let store = KvStore::open(&dir).expect("reopen");
     let names = names_in(&dir);
@@ -331,10 +352,10 @@ fn leftover_temp_file_is_removed_on_open_and_old_value_intact() {
     );
     assert!(names.contains(&".lock".to_string()));
     assert!(names.contains(&"README".to_string()));
-    assert!(names.contains(&"k_4G".to_string()));
-    assert_eq!(store.get("a").expect("get").as_deref(), Some("old"));
+    assert!(names.contains(&"v_4G".to_string()));
+    assert_eq!(stored(&store, "a").as_deref(), Some("old"));
     assert_eq!(
-        store.dump().expect("dump"),
+        values(&store),
         BTreeMap::from([
             ("a".to_string(), "old".to_string()),
             ("L".repeat(500), "old long".to_string()),
@@ -347,33 +368,33 @@ fn lock_and_unknown_files_do_not_count_as_keys() {
     let (_parent, store) = new_store();
     fs::write(store.dir().join(".lock"), "").expect("write");
     fs::write(store.dir().join("notes.txt"), "").expect("write");
-    fs::write(store.dir().join("k_61"), "non-canonical").expect("write");
-    fs::write(store.dir().join("hxyz"), "").expect("write");
+    fs::write(store.dir().join("v_61"), "non-canonical").expect("write");
+    fs::write(store.dir().join("wxyz"), "").expect("write");
     assert!(store.is_empty().expect("is_empty"));
-    assert!(store.dump().expect("dump").is_empty());
+    assert!(values(&store).is_empty());
 }
 
 #[test]
 fn apply_batch_puts_and_deletes() {
     let (_parent, store) = new_store();
-    store.put("keep", "k").expect("put");
-    store.put("gone", "g").expect("put");
-    store.put("revived", "r0").expect("put");
+    store.put("keep", "k", V).expect("put");
+    store.put("gone", "g", V).expect("put");
+    store.put("revived", "r0", V).expect("put");
     let long = "Q".repeat(300);
     store
         .apply_batch(&[
-            ("new", Some("n")),
+            ("new", Some(("n", V))),
             ("gone", None),
             ("absent", None),
-            ("twice", Some("first")),
-            ("twice", Some("second")),
-            ("put-then-delete", Some("x")),
+            ("twice", Some(("first", V))),
+            ("twice", Some(("second", V))),
+            ("put-then-delete", Some(("x", V))),
             ("put-then-delete", None),
             ("revived", None),
-            ("revived", Some("r1")),
-            ("empty", Some("")),
-            (long.as_str(), Some("long")),
-            ("../escape", Some("no")),
+            ("revived", Some(("r1", V))),
+            ("empty", Some(("", V))),
+            (long.as_str(), Some(("long", V))),
+            ("../escape", Some(("no", V))),
         ])
         .expect("apply_batch");
     let expected = BTreeMap::from([
@@ -385,12 +406,12 @@ fn apply_batch_puts_and_deletes() {
         (long.clone(), "long".to_string()),
         ("../escape".to_string(), "no".to_string()),
     ]);
-    assert_eq!(store.dump().expect("dump"), expected);
-    assert_eq!(store.get("gone").expect("get"), None);
-    assert_eq!(store.get("put-then-delete").expect("get"), None);
+    assert_eq!(values(&store), expected);
+    assert_eq!(stored(&store, "gone"), None);
+    assert_eq!(stored(&store, "put-then-delete"), None);
     assert!(!names_in(store.dir()).iter().any(|n| n.ends_with(".tmp")));
     store.apply_batch(&[]).expect("empty batch");
-    assert_eq!(store.dump().expect("dump"), expected);
+    assert_eq!(values(&store), expected);
 }
 
 #[test]
@@ -401,7 +422,7 @@ fn dump_returns_exactly_what_was_put() {
     for _ in 0..200 {
         let key = random_string(&mut rng, 1, 40);
         let value = random_string(&mut rng, 0, 100);
-        store.put(&key, &value).expect("put");
+        store.put(&key, &value, V).expect("put");
         expected.insert(key, value);
     }
     let doomed: Vec<String> = expected.keys().step_by(3).cloned().collect();
@@ -409,12 +430,9 @@ fn dump_returns_exactly_what_was_put() {
         store.delete(key).expect("delete");
         expected.remove(key);
     }
-    assert_eq!(store.dump().expect("dump"), expected);
+    assert_eq!(values(&store), expected);
     assert_eq!(
-        KvStore::open(store.dir())
-            .expect("reopen")
-            .dump()
-            .expect("dump"),
+        values(&KvStore::open(store.dir()).expect("reopen")),
         expected
     );
 }
@@ -442,9 +460,9 @@ fn name_round_trip_all_chars() {
         let key = char::from(b).to_string();
         let name = file_name_for(&key);
         if b.is_ascii_lowercase() || b.is_ascii_digit() {
-            assert_eq!(name, format!("k{key}"));
+            assert_eq!(name, format!("v{key}"));
         } else {
-            assert_eq!(name, format!("k_{b:02x}"));
+            assert_eq!(name, format!("v_{b:02x}"));
         }
     }
 }
@@ -461,11 +479,11 @@ fn name_round_trip_random_strings() {
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
             "{name}"
         );
-        if name.starts_with('k') {
+        if name.starts_with('v') {
             assert!(name.len() <= 200);
             assert_eq!(key_for_file_name(&name), Some(key));
         } else {
-            assert!(name.starts_with('h'));
+            assert!(name.starts_with('w'));
             assert_eq!(name.len(), 65);
             assert_eq!(key_for_file_name(&name), None);
         }
@@ -475,30 +493,30 @@ fn name_round_trip_random_strings() {
 #[test]
 fn invalid_names_decode_to_none() {
     for name in [
-        "", "k_61", "k_4", "k_", "k_4G", "k_4A", "kA", "K61", "x", "h", ".lock", "t1.tmp", "k_ff",
-        "k_c3", "ka.b", "k/a", "k_2e/",
+        "", "v_61", "v_4", "v_", "v_4G", "v_4A", "vA", "V61", "x", "w", "kuser", ".lock", "t1.tmp",
+        "v_ff", "v_c3", "va.b", "v/a", "v_2e/",
     ] {
         assert_eq!(key_for_file_name(name), None, "{name:?}");
     }
-    // Decodes fine but "k" alone is the (unused) empty key.
-    assert_eq!(key_for_file_name("k").as_deref(), Some(""));
+    // Decodes fine but "v" alone is the (unused) empty key.
+    assert_eq!(key_for_file_name("v").as_deref(), Some(""));
 }
 
 #[test]
 fn hashed_file_with_mismatching_key_is_corrupt() {
     let (_parent, store) = new_store();
     let key = "m".repeat(1000);
-    store.put(&key, "value").expect("put");
+    store.put(&key, "value", V).expect("put");
     let path = store.dir().join(file_name_for(&key));
 
     // Same length, different key.
     let other = "n".repeat(1000);
-    fs::write(&path, format!("1000\n{other}value")).expect("write");
+    fs::write(&path, format!("1.1\n1000\n{other}value")).expect("write");
     assert!(matches!(store.get(&key), Err(Error::Corrupt { .. })));
     assert!(matches!(store.dump(), Err(Error::Corrupt { .. })));
 
     // Different length.
-    fs::write(&path, "3\nabcvalue").expect("write");
+    fs::write(&path, "1.1\n3\nabcvalue").expect("write");
     assert!(matches!(store.get(&key), Err(Error::Corrupt { .. })));
     assert!(matches!(store.dump(), Err(Error::Corrupt { .. })));
 
@@ -511,7 +529,7 @@ fn hashed_file_with_mismatching_key_is_corrupt() {
         b"99999999999999999999999\nx",
         b"2000\nshort",
     ] {
-        fs::write(&path, content).expect("write");
+        fs::write(&path, [&b"1.1\n"[..], content].concat()).expect("write");
         assert!(
             matches!(store.get(&key), Err(Error::Corrupt { .. })),
             "{content:?}"
@@ -519,14 +537,14 @@ fn hashed_file_with_mismatching_key_is_corrupt() {
     }
 
     // Restoring the right content makes it readable again.
-    fs::write(&path, format!("1000\n{key}value")).expect("write");
-    assert_eq!(store.get(&key).expect("get").as_deref(), Some("value"));
+    fs::write(&path, format!("1.1\n1000\n{key}value")).expect("write");
+    assert_eq!(stored(&store, &key).as_deref(), Some("value"));
 }
 
 #[test]
 fn invalid_utf8_value_is_corrupt() {
     let (_parent, store) = new_store();
-    fs::write(store.dir().join(file_name_for("bad")), [0xff, 0xfe]).expect("write");
+    fs::write(store.dir().join(file_name_for("bad")), b"1.1\n\xff\xfe").expect("write");
     assert!(matches!(store.get("bad"), Err(Error::Corrupt { .. })));
     assert!(matches!(store.dump(), Err(Error::Corrupt { .. })));
 }
@@ -560,7 +578,7 @@ fn store_is_send_and_sync() {
 
 #[test]
 fn readers_never_see_half_written_values() {
-    readers_see_only_whole_values(|store, value| store.put("key", value).expect("put"));
+    readers_see_only_whole_values(|store, value| store.put("key", value, V).expect("put"));
 }
 
 /// Rewriting files in place is hidden from readers by the store's lock.
@@ -568,7 +586,7 @@ fn readers_never_see_half_written_values() {
 fn readers_never_see_values_half_rewritten_in_place() {
     readers_see_only_whole_values(|store, value| {
         store
-            .apply_unsynced(&[("key", Some(value))])
+            .apply_unsynced(&[("key", Some((value, V)))])
             .expect("apply_unsynced")
     });
 }
@@ -579,7 +597,7 @@ fn readers_see_only_whole_values(write: impl Fn(&KvStore, &str)) {
     let store = Arc::new(store);
     let a = "A".repeat(256 * 1024);
     let b = "B".repeat(300 * 1024);
-    store.put("key", &a).expect("put");
+    store.put("key", &a, V).expect("put");
     let stop = Arc::new(AtomicBool::new(false));
     let readers: Vec<_> = (0..4)
         .map(|_| {
@@ -589,7 +607,7 @@ fn readers_see_only_whole_values(write: impl Fn(&KvStore, &str)) {
             std::thread::spawn(move || {
                 let mut reads = 0;
                 while !stop.load(Ordering::Relaxed) || reads == 0 {
-                    let v = store.get("key").expect("get").expect("present");
+                    let v = stored(&store, "key").expect("present");
                     assert!(v == a || v == b, "torn read of {} bytes", v.len());
                     reads += 1;
                 }
@@ -609,33 +627,33 @@ fn readers_see_only_whole_values(write: impl Fn(&KvStore, &str)) {
 #[test]
 fn unsynced_changes_are_visible_at_once_and_kept_after_sync() {
     let (parent, store) = new_store();
-    store.put("gone", "g").expect("put");
+    store.put("gone", "g", V).expect("put");
     store
-        .put("shrinks", "a much longer old value")
+        .put("shrinks", "a much longer old value", V)
         .expect("put");
     let long = "Q".repeat(300);
-    store.put(&long, "an older, longer value").expect("put");
+    store.put(&long, "an older, longer value", V).expect("put");
     store
         .apply_unsynced(&[
-            ("shrinks", Some("short")),
-            ("new", Some("n")),
+            ("shrinks", Some(("short", V))),
+            ("new", Some(("n", V))),
             ("gone", None),
-            ("twice", Some("first")),
-            ("twice", Some("second")),
-            (long.as_str(), Some("long")),
+            ("twice", Some(("first", V))),
+            ("twice", Some(("second", V))),
+            (long.as_str(), Some(("long", V))),
         ])
         .expect("apply_unsynced");
     // Visible before any sync: readers see the new values.
-    assert_eq!(store.get("new").unwrap().as_deref(), Some("n"));
+    assert_eq!(stored(&store, "new").as_deref(), Some("n"));
     assert_eq!(store.get("gone").unwrap(), None);
-    assert_eq!(store.get("twice").unwrap().as_deref(), Some("second"));
+    assert_eq!(stored(&store, "twice").as_deref(), Some("second"));
     // Rewritten in place: no leftover bytes of the longer old value.
-    assert_eq!(store.get("shrinks").unwrap().as_deref(), Some("short"));
-    assert_eq!(store.get(&long).unwrap().as_deref(), Some("long"));
+    assert_eq!(stored(&store, "shrinks").as_deref(), Some("short"));
+    assert_eq!(stored(&store, &long).as_deref(), Some("long"));
     store.sync().expect("sync");
     drop(store);
     let reopened = KvStore::open(&parent.path().join("store")).expect("reopen");
-    let all = reopened.dump().expect("dump");
+    let all = values(&reopened);
     assert_eq!(all.get("new").map(String::as_str), Some("n"));
     assert_eq!(all.get(&long).map(String::as_str), Some("long"));
     assert!(!all.contains_key("gone"));
@@ -661,51 +679,168 @@ fn writes_refused_by_a_full_disk_leave_every_key_as_it_was() {
     };
     let store = KvStore::open(&disk.path().join("kv")).expect("open");
     let hashed = "h".repeat(300);
-    let old: Vec<(&str, Option<&str>)> = vec![
-        ("k", Some("old")),
-        (&hashed, Some("old")),
-        ("empty", Some("")),
+    let old: Vec<Change<'_>> = vec![
+        ("k", Some(("old", V))),
+        (&hashed, Some(("old", V))),
+        ("empty", Some(("", V))),
     ];
     store
         .apply_unsynced(&old)
         .expect("apply before the disk fills");
-    let before = store.dump().expect("dump");
+    let before = values(&store);
 
     let new = "n".repeat(64 * 1024);
     for round in 0..3 {
         let ballast = disk.fill();
         for key in ["k", hashed.as_str(), "empty", "absent"] {
             assert!(
-                store.apply_unsynced(&[(key, Some(&new))]).is_err(),
+                store.apply_unsynced(&[(key, Some((&new, V)))]).is_err(),
                 "{key}: the disk is full"
             );
-            assert!(store.put(key, &new).is_err(), "{key}: the disk is full");
+            assert!(store.put(key, &new, V).is_err(), "{key}: the disk is full");
         }
-        let now = store.dump().expect("dump");
+        let now = values(&store);
         assert!(
             now == before,
             "round {round}: {:?}, not {:?}",
             summary(&now),
             summary(&before)
         );
-        assert_eq!(store.get("absent").expect("get"), None);
+        assert_eq!(stored(&store, "absent"), None);
 
         fs::remove_file(ballast).expect("free the space");
-        let changes: Vec<(&str, Option<&str>)> = vec![("k", Some(&new)), (&hashed, Some(&new))];
+        let changes: Vec<Change<'_>> = vec![("k", Some((&new, V))), (&hashed, Some((&new, V)))];
         store
             .apply_unsynced(&changes)
             .expect("apply once space returns");
-        assert_eq!(store.get("k").expect("get").as_deref(), Some(new.as_str()));
-        assert_eq!(
-            store.get(&hashed).expect("get").as_deref(),
-            Some(new.as_str())
-        );
+        assert_eq!(stored(&store, "k").as_deref(), Some(new.as_str()));
+        assert_eq!(stored(&store, &hashed).as_deref(), Some(new.as_str()));
         store.apply_unsynced(&old).expect("and back");
-        assert_eq!(store.dump().expect("dump"), before);
+        assert_eq!(values(&store), before);
     }
     let names = names_in(store.dir());
     assert!(
         names.iter().all(|n| !is_temp_name(n)),
         "temp files left: {names:?}"
     );
+}
+
+/// A key's version is stored with its value and read back, by every write path, for
+/// plain and hashed names alike, and survives a reopen.
+#[test]
+fn versions_are_stored_with_their_values() {
+    let (_parent, store) = new_store();
+    let long = "L".repeat(300);
+    let v = |epoch, seq| TxId { epoch, seq };
+    store.put("a", "1", v(1, 1)).expect("put");
+    store
+        .apply_batch(&[("b", Some(("2", v(1, 2))))])
+        .expect("apply_batch");
+    store
+        .apply_unsynced(&[("c", Some(("3", v(2, 7)))), (&long, Some(("4", v(9, 99))))])
+        .expect("apply_unsynced");
+    store
+        .apply_unsynced(&[("a", Some(("1b", v(3, 1))))])
+        .expect("rewrite in place");
+    let reopened = KvStore::open(store.dir()).expect("reopen");
+    for s in [&store, &reopened] {
+        let held = |key: &str| s.get(key).expect("get").expect("present");
+        assert_eq!(
+            held("a"),
+            Versioned {
+                value: "1b".into(),
+                version: v(3, 1)
+            }
+        );
+        assert_eq!(held("b").version, v(1, 2));
+        assert_eq!(held("c").version, v(2, 7));
+        assert_eq!(
+            held(&long),
+            Versioned {
+                value: "4".into(),
+                version: v(9, 99)
+            }
+        );
+        assert_eq!(s.dump().expect("dump")[&long].version, v(9, 99));
+    }
+}
+
+/// A file whose version header is missing or malformed is corruption, not a value.
+#[test]
+fn a_bad_version_header_is_corruption() {
+    let (_parent, store) = new_store();
+    let path = store.dir().join(file_name_for("k"));
+    for content in ["no header", "1.x\nvalue", "\nvalue", "1.2"] {
+        fs::write(&path, content).expect("write");
+        assert!(
+            matches!(store.get("k"), Err(Error::Corrupt { .. })),
+            "{content:?} read as a value"
+        );
+    }
+}
+
+/// A store written before versions (`k` and `h` files holding the value alone) is
+/// upgraded when it is opened: every key keeps its value, with version 0.0, under its
+/// new name, and the old files are gone.
+#[test]
+fn a_store_written_before_versions_is_upgraded_on_open() {
+    let parent = tempfile::tempdir().expect("tempdir");
+    let dir = parent.path().join("store");
+    fs::create_dir_all(&dir).expect("mkdir");
+    let long = "L".repeat(300);
+    let old_files = [
+        (old_file_name_for("plain"), b"value".to_vec()),
+        (old_file_name_for(""), b"".to_vec()),
+        (
+            old_file_name_for(&long),
+            format!("{}\n{long}long value", long.len()).into_bytes(),
+        ),
+    ];
+    for (name, content) in &old_files {
+        fs::write(dir.join(name), content).expect("write an old file");
+    }
+    let store = KvStore::open(&dir).expect("open upgrades");
+    let expected: BTreeMap<String, Versioned> =
+        [("plain", "value"), ("", ""), (&long, "long value")]
+            .into_iter()
+            .map(|(k, v)| {
+                let held = Versioned {
+                    value: v.into(),
+                    version: UPGRADED,
+                };
+                (k.to_string(), held)
+            })
+            .collect();
+    assert_eq!(store.dump().expect("dump"), expected);
+    let mut names = names_in(&dir);
+    names.sort();
+    let mut wanted: Vec<String> = expected.keys().map(|k| file_name_for(k)).collect();
+    wanted.sort();
+    assert_eq!(names, wanted, "only the new files are left");
+}
+
+/// A crash in the middle of the upgrade leaves some keys under both names: the next
+/// open keeps the new file (which may already have been written again since) and
+/// removes the old.
+#[test]
+fn an_interrupted_upgrade_keeps_the_new_file() {
+    let (_parent, store) = new_store();
+    let dir = store.dir().to_path_buf();
+    store
+        .put("k", "newer", TxId { epoch: 5, seq: 1 })
+        .expect("put");
+    drop(store);
+    fs::write(dir.join(old_file_name_for("k")), b"older").expect("an old leftover");
+    fs::write(dir.join(old_file_name_for("j")), b"only old").expect("not upgraded yet");
+    let store = KvStore::open(&dir).expect("reopen");
+    assert_eq!(
+        store.get("k").expect("get"),
+        Some(Versioned {
+            value: "newer".into(),
+            version: TxId { epoch: 5, seq: 1 }
+        })
+    );
+    assert_eq!(stored(&store, "j").as_deref(), Some("only old"));
+    assert!(!dir.join(old_file_name_for("k")).exists());
+    assert!(!dir.join(old_file_name_for("j")).exists());
 }

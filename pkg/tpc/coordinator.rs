@@ -35,7 +35,7 @@ use tracing::Instrument;
 use super::leader_core::{Effect, JobId, JournalFailure, LeaderCore, Refusal, WriteId};
 use super::link::Link;
 use super::link_core::StreamId;
-use super::message::{Answer, FollowerReply, Op};
+use super::message::{Answer, FollowerReply, Op, TxId};
 use super::records::LeaderRecord;
 use super::trace::Trace;
 use crate::crash::crash_point;
@@ -45,8 +45,8 @@ use crate::metrics;
 /// At most this many events are handled before their effects are carried out.
 pub const MAX_EVENTS: usize = 1024;
 
-/// What a client gets for its write.
-pub type WriteAnswer = std::result::Result<(), Status>;
+/// What a client gets for its write: the version it gave the key, or why it failed.
+pub type WriteAnswer = std::result::Result<TxId, Status>;
 
 /// What happened on a follower's stream, as a link task reports it.
 #[derive(Debug)]

@@ -34,7 +34,7 @@ use super::follower_state::{Answer, Command, Shared, StateOwner};
 use super::message::{frame_of_responses, messages_of_frame, PROTOCOL};
 use super::records::{open_journal, FollowerRecord};
 use crate::dirlock::DirLock;
-use crate::kvstore::KvStore;
+use crate::kvstore::{KvStore, Versioned};
 use crate::limits::{self, MAX_GRPC_MESSAGE_BYTES};
 use crate::metrics::RequestTimer;
 use crate::net::Listener;
@@ -191,7 +191,7 @@ struct FollowerService {
 impl FollowerService {
     /// A direct read of this follower's copy: refused while the key has an undecided
     /// transaction (the old value could be stale) or the journal is not replayed yet.
-    fn read(&self, key: &str) -> std::result::Result<String, Status> {
+    fn read(&self, key: &str) -> std::result::Result<Versioned, Status> {
         let _timer = RequestTimer::start("get");
         limits::check_key(key).map_err(Status::invalid_argument)?;
         if !self.shared.ready.load(Ordering::Acquire) {
@@ -202,7 +202,7 @@ impl FollowerService {
             .check_readable(key)
             .map_err(Status::unavailable)?;
         match self.shared.kv.get(key) {
-            Ok(Some(value)) => Ok(value),
+            Ok(Some(held)) => Ok(held),
             Ok(None) => Err(Status::not_found("key not found")),
             Err(e) => {
                 tracing::error!(error = %e, "read failed");
@@ -235,12 +235,18 @@ impl rpc::follower_reads_server::FollowerReads for FollowerService {
                 };
                 let Some(Ok(request)) = item else { break };
                 let reply = match service.read(&request.key) {
-                    Ok(value) => rpc::ReadReply { id: request.id, code: 0, value, message: String::new() },
+                    Ok(held) => rpc::ReadReply {
+                        id: request.id,
+                        code: 0,
+                        value: held.value,
+                        message: String::new(),
+                        version: held.version.to_string(),
+                    },
                     Err(status) => rpc::ReadReply {
                         id: request.id,
                         code: status.code() as u32,
-                        value: String::new(),
                         message: status.message().to_string(),
+                        ..Default::default()
                     },
                 };
                 if out.send(Ok(reply)).await.is_err() {
@@ -401,8 +407,12 @@ impl api::key_value_api_server::KeyValueApi for FollowerService {
         request: Request<api::GetRequest>,
     ) -> std::result::Result<Response<api::Response>, Status> {
         let key = request.into_inner().key;
-        self.read(&key)
-            .map(|value| Response::new(api::Response { value }))
+        self.read(&key).map(|held| {
+            Response::new(api::Response {
+                value: held.value,
+                version: held.version.to_string(),
+            })
+        })
     }
 
     async fn put(

@@ -76,8 +76,10 @@ struct Decided {
 pub enum Effect {
     /// Append this record to the journal and make it durable before anything after it.
     Persist(FollowerRecord),
-    /// Apply this change to the key-value store, durably.
-    Apply { key: String, op: Op },
+    /// Apply this change to the key-value store, durably, with `version`: the
+    /// transaction's id (DESIGN §1.8; `0.0` for a legacy or foreign id, which has no
+    /// order).
+    Apply { key: String, op: Op, version: TxId },
     /// Give this back to [`FollowerCore::finish`]: the transaction is decided and applied.
     Finish { txid: TxnId, outcome: Outcome },
     /// Send this answer on the stream the message came from.
@@ -298,6 +300,7 @@ impl FollowerCore {
                 effects.push(Effect::Apply {
                     key: txn.key.clone(),
                     op: txn.op.clone(),
+                    version: txid.ordered().unwrap_or_default(),
                 });
             }
             effects.push(Effect::Finish { txid, outcome });

@@ -108,7 +108,8 @@ fn commit_journals_applies_then_releases_then_acks() {
             }),
             Effect::Apply {
                 key: "k".into(),
-                op: Op::Put("v".into())
+                op: Op::Put("v".into()),
+                version: TxId { epoch: 1, seq: 1 },
             },
             Effect::Finish {
                 txid: "1.1".into(),
@@ -304,7 +305,8 @@ fn legacy_decision_after_a_refused_prepare_on_the_same_stream_changes_nothing() 
     let effects = run(&mut core, 1, decide("", Commit));
     assert!(effects.contains(&Effect::Apply {
         key: "k".into(),
-        op: Op::Put("v".into())
+        op: Op::Put("v".into()),
+        version: TxId::default(), // legacy: no order
     }));
     assert!(core.check_readable("k").is_ok());
 }
@@ -429,7 +431,8 @@ fn replay_restores_prepared_locks_and_applies_decided_ones() {
         vec![
             Effect::Apply {
                 key: "a".into(),
-                op: Op::Put("1".into())
+                op: Op::Put("1".into()),
+                version: TxId { epoch: 1, seq: 1 },
             },
             Effect::Finish {
                 txid: "1.1".into(),

@@ -35,11 +35,11 @@ use tonic::Status;
 
 use super::follower_batch::{handled_alone, Batch, Pending};
 use super::follower_core::{Effect, FollowerCore, StreamId};
-use super::message::{LeaderMessage, Op, TxnId};
+use super::message::{LeaderMessage, Op, TxId, TxnId};
 use super::records::FollowerRecord;
 use crate::crash::crash_point;
 use crate::journal::{Journal, Record};
-use crate::kvstore::KvStore;
+use crate::kvstore::{Change, KvStore};
 use crate::metrics;
 use crate::{Error, Result};
 
@@ -202,13 +202,13 @@ impl StateOwner {
     /// most once, and only if its file differs (or is torn), so a restart costs reads,
     /// not thousands of writes (and no fsync: the journal still holds them).
     fn replay(&mut self, records: Vec<FollowerRecord>) -> Result<()> {
-        let mut changes: HashMap<String, Op> = HashMap::new();
+        let mut changes: HashMap<String, (Op, TxId)> = HashMap::new();
         for record in records {
             let effects = self.shared.core().replay(record);
             for effect in effects {
                 match effect {
-                    Effect::Apply { key, op } => {
-                        changes.insert(key, op);
+                    Effect::Apply { key, op, version } => {
+                        changes.insert(key, (op, version));
                     }
                     Effect::Finish { txid, outcome } => {
                         self.shared.core().finish(&txid, outcome);
@@ -218,13 +218,17 @@ impl StateOwner {
             }
         }
         let mut stale = Vec::new();
-        for (key, op) in &changes {
-            let wanted = match op {
-                Op::Put(value) => Some(value.as_str()),
-                Op::Delete => None,
-            };
+        for (key, (op, version)) in &changes {
+            let wanted = op.value().map(|value| (value, *version));
             // A file the crash left torn reads as corrupt: it is rewritten like a stale one.
-            if self.shared.kv.get(key).ok().as_ref().map(Option::as_deref) != Some(wanted) {
+            let up_to_date = match (self.shared.kv.get(key), wanted) {
+                (Ok(Some(held)), Some((value, version))) => {
+                    held.value == value && held.version == version
+                }
+                (Ok(None), None) => true,
+                _ => false,
+            };
+            if !up_to_date {
                 stale.push((key.as_str(), wanted));
             }
         }
@@ -373,17 +377,13 @@ impl StateOwner {
     /// Applies the batch's decided writes to the store (visible now, durable at the
     /// next checkpoint). On failure, the error.
     fn apply_changes(&self, handled: &[Handled]) -> Option<String> {
-        let changes: Vec<(&str, Option<&str>)> = handled
+        let changes: Vec<Change<'_>> = handled
             .iter()
             .flat_map(|h| &h.effects)
             .filter_map(|e| match e {
-                Effect::Apply { key, op } => Some((
-                    key.as_str(),
-                    match op {
-                        Op::Put(value) => Some(value.as_str()),
-                        Op::Delete => None,
-                    },
-                )),
+                Effect::Apply { key, op, version } => {
+                    Some((key.as_str(), op.value().map(|value| (value, *version))))
+                }
                 _ => None,
             })
             .collect();

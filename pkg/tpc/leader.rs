@@ -23,7 +23,7 @@ use super::admin::AdminService;
 use super::coordinator::Coordinator;
 use super::leader_core::LeaderCore;
 use super::link::Link;
-use super::message::Op;
+use super::message::{Op, TxId};
 use super::reads::FollowerReader;
 use super::records::{open_journal, LeaderRecord};
 use super::trace::Trace;
@@ -208,7 +208,8 @@ struct LeaderService {
 }
 
 impl LeaderService {
-    async fn write(&self, key: String, op: Op) -> std::result::Result<(), Status> {
+    /// Runs a write; its answer is the version it gave the key.
+    async fn write(&self, key: String, op: Op) -> std::result::Result<TxId, Status> {
         limits::check_key(&key).map_err(Status::invalid_argument)?;
         if let Op::Put(value) = &op {
             limits::check_value(value).map_err(Status::invalid_argument)?;
@@ -239,10 +240,16 @@ impl api::key_value_api_server::KeyValueApi for LeaderService {
         loop {
             progress.borrow_and_update();
             // Committed, and maybe not applied (so locked) on some follower yet.
-            if let Some(value) = inner.coordinator.core().committed_value(&key) {
+            let committed = inner
+                .coordinator
+                .core()
+                .committed_value(&key)
+                .map(|(value, version)| (value.map(str::to_string), version));
+            if let Some((value, version)) = committed {
                 return match value {
                     Some(value) => Ok(Response::new(api::Response {
-                        value: value.to_string(),
+                        value,
+                        version: version.to_string(),
                     })),
                     None => Err(not_found()),
                 };
@@ -251,7 +258,7 @@ impl api::key_value_api_server::KeyValueApi for LeaderService {
             for &i in &order {
                 let (name, reader) = &inner.readers[i];
                 match reader.get(&key, inner.vote_timeout).await {
-                    Ok(value) => return Ok(Response::new(api::Response { value })),
+                    Ok(answer) => return Ok(Response::new(answer)),
                     Err(status) if status.code() == Code::NotFound => return Err(not_found()),
                     Err(status) => last_error = format!("follower {name}: {}", status.message()),
                 }
@@ -277,8 +284,11 @@ impl api::key_value_api_server::KeyValueApi for LeaderService {
     ) -> std::result::Result<Response<api::Response>, Status> {
         let _timer = RequestTimer::start("put");
         let api::PutRequest { key, value } = request.into_inner();
-        self.write(key, Op::Put(value.clone())).await?;
-        Ok(Response::new(api::Response { value }))
+        let version = self.write(key, Op::Put(value.clone())).await?;
+        Ok(Response::new(api::Response {
+            value,
+            version: version.to_string(),
+        }))
     }
 
     async fn delete(
@@ -287,9 +297,10 @@ impl api::key_value_api_server::KeyValueApi for LeaderService {
     ) -> std::result::Result<Response<api::Response>, Status> {
         let _timer = RequestTimer::start("delete");
         let key = request.into_inner().key;
-        self.write(key, Op::Delete).await?;
+        let version = self.write(key, Op::Delete).await?;
         Ok(Response::new(api::Response {
             value: String::new(),
+            version: version.to_string(),
         }))
     }
 }

@@ -88,10 +88,11 @@ pub enum Effect {
     Checkpoint { job: JobId, live: Vec<LeaderRecord> },
     /// Carry out this on follower `follower`'s link.
     Link { follower: usize, effect: LinkEffect },
-    /// Answer client write `write`.
+    /// Answer client write `write`: applied, with this version (its transaction's
+    /// id, DESIGN §1.8), or refused.
     Answer {
         write: WriteId,
-        result: Result<(), Refusal>,
+        result: Result<TxId, Refusal>,
     },
     /// A step of a transaction, for the live view.
     Trace {
@@ -503,10 +504,13 @@ impl LeaderCore {
 
     // ------------------------------------------------------------------ views
 
-    /// The value a read of `key` must return if the leader holds a committed write to
-    /// it that some follower may not have applied yet (`Some(None)`: deleted).
-    pub fn committed_value(&self, key: &str) -> Option<Option<&str>> {
-        self.committed.get(key).map(|(_, value)| value.as_deref())
+    /// The value (and version) a read of `key` must return if the leader holds a
+    /// committed write to it that some follower may not have applied yet (a value of
+    /// `None`: deleted).
+    pub fn committed_value(&self, key: &str) -> Option<(Option<&str>, TxId)> {
+        self.committed
+            .get(key)
+            .map(|(txid, value)| (value.as_deref(), *txid))
     }
 
     /// The unfinished transactions.
@@ -755,7 +759,7 @@ impl LeaderCore {
                 Outcome::Commit => {
                     self.committed
                         .insert(key.clone(), (txid, op.value().map(str::to_string)));
-                    Ok(())
+                    Ok(txid)
                 }
                 Outcome::Abort => Err(refusal(&self.followers, txn)),
             };

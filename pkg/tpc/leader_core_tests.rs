@@ -40,7 +40,7 @@ fn bodies(effects: &[Effect], f: usize) -> Vec<(TxnId, Body)> {
         .map(|m| (m.txid, m.body))
         .collect()
 }
-fn answers(effects: &[Effect]) -> Vec<(WriteId, Result<(), Refusal>)> {
+fn answers(effects: &[Effect]) -> Vec<(WriteId, Result<TxId, Refusal>)> {
     effects
         .iter()
         .filter_map(|e| match e {
@@ -139,7 +139,11 @@ fn the_last_commit_vote_commits_answers_and_journals_nothing() {
     effects.extend(answer(&mut core, 1, t, Answer::Vote(Commit)));
     assert!(answers(&effects).is_empty(), "not before the last vote");
     let effects = answer(&mut core, 2, t, Answer::Vote(Commit));
-    assert_eq!(answers(&effects), vec![(7, Ok(()))]);
+    assert_eq!(
+        answers(&effects),
+        vec![(7, Ok(t))],
+        "answered with its version"
+    );
     assert!(
         journal(&effects).iter().all(|(_, records)| records
             .iter()
@@ -149,7 +153,7 @@ fn the_last_commit_vote_commits_answers_and_journals_nothing() {
     for f in 0..3 {
         assert_eq!(bodies(&effects, f), vec![decision(t, Commit)]);
     }
-    assert_eq!(core.committed_value("k"), Some(Some("v")));
+    assert_eq!(core.committed_value("k"), Some((Some("v"), t)));
 }
 
 #[test]
@@ -158,9 +162,9 @@ fn a_committed_write_is_read_from_the_leader_until_every_follower_acked_it() {
     core.submit(1, "k".into(), Op::Delete);
     core.take_effects(Duration::ZERO);
     all_vote(&mut core, 2, id(1, 1), Commit);
-    assert_eq!(core.committed_value("k"), Some(None), "deleted");
+    assert_eq!(core.committed_value("k"), Some((None, id(1, 1))), "deleted");
     answer(&mut core, 0, id(1, 1), Answer::Ack);
-    assert_eq!(core.committed_value("k"), Some(None));
+    assert_eq!(core.committed_value("k"), Some((None, id(1, 1))));
     let effects = answer(&mut core, 1, id(1, 1), Answer::Ack);
     assert_eq!(core.committed_value("k"), None);
     assert!(core.txns().is_empty(), "finished");
@@ -254,7 +258,7 @@ fn a_classic_voter_gets_the_classic_flow_a_journaled_commit() {
     ));
     core.journaled(1, Ok(()), Duration::ZERO);
     let effects = core.take_effects(Duration::ZERO);
-    assert_eq!(answers(&effects), vec![(1, Ok(()))]);
+    assert_eq!(answers(&effects), vec![(1, Ok(t))]);
     assert_eq!(bodies(&effects, 1), vec![decision(t, Commit)]);
 }
 

@@ -26,7 +26,8 @@ use tracing::Instrument;
 use crate::limits::MAX_GRPC_MESSAGE_BYTES;
 use crate::proto::{api, rpc};
 
-type ReadResult = std::result::Result<String, Status>;
+/// A read's answer: the value and its version, as `api.KeyValueAPI/Get` answers.
+type ReadResult = std::result::Result<api::Response, Status>;
 
 /// How long a follower that does not serve `Reads` is read with `Get` before the leader
 /// tries the stream again.
@@ -89,7 +90,7 @@ impl FollowerReader {
         });
         request.set_timeout(timeout);
         match tokio::time::timeout(timeout, unary.get(request)).await {
-            Ok(answer) => answer.map(|response| response.into_inner().value),
+            Ok(answer) => answer.map(tonic::Response::into_inner),
             Err(_) => Err(no_answer(timeout)),
         }
     }
@@ -192,7 +193,10 @@ impl ReadStream {
         // No waiter: the read timed out and left, or the follower sent an id we never did.
         if let Some(waiter) = waiter {
             let result = match reply.code {
-                0 => Ok(reply.value),
+                0 => Ok(api::Response {
+                    value: reply.value,
+                    version: reply.version,
+                }),
                 code => Err(Status::new(Code::from(code as i32), reply.message)),
             };
             let _ = waiter.send(result);

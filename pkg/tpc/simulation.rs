@@ -163,7 +163,8 @@
 //! peers, `StreamClosed` commands (which only matter to legacy messages, and otherwise
 //! only end a batch early, which the adversary does anyway) and cluster mix-ups are not
 //! generated: there is one cluster and one leader lineage, and every follower speaks
-//! protocol 2. Time is logical.
+//! protocol 2. Time is logical. Versions are not modelled: a value's version is its
+//! transaction's id, set by the follower core with the decision (`Effect::Apply`).
 //!
 //! # Reproducing a failure
 //!

@@ -280,7 +280,7 @@ impl Sim {
             .iter()
             .flat_map(|h| &h.effects)
             .filter_map(|e| match e {
-                Effect::Apply { key, op } => Some((
+                Effect::Apply { key, op, .. } => Some((
                     key,
                     match op {
                         Op::Put(value) => Some(value),
@@ -478,7 +478,7 @@ impl Sim {
         for record in node.journal.clone() {
             for effect in core.replay(record) {
                 match effect {
-                    Effect::Apply { key, op } if !skip_applies => {
+                    Effect::Apply { key, op, .. } if !skip_applies => {
                         changes.insert(key, op);
                     }
                     Effect::Finish { txid, outcome } => {
