@@ -249,6 +249,39 @@ enum ClientOp {
     /// Delete KEY.
     #[command(alias = "delete")]
     Del { key: String },
+    /// Set KEY to NEW only if its value is EXPECTED, atomically (exit status 1 if it
+    /// was not: the current value is printed).
+    Cas {
+        key: String,
+        expected: String,
+        new: String,
+    },
+    /// Set several keys in one transaction: mput K1 V1 K2 V2 ...
+    Mput {
+        #[arg(required = true, num_args = 2.., value_name = "KEY VALUE")]
+        pairs: Vec<String>,
+    },
+    /// Delete several keys in one transaction.
+    Mdel {
+        #[arg(required = true, value_name = "KEY")]
+        keys: Vec<String>,
+    },
+    /// Run a transaction (DESIGN §6), for example:
+    /// txn if a = 1 and b exists then put a 2, del b else get a
+    ///
+    /// Syntax: txn [if COND [and COND]...] then OP[, OP]... [else OP[, OP]...];
+    /// COND: KEY = VALUE | KEY != VALUE | KEY exists | KEY missing | KEY version = E.S
+    /// | KEY version != E.S; OP: get KEY | put KEY VALUE | del KEY. Prints the branch
+    /// that ran, what its GETs read and the version it wrote.
+    Txn {
+        /// The transaction, in the syntax above (quote words with spaces for your shell).
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "WORDS"
+        )]
+        words: Vec<String>,
+    },
 }
 
 /// Parses `500ms`, `1s`, `1.5s`, `2m`, or a plain number of seconds.
@@ -548,24 +581,39 @@ async fn client_main(args: ClientArgs) -> ExitCode {
         Some(ClientOp::Get { key, with_version }) => shell::Command::Get { key, with_version },
         Some(ClientOp::Put { key, value }) => shell::Command::Put(key, value),
         Some(ClientOp::Del { key }) => shell::Command::Delete(key),
+        Some(ClientOp::Cas { key, expected, new }) => shell::Command::Cas { key, expected, new },
+        Some(ClientOp::Mput { pairs }) => match shell::parse_args("mput", &pairs) {
+            Ok(command) => command,
+            Err(e) => return usage_error(&e),
+        },
+        Some(ClientOp::Mdel { keys }) => shell::Command::Mdel(keys),
+        Some(ClientOp::Txn { words }) => match shell::parse_args("txn", &words) {
+            Ok(command) => command,
+            Err(e) => return usage_error(&e),
+        },
     };
-    let is_get = matches!(command, shell::Command::Get { .. });
+    let prints = matches!(command, shell::Command::Get { .. } | shell::Command::Txn(_));
     match shell::run(&mut client, command).await {
         Ok(text) => {
-            if is_get {
+            if prints {
                 println!("{text}");
             }
             ExitCode::SUCCESS
         }
         Err(error) => {
             eprintln!("error: {error}");
-            if error.starts_with("NOT_FOUND") {
+            if error.starts_with("NOT_FOUND") || error.starts_with(shell::NOT_SWAPPED) {
                 ExitCode::from(1)
             } else {
                 ExitCode::from(2)
             }
         }
     }
+}
+
+fn usage_error(error: &str) -> ExitCode {
+    eprintln!("tpc client: {error}");
+    ExitCode::from(2)
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 //! - [`journal`]: the append-only, checksummed line journal every node writes ahead, and
 //!   its group-commit writer.
 //! - [`kvstore`]: the follower's file-per-key store.
+//! - [`txn`]: multi-key transactions (`Txn`): validation and evaluation.
 //! - [`tpc`]: the protocol cores (pure state machines) and the runtime around them.
 //! - [`client`]: the client library used by the shell, `tpc status`, the tests and the
 //!   tools.
@@ -36,6 +37,7 @@ pub mod proxy;
 pub mod server;
 pub mod tpc;
 pub mod txid;
+pub mod txn;
 
 #[cfg(test)]
 mod test_disk;

@@ -550,6 +550,7 @@ async fn transparent_between_real_leader_and_follower() {
     tx.send(ReadRequest {
         id: 42,
         key: "k".into(),
+        ..Default::default()
     })
     .unwrap();
     let mut replies = reads

@@ -60,7 +60,12 @@ async fn read_all(addr: &Address, requests: Vec<(u64, String)>) -> HashMap<u64, 
     let (tx, rx) = mpsc::unbounded_channel();
     let n = requests.len();
     for (id, key) in requests {
-        tx.send(ReadRequest { id, key }).expect("queue a read");
+        tx.send(ReadRequest {
+            id,
+            key,
+            ..Default::default()
+        })
+        .expect("queue a read");
     }
     let mut replies = tokio::time::timeout(WAIT, reads.reads(UnboundedReceiverStream::new(rx)))
         .await
@@ -247,6 +252,7 @@ impl FollowerReads for ReadMock {
                             value: format!("stream:{}", read.key),
                             message: String::new(),
                             version: "7.1".into(),
+                            txn: None,
                         };
                         if out.send(Ok(reply)).is_err() {
                             return;
@@ -284,6 +290,13 @@ impl KeyValueApi for ReadMock {
         &self,
         _: Request<DeleteRequest>,
     ) -> Result<tonic::Response<api::Response>, Status> {
+        Err(Status::failed_precondition("mock follower"))
+    }
+
+    async fn txn(
+        &self,
+        _: Request<api::TxnRequest>,
+    ) -> Result<tonic::Response<api::TxnResponse>, Status> {
         Err(Status::failed_precondition("mock follower"))
     }
 }

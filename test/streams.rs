@@ -28,7 +28,7 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_stream::StreamExt;
 use tonic::{Code, Request, Status, Streaming};
 
-use tpc::client::Client;
+use tpc::client::{Client, Txn};
 use tpc::net::{self, Address, ListenAddr, Listener};
 use tpc::proto::api::key_value_api_client::KeyValueApiClient;
 use tpc::proto::api::{DeleteRequest, PutRequest};
@@ -167,16 +167,28 @@ struct MockHandle {
 }
 
 impl MockHandle {
+    /// Every message but the leader's fences (see [`is_fence`]), which tests of other
+    /// rules need not count.
     fn messages(&self) -> Log {
-        self.log.borrow().clone()
+        without_fences(&self.log.borrow())
     }
 
     fn calls(&self) -> usize {
         self.calls.load(Ordering::SeqCst)
     }
 
-    /// Waits (at most [`WAIT`]) until the log satisfies `pred`; returns the log.
+    /// Waits (at most [`WAIT`]) until the log, fences left out, satisfies `pred`;
+    /// returns it.
     async fn wait_for(&self, what: &str, pred: impl Fn(&Log) -> bool) -> Log {
+        self.wait_for_all(what, |log| pred(&without_fences(log)))
+            .await
+            .into_iter()
+            .filter(|(_, m)| !is_fence(m))
+            .collect()
+    }
+
+    /// Waits (at most [`WAIT`]) until the whole log satisfies `pred`; returns it.
+    async fn wait_for_all(&self, what: &str, pred: impl Fn(&Log) -> bool) -> Log {
         let mut rx = self.log.subscribe();
         let seen = tokio::time::timeout(WAIT, async {
             rx.wait_for(|log| pred(log)).await.map(|log| log.clone())
@@ -243,6 +255,19 @@ fn normal_answer(msg: &LeaderMsg, vote: Action) -> Action {
 
 fn is_prepare(msg: &LeaderMsg) -> bool {
     msg.r#type == MessageType::Vote as i32 && msg.action == Action::Prepare as i32
+}
+
+/// A leader's fence: a GLOBAL ABORT of `<epoch>.0`, an id no transaction has. A leader
+/// sends one to every follower when it starts (a restarted one to learn what is in
+/// doubt; every one to learn which followers speak protocol 2); classic peers ACK it.
+fn is_fence(msg: &LeaderMsg) -> bool {
+    msg.r#type == MessageType::Global as i32
+        && msg.action == Action::Abort as i32
+        && msg.txid.ends_with(".0")
+}
+
+fn without_fences(log: &Log) -> Log {
+    log.iter().filter(|(_, m)| !is_fence(m)).cloned().collect()
 }
 
 fn is_global(msg: &LeaderMsg, action: Action, txid: &str) -> bool {
@@ -452,6 +477,49 @@ fn assert_code<T: std::fmt::Debug>(result: Result<T, Status>, code: Code, what: 
 // ---------------------------------------------------------------------------------------
 // Leader against mock followers
 // ---------------------------------------------------------------------------------------
+
+/// The first message of a starting leader on every stream is a fence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_starting_leader_fences_every_follower_first_and_classic_peers_just_ack_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let m1 = spawn_mock(dir.path(), "m1", false, voting(Action::Commit)).await;
+    let (leader, _stop) = start_leader(dir.path(), vec![m1.addr.clone()], WAIT).await;
+    let log = m1.wait_for_all("the fence", |log| !log.is_empty()).await;
+    assert!(is_fence(&log[0].1), "{log:#?}");
+    assert_eq!(log[0].1.txid, "1.0", "a first start is epoch 1");
+    client(&leader)
+        .put("k", "v")
+        .await
+        .expect("a classic peer's ACK of the fence lets writes through");
+}
+
+/// DESIGN §6 with a classic follower: what its PREPARE can't carry (a compare, several
+/// ops) is refused with `FAILED_PRECONDITION` naming it; a Put still works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_in_a_cluster_with_a_classic_peer_is_refused_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let m1 = spawn_mock(dir.path(), "m1", false, voting(Action::Commit)).await;
+    let (leader, _stop) = start_leader(dir.path(), vec![m1.addr.clone()], WAIT).await;
+    let mut c = client(&leader);
+    c.put("k", "v").await.expect("a single write works");
+    for txn in [
+        Txn::new().then_put("a", "1").then_put("b", "2"),
+        Txn::new().if_value("k", "v").then_put("k", "w"),
+        Txn::new().then_get("k"),
+    ] {
+        let refused = c.txn(txn.clone()).await.expect_err("refused");
+        assert_eq!(
+            refused.code(),
+            Code::FailedPrecondition,
+            "{txn:?}: {refused:?}"
+        );
+        assert!(refused.message().contains(&m1.addr), "{refused:?}");
+    }
+    assert!(
+        m1.prepares().len() == 1,
+        "no PREPARE of a refused transaction was sent"
+    );
+}
 
 /// A Put through the leader is a PREPARE (with an `<epoch>.<seq>` txid, the key, value,
 /// op PUT and cluster id) followed by a COMMIT of the same txid on every follower, over

@@ -4,6 +4,11 @@
 
 pub mod shell;
 pub mod status;
+mod txn;
+mod txn_syntax;
+
+pub use txn::Txn;
+pub use txn_syntax::parse_txn;
 
 use std::time::Duration;
 
@@ -83,6 +88,52 @@ impl Client {
         self.inner.delete(request).await?;
         Ok(())
     }
+
+    /// Runs a transaction (DESIGN §6; build one with [`Txn`]): atomically, the success
+    /// ops if every compare holds, else the failure ops. The answer says which branch ran
+    /// (`succeeded`), what its GETs read, and the version it wrote (empty if it wrote
+    /// nothing). Errors as for `put`, and `INVALID_ARGUMENT` naming a broken rule.
+    pub async fn txn(
+        &mut self,
+        txn: impl Into<api::TxnRequest>,
+    ) -> Result<api::TxnResponse, Status> {
+        let request = self.request(txn.into());
+        Ok(self.inner.txn(request).await?.into_inner())
+    }
+
+    /// Compare-and-swap: sets `key` to `new` if its value is `expected` (`None`: if it
+    /// is absent), in one transaction.
+    pub async fn cas(
+        &mut self,
+        key: &str,
+        expected: Option<&str>,
+        new: &str,
+    ) -> Result<Swap, Status> {
+        let txn = match expected {
+            Some(expected) => Txn::new().if_value(key, expected),
+            None => Txn::new().if_missing(key),
+        };
+        let answer = self.txn(txn.then_put(key, new).else_get(key)).await?;
+        if answer.succeeded {
+            return Ok(Swap::Done(answer.version));
+        }
+        let current = answer
+            .results
+            .into_iter()
+            .next()
+            .filter(|read| read.found)
+            .map(|read| (read.value, read.version));
+        Ok(Swap::Refused(current))
+    }
+}
+
+/// What [`Client::cas`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Swap {
+    /// Swapped; the version written.
+    Done(String),
+    /// Not swapped: the key's value and version (`None`: absent).
+    Refused(Option<(String, String)>),
 }
 
 /// One line describing a failed call: the status code's name and the server's message.

@@ -2,17 +2,22 @@
 //! one-shot mode.
 //!
 //! Commands are case-insensitive: `get KEY` (`get -v KEY` also prints its version),
-//! `put KEY VALUE`, `del KEY` (or `delete`), `help`, `exit`. Words are split on spaces; quote a key or value that has spaces with
-//! `"..."` (escapes `\"`, `\\`, `\n`, `\t`) or `'...'` (taken literally).
+//! `put KEY VALUE`, `del KEY` (or `delete`), the transactions of DESIGN §6 (`cas KEY
+//! EXPECTED NEW`, `mput K1 V1 K2 V2 ...`, `mdel K1 K2 ...`, and `txn` with the syntax of
+//! `txn_syntax.rs`), `help`, `exit`. Words are split on spaces; quote a key or value
+//! that has spaces with `"..."` (escapes `\"`, `\\`, `\n`, `\t`) or `'...'` (taken
+//! literally).
 
 use std::path::PathBuf;
 
 use rustyline::error::ReadlineError;
 
-use super::{describe, Client};
+use super::txn_syntax::{parse_txn, Word, TXN_USAGE};
+use super::{describe, Client, Swap, Txn};
+use crate::proto::api;
 
 /// A parsed shell command.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Command {
     /// `get KEY`, or `get -v KEY` to print the version too.
     Get { key: String, with_version: bool },
@@ -20,6 +25,18 @@ pub enum Command {
     Put(String, String),
     /// `del KEY`
     Delete(String),
+    /// `cas KEY EXPECTED NEW`: set KEY to NEW if its value is EXPECTED.
+    Cas {
+        key: String,
+        expected: String,
+        new: String,
+    },
+    /// `mput K1 V1 K2 V2 ...`: all in one transaction.
+    Mput(Vec<(String, String)>),
+    /// `mdel K1 K2 ...`: all in one transaction.
+    Mdel(Vec<String>),
+    /// `txn ...` (see `txn_syntax.rs`).
+    Txn(Txn),
     /// `help`
     Help,
     /// `exit` or `quit`
@@ -29,18 +46,34 @@ pub enum Command {
 }
 
 /// The shell's help text.
-pub const HELP: &str = "\
+pub fn help() -> String {
+    format!(
+        "\
 commands (any case):
   get KEY          print the value of KEY
   get -v KEY       the value, then its version (the transaction that last wrote it)
   put KEY VALUE    set KEY to VALUE on every follower
   del KEY          delete KEY (also: delete)
+  cas KEY OLD NEW  set KEY to NEW only if its value is OLD, atomically
+  mput K1 V1 K2 V2 ...   set several keys in one transaction
+  mdel K1 K2 ...   delete several keys in one transaction
+  {TXN_USAGE}
+                   a transaction: if every COND holds, the ops after then, else those
+                   after else; atomic on every follower; e.g.
+                   txn if a = 1 and b exists then put a 2, del b else get a
   help             this text
   exit             leave (also: quit, Ctrl-D)
-quote keys or values with spaces: put \"my key\" \"a value\"  (escapes: \\\" \\\\ \\n \\t)";
+quote keys or values with spaces: put \"my key\" \"a value\"  (escapes: \\\" \\\\ \\n \\t)"
+    )
+}
 
 /// Splits a line into words, honouring quotes.
 pub fn split_words(line: &str) -> Result<Vec<String>, String> {
+    Ok(split_quoted(line)?.into_iter().map(|w| w.text).collect())
+}
+
+/// Splits a line into words, saying which were quoted.
+fn split_quoted(line: &str) -> Result<Vec<Word>, String> {
     let mut words = Vec::new();
     let mut chars = line.chars().peekable();
     loop {
@@ -51,6 +84,7 @@ pub fn split_words(line: &str) -> Result<Vec<String>, String> {
             return Ok(words);
         };
         let mut word = String::new();
+        let quoted = first == '"' || first == '\'';
         if first == '"' {
             chars.next();
             loop {
@@ -88,16 +122,35 @@ pub fn split_words(line: &str) -> Result<Vec<String>, String> {
         if chars.peek().is_some_and(|c| !c.is_whitespace()) {
             return Err("a quoted word must be followed by a space".into());
         }
-        words.push(word);
+        words.push(Word { text: word, quoted });
     }
 }
 
 /// Parses one shell line.
 pub fn parse(line: &str) -> Result<Command, String> {
-    let words = split_words(line)?;
-    let Some((verb, args)) = words.split_first() else {
+    let quoted = split_quoted(line)?;
+    let Some((verb, rest)) = quoted.split_first() else {
         return Ok(Command::Nothing);
     };
+    parse_words(&verb.text, rest)
+}
+
+/// Parses a command given as words (the one-shot mode's arguments are words already:
+/// none is quoted).
+pub fn parse_args(verb: &str, args: &[String]) -> Result<Command, String> {
+    let words: Vec<Word> = args
+        .iter()
+        .map(|text| Word {
+            text: text.clone(),
+            quoted: false,
+        })
+        .collect();
+    parse_words(verb, &words)
+}
+
+fn parse_words(verb: &str, words: &[Word]) -> Result<Command, String> {
+    let args: Vec<String> = words.iter().map(|w| w.text.clone()).collect();
+    let args = args.as_slice();
     let verb = verb.to_lowercase();
     let arity = |n: usize, usage: &str| {
         if args.len() == n {
@@ -121,11 +174,36 @@ pub fn parse(line: &str) -> Result<Command, String> {
             arity(2, "put KEY VALUE").map(|_| Command::Put(args[0].clone(), args[1].clone()))
         }
         "del" | "delete" | "rm" => arity(1, "del KEY").map(|_| Command::Delete(args[0].clone())),
+        "cas" => arity(3, "cas KEY EXPECTED NEW").map(|_| Command::Cas {
+            key: args[0].clone(),
+            expected: args[1].clone(),
+            new: args[2].clone(),
+        }),
+        "mput" => {
+            if args.is_empty() || !args.len().is_multiple_of(2) {
+                return Err("usage: mput K1 V1 [K2 V2]... (pairs of key and value)".into());
+            }
+            Ok(Command::Mput(
+                args.chunks(2)
+                    .map(|pair| (pair[0].clone(), pair[1].clone()))
+                    .collect(),
+            ))
+        }
+        "mdel" => {
+            if args.is_empty() {
+                return Err("usage: mdel K1 [K2]...".into());
+            }
+            Ok(Command::Mdel(args.to_vec()))
+        }
+        "txn" => parse_txn(words).map(Command::Txn),
         "help" | "?" => Ok(Command::Help),
         "exit" | "quit" => Ok(Command::Exit),
         other => Err(format!("unknown command {other:?}; type help")),
     }
 }
+
+/// What the shell prints when `cas` did not swap (one-shot mode exits with 1).
+pub const NOT_SWAPPED: &str = "not swapped";
 
 /// Runs one command; the text to print on success, or the error line.
 pub async fn run(client: &mut Client, command: Command) -> Result<String, String> {
@@ -145,9 +223,60 @@ pub async fn run(client: &mut Client, command: Command) -> Result<String, String
             .map_err(|s| describe(&s)),
         Command::Put(key, value) => done(client.put(&key, &value).await),
         Command::Delete(key) => done(client.delete(&key).await),
-        Command::Help => Ok(HELP.to_string()),
+        Command::Cas { key, expected, new } => {
+            match client.cas(&key, Some(&expected), &new).await {
+                Ok(Swap::Done(_)) => Ok("OK".to_string()),
+                Ok(Swap::Refused(Some((value, version)))) => Err(format!(
+                    "{NOT_SWAPPED}: {key:?} is {value:?} (version {version})"
+                )),
+                Ok(Swap::Refused(None)) => Err(format!("{NOT_SWAPPED}: {key:?} is absent")),
+                Err(status) => Err(describe(&status)),
+            }
+        }
+        Command::Mput(pairs) => {
+            let txn = pairs
+                .iter()
+                .fold(Txn::new(), |txn, (key, value)| txn.then_put(key, value));
+            done(client.txn(txn).await.map(|_| ()))
+        }
+        Command::Mdel(keys) => {
+            let txn = keys
+                .iter()
+                .fold(Txn::new(), |txn, key| txn.then_delete(key));
+            done(client.txn(txn).await.map(|_| ()))
+        }
+        Command::Txn(txn) => client
+            .txn(txn)
+            .await
+            .map(|answer| describe_txn(&answer))
+            .map_err(|s| describe(&s)),
+        Command::Help => Ok(help()),
         Command::Exit | Command::Nothing => Ok(String::new()),
     }
+}
+
+/// A transaction's answer, one line each: the branch that ran, every GET's result, the
+/// version it wrote.
+pub fn describe_txn(answer: &api::TxnResponse) -> String {
+    let mut lines = vec![if answer.succeeded {
+        "succeeded: the then branch ran".to_string()
+    } else {
+        "compares failed: the else branch ran".to_string()
+    }];
+    for read in &answer.results {
+        lines.push(if read.found {
+            format!(
+                "get {:?}: {:?} (version {})",
+                read.key, read.value, read.version
+            )
+        } else {
+            format!("get {:?}: not found", read.key)
+        });
+    }
+    if !answer.version.is_empty() {
+        lines.push(format!("version {}", answer.version));
+    }
+    lines.join("\n")
 }
 
 fn history_path() -> Option<PathBuf> {
@@ -207,6 +336,69 @@ mod tests {
         assert_eq!(parse("  "), Ok(Command::Nothing));
         assert_eq!(parse("help"), Ok(Command::Help));
         assert_eq!(parse("quit"), Ok(Command::Exit));
+    }
+
+    #[test]
+    fn transaction_commands_parse() {
+        assert_eq!(
+            parse("cas k 1 2"),
+            Ok(Command::Cas {
+                key: "k".into(),
+                expected: "1".into(),
+                new: "2".into()
+            })
+        );
+        assert_eq!(
+            parse("MPUT a 1 'b c' 2"),
+            Ok(Command::Mput(vec![
+                ("a".into(), "1".into()),
+                ("b c".into(), "2".into())
+            ]))
+        );
+        assert_eq!(
+            parse("mdel a b"),
+            Ok(Command::Mdel(vec!["a".into(), "b".into()]))
+        );
+        assert_eq!(
+            parse("txn if a = 1 then put 'else' x"),
+            Ok(Command::Txn(
+                Txn::new().if_value("a", "1").then_put("else", "x")
+            )),
+            "a quoted word is a key, not a keyword"
+        );
+        assert_eq!(
+            parse_args("txn", &["put".into(), "else".into(), "x".into()]),
+            Ok(Command::Txn(Txn::new().then_put("else", "x"))),
+            "one-shot words: a keyword only where the grammar expects one"
+        );
+        assert!(parse("mput a 1 b").unwrap_err().contains("pairs"));
+        assert!(parse("mdel").unwrap_err().contains("usage: mdel"));
+        assert!(parse("cas k 1").unwrap_err().contains("usage: cas"));
+        assert!(parse("txn if a").unwrap_err().contains("usage: txn"));
+    }
+
+    #[test]
+    fn a_transactions_answer_is_described_line_by_line() {
+        let answer = api::TxnResponse {
+            succeeded: false,
+            results: vec![
+                api::TxnResult {
+                    key: "a".into(),
+                    found: true,
+                    value: "1".into(),
+                    version: "2.3".into(),
+                },
+                api::TxnResult {
+                    key: "b".into(),
+                    ..Default::default()
+                },
+            ],
+            version: String::new(),
+        };
+        assert_eq!(
+            describe_txn(&answer),
+            "compares failed: the else branch ran\nget \"a\": \"1\" (version 2.3)\nget \"b\": not found"
+        );
     }
 
     #[test]

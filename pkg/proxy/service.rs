@@ -324,15 +324,15 @@ impl ProxyService {
 
     /// Forwards one unary call with its metadata (and so its deadline); the target's
     /// status code and message come back unchanged.
-    async fn forward<Req, F, Fut>(
+    async fn forward<Req, Resp, F, Fut>(
         &self,
         method: &'static str,
         request: Request<Req>,
         call: F,
-    ) -> std::result::Result<Response<api::Response>, Status>
+    ) -> std::result::Result<Response<Resp>, Status>
     where
         F: FnOnce(KeyValueApiClient<Channel>, Request<Req>) -> Fut,
-        Fut: Future<Output = std::result::Result<Response<api::Response>, Status>>,
+        Fut: Future<Output = std::result::Result<Response<Resp>, Status>>,
     {
         let (dropped, delay) = self.unary_faults();
         if dropped {
@@ -379,5 +379,13 @@ impl api::key_value_api_server::KeyValueApi for ProxyService {
             |mut c, r| async move { c.delete(r).await },
         )
         .await
+    }
+
+    async fn txn(
+        &self,
+        request: Request<api::TxnRequest>,
+    ) -> std::result::Result<Response<api::TxnResponse>, Status> {
+        self.forward("Txn", request, |mut c, r| async move { c.txn(r).await })
+            .await
     }
 }

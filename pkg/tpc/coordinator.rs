@@ -32,21 +32,22 @@ use tokio::time::Instant;
 use tonic::Status;
 use tracing::Instrument;
 
-use super::leader_core::{Effect, JobId, JournalFailure, LeaderCore, Refusal, WriteId};
+use super::leader_core::{Committed, Effect, JobId, JournalFailure, LeaderCore, Refusal, WriteId};
 use super::link::Link;
 use super::link_core::StreamId;
-use super::message::{Answer, FollowerReply, Op, TxId};
+use super::message::{Answer, FollowerReply};
 use super::records::LeaderRecord;
 use super::trace::Trace;
 use crate::crash::crash_point;
 use crate::journal::{GroupJournal, Record};
 use crate::metrics;
+use crate::txn::TxnSpec;
 
 /// At most this many events are handled before their effects are carried out.
 pub const MAX_EVENTS: usize = 1024;
 
-/// What a client gets for its write: the version it gave the key, or why it failed.
-pub type WriteAnswer = std::result::Result<TxId, Status>;
+/// What a client gets for its transaction: what it did, or why it was not applied.
+pub type WriteAnswer = std::result::Result<Committed, Status>;
 
 /// What happened on a follower's stream, as a link task reports it.
 #[derive(Debug)]
@@ -62,10 +63,9 @@ pub enum StreamEvent {
 /// Everything the coordinator task hears about.
 #[derive(Debug)]
 pub enum Event {
-    /// A client write.
+    /// A client transaction that writes (a Put or Delete is one).
     Write {
-        key: String,
-        op: Op,
+        txn: TxnSpec,
         reply: oneshot::Sender<WriteAnswer>,
     },
     /// From follower `follower`'s link.
@@ -127,10 +127,10 @@ impl Coordinator {
         coordinator
     }
 
-    /// Runs `op` on `key` as a transaction; the answer comes on `reply`.
-    pub fn submit(&self, key: String, op: Op, reply: oneshot::Sender<WriteAnswer>) {
+    /// Runs `txn` (one that may write); the answer comes on `reply`.
+    pub fn submit(&self, txn: TxnSpec, reply: oneshot::Sender<WriteAnswer>) {
         if let Err(mpsc::error::SendError(Event::Write { reply, .. })) =
-            self.events.send(Event::Write { key, op, reply })
+            self.events.send(Event::Write { txn, reply })
         {
             let _ = reply.send(Err(Status::unavailable("leader is shutting down")));
         }
@@ -229,11 +229,11 @@ impl Owner {
 
     fn handle(&mut self, core: &mut LeaderCore, event: Event, now: Duration) {
         match event {
-            Event::Write { key, op, reply } => {
+            Event::Write { txn, reply } => {
                 let write = self.next_write;
                 self.next_write += 1;
                 self.writes.insert(write, reply);
-                core.submit(write, key, op);
+                core.submit(write, txn, now);
             }
             Event::Stream {
                 follower,
@@ -300,6 +300,7 @@ impl Owner {
                 let _ = reply.send(result.map_err(|refusal| match refusal {
                     Refusal::Aborted(why) => Status::aborted(why),
                     Refusal::Unavailable(why) => Status::unavailable(why),
+                    Refusal::Precondition(why) => Status::failed_precondition(why),
                 }));
             }
             Effect::Trace {

@@ -40,6 +40,7 @@ use crate::metrics::RequestTimer;
 use crate::net::Listener;
 use crate::proto::{api, rpc};
 use crate::server;
+use crate::txn::TxnSpec;
 use crate::{Error, Result};
 
 /// Where a follower keeps its data.
@@ -212,6 +213,32 @@ impl FollowerService {
     }
 }
 
+impl FollowerService {
+    /// A read-only transaction the leader forwards, evaluated on one snapshot of this
+    /// follower's copies of its keys: refused if any of them has an undecided
+    /// transaction. The core stays locked while the keys are read, so no decision is
+    /// applied to them meanwhile (one is applied only while its keys are locked).
+    fn read_txn(&self, request: api::TxnRequest) -> std::result::Result<api::TxnResponse, Status> {
+        let _timer = RequestTimer::start("txn");
+        let txn = TxnSpec::from_request(request).map_err(Status::invalid_argument)?;
+        if !txn.is_read_only() {
+            return Err(Status::invalid_argument(
+                "only a read-only transaction can be read from a follower",
+            ));
+        }
+        if !self.shared.ready.load(Ordering::Acquire) {
+            return Err(Status::unavailable("follower is replaying its journal"));
+        }
+        let core = self.shared.core();
+        for key in txn.keys() {
+            core.check_readable(key).map_err(Status::unavailable)?;
+        }
+        let evaluation = txn.evaluate(|key| self.shared.read(key));
+        drop(core);
+        Ok(txn.response(evaluation.succeeded, evaluation.results, None))
+    }
+}
+
 /// How many forwarded reads' answers may wait to be sent on one stream.
 const READ_STREAM_DEPTH: usize = 256;
 
@@ -234,13 +261,21 @@ impl rpc::follower_reads_server::FollowerReads for FollowerService {
                     _ = async { stopping.wait_for(|stopping| *stopping).await.is_ok() } => break,
                 };
                 let Some(Ok(request)) = item else { break };
-                let reply = match service.read(&request.key) {
-                    Ok(held) => rpc::ReadReply {
-                        id: request.id,
-                        code: 0,
+                let answer = match request.txn {
+                    Some(txn) => service.read_txn(txn).map(|txn| rpc::ReadReply {
+                        txn: Some(txn),
+                        ..Default::default()
+                    }),
+                    None => service.read(&request.key).map(|held| rpc::ReadReply {
                         value: held.value,
-                        message: String::new(),
                         version: held.version.to_string(),
+                        ..Default::default()
+                    }),
+                };
+                let reply = match answer {
+                    Ok(reply) => rpc::ReadReply {
+                        id: request.id,
+                        ..reply
                     },
                     Err(status) => rpc::ReadReply {
                         id: request.id,
@@ -430,6 +465,15 @@ impl api::key_value_api_server::KeyValueApi for FollowerService {
     ) -> std::result::Result<Response<api::Response>, Status> {
         Err(Status::failed_precondition(
             "this node is a follower: writes go to the leader",
+        ))
+    }
+
+    async fn txn(
+        &self,
+        _: Request<api::TxnRequest>,
+    ) -> std::result::Result<Response<api::TxnResponse>, Status> {
+        Err(Status::failed_precondition(
+            "this node is a follower: transactions go to the leader",
         ))
     }
 }

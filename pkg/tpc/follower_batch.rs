@@ -8,9 +8,10 @@
 //! answer to a message does not depend on an effect still pending in the batch, so:
 //!
 //! - a PREPARE waits for the batch when a pending decision is about to finish its
-//!   transaction (the decision came first) or unlock its key (its same-key
-//!   predecessor), or the core would see a lock or an undecided id already on its way
-//!   out, and vote ABORT ([`Batch::must_precede`]);
+//!   transaction (the decision came first) or unlock one of its keys (a predecessor on
+//!   that key), or the core would see a lock or an undecided id already on its way
+//!   out, and vote ABORT, or evaluate its compares on a value about to change
+//!   ([`Batch::must_precede`]);
 //! - a message that may adopt the cluster id, and a legacy message, are handled in a
 //!   batch of their own, so a failed journal write can't undo more than that message
 //!   ([`handled_alone`]).
@@ -53,8 +54,9 @@ impl<H: Pending> Batch<H> {
     pub fn push(&mut self, core: &FollowerCore, handled: H) {
         for effect in handled.effects() {
             if let Effect::Finish { txid, .. } = effect {
-                if let Some(txn) = core.prepared().get(txid) {
-                    self.unlocking.insert(txn.key.clone());
+                if let Some(prepared) = core.prepared().get(txid) {
+                    self.unlocking
+                        .extend(prepared.txn.keys().into_iter().map(str::to_string));
                 }
                 self.finishing.insert(txid.clone());
             }
@@ -63,13 +65,15 @@ impl<H: Pending> Batch<H> {
     }
 
     /// True if `msg` must wait for this batch's effects before the core sees it: a
-    /// PREPARE whose transaction a pending effect finishes or whose key it unlocks.
+    /// PREPARE whose transaction a pending effect finishes or one of whose keys it
+    /// unlocks (and may write: the PREPARE's compares and GETs must read the result).
     pub fn must_precede(&self, msg: &LeaderMessage) -> bool {
         match &msg.body {
-            Body::Prepare { key, .. } => {
-                self.finishing.contains(&msg.txid) || self.unlocking.contains(key)
+            Body::Prepare { txn, .. } => {
+                self.finishing.contains(&msg.txid)
+                    || txn.keys().iter().any(|key| self.unlocking.contains(*key))
             }
-            Body::Decide(_) | Body::Fence => false,
+            Body::Decide { .. } | Body::Fence => false,
         }
     }
 }

@@ -46,6 +46,8 @@ use super::message::{
     Body, InquiryReport, LeaderMessage, Op, Outcome, Reply, ReportedTxn, TxId, TxnId,
 };
 use super::records::FollowerRecord;
+use crate::kvstore::Versioned;
+use crate::txn::TxnSpec;
 
 /// Identifies one incoming stream, for the per-stream legacy rule.
 pub type StreamId = u64;
@@ -53,13 +55,16 @@ pub type StreamId = u64;
 /// A transaction that voted COMMIT and waits for its decision.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PreparedTxn {
-    /// The key it locks.
-    pub key: String,
-    /// What it does to the key if committed.
-    pub op: Op,
+    /// The transaction: every key it touches is locked.
+    pub txn: TxnSpec,
     /// Every participant, as its PREPARE named them.
     pub participants: Vec<String>,
 }
+
+/// What the store holds, as the core may look at it: each key's value and version
+/// (`None`: absent). The runtime passes a view of its store; the core only reads it, to
+/// evaluate a transaction's compares and GETs while the keys are locked.
+pub type StoreView<'a> = &'a dyn Fn(&str) -> Option<Versioned>;
 
 /// A transaction this follower knows is decided.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -120,8 +125,15 @@ impl FollowerCore {
         }
     }
 
-    /// Handles one message from stream `stream`; returns the effects in write-ahead order.
-    pub fn handle(&mut self, stream: StreamId, msg: LeaderMessage) -> Vec<Effect> {
+    /// Handles one message from stream `stream`, with `store` a view of the key-value
+    /// store as it is now (every effect handed out before carried out); returns the
+    /// effects in write-ahead order.
+    pub fn handle(
+        &mut self,
+        stream: StreamId,
+        msg: LeaderMessage,
+        store: StoreView,
+    ) -> Vec<Effect> {
         let mut effects = Vec::new();
         let mut adopted_cluster = false;
         self.adoption_unconfirmed = false;
@@ -157,24 +169,19 @@ impl FollowerCore {
         let problem = msg.prepare_problem();
         let fence = msg.body == Body::Fence;
         let body = match (msg.is_legacy(), msg.body) {
-            (
-                false,
-                Body::Prepare {
-                    key,
-                    op,
-                    participants,
-                },
-            ) => self.prepare(msg.txid, key, op, participants, problem),
-            (true, Body::Prepare { key, op, .. }) => self.prepare_legacy(stream, key, op, problem),
-            (false, Body::Decide(outcome)) => self.decide(msg.txid, outcome),
-            (_, Body::Fence) => vec![Effect::Reply(Reply::Report(self.report(msg.epoch)))],
-            (true, Body::Decide(outcome)) => {
+            (false, Body::Prepare { txn, participants }) => {
+                self.prepare(msg.txid, txn, participants, problem, store)
+            }
+            (true, Body::Prepare { txn, .. }) => self.prepare_legacy(stream, txn, problem),
+            (false, Body::Decide { outcome, failed }) => self.decide(msg.txid, outcome, failed),
+            (_, Body::Fence) => vec![Effect::Reply(Reply::Report(self.report(msg.epoch, store)))],
+            (true, Body::Decide { outcome, failed }) => {
                 if self.legacy_refused.remove(&stream)
                     || !self.prepared.contains_key(&TxnId::Legacy)
                 {
                     vec![Effect::Reply(Reply::Ack)]
                 } else {
-                    self.decide(TxnId::Legacy, outcome)
+                    self.decide(TxnId::Legacy, outcome, failed)
                 }
             }
         };
@@ -194,14 +201,15 @@ impl FollowerCore {
     fn prepare(
         &mut self,
         txid: TxnId,
-        key: String,
-        op: Op,
+        txn: TxnSpec,
         participants: Vec<String>,
         problem: Option<String>,
+        store: StoreView,
     ) -> Vec<Effect> {
         let abort = vec![Effect::Reply(Reply::Vote(Outcome::Abort))];
-        if self.prepared.contains_key(&txid) {
-            return vec![Effect::Reply(Reply::Vote(Outcome::Commit))];
+        if let Some(prepared) = self.prepared.get(&txid) {
+            // The same vote: its keys are locked, so the store shows what it showed.
+            return vec![Effect::Reply(vote(&prepared.txn, store))];
         }
         if self.decided.contains_key(&txid) {
             return abort;
@@ -212,7 +220,7 @@ impl FollowerCore {
                 return abort;
             }
         }
-        if problem.is_some() || self.locks.contains_key(&key) {
+        if problem.is_some() || txn.keys().iter().any(|key| self.locks.contains_key(*key)) {
             // Remembered so that a retransmission gets the same vote; the leader is
             // bound to abort this transaction.
             self.decided.insert(
@@ -224,64 +232,60 @@ impl FollowerCore {
             );
             return abort;
         }
-        self.locks.insert(key.clone(), txid.clone());
-        self.prepared.insert(
-            txid.clone(),
-            PreparedTxn {
-                key: key.clone(),
-                op: op.clone(),
-                participants: participants.clone(),
-            },
-        );
+        let reply = vote(&txn, store);
+        self.lock(&txid, &txn, participants.clone());
         vec![
             Effect::Persist(FollowerRecord::Prepare {
                 txid,
-                key,
-                op,
+                txn,
                 participants,
             }),
-            Effect::Reply(Reply::Vote(Outcome::Commit)),
+            Effect::Reply(reply),
         ]
+    }
+
+    /// Locks every key of `txn` for `txid` and remembers it prepared.
+    fn lock(&mut self, txid: &TxnId, txn: &TxnSpec, participants: Vec<String>) {
+        for key in txn.keys() {
+            self.locks.insert(key.to_string(), txid.clone());
+        }
+        self.prepared.insert(
+            txid.clone(),
+            PreparedTxn {
+                txn: txn.clone(),
+                participants,
+            },
+        );
     }
 
     fn prepare_legacy(
         &mut self,
         stream: StreamId,
-        key: String,
-        op: Op,
+        txn: TxnSpec,
         problem: Option<String>,
     ) -> Vec<Effect> {
         let same_as_pending = self
             .prepared
             .get(&TxnId::Legacy)
-            .map(|pending| pending.key == key && pending.op == op);
+            .map(|pending| pending.txn == txn);
         let refuse = match same_as_pending {
             Some(true) => {
                 self.legacy_refused.remove(&stream);
                 return vec![Effect::Reply(Reply::Vote(Outcome::Commit))];
             }
             Some(false) => true,
-            None => problem.is_some() || self.locks.contains_key(&key),
+            None => problem.is_some() || txn.keys().iter().any(|key| self.locks.contains_key(*key)),
         };
         if refuse {
             self.legacy_refused.insert(stream);
             return vec![Effect::Reply(Reply::Vote(Outcome::Abort))];
         }
         self.legacy_refused.remove(&stream);
-        self.locks.insert(key.clone(), TxnId::Legacy);
-        self.prepared.insert(
-            TxnId::Legacy,
-            PreparedTxn {
-                key: key.clone(),
-                op: op.clone(),
-                participants: Vec::new(),
-            },
-        );
+        self.lock(&TxnId::Legacy, &txn, Vec::new());
         vec![
             Effect::Persist(FollowerRecord::Prepare {
                 txid: TxnId::Legacy,
-                key,
-                op,
+                txn,
                 participants: Vec::new(),
             }),
             Effect::Reply(Reply::Vote(Outcome::Commit)),
@@ -289,19 +293,26 @@ impl FollowerCore {
     }
 
     /// The decision path, shared by live messages and journal replay.
-    fn decide(&mut self, txid: TxnId, outcome: Outcome) -> Vec<Effect> {
+    fn decide(&mut self, txid: TxnId, outcome: Outcome, failed: bool) -> Vec<Effect> {
         let mut effects = Vec::new();
-        if let Some(txn) = self.prepared.get(&txid) {
+        if let Some(prepared) = self.prepared.get(&txid) {
             effects.push(Effect::Persist(FollowerRecord::Decide {
                 txid: txid.clone(),
                 outcome,
+                failed,
             }));
             if outcome == Outcome::Commit {
-                effects.push(Effect::Apply {
-                    key: txn.key.clone(),
-                    op: txn.op.clone(),
-                    version: txid.ordered().unwrap_or_default(),
-                });
+                let version = txid.ordered().unwrap_or_default();
+                for (key, value) in prepared.txn.writes(!failed) {
+                    effects.push(Effect::Apply {
+                        key: key.to_string(),
+                        op: match value {
+                            Some(value) => Op::Put(value.to_string()),
+                            None => Op::Delete,
+                        },
+                        version,
+                    });
+                }
             }
             effects.push(Effect::Finish { txid, outcome });
         } else if let Some(&known) = self.decided.get(&txid) {
@@ -313,6 +324,7 @@ impl FollowerCore {
                 effects.push(Effect::Persist(FollowerRecord::Decide {
                     txid: txid.clone(),
                     outcome,
+                    failed,
                 }));
                 effects.push(Effect::Finish { txid, outcome });
             }
@@ -321,6 +333,7 @@ impl FollowerCore {
             effects.push(Effect::Persist(FollowerRecord::Decide {
                 txid: txid.clone(),
                 outcome,
+                failed,
             }));
             effects.push(Effect::Finish { txid, outcome });
         }
@@ -330,7 +343,7 @@ impl FollowerCore {
 
     /// What this follower knows of the transactions of epochs before `epoch` (a fence's
     /// answer): sorted, so the answer is a function of the state.
-    fn report(&self, epoch: u64) -> InquiryReport {
+    fn report(&self, epoch: u64, store: StoreView) -> InquiryReport {
         let older = |txid: &TxnId| txid.ordered().filter(|id| id.epoch < epoch);
         let mut report = InquiryReport {
             low_water: self.low_water,
@@ -340,8 +353,13 @@ impl FollowerCore {
             if let Some(id) = older(txid) {
                 report.prepared.push(ReportedTxn {
                     txid: id,
-                    key: txn.key.clone(),
+                    key: txn
+                        .txn
+                        .keys()
+                        .first()
+                        .map_or_else(String::new, |k| k.to_string()),
                     participants: txn.participants.clone(),
+                    failed: !txn.txn.evaluate(store).succeeded,
                 });
             }
         }
@@ -364,10 +382,8 @@ impl FollowerCore {
     /// Returns whether it ended a prepared transaction (not just a marker).
     pub fn finish(&mut self, txid: &TxnId, outcome: Outcome) -> bool {
         let was_prepared = self.prepared.contains_key(txid);
-        if let Some(txn) = self.prepared.remove(txid) {
-            if self.locks.get(&txn.key).is_some_and(|owner| owner == txid) {
-                self.locks.remove(&txn.key);
-            }
+        if let Some(prepared) = self.prepared.remove(txid) {
+            self.unlock(txid, &prepared.txn);
             if outcome == Outcome::Commit {
                 self.has_data = true;
             }
@@ -384,14 +400,21 @@ impl FollowerCore {
         was_prepared
     }
 
+    /// Releases the locks `txid` holds on the keys of `txn`.
+    fn unlock(&mut self, txid: &TxnId, txn: &TxnSpec) {
+        for key in txn.keys() {
+            if self.locks.get(key).is_some_and(|owner| owner == txid) {
+                self.locks.remove(key);
+            }
+        }
+    }
+
     /// Called by the runtime when the journal could not make a PREPARE durable: the
     /// transaction is dropped and the vote becomes ABORT.
     pub fn prepare_failed(&mut self, txid: &TxnId) -> Reply {
         self.journal_failed();
-        if let Some(txn) = self.prepared.remove(txid) {
-            if self.locks.get(&txn.key).is_some_and(|owner| owner == txid) {
-                self.locks.remove(&txn.key);
-            }
+        if let Some(prepared) = self.prepared.remove(txid) {
+            self.unlock(txid, &prepared.txn);
         }
         if *txid != TxnId::Legacy {
             self.decided.insert(
@@ -437,23 +460,18 @@ impl FollowerCore {
             }
             FollowerRecord::Prepare {
                 txid,
-                key,
-                op,
+                txn,
                 participants,
             } => {
-                self.locks.insert(key.clone(), txid.clone());
-                self.prepared.insert(
-                    txid,
-                    PreparedTxn {
-                        key,
-                        op,
-                        participants,
-                    },
-                );
+                self.lock(&txid, &txn, participants);
                 Vec::new()
             }
-            FollowerRecord::Decide { txid, outcome } => self
-                .decide(txid, outcome)
+            FollowerRecord::Decide {
+                txid,
+                outcome,
+                failed,
+            } => self
+                .decide(txid, outcome, failed)
                 .into_iter()
                 .filter(|e| matches!(e, Effect::Apply { .. } | Effect::Finish { .. }))
                 .collect(),
@@ -484,17 +502,17 @@ impl FollowerCore {
         records.extend(decided.into_iter().map(|(txid, d)| FollowerRecord::Decide {
             txid: txid.clone(),
             outcome: d.outcome,
+            failed: false,
         }));
         let mut prepared: Vec<_> = self.prepared.iter().collect();
         prepared.sort_by(|a, b| a.0.cmp(b.0));
         records.extend(
             prepared
                 .into_iter()
-                .map(|(txid, txn)| FollowerRecord::Prepare {
+                .map(|(txid, prepared)| FollowerRecord::Prepare {
                     txid: txid.clone(),
-                    key: txn.key.clone(),
-                    op: txn.op.clone(),
-                    participants: txn.participants.clone(),
+                    txn: prepared.txn.clone(),
+                    participants: prepared.participants.clone(),
                 }),
         );
         records
@@ -532,6 +550,16 @@ impl FollowerCore {
             (Some(id), Some(mark)) => id < mark,
             _ => false,
         }
+    }
+}
+
+/// The vote on `txn`, whose keys `store` shows as they are under its locks: COMMIT, with
+/// what the compares and GETs found for a transaction that has any.
+fn vote(txn: &TxnSpec, store: StoreView) -> Reply {
+    if txn.single_write().is_some() {
+        Reply::Vote(Outcome::Commit)
+    } else {
+        Reply::Evaluated(txn.evaluate(store))
     }
 }
 

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::tpc::message::ClusterInfo;
+use crate::txn::{Compare, Evaluation, Target, TxnOp};
 
 fn msg(txid: &str, body: Body) -> LeaderMessage {
     let epoch = txid.parse::<TxId>().map(|t| t.epoch).unwrap_or(0);
@@ -28,14 +29,17 @@ fn prepare(txid: &str, key: &str, value: &str) -> LeaderMessage {
     msg(
         txid,
         Body::Prepare {
-            key: key.into(),
-            op: Op::Put(value.into()),
+            txn: TxnSpec::write(key.into(), Some(value.into())),
             participants,
         },
     )
 }
 fn decide(txid: &str, outcome: Outcome) -> LeaderMessage {
-    msg(txid, Body::Decide(outcome))
+    msg(txid, Body::decide(outcome))
+}
+/// A store that holds nothing (what a write needs; transactions that read get theirs).
+fn no_store(_: &str) -> Option<Versioned> {
+    None
 }
 fn vote(outcome: Outcome) -> Effect {
     Effect::Reply(Reply::Vote(outcome))
@@ -45,7 +49,7 @@ use Outcome::{Abort, Commit};
 
 /// Runs effects the way the runtime does: Finish goes back to the core.
 fn run(core: &mut FollowerCore, stream: StreamId, m: LeaderMessage) -> Vec<Effect> {
-    let effects = core.handle(stream, m);
+    let effects = core.handle(stream, m, &no_store);
     for e in &effects {
         if let Effect::Finish { txid, outcome } = e {
             core.finish(txid, *outcome);
@@ -65,8 +69,7 @@ fn meta(max_epoch: u64, low_water: Option<TxId>) -> Effect {
 fn persisted_prepare(txid: &str, key: &str, value: &str) -> Effect {
     Effect::Persist(FollowerRecord::Prepare {
         txid: txid.into(),
-        key: key.into(),
-        op: Op::Put(value.into()),
+        txn: TxnSpec::write(key.into(), Some(value.into())),
         participants: if txid.is_empty() {
             Vec::new()
         } else {
@@ -98,13 +101,14 @@ fn prepare_journals_the_vote_before_replying_and_locks_the_key() {
 fn commit_journals_applies_then_releases_then_acks() {
     let mut core = FollowerCore::new(false);
     run(&mut core, 1, prepare("1.1", "k", "v"));
-    let effects = core.handle(1, decide("1.1", Commit));
+    let effects = core.handle(1, decide("1.1", Commit), &no_store);
     assert_eq!(
         effects,
         vec![
             Effect::Persist(FollowerRecord::Decide {
                 txid: "1.1".into(),
-                outcome: Commit
+                outcome: Commit,
+                failed: false,
             }),
             Effect::Apply {
                 key: "k".into(),
@@ -197,7 +201,8 @@ fn decision_for_an_unknown_transaction_is_journaled_so_a_late_prepare_is_refused
             meta(1, None),
             Effect::Persist(FollowerRecord::Decide {
                 txid: "1.5".into(),
-                outcome: Abort
+                outcome: Abort,
+                failed: false,
             }),
             Effect::Finish {
                 txid: "1.5".into(),
@@ -530,7 +535,8 @@ fn an_abort_vote_given_without_journaling_is_journaled_when_its_decision_arrives
         vec![
             Effect::Persist(FollowerRecord::Decide {
                 txid: "1.2".into(),
-                outcome: Abort
+                outcome: Abort,
+                failed: false,
             }),
             Effect::Finish {
                 txid: "1.2".into(),
@@ -641,4 +647,169 @@ fn a_fence_reports_the_older_epochs_prepared_decided_and_the_mark() {
     assert!(core.check_readable("a").is_err() && core.check_readable("c").is_err());
     run(&mut core, 2, decide("1.4", Commit));
     assert!(core.check_readable("a").is_ok());
+}
+
+// ---------------------------------------------------------------- transactions (§6)
+
+/// `if a = 1 then get a, put a 2, delete b else put c failed`.
+fn cas_and_move() -> TxnSpec {
+    TxnSpec {
+        compares: vec![Compare {
+            key: "a".into(),
+            target: Target::Value("1".into()),
+            equal: true,
+        }],
+        success: vec![
+            TxnOp::Get("a".into()),
+            TxnOp::Put("a".into(), "2".into()),
+            TxnOp::Delete("b".into()),
+        ],
+        failure: vec![TxnOp::Put("c".into(), "failed".into())],
+    }
+}
+fn prepare_txn(txid: &str, txn: TxnSpec) -> LeaderMessage {
+    msg(
+        txid,
+        Body::Prepare {
+            txn,
+            participants: participants(),
+        },
+    )
+}
+fn held(value: &str, version: &str) -> Versioned {
+    Versioned {
+        value: value.into(),
+        version: id(version),
+    }
+}
+/// A store where `a` holds `a_value` (at version 1.1) and `b` holds "x".
+fn store(a_value: &'static str) -> impl Fn(&str) -> Option<Versioned> {
+    move |key: &str| match key {
+        "a" => Some(held(a_value, "1.1")),
+        "b" => Some(held("x", "1.2")),
+        _ => None,
+    }
+}
+fn applies(effects: &[Effect]) -> Vec<(String, Op)> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Apply { key, op, .. } => Some((key.clone(), op.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_transaction_locks_every_key_it_touches_and_votes_with_what_it_found() {
+    let mut core = FollowerCore::new(false);
+    let effects = core.handle(1, prepare_txn("2.1", cas_and_move()), &store("1"));
+    assert!(matches!(
+        effects[..],
+        [
+            Effect::Persist(FollowerRecord::Meta { .. }),
+            Effect::Persist(FollowerRecord::Prepare { .. }),
+            _
+        ]
+    ));
+    assert_eq!(
+        effects.last(),
+        Some(&Effect::Reply(Reply::Evaluated(Evaluation {
+            succeeded: true,
+            results: vec![Some(held("1", "1.1"))],
+        }))),
+        "the compare held; the GET found a's value before the transaction"
+    );
+    for key in ["a", "b", "c"] {
+        assert!(core.check_readable(key).is_err(), "{key} is locked");
+    }
+    assert_eq!(
+        run(&mut core, 1, prepare("2.2", "c", "x")),
+        vec![vote(Abort)],
+        "a key of its failure branch is locked too"
+    );
+    assert_eq!(
+        core.handle(1, prepare_txn("2.1", cas_and_move()), &store("1"))
+            .last(),
+        effects.last(),
+        "a repeated PREPARE gets the same vote"
+    );
+}
+
+#[test]
+fn a_transaction_whose_key_is_locked_votes_abort_and_locks_nothing() {
+    let mut core = FollowerCore::new(false);
+    run(&mut core, 1, prepare("2.1", "b", "y"));
+    let effects = core.handle(1, prepare_txn("2.2", cas_and_move()), &store("1"));
+    assert_eq!(effects.last(), Some(&vote(Abort)));
+    assert!(core.check_readable("a").is_ok() && core.check_readable("c").is_ok());
+}
+
+#[test]
+fn the_decision_says_which_branch_applies() {
+    let rows: [(bool, Vec<(String, Op)>); 2] = [
+        (
+            false,
+            vec![("a".into(), Op::Put("2".into())), ("b".into(), Op::Delete)],
+        ),
+        (true, vec![("c".into(), Op::Put("failed".into()))]),
+    ];
+    for (failed, expected) in rows {
+        let mut core = FollowerCore::new(false);
+        core.handle(1, prepare_txn("2.1", cas_and_move()), &store("1"));
+        let decision = msg(
+            "2.1",
+            Body::Decide {
+                outcome: Commit,
+                failed,
+            },
+        );
+        let effects = run(&mut core, 1, decision);
+        assert_eq!(applies(&effects), expected, "failed: {failed}");
+        assert!(effects.contains(&Effect::Persist(FollowerRecord::Decide {
+            txid: "2.1".into(),
+            outcome: Commit,
+            failed,
+        })));
+        for key in ["a", "b", "c"] {
+            assert!(core.check_readable(key).is_ok(), "{key} is unlocked");
+        }
+    }
+}
+
+#[test]
+fn a_restarted_follower_replays_the_branch_its_journal_decided() {
+    let mut live = FollowerCore::new(false);
+    let mut journal: Vec<FollowerRecord> = Vec::new();
+    let effects = live.handle(1, prepare_txn("2.1", cas_and_move()), &store("9"));
+    journal.extend(effects.into_iter().filter_map(|e| match e {
+        Effect::Persist(r) => Some(r),
+        _ => None,
+    }));
+    journal.push(FollowerRecord::Decide {
+        txid: "2.1".into(),
+        outcome: Commit,
+        failed: true,
+    });
+    let mut restarted = FollowerCore::new(true);
+    let effects: Vec<Effect> = journal
+        .into_iter()
+        .flat_map(|r| restarted.replay(r))
+        .collect();
+    assert_eq!(
+        applies(&effects),
+        vec![("c".into(), Op::Put("failed".into()))]
+    );
+}
+
+#[test]
+fn a_fence_report_says_whether_a_prepared_transactions_compares_hold() {
+    let mut core = FollowerCore::new(false);
+    core.handle(1, prepare_txn("2.1", cas_and_move()), &store("7"));
+    let effects = core.handle(2, fence(3), &store("7"));
+    let Some(Effect::Reply(Reply::Report(report))) = effects.last() else {
+        panic!("{effects:?}")
+    };
+    assert_eq!(report.prepared[0].key, "a");
+    assert!(report.prepared[0].failed, "a is 7, not 1");
 }

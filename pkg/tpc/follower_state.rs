@@ -39,7 +39,7 @@ use super::message::{LeaderMessage, Op, TxId, TxnId};
 use super::records::FollowerRecord;
 use crate::crash::crash_point;
 use crate::journal::{Journal, Record};
-use crate::kvstore::{Change, KvStore};
+use crate::kvstore::{Change, KvStore, Versioned};
 use crate::metrics;
 use crate::{Error, Result};
 
@@ -82,6 +82,16 @@ impl Shared {
             stopping: watch::Sender::new(false),
             next_stream: AtomicU64::new(1),
         }
+    }
+
+    /// What the store holds for `key`, for the core's evaluation of a transaction. A file
+    /// that can't be read is taken as absent, loudly: the leader then sees this
+    /// replica disagree with the others and aborts the transaction.
+    pub fn read(&self, key: &str) -> Option<Versioned> {
+        self.kv.get(key).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "a key file can't be read; taken as absent");
+            None
+        })
     }
 
     /// The protocol core, held briefly.
@@ -254,7 +264,7 @@ impl StateOwner {
     ) {
         let txid = msg.txid.clone();
         let mut core = self.shared.core();
-        let effects = core.handle(stream, msg);
+        let effects = core.handle(stream, msg, &|key| self.shared.read(key));
         batch.push(
             &core,
             Handled {

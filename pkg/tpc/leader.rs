@@ -1,8 +1,10 @@
 //! The leader's runtime: the client-facing `KeyValueAPI` and the coordinator task.
 //!
 //! Writes are handed to the [`Coordinator`], which runs each as a transaction of its
-//! own, many at once (writes to the same key in order), independent of the handler that
-//! asked for it.
+//! own, many at once (transactions that share a key in order), independent of the
+//! handler that asked for it. A `Put` or `Delete` is a transaction of one write; a `Txn`
+//! that writes (in either branch) runs the same way, its compares and GETs evaluated by
+//! the participants while they hold its keys locked (`txn.rs`, DESIGN §6).
 //!
 //! Reads of a key whose committed write has not reached every follower yet are answered
 //! by the leader itself, from the core ([`LeaderCore::committed_value`]): the write is
@@ -11,6 +13,12 @@
 //! follower answers `UNAVAILABLE` for a key whose decision it has not applied yet; the
 //! leader then tries the others and waits for decisions, at most twice the vote
 //! timeout, so the reads clients see are linearizable (DESIGN §1.3).
+//!
+//! A read-only `Txn` needs no 2PC: one follower evaluates it on one snapshot of its
+//! copies of the keys, refusing while any of them has an undecided transaction (as a
+//! read does), and is retried like a read. Every transaction the leader has answered as
+//! committed has been voted on by every follower, so a follower whose copies of the keys
+//! are not locked has applied every committed write to them.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,9 +29,8 @@ use tonic::{Code, Request, Response, Status};
 
 use super::admin::AdminService;
 use super::coordinator::Coordinator;
-use super::leader_core::LeaderCore;
+use super::leader_core::{Committed, LeaderCore};
 use super::link::Link;
-use super::message::{Op, TxId};
 use super::reads::FollowerReader;
 use super::records::{open_journal, LeaderRecord};
 use super::trace::Trace;
@@ -35,6 +42,7 @@ use crate::metrics::{self, RequestTimer};
 use crate::net::{self, Address, Listener};
 use crate::proto::{api, rpc};
 use crate::server;
+use crate::txn::TxnSpec;
 use crate::{Error, Result};
 
 /// How a leader runs.
@@ -208,17 +216,61 @@ struct LeaderService {
 }
 
 impl LeaderService {
-    /// Runs a write; its answer is the version it gave the key.
-    async fn write(&self, key: String, op: Op) -> std::result::Result<TxId, Status> {
-        limits::check_key(&key).map_err(Status::invalid_argument)?;
-        if let Op::Put(value) = &op {
-            limits::check_value(value).map_err(Status::invalid_argument)?;
-        }
+    /// Runs a transaction that writes (in some branch); its answer is what it did.
+    async fn write(&self, txn: TxnSpec) -> std::result::Result<Committed, Status> {
         let (reply, answer) = oneshot::channel();
-        self.inner.coordinator.submit(key, op, reply);
+        self.inner.coordinator.submit(txn, reply);
         answer
             .await
-            .map_err(|_| Status::unknown("leader stopped; the write's outcome is unknown"))?
+            .map_err(|_| Status::unknown("leader stopped; the transaction's outcome is unknown"))?
+    }
+
+    /// Runs a read-only transaction on one follower's snapshot (see the module
+    /// documentation), trying the others and waiting for decisions like a read.
+    async fn read_only(&self, txn: TxnSpec) -> std::result::Result<api::TxnResponse, Status> {
+        if txn.keys().is_empty() {
+            return Ok(txn.response(true, Vec::new(), None));
+        }
+        let request = api::TxnRequest::from(&txn);
+        let inner = &self.inner;
+        let deadline = tokio::time::Instant::now() + 2 * inner.vote_timeout;
+        let mut progress = inner.progress.clone();
+        let mut order: Vec<usize> = (0..inner.readers.len()).collect();
+        let mut last_error = String::new();
+        loop {
+            progress.borrow_and_update();
+            order.shuffle(&mut rand::rng());
+            let mut classic = Vec::new();
+            for &i in &order {
+                let (name, reader) = &inner.readers[i];
+                match reader.txn(request.clone(), inner.vote_timeout).await {
+                    Ok(answer) => return Ok(answer),
+                    Err(status) if status.code() == Code::InvalidArgument => return Err(status),
+                    Err(status) if status.code() == Code::FailedPrecondition => {
+                        classic.push(name.as_str())
+                    }
+                    Err(status) => last_error = format!("follower {name}: {}", status.message()),
+                }
+            }
+            if classic.len() == order.len() {
+                return Err(Status::failed_precondition(format!(
+                    "no follower can read several keys on one snapshot: {} classic \
+                     peer(s) (they do not speak tpc protocol 2): {}",
+                    classic.len(),
+                    classic.join(", ")
+                )));
+            }
+            let wait = tokio::time::timeout_at(
+                deadline.min(tokio::time::Instant::now() + Duration::from_millis(20)),
+                progress.changed(),
+            );
+            let _ = wait.await;
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Status::unavailable(format!(
+                    "no follower could answer in time; last: {last_error}"
+                )));
+            }
+        }
     }
 }
 
@@ -284,10 +336,12 @@ impl api::key_value_api_server::KeyValueApi for LeaderService {
     ) -> std::result::Result<Response<api::Response>, Status> {
         let _timer = RequestTimer::start("put");
         let api::PutRequest { key, value } = request.into_inner();
-        let version = self.write(key, Op::Put(value.clone())).await?;
+        limits::check_key(&key).map_err(Status::invalid_argument)?;
+        limits::check_value(&value).map_err(Status::invalid_argument)?;
+        let committed = self.write(TxnSpec::write(key, Some(value.clone()))).await?;
         Ok(Response::new(api::Response {
             value,
-            version: version.to_string(),
+            version: committed.version.map(|v| v.to_string()).unwrap_or_default(),
         }))
     }
 
@@ -297,10 +351,30 @@ impl api::key_value_api_server::KeyValueApi for LeaderService {
     ) -> std::result::Result<Response<api::Response>, Status> {
         let _timer = RequestTimer::start("delete");
         let key = request.into_inner().key;
-        let version = self.write(key, Op::Delete).await?;
+        limits::check_key(&key).map_err(Status::invalid_argument)?;
+        let committed = self.write(TxnSpec::write(key, None)).await?;
         Ok(Response::new(api::Response {
             value: String::new(),
-            version: version.to_string(),
+            version: committed.version.map(|v| v.to_string()).unwrap_or_default(),
         }))
+    }
+
+    async fn txn(
+        &self,
+        request: Request<api::TxnRequest>,
+    ) -> std::result::Result<Response<api::TxnResponse>, Status> {
+        let _timer = RequestTimer::start("txn");
+        let txn = TxnSpec::from_request(request.into_inner()).map_err(Status::invalid_argument)?;
+        if txn.is_read_only() {
+            return self.read_only(txn).await.map(Response::new);
+        }
+        // The answer names the GETs of the branch that ran: a copy of the request's shape.
+        let asked = txn.clone();
+        let committed = self.write(txn).await?;
+        Ok(Response::new(asked.response(
+            committed.succeeded,
+            committed.results,
+            committed.version,
+        )))
     }
 }

@@ -40,10 +40,12 @@ use std::time::Duration;
 
 use super::link_core::{LinkCore, LinkEffect, LinkEvent, LinkView, StreamId, VoteResult};
 use super::message::{
-    Body, ClusterInfo, FollowerReply, InquiryReport, LeaderMessage, Op, Outcome, TxId, PROTOCOL,
+    Body, ClusterInfo, FollowerReply, InquiryReport, LeaderMessage, Outcome, TxId, PROTOCOL,
 };
 use super::records::LeaderRecord;
 use super::recovery::Recovery;
+use crate::kvstore::Versioned;
+use crate::txn::{Evaluation, TxnSpec};
 
 /// After this many records the leader's journal is checkpointed.
 pub const CHECKPOINT_RECORDS: u64 = 10_000;
@@ -63,6 +65,19 @@ pub enum Refusal {
     Aborted(String),
     /// A follower could not be reached or did not answer in time.
     Unavailable(String),
+    /// The transaction needs what a follower does not speak (a classic peer).
+    Precondition(String),
+}
+
+/// What a committed transaction answers its client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Committed {
+    /// The version it gave the keys it wrote (its id), if it wrote any.
+    pub version: Option<TxId>,
+    /// Its compares held: the success branch ran.
+    pub succeeded: bool,
+    /// One per GET of the branch that ran: the key's state before.
+    pub results: Vec<Option<Versioned>>,
 }
 
 /// A journal write that failed.
@@ -88,11 +103,10 @@ pub enum Effect {
     Checkpoint { job: JobId, live: Vec<LeaderRecord> },
     /// Carry out this on follower `follower`'s link.
     Link { follower: usize, effect: LinkEffect },
-    /// Answer client write `write`: applied, with this version (its transaction's
-    /// id, DESIGN §1.8), or refused.
+    /// Answer client write `write`: committed, or refused.
     Answer {
         write: WriteId,
-        result: Result<TxId, Refusal>,
+        result: Result<Committed, Refusal>,
     },
     /// A step of a transaction, for the live view.
     Trace {
@@ -124,10 +138,16 @@ pub enum Phase {
 pub struct LeaderTxn {
     /// The client write it answers (none for one recovered from an earlier run).
     write: Option<WriteId>,
-    /// The key it writes.
+    /// Its first key (for operators).
     pub key: String,
-    /// What it writes (unknown for one recovered from the followers).
-    op: Option<Op>,
+    /// The transaction (unknown for one recovered from the followers).
+    txn: Option<TxnSpec>,
+    /// What its compares and GETs found, as every participant agreed.
+    evaluation: Option<Evaluation>,
+    /// Committed, its failure branch applies (its compares did not hold).
+    failed: bool,
+    /// Why the leader itself aborted it (the participants' evaluations disagreed).
+    problem: Option<String>,
     /// Its participants (indices of followers).
     participants: Vec<usize>,
     /// Their votes, as they come.
@@ -148,13 +168,85 @@ impl LeaderTxn {
     pub fn write(&self) -> Option<WriteId> {
         self.write
     }
+
+    /// Checks a COMMIT vote's evaluation against those before it: every replica of a
+    /// key holds the same value and version, so every participant finds the same; one
+    /// that does not means replicas diverged, and the transaction must not commit.
+    fn agree(&mut self, vote: &VoteResult) -> Result<(), String> {
+        let Some(txn) = &self.txn else {
+            return Ok(());
+        };
+        if txn.single_write().is_some() {
+            return Ok(());
+        }
+        let VoteResult::Voted {
+            evaluation,
+            classic,
+            ..
+        } = vote
+        else {
+            return Ok(());
+        };
+        let found = match (evaluation, classic) {
+            (Some(found), _) => found.clone(),
+            // On the wire, a COMMIT vote that found the compares holding and read
+            // nothing is a plain COMMIT.
+            (None, false) => Evaluation {
+                succeeded: true,
+                results: Vec::new(),
+            },
+            (None, true) => {
+                return Err(
+                    "a classic peer voted on a transaction it can't evaluate: aborted".to_string(),
+                )
+            }
+        };
+        let gets = txn
+            .branch(found.succeeded)
+            .iter()
+            .filter(|op| matches!(op, crate::txn::TxnOp::Get(_)))
+            .count();
+        if found.results.len() != gets {
+            return Err(format!(
+                "a participant answered {} GET results for a branch of {gets} GETs: aborted",
+                found.results.len()
+            ));
+        }
+        match (found, &self.evaluation) {
+            (found, None) => {
+                self.evaluation = Some(found);
+                Ok(())
+            }
+            (found, Some(agreed)) if found == *agreed => Ok(()),
+            (_, Some(_)) => Err(
+                "replicas disagree: participants found different values or versions for \
+                 the transaction's keys (they should never); aborted, see the followers' \
+                 stores"
+                    .to_string(),
+            ),
+        }
+    }
 }
 
-/// A client write waiting for the transaction ahead of it on its key.
+/// A client transaction not started yet: waiting for those ahead of it on its keys, or
+/// parked until every follower is known to speak protocol 2.
 #[derive(Clone, Debug)]
-struct Queued {
-    write: WriteId,
-    op: Op,
+struct Waiting {
+    txn: TxnSpec,
+    /// Parked: refused as unavailable if still parked at this time.
+    parked_until: Option<Duration>,
+}
+
+/// Whether a client transaction may start ([`LeaderCore::readiness`]).
+enum Readiness {
+    /// Yes.
+    Start,
+    /// Not yet: another is ahead of it on a key, or it is parked.
+    Wait,
+    /// Not until some follower says whether it speaks protocol 2, or this time passes.
+    Park(Duration),
+    /// Never.
+    Refuse(Refusal),
 }
 
 /// A journal write in flight, by what it is for.
@@ -191,8 +283,16 @@ pub struct LeaderCore {
     followers: Vec<String>,
     links: Vec<LinkCore>,
     txns: BTreeMap<TxId, LeaderTxn>,
-    /// Keys with a transaction under way, and the writes queued behind it.
-    busy: HashMap<String, VecDeque<Queued>>,
+    /// Per key, the client transactions that touch it, in arrival order: the first one
+    /// holds the key (it runs, or is parked).
+    busy: HashMap<String, VecDeque<WriteId>>,
+    /// Client transactions not started yet.
+    waiting: HashMap<WriteId, Waiting>,
+    /// Those of them parked (see [`Waiting`]).
+    parked: BTreeSet<WriteId>,
+    /// The time of the latest input.
+    now: Duration,
+    vote_timeout: Duration,
     /// Per key, the last committed write some follower may not have applied yet.
     committed: HashMap<String, (TxId, Option<String>)>,
     recovery: Recovery,
@@ -302,6 +402,10 @@ impl LeaderCore {
             links,
             txns: BTreeMap::new(),
             busy: HashMap::new(),
+            waiting: HashMap::new(),
+            parked: BTreeSet::new(),
+            now: Duration::ZERO,
+            vote_timeout,
             committed: HashMap::new(),
             next_job: 1,
             jobs: HashMap::new(),
@@ -342,7 +446,10 @@ impl LeaderCore {
                 LeaderTxn {
                     write: None,
                     key: String::new(),
-                    op: None,
+                    txn: None,
+                    evaluation: None,
+                    failed: false,
+                    problem: None,
                     participants: owed.iter().copied().collect(),
                     votes: vec![None; owed.len()],
                     owed,
@@ -355,8 +462,9 @@ impl LeaderCore {
         Start { core, persist }
     }
 
-    /// Queues the decisions the journal owes, then, after a restart, the fence on every
-    /// link (each stream carries them in that order).
+    /// Queues the decisions the journal owes, then the fence on every link (each stream
+    /// carries them in that order). After a restart the fence's reports drive recovery;
+    /// at a first start it only tells which followers speak protocol 2.
     fn resume(&mut self) {
         let owed: Vec<(TxId, Outcome)> = self
             .txns
@@ -369,7 +477,7 @@ impl LeaderCore {
         for (txid, outcome) in owed {
             self.deliver(txid, outcome);
         }
-        if self.recovery.is_active() && !self.fence_disabled() {
+        if !self.fence_disabled() {
             for f in 0..self.links.len() {
                 let fence = self.message(TxId::fence(self.epoch), Body::Fence, f);
                 self.links[f].queue(fence);
@@ -388,18 +496,27 @@ impl LeaderCore {
 
     // ------------------------------------------------------------------ inputs
 
-    /// A client asks for `op` on `key`: it runs now, or after the writes to `key`
-    /// queued before it.
-    pub fn submit(&mut self, write: WriteId, key: String, op: Op) {
+    /// A client asks for `txn` (one that writes: a read-only one needs no 2PC): it runs
+    /// once every transaction that arrived before it on any of its keys is decided.
+    pub fn submit(&mut self, write: WriteId, txn: TxnSpec, now: Duration) {
+        self.now = self.now.max(now);
         if self.stopped {
             return;
         }
-        if let Some(queue) = self.busy.get_mut(&key) {
-            queue.push_back(Queued { write, op });
-            return;
+        for key in txn.keys() {
+            self.busy
+                .entry(key.to_string())
+                .or_default()
+                .push_back(write);
         }
-        self.busy.insert(key.clone(), VecDeque::new());
-        self.start(write, key, op);
+        self.waiting.insert(
+            write,
+            Waiting {
+                txn,
+                parked_until: None,
+            },
+        );
+        self.start_ready(vec![write]);
     }
 
     /// Replies from follower `f` on `stream`, in order.
@@ -410,24 +527,29 @@ impl LeaderCore {
         replies: Vec<Result<FollowerReply, String>>,
         now: Duration,
     ) {
+        self.now = self.now.max(now);
         let events = self.links[f].replies(stream, replies, now);
         self.link_events(f, events);
+        self.unpark();
     }
 
     /// Follower `f`'s `stream` ended.
     pub fn stream_ended(&mut self, f: usize, stream: StreamId, why: String, now: Duration) {
+        self.now = self.now.max(now);
         let events = self.links[f].ended(stream, why, now);
         self.link_events(f, events);
     }
 
     /// Follower `f`'s `stream` could not connect: nothing sent on it arrived.
     pub fn open_failed(&mut self, f: usize, stream: StreamId, why: String, now: Duration) {
+        self.now = self.now.max(now);
         let events = self.links[f].open_failed(stream, why, now);
         self.link_events(f, events);
     }
 
     /// A journal write ended.
     pub fn journaled(&mut self, job: JobId, result: Result<(), JournalFailure>, now: Duration) {
+        self.now = self.now.max(now);
         let Some(kind) = self.jobs.remove(&job) else {
             return;
         };
@@ -464,10 +586,12 @@ impl LeaderCore {
     /// Time passed: streams whose oldest message went unanswered too long are given
     /// up, and journal writes that failed are tried again.
     pub fn tick(&mut self, now: Duration) {
+        self.now = self.now.max(now);
         for f in 0..self.links.len() {
             let events = self.links[f].tick(now);
             self.link_events(f, events);
         }
+        self.unpark();
         if self.retry_at.is_some_and(|at| at <= now) && !self.stopped {
             self.retry_at = None;
             for txid in std::mem::take(&mut self.retry) {
@@ -499,6 +623,7 @@ impl LeaderCore {
             .iter()
             .filter_map(LinkCore::next_deadline)
             .chain(self.retry_at)
+            .chain(self.waiting.values().filter_map(|w| w.parked_until))
             .min()
     }
 
@@ -595,20 +720,134 @@ impl LeaderCore {
 
     // ------------------------------------------------------------------ transactions
 
-    fn start(&mut self, write: WriteId, key: String, op: Op) {
+    /// Starts every write in `ready` (and those its refusals free in turn) that may
+    /// start now: one at the front of the queue of each of its keys, in a cluster that
+    /// can run it.
+    fn start_ready(&mut self, mut ready: Vec<WriteId>) {
+        while let Some(write) = ready.pop() {
+            match self.readiness(write) {
+                Readiness::Wait => {}
+                Readiness::Park(until) => {
+                    if let Some(waiting) = self.waiting.get_mut(&write) {
+                        waiting.parked_until = Some(until);
+                        self.parked.insert(write);
+                    }
+                }
+                Readiness::Refuse(refusal) => {
+                    self.parked.remove(&write);
+                    if let Some(waiting) = self.waiting.remove(&write) {
+                        self.effects.push(Effect::Answer {
+                            write,
+                            result: Err(refusal),
+                        });
+                        ready.extend(self.release(write, &waiting.txn));
+                    }
+                }
+                Readiness::Start => {
+                    self.parked.remove(&write);
+                    if let Some(waiting) = self.waiting.remove(&write) {
+                        self.start(write, waiting.txn);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether client write `write` may start.
+    fn readiness(&self, write: WriteId) -> Readiness {
+        let Some(waiting) = self.waiting.get(&write) else {
+            return Readiness::Wait;
+        };
+        let first = |key: &str| self.busy.get(key).and_then(VecDeque::front) == Some(&write);
+        if !waiting.txn.keys().into_iter().all(first) {
+            return Readiness::Wait;
+        }
+        if waiting.txn.single_write().is_some() {
+            // What the classic PREPARE carries: every follower can run it.
+            return Readiness::Start;
+        }
+        let mut unknown = None;
+        for (f, link) in self.links.iter().enumerate() {
+            match link.speaks_protocol_2() {
+                Some(true) => {}
+                Some(false) => {
+                    return Readiness::Refuse(Refusal::Precondition(format!(
+                        "follower {} is a classic peer (it does not speak tpc protocol \
+                         {PROTOCOL}): in this cluster a transaction can only be a single Put \
+                         or Delete, with no compare",
+                        self.followers[f]
+                    )))
+                }
+                None => unknown = unknown.or(Some(f)),
+            }
+        }
+        match (unknown, waiting.parked_until) {
+            (None, _) => Readiness::Start,
+            (Some(f), Some(until)) if until <= self.now => {
+                Readiness::Refuse(Refusal::Unavailable(format!(
+                    "transaction not applied: follower {} has not answered since the leader \
+                     started, so whether it can run a transaction is unknown",
+                    self.followers[f]
+                )))
+            }
+            (Some(_), Some(_)) => Readiness::Wait,
+            (Some(_), None) => Readiness::Park(self.now + self.vote_timeout),
+        }
+    }
+
+    /// Parked writes whose followers have answered, or that waited too long, go on.
+    fn unpark(&mut self) {
+        if !self.parked.is_empty() {
+            let parked = self.parked.iter().copied().collect();
+            self.start_ready(parked);
+        }
+    }
+
+    /// `write`, which touched the keys of `txn`, no longer holds them: returns the
+    /// writes now first on one of them.
+    fn release(&mut self, write: WriteId, txn: &TxnSpec) -> Vec<WriteId> {
+        let mut next = Vec::new();
+        for key in txn.keys() {
+            let Some(queue) = self.busy.get_mut(key) else {
+                continue;
+            };
+            if queue.front() == Some(&write) {
+                queue.pop_front();
+            } else {
+                queue.retain(|w| *w != write);
+            }
+            match queue.front() {
+                Some(&first) => next.push(first),
+                None => {
+                    self.busy.remove(key);
+                }
+            }
+        }
+        next
+    }
+
+    fn start(&mut self, write: WriteId, txn: TxnSpec) {
         let txid = TxId {
             epoch: self.epoch,
             seq: self.next_seq,
         };
         self.next_seq += 1;
         let participants: Vec<usize> = (0..self.followers.len()).collect();
+        let key = txn
+            .keys()
+            .first()
+            .map_or_else(String::new, |key| key.to_string());
         self.trace(txid, "begin", None, key.clone());
+        // In the table first: each PREPARE's low-water mark counts it.
         self.txns.insert(
             txid,
             LeaderTxn {
                 write: Some(write),
-                key: key.clone(),
-                op: Some(op.clone()),
+                key,
+                txn: Some(txn.clone()),
+                evaluation: None,
+                failed: false,
+                problem: None,
                 votes: vec![None; participants.len()],
                 owed: participants.iter().copied().collect(),
                 strangers: Vec::new(),
@@ -619,8 +858,7 @@ impl LeaderCore {
         );
         for f in participants {
             let body = Body::Prepare {
-                key: key.clone(),
-                op: op.clone(),
+                txn: txn.clone(),
                 participants: self.followers.clone(),
             };
             let msg = self.message(txid, body, f);
@@ -662,13 +900,20 @@ impl LeaderCore {
         if !vote.was_sent() {
             txn.owed.remove(&f);
         }
-        let yes = matches!(
+        let mut yes = matches!(
             vote,
             VoteResult::Voted {
                 outcome: Outcome::Commit,
                 ..
             }
         ) || (commit_without_votes && matches!(vote, VoteResult::NoAnswer(_)));
+        if yes {
+            if let Err(problem) = txn.agree(&vote) {
+                tracing::error!(%txid, follower = %self.followers[f], "{problem}");
+                txn.problem = Some(problem);
+                yes = false;
+            }
+        }
         txn.votes[i] = Some(vote);
         let all_in = txn.votes.iter().all(Option::is_some);
         self.trace(txid, "vote", Some(f), detail);
@@ -710,6 +955,8 @@ impl LeaderCore {
             .votes
             .iter()
             .any(|v| matches!(v, Some(VoteResult::Voted { classic: true, .. })));
+        txn.failed =
+            outcome == Outcome::Commit && txn.evaluation.as_ref().is_some_and(|e| !e.succeeded);
         txn.phase = Phase::Journaling { outcome };
         self.trace(txid, "decide", None, outcome.as_str().to_string());
         let durable_now = outcome == Outcome::Commit && !classic;
@@ -752,14 +999,21 @@ impl LeaderCore {
         let Phase::Journaling { outcome } = txn.phase else {
             return;
         };
-        let key = txn.key.clone();
-        let live = txn.op.is_some();
-        if let (Some(write), Some(op)) = (txn.write.take(), &txn.op) {
+        let write = txn.write.take();
+        let spec = txn.txn.clone();
+        if let (Some(write), Some(spec)) = (write, &spec) {
             let result = match outcome {
                 Outcome::Commit => {
-                    self.committed
-                        .insert(key.clone(), (txid, op.value().map(str::to_string)));
-                    Ok(txid)
+                    let writes = spec.writes(!txn.failed);
+                    for (key, value) in &writes {
+                        self.committed
+                            .insert(key.to_string(), (txid, value.map(str::to_string)));
+                    }
+                    Ok(Committed {
+                        version: (!writes.is_empty()).then_some(txid),
+                        succeeded: !txn.failed,
+                        results: txn.evaluation.take().map(|e| e.results).unwrap_or_default(),
+                    })
                 }
                 Outcome::Abort => Err(refusal(&self.followers, txn)),
             };
@@ -770,8 +1024,9 @@ impl LeaderCore {
             self.journal_meta();
         }
         self.deliver(txid, outcome);
-        if live {
-            self.release(&key);
+        if let (Some(write), Some(spec)) = (write, &spec) {
+            let next = self.release(write, spec);
+            self.start_ready(next);
         }
     }
 
@@ -783,6 +1038,7 @@ impl LeaderCore {
             .get_mut(&txid)
             .expect("delivering a known transaction");
         let owed = txn.owed.clone();
+        let failed = txn.failed;
         txn.phase = Phase::Decided {
             outcome,
             awaiting: owed.clone(),
@@ -792,21 +1048,9 @@ impl LeaderCore {
             return;
         }
         for f in owed {
-            let msg = self.message(txid, Body::Decide(outcome), f);
+            let msg = self.message(txid, Body::Decide { outcome, failed }, f);
             self.links[f].queue(msg);
             self.trace(txid, "decision", Some(f), outcome.as_str().to_string());
-        }
-    }
-
-    /// The transaction on `key` is decided and its decision queued: the next write
-    /// queued on the key starts.
-    fn release(&mut self, key: &str) {
-        let next = self.busy.get_mut(key).and_then(VecDeque::pop_front);
-        match next {
-            Some(Queued { write, op }) => self.start(write, key.to_string(), op),
-            None => {
-                self.busy.remove(key);
-            }
         }
     }
 
@@ -829,12 +1073,10 @@ impl LeaderCore {
         let Some(txn) = self.txns.remove(&txid) else {
             return;
         };
-        if self
-            .committed
-            .get(&txn.key)
-            .is_some_and(|(id, _)| *id == txid)
-        {
-            self.committed.remove(&txn.key);
+        for (key, _) in txn.txn.iter().flat_map(|spec| spec.writes(!txn.failed)) {
+            if self.committed.get(key).is_some_and(|(id, _)| *id == txid) {
+                self.committed.remove(key);
+            }
         }
         if txn.journaled {
             // Losing it in a crash only means the decision is delivered again.
@@ -875,7 +1117,10 @@ impl LeaderCore {
                 LeaderTxn {
                     write: None,
                     key: in_doubt.key,
-                    op: None,
+                    txn: None,
+                    evaluation: None,
+                    failed: in_doubt.failed,
+                    problem: None,
                     votes: vec![None; in_doubt.participants.len()],
                     participants: in_doubt.participants,
                     owed,
@@ -914,7 +1159,11 @@ impl LeaderCore {
         };
         let outcome = *outcome;
         awaiting.insert(f);
-        let msg = self.message(txid, Body::Decide(outcome), f);
+        let body = Body::Decide {
+            outcome,
+            failed: txn.failed,
+        };
+        let msg = self.message(txid, body, f);
         self.links[f].queue(msg);
     }
 
@@ -1016,6 +1265,9 @@ impl LeaderCore {
 
 /// Why an aborted write was not applied, naming the follower that caused it.
 fn refusal(followers: &[String], txn: &LeaderTxn) -> Refusal {
+    if let Some(problem) = &txn.problem {
+        return Refusal::Aborted(format!("transaction not applied: {problem}"));
+    }
     let votes = || txn.participants.iter().zip(&txn.votes);
     if let Some((&f, _)) = votes().find(|(_, v)| {
         matches!(

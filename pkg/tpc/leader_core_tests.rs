@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::tpc::message::{Answer, ReportedTxn, TxnId};
+use crate::txn::TxnOp;
 
 const TIMEOUT: Duration = Duration::from_millis(100);
 use Outcome::{Abort, Commit};
@@ -13,11 +14,26 @@ fn names(n: usize) -> Vec<String> {
 fn id(epoch: u64, seq: u64) -> TxId {
     TxId { epoch, seq }
 }
+/// A leader at its first start, its followers' answers to the first fence (which tells
+/// it they speak protocol 2) handled.
 fn fresh(n: usize) -> LeaderCore {
-    LeaderCore::recover(Vec::new(), names(n), TIMEOUT, || "C".into()).core
+    let mut core = LeaderCore::recover(Vec::new(), names(n), TIMEOUT, || "C".into()).core;
+    core.take_effects(Duration::ZERO);
+    for f in 0..n {
+        answer(
+            &mut core,
+            f,
+            TxId::fence(1),
+            Answer::Report(Some(InquiryReport::default())),
+        );
+    }
+    core
 }
-fn put(v: &str) -> Op {
-    Op::Put(v.into())
+fn put(key: &str, value: &str) -> TxnSpec {
+    TxnSpec::write(key.into(), Some(value.into()))
+}
+fn del(key: &str) -> TxnSpec {
+    TxnSpec::write(key.into(), None)
 }
 
 /// The messages sent to follower `f`, flattened, in order.
@@ -40,7 +56,14 @@ fn bodies(effects: &[Effect], f: usize) -> Vec<(TxnId, Body)> {
         .map(|m| (m.txid, m.body))
         .collect()
 }
+/// The answers, each with the version it gave (that of a write).
 fn answers(effects: &[Effect]) -> Vec<(WriteId, Result<TxId, Refusal>)> {
+    committed(effects)
+        .into_iter()
+        .map(|(write, result)| (write, result.map(|c| c.version.expect("a write's version"))))
+        .collect()
+}
+fn committed(effects: &[Effect]) -> Vec<(WriteId, Result<Committed, Refusal>)> {
     effects
         .iter()
         .filter_map(|e| match e {
@@ -77,11 +100,11 @@ fn all_vote(core: &mut LeaderCore, n: usize, txid: TxId, outcome: Outcome) -> Ve
         .collect()
 }
 fn decision(txid: TxId, outcome: Outcome) -> (TxnId, Body) {
-    (txid.into(), Body::Decide(outcome))
+    (txid.into(), Body::decide(outcome))
 }
 
 #[test]
-fn a_first_start_creates_a_cluster_in_epoch_one_and_fences_nobody() {
+fn a_first_start_creates_a_cluster_in_epoch_one_and_asks_every_follower_its_protocol() {
     let start = LeaderCore::recover(Vec::new(), names(2), TIMEOUT, || "C".into());
     assert_eq!(
         start.persist,
@@ -92,15 +115,22 @@ fn a_first_start_creates_a_cluster_in_epoch_one_and_fences_nobody() {
         }]
     );
     let mut core = start.core;
-    assert!(core.take_effects(Duration::ZERO).is_empty());
-    assert!(core.recovery().is_complete());
+    let effects = core.take_effects(Duration::ZERO);
+    for f in 0..2 {
+        assert_eq!(
+            bodies(&effects, f),
+            vec![(TxId::fence(1).into(), Body::Fence)],
+            "the fence's answer says whether the follower speaks protocol 2"
+        );
+    }
+    assert!(core.recovery().is_complete(), "nothing to recover");
 }
 
 #[test]
 fn a_write_prepares_on_every_follower_with_the_participants_in_one_send_per_link() {
     let mut core = fresh(2);
-    core.submit(1, "a".into(), put("1"));
-    core.submit(2, "b".into(), put("2"));
+    core.submit(1, put("a", "1"), Duration::ZERO);
+    core.submit(2, put("b", "2"), Duration::ZERO);
     let effects = core.take_effects(Duration::ZERO);
     for f in 0..2 {
         let messages = sent(&effects, f);
@@ -109,8 +139,7 @@ fn a_write_prepares_on_every_follower_with_the_participants_in_one_send_per_link
         assert_eq!(
             messages[0].body,
             Body::Prepare {
-                key: "a".into(),
-                op: put("1"),
+                txn: put("a", "1"),
                 participants: names(2)
             }
         );
@@ -132,7 +161,7 @@ fn a_write_prepares_on_every_follower_with_the_participants_in_one_send_per_link
 #[test]
 fn the_last_commit_vote_commits_answers_and_journals_nothing() {
     let mut core = fresh(3);
-    core.submit(7, "k".into(), put("v"));
+    core.submit(7, put("k", "v"), Duration::ZERO);
     core.take_effects(Duration::ZERO);
     let t = id(1, 1);
     let mut effects = answer(&mut core, 0, t, Answer::Vote(Commit));
@@ -159,7 +188,7 @@ fn the_last_commit_vote_commits_answers_and_journals_nothing() {
 #[test]
 fn a_committed_write_is_read_from_the_leader_until_every_follower_acked_it() {
     let mut core = fresh(2);
-    core.submit(1, "k".into(), Op::Delete);
+    core.submit(1, del("k"), Duration::ZERO);
     core.take_effects(Duration::ZERO);
     all_vote(&mut core, 2, id(1, 1), Commit);
     assert_eq!(core.committed_value("k"), Some((None, id(1, 1))), "deleted");
@@ -177,7 +206,7 @@ fn a_committed_write_is_read_from_the_leader_until_every_follower_acked_it() {
 #[test]
 fn an_abort_vote_decides_at_once_and_the_abort_is_durable_before_it_is_sent_or_answered() {
     let mut core = fresh(3);
-    core.submit(1, "k".into(), put("v"));
+    core.submit(1, put("k", "v"), Duration::ZERO);
     core.take_effects(Duration::ZERO);
     let t = id(1, 1);
     answer(&mut core, 0, t, Answer::Vote(Commit));
@@ -217,7 +246,7 @@ fn an_abort_vote_decides_at_once_and_the_abort_is_durable_before_it_is_sent_or_a
 #[test]
 fn a_finished_journaled_decision_leaves_a_done_record_that_nobody_waits_for() {
     let mut core = fresh(1);
-    core.submit(1, "k".into(), put("v"));
+    core.submit(1, put("k", "v"), Duration::ZERO);
     core.take_effects(Duration::ZERO);
     answer(&mut core, 0, id(1, 1), Answer::Vote(Abort));
     core.journaled(1, Ok(()), Duration::ZERO);
@@ -232,7 +261,7 @@ fn a_finished_journaled_decision_leaves_a_done_record_that_nobody_waits_for() {
 #[test]
 fn a_classic_voter_gets_the_classic_flow_a_journaled_commit() {
     let mut core = fresh(2);
-    core.submit(1, "k".into(), put("v"));
+    core.submit(1, put("k", "v"), Duration::ZERO);
     core.take_effects(Duration::ZERO);
     let t = id(1, 1);
     answer(&mut core, 0, t, Answer::Vote(Commit));
@@ -265,12 +294,24 @@ fn a_classic_voter_gets_the_classic_flow_a_journaled_commit() {
 #[test]
 fn a_follower_the_prepare_never_reached_is_not_owed_the_abort() {
     let mut core = fresh(2);
-    core.submit(1, "k".into(), put("v"));
-    core.take_effects(Duration::ZERO);
+    // f1's stream ends: the PREPARE opens the next one, which fails to connect.
+    core.stream_ended(1, 1, "cut".into(), Duration::ZERO);
+    core.submit(1, put("k", "v"), Duration::ZERO);
+    let opened = core
+        .take_effects(Duration::ZERO)
+        .into_iter()
+        .find_map(|e| match e {
+            Effect::Link {
+                follower: 1,
+                effect: LinkEffect::Open { stream },
+            } => Some(stream),
+            _ => None,
+        });
     let t = id(1, 1);
     answer(&mut core, 0, t, Answer::Vote(Commit));
-    core.open_failed(1, 1, "refused".into(), Duration::ZERO);
-    let effects = core.take_effects(Duration::ZERO);
+    let at = Duration::ZERO;
+    core.open_failed(1, opened.expect("f1 reconnects"), "refused".into(), at);
+    let effects = core.take_effects(at);
     assert_eq!(
         journal(&effects)[0].1,
         vec![LeaderRecord::Decide {
@@ -279,8 +320,8 @@ fn a_follower_the_prepare_never_reached_is_not_owed_the_abort() {
             followers: vec!["f0".into()]
         }]
     );
-    core.journaled(1, Ok(()), Duration::ZERO);
-    let effects = core.take_effects(Duration::ZERO);
+    core.journaled(1, Ok(()), at);
+    let effects = core.take_effects(at);
     assert!(
         matches!(&answers(&effects)[..], [(1, Err(Refusal::Unavailable(why)))] if why.contains("f1: refused"))
     );
@@ -291,7 +332,7 @@ fn a_follower_the_prepare_never_reached_is_not_owed_the_abort() {
 #[test]
 fn a_missing_vote_aborts_and_its_follower_is_owed_the_abort() {
     let mut core = fresh(2);
-    core.submit(1, "k".into(), put("v"));
+    core.submit(1, put("k", "v"), Duration::ZERO);
     core.take_effects(Duration::ZERO);
     let t = id(1, 1);
     answer(&mut core, 0, t, Answer::Vote(Commit));
@@ -317,9 +358,9 @@ fn a_missing_vote_aborts_and_its_follower_is_owed_the_abort() {
 #[test]
 fn writes_to_one_key_queue_and_the_next_starts_once_the_decision_is_queued() {
     let mut core = fresh(1);
-    core.submit(1, "k".into(), put("1"));
-    core.submit(2, "k".into(), put("2"));
-    core.submit(3, "other".into(), put("3"));
+    core.submit(1, put("k", "1"), Duration::ZERO);
+    core.submit(2, put("k", "2"), Duration::ZERO);
+    core.submit(3, put("other", "3"), Duration::ZERO);
     let effects = core.take_effects(Duration::ZERO);
     let ids: Vec<TxnId> = sent(&effects, 0).into_iter().map(|m| m.txid).collect();
     assert_eq!(
@@ -335,14 +376,14 @@ fn writes_to_one_key_queue_and_the_next_starts_once_the_decision_is_queued() {
         "the decision first"
     );
     assert!(
-        matches!(&messages[1], (txid, Body::Prepare { op, .. }) if *txid == id(1, 3).into() && *op == put("2"))
+        matches!(&messages[1], (txid, Body::Prepare { txn, .. }) if *txid == id(1, 3).into() && *txn == put("k", "2"))
     );
 }
 
 #[test]
 fn a_journal_write_that_fails_cleanly_is_retried_and_a_broken_one_stops_the_leader() {
     let mut core = fresh(1);
-    core.submit(1, "k".into(), put("v"));
+    core.submit(1, put("k", "v"), Duration::ZERO);
     core.take_effects(Duration::ZERO);
     answer(&mut core, 0, id(1, 1), Answer::Vote(Abort));
     let clean = JournalFailure {
@@ -377,8 +418,8 @@ fn a_journal_write_that_fails_cleanly_is_retried_and_a_broken_one_stops_the_lead
 #[test]
 fn low_water_marks_follow_what_each_follower_may_still_hear_about() {
     let mut core = fresh(2);
-    core.submit(1, "a".into(), put("1"));
-    core.submit(2, "b".into(), put("2"));
+    core.submit(1, put("a", "1"), Duration::ZERO);
+    core.submit(2, put("b", "2"), Duration::ZERO);
     core.take_effects(Duration::ZERO);
     all_vote(&mut core, 2, id(1, 1), Commit);
     all_vote(&mut core, 2, id(1, 2), Commit);
@@ -392,8 +433,8 @@ fn low_water_marks_follow_what_each_follower_may_still_hear_about() {
 #[test]
 fn a_checkpoint_keeps_the_meta_and_every_unfinished_journaled_decision() {
     let mut core = fresh(1);
-    core.submit(1, "a".into(), put("1"));
-    core.submit(2, "b".into(), put("2"));
+    core.submit(1, put("a", "1"), Duration::ZERO);
+    core.submit(2, put("b", "2"), Duration::ZERO);
     core.take_effects(Duration::ZERO);
     answer(&mut core, 0, id(1, 1), Answer::Vote(Commit));
     answer(&mut core, 0, id(1, 2), Answer::Vote(Abort));
@@ -474,6 +515,7 @@ fn report(prepared: &[(TxId, &[&str])]) -> Answer {
                 txid: *txid,
                 key: "k".into(),
                 participants: participants.iter().map(|p| p.to_string()).collect(),
+                failed: false,
             })
             .collect(),
         ..InquiryReport::default()
@@ -579,4 +621,264 @@ fn a_journaled_decision_owed_to_nobody_is_finished_at_a_restart() {
         outcome: Abort,
         followers: vec!["gone:1".into()]
     }));
+}
+
+// ---------------------------------------------------------------- transactions (§6)
+
+/// `if a = 1 then get a, put a 2, delete b else get b`.
+fn cas() -> TxnSpec {
+    TxnSpec {
+        compares: vec![crate::txn::Compare {
+            key: "a".into(),
+            target: crate::txn::Target::Value("1".into()),
+            equal: true,
+        }],
+        success: vec![
+            TxnOp::Get("a".into()),
+            TxnOp::Put("a".into(), "2".into()),
+            TxnOp::Delete("b".into()),
+        ],
+        failure: vec![TxnOp::Get("b".into())],
+    }
+}
+fn found(value: &str) -> Option<Versioned> {
+    Some(Versioned {
+        value: value.into(),
+        version: id(1, 1),
+    })
+}
+fn evaluated(succeeded: bool, results: Vec<Option<Versioned>>) -> Answer {
+    Answer::Evaluated(Evaluation { succeeded, results })
+}
+fn started(effects: &[Effect]) -> Vec<TxnId> {
+    sent(effects, 0)
+        .into_iter()
+        .filter(|m| matches!(m.body, Body::Prepare { .. }))
+        .map(|m| m.txid)
+        .collect()
+}
+
+#[test]
+fn a_transaction_starts_only_when_none_of_its_keys_has_one_ahead_first_come_first_served() {
+    let mut core = fresh(1);
+    core.submit(1, put("a", "1"), Duration::ZERO);
+    core.submit(2, cas(), Duration::ZERO); // a and b: waits for 1 on a
+    core.submit(3, put("b", "3"), Duration::ZERO); // b: waits for 2, though b is free
+    core.submit(4, put("c", "4"), Duration::ZERO);
+    let effects = core.take_effects(Duration::ZERO);
+    assert_eq!(started(&effects), vec![id(1, 1).into(), id(1, 2).into()]);
+    let effects = answer(&mut core, 0, id(1, 1), Answer::Vote(Commit));
+    assert_eq!(
+        started(&effects),
+        vec![id(1, 3).into()],
+        "the transaction on a and b"
+    );
+    let effects = answer(&mut core, 0, id(1, 3), evaluated(true, vec![found("1")]));
+    assert_eq!(
+        started(&effects),
+        vec![id(1, 4).into()],
+        "then the write to b"
+    );
+}
+
+#[test]
+fn the_leader_chooses_the_branch_the_votes_found_and_the_decision_says_which() {
+    let mut core = fresh(2);
+    core.submit(1, cas(), Duration::ZERO);
+    core.take_effects(Duration::ZERO);
+    let t = id(1, 1);
+    answer(&mut core, 0, t, evaluated(false, vec![found("x")]));
+    let effects = answer(&mut core, 1, t, evaluated(false, vec![found("x")]));
+    assert_eq!(
+        committed(&effects),
+        vec![(
+            1,
+            Ok(Committed {
+                version: None,
+                succeeded: false,
+                results: vec![found("x")],
+            })
+        )],
+        "the failure branch ran: it wrote nothing, so it has no version"
+    );
+    for f in 0..2 {
+        assert_eq!(
+            bodies(&effects, f),
+            vec![(
+                t.into(),
+                Body::Decide {
+                    outcome: Commit,
+                    failed: true
+                }
+            )]
+        );
+    }
+    assert_eq!(core.committed_value("a"), None, "nothing written");
+}
+
+#[test]
+fn a_committed_transaction_answers_its_gets_and_the_leader_serves_every_key_it_wrote() {
+    let mut core = fresh(2);
+    core.submit(1, cas(), Duration::ZERO);
+    core.take_effects(Duration::ZERO);
+    let t = id(1, 1);
+    answer(&mut core, 0, t, evaluated(true, vec![found("1")]));
+    let effects = answer(&mut core, 1, t, evaluated(true, vec![found("1")]));
+    assert_eq!(
+        committed(&effects),
+        vec![(
+            1,
+            Ok(Committed {
+                version: Some(t),
+                succeeded: true,
+                results: vec![found("1")],
+            })
+        )]
+    );
+    assert_eq!(core.committed_value("a"), Some((Some("2"), t)));
+    assert_eq!(core.committed_value("b"), Some((None, t)));
+    for f in 0..2 {
+        answer(&mut core, f, t, Answer::Ack);
+    }
+    assert_eq!(core.committed_value("a"), None, "every follower applied it");
+    assert_eq!(core.committed_value("b"), None);
+}
+
+#[test]
+fn participants_that_found_different_things_abort_the_transaction() {
+    let mut core = fresh(2);
+    core.submit(1, cas(), Duration::ZERO);
+    core.take_effects(Duration::ZERO);
+    let t = id(1, 1);
+    answer(&mut core, 0, t, evaluated(true, vec![found("1")]));
+    let effects = answer(&mut core, 1, t, evaluated(false, vec![found("x")]));
+    assert!(
+        matches!(&journal(&effects)[..], [(Some(_), records)] if matches!(records[0], LeaderRecord::Decide { outcome: Abort, .. }))
+    );
+    core.journaled(1, Ok(()), Duration::ZERO);
+    let effects = core.take_effects(Duration::ZERO);
+    assert!(
+        matches!(&answers(&effects)[..], [(1, Err(Refusal::Aborted(why)))] if why.contains("disagree"))
+    );
+}
+
+#[test]
+fn a_classic_follower_refuses_transactions_but_not_single_writes() {
+    let mut core = LeaderCore::recover(Vec::new(), names(2), TIMEOUT, || "C".into()).core;
+    core.take_effects(Duration::ZERO);
+    answer(
+        &mut core,
+        0,
+        TxId::fence(1),
+        Answer::Report(Some(InquiryReport::default())),
+    );
+    let classic = Ok(FollowerReply {
+        txid: TxnId::Legacy,
+        answer: Answer::Ack,
+        cluster_id: None,
+        protocol: 0,
+    });
+    core.replies(1, 1, vec![classic], Duration::ZERO);
+    core.submit(1, cas(), Duration::ZERO);
+    core.submit(2, put("a", "v"), Duration::ZERO);
+    let effects = core.take_effects(Duration::ZERO);
+    assert!(
+        matches!(&answers(&effects)[..], [(1, Err(Refusal::Precondition(why)))] if why.contains("f1")),
+        "{effects:?}"
+    );
+    assert_eq!(started(&effects), vec![id(1, 1).into()], "the Put runs");
+}
+
+#[test]
+fn a_transaction_waits_to_learn_every_followers_protocol_then_runs_or_is_refused() {
+    let mut core = LeaderCore::recover(Vec::new(), names(2), TIMEOUT, || "C".into()).core;
+    core.take_effects(Duration::ZERO);
+    core.submit(1, cas(), Duration::ZERO);
+    core.submit(2, cas(), Duration::ZERO);
+    assert!(
+        started(&core.take_effects(Duration::ZERO)).is_empty(),
+        "parked"
+    );
+    let report = || Answer::Report(Some(InquiryReport::default()));
+    answer(&mut core, 0, TxId::fence(1), report());
+    let effects = answer(&mut core, 1, TxId::fence(1), report());
+    assert_eq!(
+        started(&effects),
+        vec![id(1, 1).into()],
+        "both speak protocol 2"
+    );
+
+    let mut core = LeaderCore::recover(Vec::new(), names(2), TIMEOUT, || "C".into()).core;
+    core.take_effects(Duration::ZERO);
+    core.submit(1, cas(), Duration::ZERO);
+    answer(&mut core, 0, TxId::fence(1), report());
+    assert_eq!(core.next_deadline(), Some(TIMEOUT));
+    core.tick(TIMEOUT);
+    let effects = core.take_effects(TIMEOUT);
+    assert!(
+        matches!(&answers(&effects)[..], [(1, Err(Refusal::Unavailable(why)))] if why.contains("f1")),
+        "{effects:?}"
+    );
+}
+
+#[test]
+fn a_recovered_commit_applies_the_branch_the_reports_show() {
+    let mut core = restarted(vec![meta(1)], 2).core;
+    core.take_effects(Duration::ZERO);
+    let t = id(1, 7);
+    let fence = TxId::fence(2);
+    let failed_report = || {
+        let Answer::Report(Some(mut report)) = report(&[(t, &["f0", "f1"])]) else {
+            unreachable!()
+        };
+        report.prepared[0].failed = true;
+        Answer::Report(Some(report))
+    };
+    answer(&mut core, 0, fence, failed_report());
+    let effects = answer(&mut core, 1, fence, failed_report());
+    assert_eq!(
+        bodies(&effects, 0),
+        vec![(
+            t.into(),
+            Body::Decide {
+                outcome: Commit,
+                failed: true
+            }
+        )]
+    );
+}
+
+#[test]
+fn a_plain_commit_vote_is_an_evaluation_that_held_and_read_nothing() {
+    let mput = TxnSpec {
+        success: vec![
+            TxnOp::Put("a".into(), "1".into()),
+            TxnOp::Put("b".into(), "2".into()),
+        ],
+        ..TxnSpec::default()
+    };
+    let mut core = fresh(2);
+    core.submit(1, mput, Duration::ZERO);
+    core.take_effects(Duration::ZERO);
+    let effects = all_vote(&mut core, 2, id(1, 1), Commit);
+    assert_eq!(
+        committed(&effects),
+        vec![(
+            1,
+            Ok(Committed {
+                version: Some(id(1, 1)),
+                succeeded: true,
+                results: Vec::new(),
+            })
+        )]
+    );
+
+    // A vote whose GET results do not fit the branch is not believed.
+    core.submit(2, cas(), Duration::ZERO);
+    core.take_effects(Duration::ZERO);
+    let effects = answer(&mut core, 0, id(1, 2), Answer::Vote(Commit));
+    assert!(
+        matches!(&journal(&effects)[..], [(Some(_), records)] if matches!(records[0], LeaderRecord::Decide { outcome: Abort, .. })),
+        "the success branch has a GET: {effects:?}"
+    );
 }

@@ -31,6 +31,7 @@ use std::time::Duration;
 use super::message::{
     Answer, Body, FollowerReply, InquiryReport, LeaderMessage, Outcome, TxId, TxnId, PROTOCOL,
 };
+use crate::txn::Evaluation;
 
 /// The longest pause between reconnection attempts (DESIGN §2: about 1 s).
 pub const MAX_BACKOFF: Duration = Duration::from_secs(1);
@@ -45,8 +46,13 @@ pub type StreamId = u64;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum VoteResult {
     /// It voted; `classic` if it does not speak protocol 2 (its COMMIT vote is not known
-    /// to be durable with a participant list, so the decision is journaled).
-    Voted { outcome: Outcome, classic: bool },
+    /// to be durable with a participant list, so the decision is journaled); with what
+    /// the transaction's compares and GETs found there, if it has any.
+    Voted {
+        outcome: Outcome,
+        classic: bool,
+        evaluation: Option<Evaluation>,
+    },
     /// The PREPARE was never sent (the connection failed): it needs no decision.
     NotSent(String),
     /// The PREPARE may have arrived but no vote came back: it needs the decision.
@@ -99,7 +105,7 @@ impl Expect {
     fn of(body: &Body) -> Expect {
         match body {
             Body::Prepare { .. } => Expect::Vote,
-            Body::Decide(_) => Expect::Ack,
+            Body::Decide { .. } => Expect::Ack,
             Body::Fence => Expect::Report,
         }
     }
@@ -138,6 +144,8 @@ pub struct LinkCore {
     retry_at: Option<Duration>,
     last_error: Option<String>,
     last_contact: Option<Duration>,
+    /// Whether the follower speaks protocol 2, as its last reply with an id said.
+    modern: Option<bool>,
     effects: Vec<LinkEffect>,
 }
 
@@ -168,6 +176,7 @@ impl LinkCore {
             retry_at: None,
             last_error: None,
             last_contact: None,
+            modern: None,
             effects: Vec::new(),
         }
     }
@@ -282,7 +291,7 @@ impl LinkCore {
             // A classic peer: the oldest unanswered message.
             TxnId::Legacy => (!stream.outstanding.is_empty()).then_some(0),
             txid => {
-                let is_vote = matches!(reply.answer, Answer::Vote(_));
+                let is_vote = matches!(reply.answer, Answer::Vote(_) | Answer::Evaluated(_));
                 stream.outstanding.iter().position(|o| {
                     TxnId::Ordered(o.txid) == *txid && (o.expect == Expect::Vote) == is_vote
                 })
@@ -296,10 +305,23 @@ impl LinkCore {
         self.last_contact = Some(now);
         self.last_error = None;
         let classic = reply.txid == TxnId::Legacy || reply.protocol < PROTOCOL;
+        self.modern = Some(!classic);
         let event = match (entry.expect, reply.answer) {
             (Expect::Vote, Answer::Vote(outcome)) => LinkEvent::Vote {
                 txid: entry.txid,
-                vote: VoteResult::Voted { outcome, classic },
+                vote: VoteResult::Voted {
+                    outcome,
+                    classic,
+                    evaluation: None,
+                },
+            },
+            (Expect::Vote, Answer::Evaluated(evaluation)) => LinkEvent::Vote {
+                txid: entry.txid,
+                vote: VoteResult::Voted {
+                    outcome: Outcome::Commit,
+                    classic,
+                    evaluation: Some(evaluation),
+                },
             },
             (Expect::Vote, other) => {
                 tracing::warn!(txid = %entry.txid, ?other, "answer to a PREPARE is not a vote; counted as ABORT");
@@ -308,6 +330,7 @@ impl LinkCore {
                     vote: VoteResult::Voted {
                         outcome: Outcome::Abort,
                         classic,
+                        evaluation: None,
                     },
                 }
             }
@@ -384,6 +407,11 @@ impl LinkCore {
     /// The effects produced since the last call.
     pub fn take_effects(&mut self) -> Vec<LinkEffect> {
         std::mem::take(&mut self.effects)
+    }
+
+    /// Whether the follower speaks protocol 2 (`None`: no reply has said yet).
+    pub fn speaks_protocol_2(&self) -> Option<bool> {
+        self.modern
     }
 
     /// The status as operators see it.

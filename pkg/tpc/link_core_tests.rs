@@ -2,7 +2,8 @@
 //! reply answers what, and when a stream is given up.
 
 use super::*;
-use crate::tpc::message::{ClusterInfo, Op};
+use crate::tpc::message::ClusterInfo;
+use crate::txn::TxnSpec;
 
 const TIMEOUT: Duration = Duration::from_millis(100);
 
@@ -29,14 +30,13 @@ fn prepare(seq: u64) -> LeaderMessage {
     message(
         seq,
         Body::Prepare {
-            key: format!("k{seq}"),
-            op: Op::Put("v".into()),
+            txn: TxnSpec::write(format!("k{seq}"), Some("v".into())),
             participants: vec!["f".into()],
         },
     )
 }
 fn decide(seq: u64) -> LeaderMessage {
-    message(seq, Body::Decide(Outcome::Commit))
+    message(seq, Body::decide(Outcome::Commit))
 }
 fn reply(txid: TxnId, answer: Answer, protocol: u32) -> Result<FollowerReply, String> {
     Ok(FollowerReply {
@@ -80,7 +80,11 @@ fn sends(link: &mut LinkCore) -> Vec<String> {
 fn voted(seq: u64, outcome: Outcome, classic: bool) -> LinkEvent {
     LinkEvent::Vote {
         txid: id(seq),
-        vote: VoteResult::Voted { outcome, classic },
+        vote: VoteResult::Voted {
+            outcome,
+            classic,
+            evaluation: None,
+        },
     }
 }
 

@@ -4,9 +4,11 @@
 
 use std::fmt;
 
+use crate::kvstore::Versioned;
 use crate::limits;
-use crate::proto::rpc;
+use crate::proto::{api, rpc};
 pub use crate::txid::TxId;
+use crate::txn::{Evaluation, TxnOp, TxnSpec};
 
 /// The protocol revision this build speaks (`LeaderMsg.protocol`, `Response.protocol`):
 /// the commit rule of DESIGN §1.4 (a COMMIT vote means the vote and the participant list
@@ -122,19 +124,30 @@ impl Outcome {
 /// The body of a leader message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Body {
-    /// Phase one: lock `key` for `op` and vote; `participants` are every follower of the
-    /// transaction (empty from classic tooling and from leaders before protocol 2).
+    /// Phase one: lock every key of `txn`, evaluate its compares and GETs, and vote;
+    /// `participants` are every follower of the transaction (empty from classic tooling
+    /// and from leaders before protocol 2). A `Put` or `Delete` is a `txn` of one write.
     Prepare {
-        key: String,
-        op: Op,
+        txn: TxnSpec,
         participants: Vec<String>,
     },
-    /// Phase two: the decision.
-    Decide(Outcome),
+    /// Phase two: the decision; with `failed`, a COMMIT applies the failure branch
+    /// (the compares did not hold).
+    Decide { outcome: Outcome, failed: bool },
     /// A restarted leader's fence (on the wire: a GLOBAL ABORT of `<epoch>.0`, an id no
     /// transaction has): refuse every PREPARE of an older epoch from now on, durably,
     /// and report what is known of the older epochs' transactions.
     Fence,
+}
+
+impl Body {
+    /// The decision `outcome`, of the success branch.
+    pub fn decide(outcome: Outcome) -> Body {
+        Body::Decide {
+            outcome,
+            failed: false,
+        }
+    }
 }
 
 /// Cluster membership information carried by our leader's messages.
@@ -169,14 +182,18 @@ impl LeaderMessage {
         self.txid == TxnId::Legacy
     }
 
-    /// Why a PREPARE must be refused whatever the state (bad key or value), if it must.
+    /// Why a PREPARE must be refused whatever the state (a bad key or value: a
+    /// classic PREPARE is not validated on the way in), if it must.
     pub fn prepare_problem(&self) -> Option<String> {
-        match &self.body {
-            Body::Prepare { key, op, .. } => limits::check_key(key)
-                .err()
-                .or_else(|| op.value().and_then(|v| limits::check_value(v).err())),
-            Body::Decide(_) | Body::Fence => None,
-        }
+        let Body::Prepare { txn, .. } = &self.body else {
+            return None;
+        };
+        txn.success.iter().chain(&txn.failure).find_map(|op| {
+            limits::check_key(op.key()).err().or_else(|| match op {
+                TxnOp::Put(_, value) => limits::check_value(value).err(),
+                TxnOp::Get(_) | TxnOp::Delete(_) => None,
+            })
+        })
     }
 }
 
@@ -255,24 +272,30 @@ impl TryFrom<rpc::LeaderMsg> for LeaderMessage {
             rpc::Action::try_from(m.action).map_err(|_| format!("unknown action {}", m.action))?;
         let body = match (msg_type, action) {
             (rpc::MessageType::Vote, rpc::Action::Prepare) => {
-                let op = match rpc::Operation::try_from(m.op) {
-                    Ok(rpc::Operation::Put) => Op::Put(m.value),
-                    Ok(rpc::Operation::Delete) => Op::Delete,
-                    Err(_) => return Err(format!("unknown operation {}", m.op)),
+                let txn = match m.txn {
+                    Some(txn) => TxnSpec::from_request(txn)
+                        .map_err(|why| format!("a PREPARE's transaction: {why}"))?,
+                    None => match rpc::Operation::try_from(m.op) {
+                        Ok(rpc::Operation::Put) => TxnSpec::write(m.key, Some(m.value)),
+                        Ok(rpc::Operation::Delete) => TxnSpec::write(m.key, None),
+                        Err(_) => return Err(format!("unknown operation {}", m.op)),
+                    },
                 };
                 Body::Prepare {
-                    key: m.key,
-                    op,
+                    txn,
                     participants: m.participants,
                 }
             }
-            (rpc::MessageType::Global, rpc::Action::Commit) => Body::Decide(Outcome::Commit),
+            (rpc::MessageType::Global, rpc::Action::Commit) => Body::Decide {
+                outcome: Outcome::Commit,
+                failed: m.failed,
+            },
             (rpc::MessageType::Global, rpc::Action::Abort)
                 if txid.ordered().is_some_and(|id| id.seq == 0) =>
             {
                 Body::Fence
             }
-            (rpc::MessageType::Global, rpc::Action::Abort) => Body::Decide(Outcome::Abort),
+            (rpc::MessageType::Global, rpc::Action::Abort) => Body::decide(Outcome::Abort),
             (t, a) => {
                 return Err(format!(
                     "{} {} is not a leader message (expected VOTE PREPARE, GLOBAL COMMIT or GLOBAL ABORT)",
@@ -304,26 +327,39 @@ impl TryFrom<rpc::LeaderMsg> for LeaderMessage {
 impl From<LeaderMessage> for rpc::LeaderMsg {
     fn from(m: LeaderMessage) -> Self {
         let mut participants = Vec::new();
+        let mut txn = None;
+        let mut failed = false;
         let (msg_type, action, key, value, op) = match m.body {
             Body::Prepare {
-                key,
-                op,
+                txn: spec,
                 participants: p,
             } => {
                 participants = p;
-                let (value, op) = match op {
-                    Op::Put(v) => (v, rpc::Operation::Put),
-                    Op::Delete => (String::new(), rpc::Operation::Delete),
+                let (key, value, op) = match spec.single_write() {
+                    Some((key, Some(value))) => {
+                        (key.to_string(), value.to_string(), rpc::Operation::Put)
+                    }
+                    Some((key, None)) => (key.to_string(), String::new(), rpc::Operation::Delete),
+                    None => {
+                        txn = Some(api::TxnRequest::from(&spec));
+                        (String::new(), String::new(), rpc::Operation::Put)
+                    }
                 };
                 (rpc::MessageType::Vote, rpc::Action::Prepare, key, value, op)
             }
-            Body::Decide(outcome) => (
-                rpc::MessageType::Global,
-                outcome.action(),
-                String::new(),
-                String::new(),
-                rpc::Operation::Put,
-            ),
+            Body::Decide {
+                outcome,
+                failed: branch,
+            } => {
+                failed = branch;
+                (
+                    rpc::MessageType::Global,
+                    outcome.action(),
+                    String::new(),
+                    String::new(),
+                    rpc::Operation::Put,
+                )
+            }
             Body::Fence => (
                 rpc::MessageType::Global,
                 rpc::Action::Abort,
@@ -350,6 +386,8 @@ impl From<LeaderMessage> for rpc::LeaderMsg {
             participants,
             protocol: m.protocol,
             batch: Vec::new(),
+            txn,
+            failed,
         }
     }
 }
@@ -359,10 +397,12 @@ impl From<LeaderMessage> for rpc::LeaderMsg {
 pub struct ReportedTxn {
     /// The transaction.
     pub txid: TxId,
-    /// The key it locks.
+    /// Its first key (for operators).
     pub key: String,
     /// Its participants as its PREPARE named them (empty: every follower).
     pub participants: Vec<String>,
+    /// Its compares do not hold here: committed, its failure branch applies.
+    pub failed: bool,
 }
 
 /// What a follower knows of the transactions of epochs before a fence's
@@ -382,8 +422,10 @@ pub struct InquiryReport {
 /// A follower's answer to one leader message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Reply {
-    /// The answer to a PREPARE.
+    /// The answer to a PREPARE of a plain write.
     Vote(Outcome),
+    /// A COMMIT vote on a transaction with compares or GETs, with what they found here.
+    Evaluated(Evaluation),
     /// The answer to a decision.
     Ack,
     /// The answer to a fence.
@@ -394,19 +436,27 @@ impl Reply {
     /// The wire response for this reply to transaction `txid`, from a follower of
     /// `cluster_id` that speaks [`PROTOCOL`].
     pub fn to_wire(&self, txid: &TxnId, cluster_id: Option<&str>) -> rpc::Response {
-        let (action, report) = match self {
-            Reply::Vote(o) => (o.action(), None),
-            Reply::Ack => (rpc::Action::Ack, None),
-            Reply::Report(report) => (rpc::Action::Ack, Some(report.into())),
-        };
-        rpc::Response {
-            action: action as i32,
+        let mut response = rpc::Response {
             txid: txid.to_string(),
             cluster_id: cluster_id.unwrap_or_default().to_string(),
             protocol: PROTOCOL,
-            batch: Vec::new(),
-            report,
-        }
+            ..rpc::Response::default()
+        };
+        let action = match self {
+            Reply::Vote(o) => o.action(),
+            Reply::Evaluated(evaluation) => {
+                response.failed = !evaluation.succeeded;
+                response.results = evaluation.results.iter().map(result_of).collect();
+                rpc::Action::Commit
+            }
+            Reply::Ack => rpc::Action::Ack,
+            Reply::Report(report) => {
+                response.report = Some(report.into());
+                rpc::Action::Ack
+            }
+        };
+        response.action = action as i32;
+        response
     }
 }
 
@@ -421,6 +471,7 @@ impl From<&InquiryReport> for rpc::InquiryReport {
                     txid: t.txid.to_string(),
                     key: t.key.clone(),
                     participants: t.participants.clone(),
+                    failed: t.failed,
                 })
                 .collect(),
             committed: ids(&r.committed),
@@ -447,6 +498,7 @@ impl TryFrom<rpc::InquiryReport> for InquiryReport {
                         txid: t.txid.parse()?,
                         key: t.key,
                         participants: t.participants,
+                        failed: t.failed,
                     })
                 })
                 .collect::<Result<_, String>>()?,
@@ -466,6 +518,8 @@ impl TryFrom<rpc::InquiryReport> for InquiryReport {
 pub enum Answer {
     /// A vote (COMMIT or ABORT).
     Vote(Outcome),
+    /// A COMMIT vote with what the transaction's compares and GETs found.
+    Evaluated(Evaluation),
     /// ACK of a decision.
     Ack,
     /// ACK of a fence, with what the follower knows (`None`: a classic peer's plain ACK).
@@ -501,6 +555,16 @@ impl TryFrom<rpc::Response> for FollowerReply {
     type Error = String;
     fn try_from(r: rpc::Response) -> Result<Self, String> {
         let answer = match rpc::Action::try_from(r.action) {
+            Ok(rpc::Action::Commit) if r.failed || !r.results.is_empty() => {
+                Answer::Evaluated(Evaluation {
+                    succeeded: !r.failed,
+                    results: r
+                        .results
+                        .into_iter()
+                        .map(versioned_of)
+                        .collect::<Result<_, String>>()?,
+                })
+            }
             Ok(rpc::Action::Commit) => Answer::Vote(Outcome::Commit),
             Ok(rpc::Action::Abort) => Answer::Vote(Outcome::Abort),
             Ok(rpc::Action::Ack) => match r.report {
@@ -516,6 +580,30 @@ impl TryFrom<rpc::Response> for FollowerReply {
             protocol: r.protocol,
         })
     }
+}
+
+/// A GET's result on the wire (`found` false: absent).
+pub fn result_of(state: &Option<Versioned>) -> api::TxnResult {
+    match state {
+        Some(held) => api::TxnResult {
+            key: String::new(),
+            found: true,
+            value: held.value.clone(),
+            version: held.version.to_string(),
+        },
+        None => api::TxnResult::default(),
+    }
+}
+
+/// A GET's result from the wire.
+pub fn versioned_of(result: api::TxnResult) -> Result<Option<Versioned>, String> {
+    if !result.found {
+        return Ok(None);
+    }
+    Ok(Some(Versioned {
+        value: result.value,
+        version: result.version.parse()?,
+    }))
 }
 
 /// Packs responses into one wire frame (the first, with the rest in its `batch`); only
@@ -550,8 +638,7 @@ mod tests {
         let msg = LeaderMessage {
             txid: TxnId::parse("3.4"),
             body: Body::Prepare {
-                key: "k".into(),
-                op: Op::Delete,
+                txn: TxnSpec::write("k".into(), None),
                 participants: vec!["a:1".into(), "unix:/b".into()],
             },
             epoch: 3,
@@ -590,7 +677,7 @@ mod tests {
     fn frames_carry_several_messages_in_order() {
         let decide = |seq| LeaderMessage {
             txid: TxId { epoch: 1, seq }.into(),
-            body: Body::Decide(Outcome::Commit),
+            body: Body::decide(Outcome::Commit),
             epoch: 1,
             low_water: None,
             cluster: None,
@@ -614,6 +701,7 @@ mod tests {
                 txid: TxId { epoch: 2, seq: 7 },
                 key: "k".into(),
                 participants: vec!["a:1".into()],
+                failed: false,
             }],
             committed: vec![TxId { epoch: 2, seq: 5 }],
             aborted: vec![TxId { epoch: 1, seq: 9 }],
@@ -666,8 +754,7 @@ mod tests {
         assert_eq!(
             msg.body,
             Body::Prepare {
-                key: "k".into(),
-                op: Op::Put("v".into()),
+                txn: TxnSpec::write("k".into(), Some("v".into())),
                 participants: Vec::new(),
             }
         );

@@ -28,6 +28,10 @@ use crate::proto::{api, rpc};
 
 /// A read's answer: the value and its version, as `api.KeyValueAPI/Get` answers.
 type ReadResult = std::result::Result<api::Response, Status>;
+/// A read-only transaction's answer, as `api.KeyValueAPI/Txn` answers.
+type TxnResult = std::result::Result<api::TxnResponse, Status>;
+/// The follower's reply to one request on the stream (a status when it is not OK).
+type ReplyResult = std::result::Result<rpc::ReadReply, Status>;
 
 /// How long a follower that does not serve `Reads` is read with `Get` before the leader
 /// tries the stream again.
@@ -54,7 +58,7 @@ enum Mode {
 struct ReadStream {
     requests: mpsc::UnboundedSender<rpc::ReadRequest>,
     /// `None` once the stream has ended: nothing more will be answered.
-    waiting: Mutex<Option<HashMap<u64, oneshot::Sender<ReadResult>>>>,
+    waiting: Mutex<Option<HashMap<u64, oneshot::Sender<ReplyResult>>>>,
     next_id: AtomicU64,
 }
 
@@ -77,10 +81,19 @@ impl FollowerReader {
     /// does not answer within `timeout` gets `DEADLINE_EXCEEDED`.
     pub async fn get(self: &Arc<Self>, key: &str, timeout: Duration) -> ReadResult {
         if let Some(stream) = self.stream() {
-            let answer = tokio::time::timeout(timeout, stream.read(key)).await;
+            let request = rpc::ReadRequest {
+                key: key.to_string(),
+                ..Default::default()
+            };
+            let answer = tokio::time::timeout(timeout, stream.ask(request)).await;
             match answer {
                 Ok(Err(status)) if status.code() == Code::Unimplemented => {}
-                Ok(result) => return result,
+                Ok(result) => {
+                    return result.map(|reply| api::Response {
+                        value: reply.value,
+                        version: reply.version,
+                    })
+                }
                 Err(_) => return Err(no_answer(timeout)),
             }
         }
@@ -91,6 +104,33 @@ impl FollowerReader {
         request.set_timeout(timeout);
         match tokio::time::timeout(timeout, unary.get(request)).await {
             Ok(answer) => answer.map(tonic::Response::into_inner),
+            Err(_) => Err(no_answer(timeout)),
+        }
+    }
+
+    /// Runs the read-only transaction `txn` on one consistent snapshot of this
+    /// follower's copies of its keys. A follower that does not serve `Reads` (classic
+    /// tooling) can't: `FAILED_PRECONDITION`.
+    pub async fn txn(self: &Arc<Self>, txn: api::TxnRequest, timeout: Duration) -> TxnResult {
+        let classic = || {
+            Status::failed_precondition(
+                "the follower is a classic peer: it can't read several keys on one snapshot",
+            )
+        };
+        let Some(stream) = self.stream() else {
+            return Err(classic());
+        };
+        let request = rpc::ReadRequest {
+            txn: Some(txn),
+            ..Default::default()
+        };
+        match tokio::time::timeout(timeout, stream.ask(request)).await {
+            Ok(Err(status)) if status.code() == Code::Unimplemented => Err(classic()),
+            Ok(result) => result.and_then(|reply| {
+                reply
+                    .txn
+                    .ok_or_else(|| Status::internal("the follower's answer holds no transaction"))
+            }),
             Err(_) => Err(no_answer(timeout)),
         }
     }
@@ -159,9 +199,11 @@ impl FollowerReader {
 }
 
 impl ReadStream {
-    async fn read(&self, key: &str) -> ReadResult {
+    /// Sends `request` (its id set here) and waits for its reply.
+    async fn ask(&self, mut request: rpc::ReadRequest) -> ReplyResult {
         let (tx, rx) = oneshot::channel();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        request.id = id;
         {
             let mut waiting = lock(&self.waiting);
             let Some(waiting) = waiting.as_mut() else {
@@ -170,10 +212,6 @@ impl ReadStream {
             waiting.insert(id, tx);
         }
         let forget = Forget { stream: self, id };
-        let request = rpc::ReadRequest {
-            id,
-            key: key.to_string(),
-        };
         if self.requests.send(request).is_err() {
             return Err(Status::unavailable("read stream ended"));
         }
@@ -193,10 +231,7 @@ impl ReadStream {
         // No waiter: the read timed out and left, or the follower sent an id we never did.
         if let Some(waiter) = waiter {
             let result = match reply.code {
-                0 => Ok(api::Response {
-                    value: reply.value,
-                    version: reply.version,
-                }),
+                0 => Ok(reply),
                 code => Err(Status::new(Code::from(code as i32), reply.message)),
             };
             let _ = waiter.send(result);

@@ -6,9 +6,13 @@
 //! Follower journal:
 //! - `meta CLUSTER_ID MAX_EPOCH LOW_WATER` (empty fields when unknown)
 //! - `prepare TXID KEY put VALUE PARTICIPANT...` or `prepare TXID KEY del PARTICIPANT...`
-//!   (TXID empty: legacy; no participants from classic tooling, nor in records of
-//!   revisions before protocol 2)
-//! - `decide TXID commit|abort`
+//!   for a plain write (TXID empty: legacy; no participants from classic tooling, nor in
+//!   records of revisions before protocol 2)
+//! - `txn TXID N (KEY value|version|exists OPERAND eq|ne)*N M (get|put|del KEY VALUE)*M
+//!   L (get|put|del KEY VALUE)*L PARTICIPANT...` for any other transaction (DESIGN §6):
+//!   its compares, its success and its failure branch, each counted
+//! - `decide TXID commit|abort`, or `decide TXID commit failed` when the failure branch
+//!   applies
 //!
 //! Leader journal (it holds no record of a commit that every participant voted for,
 //! DESIGN §1.4):
@@ -21,9 +25,10 @@
 
 use std::path::{Path, PathBuf};
 
-use super::message::{Op, Outcome, TxId, TxnId};
+use super::message::{Outcome, TxId, TxnId};
 use crate::dirlock::DirLock;
 use crate::journal::{Journal, Record};
+use crate::txn::{Compare, Target, TxnOp, TxnSpec};
 use crate::Error;
 
 /// Opens a node's journal at `path`: creates its directory if needed, takes the
@@ -66,15 +71,19 @@ pub enum FollowerRecord {
         max_epoch: u64,
         low_water: Option<TxId>,
     },
-    /// A COMMIT vote: the transaction holds the key's lock until its decision.
+    /// A COMMIT vote: the transaction holds its keys' locks until its decision.
     Prepare {
         txid: TxnId,
-        key: String,
-        op: Op,
+        txn: TxnSpec,
         participants: Vec<String>,
     },
-    /// A decision (or a marker for a decided transaction this follower never prepared).
-    Decide { txid: TxnId, outcome: Outcome },
+    /// A decision (or a marker for a decided transaction this follower never prepared);
+    /// `failed`: a COMMIT of the failure branch.
+    Decide {
+        txid: TxnId,
+        outcome: Outcome,
+        failed: bool,
+    },
 }
 
 /// A record in the leader's journal.
@@ -115,6 +124,90 @@ fn strings(fields: &[&str]) -> Vec<String> {
     fields.iter().map(|f| f.to_string()).collect()
 }
 
+/// Appends a transaction's compares and branches as counted fields.
+fn txn_fields(txn: &TxnSpec, fields: &mut Vec<String>) {
+    fields.push(txn.compares.len().to_string());
+    for c in &txn.compares {
+        let (target, operand) = match &c.target {
+            Target::Value(value) => ("value", value.clone()),
+            Target::Version(version) => ("version", version.to_string()),
+            Target::Exists(exists) => ("exists", exists.to_string()),
+        };
+        let op = if c.equal { "eq" } else { "ne" };
+        fields.extend([c.key.clone(), target.into(), operand, op.into()]);
+    }
+    for branch in [&txn.success, &txn.failure] {
+        fields.push(branch.len().to_string());
+        for op in branch {
+            let (kind, key, value) = match op {
+                TxnOp::Get(key) => ("get", key, ""),
+                TxnOp::Put(key, value) => ("put", key, value.as_str()),
+                TxnOp::Delete(key) => ("del", key, ""),
+            };
+            fields.extend([kind.into(), key.clone(), value.into()]);
+        }
+    }
+}
+
+/// Reads what [`txn_fields`] wrote; returns the transaction and the fields after it.
+fn parse_txn<'a>(fields: &'a [&'a str]) -> Result<(TxnSpec, &'a [&'a str]), String> {
+    let mut rest = fields;
+    let mut count = || -> Result<usize, String> {
+        let (first, tail) = rest
+            .split_first()
+            .ok_or("a transaction record ends early")?;
+        rest = tail;
+        parse_u64(first, "count").map(|n| n as usize)
+    };
+    let compares = count()?;
+    let mut txn = TxnSpec::default();
+    for _ in 0..compares {
+        let [key, target, operand, op, tail @ ..] = rest else {
+            return Err("a transaction record ends in a compare".into());
+        };
+        let target = match *target {
+            "value" => Target::Value(operand.to_string()),
+            "version" => Target::Version(parse_txid(operand)?),
+            "exists" => Target::Exists(match *operand {
+                "true" => true,
+                "false" => false,
+                other => return Err(format!("bad EXISTS operand {other:?}")),
+            }),
+            other => return Err(format!("bad compare target {other:?}")),
+        };
+        let equal = match *op {
+            "eq" => true,
+            "ne" => false,
+            other => return Err(format!("bad compare op {other:?}")),
+        };
+        txn.compares.push(Compare {
+            key: key.to_string(),
+            target,
+            equal,
+        });
+        rest = tail;
+    }
+    for branch in [&mut txn.success, &mut txn.failure] {
+        let (first, tail) = rest
+            .split_first()
+            .ok_or("a transaction record ends early")?;
+        rest = tail;
+        for _ in 0..parse_u64(first, "count")? {
+            let [kind, key, value, tail @ ..] = rest else {
+                return Err("a transaction record ends in an op".into());
+            };
+            branch.push(match *kind {
+                "get" => TxnOp::Get(key.to_string()),
+                "put" => TxnOp::Put(key.to_string(), value.to_string()),
+                "del" => TxnOp::Delete(key.to_string()),
+                other => return Err(format!("bad op kind {other:?}")),
+            });
+            rest = tail;
+        }
+    }
+    Ok((txn, rest))
+}
+
 fn parse_outcome(field: &str) -> Result<Outcome, String> {
     Outcome::parse(field).ok_or_else(|| format!("bad outcome {field:?}"))
 }
@@ -134,20 +227,37 @@ impl From<&FollowerRecord> for Record {
             ],
             FollowerRecord::Prepare {
                 txid,
-                key,
-                op,
+                txn,
                 participants,
             } => {
-                let mut fields = vec!["prepare".into(), txid.to_string(), key.clone()];
-                match op {
-                    Op::Put(value) => fields.extend(["put".into(), value.clone()]),
-                    Op::Delete => fields.push("del".into()),
-                }
+                let mut fields = match txn.single_write() {
+                    Some((key, value)) => {
+                        let mut fields = vec!["prepare".into(), txid.to_string(), key.into()];
+                        match value {
+                            Some(value) => fields.extend(["put".into(), value.into()]),
+                            None => fields.push("del".into()),
+                        }
+                        fields
+                    }
+                    None => {
+                        let mut fields = vec!["txn".into(), txid.to_string()];
+                        txn_fields(txn, &mut fields);
+                        fields
+                    }
+                };
                 fields.extend(participants.iter().cloned());
                 fields
             }
-            FollowerRecord::Decide { txid, outcome } => {
-                vec!["decide".into(), txid.to_string(), outcome.as_str().into()]
+            FollowerRecord::Decide {
+                txid,
+                outcome,
+                failed,
+            } => {
+                let mut fields = vec!["decide".into(), txid.to_string(), outcome.as_str().into()];
+                if *failed {
+                    fields.push("failed".into());
+                }
+                fields
             }
         }
     }
@@ -170,20 +280,32 @@ impl TryFrom<Record> for FollowerRecord {
             ["prepare", txid, key, "put", value, participants @ ..] => {
                 Ok(FollowerRecord::Prepare {
                     txid: TxnId::parse(txid),
-                    key: key.to_string(),
-                    op: Op::Put(value.to_string()),
+                    txn: TxnSpec::write(key.to_string(), Some(value.to_string())),
                     participants: strings(participants),
                 })
             }
             ["prepare", txid, key, "del", participants @ ..] => Ok(FollowerRecord::Prepare {
                 txid: TxnId::parse(txid),
-                key: key.to_string(),
-                op: Op::Delete,
+                txn: TxnSpec::write(key.to_string(), None),
                 participants: strings(participants),
             }),
+            ["txn", txid, rest @ ..] => {
+                let (txn, participants) = parse_txn(rest)?;
+                Ok(FollowerRecord::Prepare {
+                    txid: TxnId::parse(txid),
+                    txn,
+                    participants: strings(participants),
+                })
+            }
             ["decide", txid, outcome] => Ok(FollowerRecord::Decide {
                 txid: TxnId::parse(txid),
                 outcome: parse_outcome(outcome)?,
+                failed: false,
+            }),
+            ["decide", txid, outcome, "failed"] => Ok(FollowerRecord::Decide {
+                txid: TxnId::parse(txid),
+                outcome: parse_outcome(outcome)?,
+                failed: true,
             }),
             _ => Err(format!("not a follower record: {:?}", fields.first())),
         }
@@ -263,25 +385,61 @@ mod tests {
             },
             FollowerRecord::Prepare {
                 txid: TxnId::parse("1.2"),
-                key: "a b\n".into(),
-                op: Op::Put(String::new()),
+                txn: TxnSpec::write("a b\n".into(), Some(String::new())),
                 participants: vec!["a:1".into(), "unix:/x y".into()],
             },
             FollowerRecord::Prepare {
                 txid: TxnId::Legacy,
-                key: "k".into(),
-                op: Op::Delete,
+                txn: TxnSpec::write("k".into(), None),
                 participants: Vec::new(),
             },
             FollowerRecord::Prepare {
                 txid: TxnId::parse("some-uuid"),
-                key: "k".into(),
-                op: Op::Delete,
+                txn: TxnSpec::write("k".into(), None),
                 participants: vec!["a:1".into()],
             },
             FollowerRecord::Decide {
                 txid: TxnId::parse("1.2"),
                 outcome: Outcome::Abort,
+                failed: false,
+            },
+            FollowerRecord::Prepare {
+                txid: TxnId::parse("2.5"),
+                txn: TxnSpec {
+                    compares: vec![
+                        Compare {
+                            key: "a b".into(),
+                            target: Target::Value("".into()),
+                            equal: true,
+                        },
+                        Compare {
+                            key: "v".into(),
+                            target: Target::Version(TxId { epoch: 1, seq: 2 }),
+                            equal: false,
+                        },
+                        Compare {
+                            key: "e".into(),
+                            target: Target::Exists(false),
+                            equal: true,
+                        },
+                    ],
+                    success: vec![
+                        TxnOp::Get("a b".into()),
+                        TxnOp::Put("x".into(), "1\n2".into()),
+                    ],
+                    failure: vec![TxnOp::Delete("y".into())],
+                },
+                participants: vec!["a:1".into()],
+            },
+            FollowerRecord::Prepare {
+                txid: TxnId::parse("2.6"),
+                txn: TxnSpec::default(),
+                participants: Vec::new(),
+            },
+            FollowerRecord::Decide {
+                txid: TxnId::parse("2.5"),
+                outcome: Outcome::Commit,
+                failed: true,
             },
         ];
         for record in records {
@@ -338,8 +496,7 @@ mod tests {
             FollowerRecord::try_from(old).unwrap(),
             FollowerRecord::Prepare {
                 txid: TxnId::parse("1.2"),
-                key: "k".into(),
-                op: Op::Put("v".into()),
+                txn: TxnSpec::write("k".into(), Some("v".into())),
                 participants: Vec::new(),
             }
         );

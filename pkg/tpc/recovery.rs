@@ -135,6 +135,12 @@ pub struct InDoubt {
     /// Participants this leader has no link to: they never report, so the transaction
     /// can only be aborted.
     pub strangers: Vec<String>,
+    /// Its compares did not hold, as the first report said: committed, the failure
+    /// branch applies.
+    pub failed: bool,
+    /// Reports disagree on whether its compares held: its votes could not have agreed,
+    /// so the leader cannot have committed it (DESIGN §6); it is aborted.
+    pub disagree: bool,
 }
 
 /// The recovery state of a leader.
@@ -190,7 +196,7 @@ impl Recovery {
                 owed.push(txn.txid);
                 continue;
             }
-            self.in_doubt.entry(txn.txid).or_insert_with(|| {
+            let in_doubt = self.in_doubt.entry(txn.txid).or_insert_with(|| {
                 let (participants, strangers) = if txn.participants.is_empty() {
                     ((0..names.len()).collect(), Vec::new())
                 } else {
@@ -211,8 +217,14 @@ impl Recovery {
                     key: txn.key.clone(),
                     participants,
                     strangers,
+                    failed: txn.failed,
+                    disagree: false,
                 }
             });
+            if in_doubt.failed != txn.failed && !in_doubt.disagree {
+                tracing::error!(txid = %txn.txid, "replicas disagree on whether an in-doubt transaction's compares hold: their copies of its keys differ; it is aborted");
+                in_doubt.disagree = true;
+            }
         }
         owed
     }
@@ -229,7 +241,11 @@ impl Recovery {
                     .map(|&p| self.status(p, *txid))
                     .collect();
                 statuses.extend(txn.strangers.iter().map(|_| Status::Unreported));
-                verdict(&statuses).map(|outcome| (*txid, outcome))
+                let outcome = match verdict(&statuses)? {
+                    Outcome::Commit if txn.disagree => Outcome::Abort,
+                    outcome => outcome,
+                };
+                Some((*txid, outcome))
             })
             .collect();
         decided
@@ -323,6 +339,7 @@ mod tests {
                 txid: id(5),
                 key: "k".into(),
                 participants: vec![],
+                failed: false,
             }],
             committed: vec![id(6)],
             aborted: vec![id(7)],
@@ -344,6 +361,7 @@ mod tests {
                 txid: id(seq),
                 key: format!("k{seq}"),
                 participants: participants.iter().map(|p| p.to_string()).collect(),
+                failed: false,
             }],
             ..InquiryReport::default()
         }
@@ -365,6 +383,32 @@ mod tests {
         assert_eq!((decided[0].0, decided[0].1), (id(5), Outcome::Commit));
         assert_eq!(decided[0].2.participants, vec![0, 1]);
         assert!(r.is_complete());
+    }
+
+    #[test]
+    fn a_recovered_commit_applies_the_branch_the_reports_show_and_disagreement_aborts() {
+        let names: Vec<String> = vec!["a".into(), "b".into()];
+        let with_failed = |seq, failed| {
+            let mut report = prepared(seq, &["a", "b"]);
+            report.prepared[0].failed = failed;
+            report
+        };
+        let mut r = Recovery::new(2, true);
+        r.report(0, Some(&with_failed(5, true)), &names, |_| false);
+        r.report(1, Some(&with_failed(5, true)), &names, |_| false);
+        let decided = r.decide();
+        assert_eq!(decided[0].1, Outcome::Commit);
+        assert!(decided[0].2.failed, "the compares failed everywhere");
+
+        let mut r = Recovery::new(2, true);
+        r.report(0, Some(&with_failed(6, false)), &names, |_| false);
+        r.report(1, Some(&with_failed(6, true)), &names, |_| false);
+        let decided = r.decide();
+        assert_eq!(
+            decided[0].1,
+            Outcome::Abort,
+            "the replicas disagree: no leader could have committed it"
+        );
     }
 
     #[test]

@@ -196,9 +196,11 @@ use rand::{Rng, SeedableRng};
 
 use super::follower_core::{Effect, FollowerCore};
 use super::leader_core::{Bugs as LeaderBugs, JobId, LeaderCore};
-use super::message::{Body, LeaderMessage, Op, Outcome, Reply, TxId, TxnId};
+use super::message::{Body, LeaderMessage, Outcome, Reply, TxId, TxnId};
 use super::records::{FollowerRecord, LeaderRecord};
 use crate::check::{check, OpKind, Operation};
+use crate::kvstore::Versioned;
+use crate::txn::TxnSpec;
 use leader::LeaderNode;
 
 /// Number of followers.
@@ -792,8 +794,17 @@ impl Sim {
 
 fn brief(msg: &LeaderMessage) -> String {
     let body = match &msg.body {
-        Body::Prepare { key, op, .. } => format!("PREPARE {key:?} {op:?}"),
-        Body::Decide(o) => format!("{o:?}"),
+        Body::Prepare { txn, .. } => match txn.single_write() {
+            Some((key, Some(value))) => format!("PREPARE put {key:?} {value:?}"),
+            Some((key, None)) => format!("PREPARE delete {key:?}"),
+            None => format!("PREPARE {txn:?}"),
+        },
+        Body::Decide { outcome, failed } => {
+            format!(
+                "{outcome:?}{}",
+                if *failed { " (failure branch)" } else { "" }
+            )
+        }
         Body::Fence => "FENCE".to_string(),
     };
     let mark = msg.low_water.map(|m| m.to_string()).unwrap_or_default();

@@ -282,8 +282,7 @@ fn cluster_message(txid: &str, body: Body, has_data: bool) -> LeaderMessage {
 
 fn put(key: &str, value: &str) -> Body {
     Body::Prepare {
-        key: key.into(),
-        op: Op::Put(value.into()),
+        txn: TxnSpec::write(key.into(), Some(value.into())),
         participants: (0..FOLLOWERS).map(name).collect(),
     }
 }
@@ -328,7 +327,7 @@ fn restarted(journal: &[FollowerRecord], has_data: bool) -> FollowerCore {
 fn regression_failed_journal_write_must_not_lose_the_cluster_id() {
     let mut core = FollowerCore::new(false);
     let mut journal = Vec::new();
-    let effects = core.handle(1, cluster_message("1.1", put("k", "v1"), false));
+    let effects = core.handle(1, cluster_message("1.1", put("k", "v1"), false), &|_| None);
     assert!(matches!(
         effects[0],
         Effect::Persist(FollowerRecord::Meta {
@@ -341,7 +340,7 @@ fn regression_failed_journal_write_must_not_lose_the_cluster_id() {
     let effects = core_handle(&mut core, "1.1", Outcome::Abort);
     carry_out(&mut core, &mut journal, effects);
     // The next PREPARE journals fine, but without the cluster id.
-    let effects = core.handle(1, cluster_message("1.2", put("k", "v2"), false));
+    let effects = core.handle(1, cluster_message("1.2", put("k", "v2"), false), &|_| None);
     carry_out(&mut core, &mut journal, effects);
     let journaled_cluster = journal.iter().any(|r| {
         matches!(
@@ -356,7 +355,8 @@ fn regression_failed_journal_write_must_not_lose_the_cluster_id() {
     let mut core = restarted(&journal, false);
     let effects = core.handle(
         2,
-        cluster_message("1.2", Body::Decide(Outcome::Commit), true),
+        cluster_message("1.2", Body::decide(Outcome::Commit), true),
+        &|_| None,
     );
     let refused = effects.iter().any(|e| matches!(e, Effect::Refuse(_)));
     let mut problems = Vec::new();
@@ -378,7 +378,11 @@ fn regression_failed_journal_write_must_not_lose_the_cluster_id() {
 }
 
 fn core_handle(core: &mut FollowerCore, txid: &str, outcome: Outcome) -> Vec<Effect> {
-    core.handle(1, cluster_message(txid, Body::Decide(outcome), false))
+    core.handle(
+        1,
+        cluster_message(txid, Body::decide(outcome), false),
+        &|_| None,
+    )
 }
 
 /// Bug B (found by the `amnesia` profile, seed 1483 among others).
@@ -398,10 +402,10 @@ fn core_handle(core: &mut FollowerCore, txid: &str, outcome: Outcome) -> Vec<Eff
 fn regression_decided_abort_must_survive_a_restart() {
     let mut core = FollowerCore::new(false);
     let mut journal = Vec::new();
-    let effects = core.handle(1, cluster_message("1.1", put("k", "v1"), false));
+    let effects = core.handle(1, cluster_message("1.1", put("k", "v1"), false), &|_| None);
     carry_out(&mut core, &mut journal, effects);
     // 1.2 on the same key: ABORT vote (lock conflict), then its ABORT decision: ACKed.
-    let effects = core.handle(1, cluster_message("1.2", put("k", "v2"), false));
+    let effects = core.handle(1, cluster_message("1.2", put("k", "v2"), false), &|_| None);
     assert_eq!(effects, vec![Effect::Reply(Reply::Vote(Outcome::Abort))]);
     let effects = core_handle(&mut core, "1.2", Outcome::Abort);
     carry_out(&mut core, &mut journal, effects);
@@ -409,7 +413,7 @@ fn regression_decided_abort_must_survive_a_restart() {
     carry_out(&mut core, &mut journal, effects);
     // Crash, restart, and a late copy of the PREPARE of 1.2 arrives.
     let mut core = restarted(&journal, true);
-    let effects = core.handle(3, cluster_message("1.2", put("k", "v2"), false));
+    let effects = core.handle(3, cluster_message("1.2", put("k", "v2"), false), &|_| None);
     let mut problems = Vec::new();
     if !core.prepared().is_empty() {
         problems.push(format!(

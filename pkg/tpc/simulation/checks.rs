@@ -48,7 +48,7 @@ impl Sim {
                     format!(
                         "follower {f} handled the decision of {txid} earlier, yet holds it \
                          prepared again (locking {:?}); prepared again: {again:?}",
-                        core.prepared()[txid].key
+                        core.prepared()[txid].txn.keys()
                     ),
                 ));
             }

@@ -6,6 +6,7 @@
 use super::*;
 use crate::tpc::follower_batch::{self, handled_alone, Pending};
 use crate::tpc::follower_state::MAX_BATCH;
+use crate::tpc::message::Op;
 
 /// Where a follower's message came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -107,11 +108,20 @@ impl Sim {
             Source::Replay => u64::MAX,
         };
         let txid = msg.txid.clone();
-        let is_decision = matches!(msg.body, Body::Decide(_));
+        let is_decision = matches!(msg.body, Body::Decide { .. });
         let description = brief(&msg);
         self.stats.delivered += 1;
-        let core = self.followers[f].core.as_mut().expect("up");
-        let mut effects = core.handle(stream_id, msg);
+        let node = &mut self.followers[f];
+        let kv = &node.kv;
+        // Versions are not modelled (see the module documentation).
+        let store = |key: &str| {
+            kv.get(key).map(|value| Versioned {
+                value: value.clone(),
+                version: TxId::default(),
+            })
+        };
+        let core = node.core.as_mut().expect("up");
+        let mut effects = core.handle(stream_id, msg, &store);
         if self.cfg.bugs.skip_prepare_persist {
             effects.retain(|e| !matches!(e, Effect::Persist(FollowerRecord::Prepare { .. })));
         }

@@ -40,9 +40,9 @@ impl Sim {
     /// `Coordinator::submit`.
     pub(super) fn submit(&mut self, op: usize) {
         let key = self.ops[op].key.clone();
-        let body = match &self.ops[op].kind {
-            OpKind::Put(v) => Op::Put(v.clone()),
-            OpKind::Delete => Op::Delete,
+        let txn = match &self.ops[op].kind {
+            OpKind::Put(v) => TxnSpec::write(key.clone(), Some(v.clone())),
+            OpKind::Delete => TxnSpec::write(key.clone(), None),
             OpKind::Get(_) => unreachable!("reads are not submitted"),
         };
         let leader = self.leader.as_mut().expect("writes go to an up leader");
@@ -55,7 +55,8 @@ impl Sim {
         let write = leader.next_write;
         leader.next_write += 1;
         leader.writes.insert(write, op);
-        leader.core.submit(write, key, body);
+        let now = leader.now;
+        leader.core.submit(write, txn, now);
         self.log(|| format!("leader: write {op} submitted as write {write}"));
     }
 
@@ -265,6 +266,7 @@ impl Sim {
             .map(|(txid, reply)| {
                 let answer = match reply {
                     Reply::Vote(outcome) => Answer::Vote(outcome),
+                    Reply::Evaluated(evaluation) => Answer::Evaluated(evaluation),
                     Reply::Ack => Answer::Ack,
                     Reply::Report(report) => Answer::Report(Some(report)),
                 };
