@@ -4,7 +4,12 @@
 //! `tpc proxy`). Afterwards the network is healed and every node restarted, and:
 //!
 //! - the client history is linearizable (checked per key by `tpc::check`; writes whose
-//!   outcome a client could not learn may take effect or not);
+//!   outcome a client could not learn may take effect or not; a transaction of several
+//!   keys is one write per key);
+//! - no read sees a transaction in part (DESIGN §6): the workload has transactions that
+//!   write one unique value to 2-4 keys, and read-only `Txn`s of several keys; in each
+//!   such read, a key holding a transaction's value at version V means every other key
+//!   of that transaction is at a version after V, or at V with the same value;
 //! - every acknowledged write is there (the final reads are part of the history);
 //! - all followers hold identical data, values and versions (their key-value directories
 //!   are compared file by file after the nodes stop).
@@ -32,8 +37,25 @@ use tonic::Code;
 
 use support::{spawn, Node, NodeDirs, Role};
 use tpc::check::{self, OpKind, Operation};
-use tpc::client::Client;
+use tpc::client::{Client, Txn};
 use tpc::kvstore::{KvStore, Versioned};
+use tpc::proto::api;
+use tpc::txid::TxId;
+
+/// What one read-only transaction saw: each key, its value and version (`None`: absent).
+type Snapshot = Vec<(String, Option<(String, TxId)>)>;
+
+/// The keys each transaction of several keys wrote, by the unique value it wrote.
+type Written = BTreeMap<String, Vec<String>>;
+
+/// What the clients did: the per-key history, the snapshots their read-only
+/// transactions saw, and the keys of every transaction of several keys they sent.
+#[derive(Default)]
+struct Observed {
+    history: Vec<Operation>,
+    snapshots: Vec<Snapshot>,
+    written: Written,
+}
 
 /// One chaos run's parameters.
 #[derive(Clone, Debug)]
@@ -316,11 +338,12 @@ async fn client_loop(
     leader: String,
     start: Instant,
     stop: Arc<AtomicBool>,
-) -> (Vec<Operation>, usize) {
+) -> (Observed, usize) {
     let mut rng = StdRng::seed_from_u64(config.seed.wrapping_mul(1000) + id as u64);
     let mut client = Client::new(&leader, Duration::from_secs(3)).expect("client");
     let now = || start.elapsed().as_nanos() as u64;
-    let mut history = Vec::new();
+    let mut observed = Observed::default();
+    let history = &mut observed.history;
     let mut attempts = 0;
     let mut n = 0;
     while !stop.load(Ordering::Relaxed) {
@@ -329,7 +352,60 @@ async fn client_loop(
         let choice = rng.random_range(0..100);
         let mut failed = false;
         let call = now();
-        if choice < 45 {
+        // 2-4 distinct keys, for a transaction.
+        let mut several = || {
+            let mut keys: Vec<String> = (0..config.keys).map(|k| format!("key{k}")).collect();
+            let count = rng.random_range(2..=config.keys.clamp(2, 4));
+            for i in 0..count {
+                let j = rng.random_range(i..keys.len());
+                keys.swap(i, j);
+            }
+            keys.truncate(count);
+            keys
+        };
+        if choice < 15 && config.keys >= 2 {
+            n += 1;
+            let value = format!("t{id}-{n}");
+            let keys = several();
+            let txn = keys.iter().fold(Txn::new(), |t, k| t.then_put(k, &value));
+            observed.written.insert(value.clone(), keys.clone());
+            let ret = match client.txn(txn).await {
+                Ok(_) => Some(now()),
+                Err(s) if surely_not_applied(&s) => {
+                    failed = true;
+                    None
+                }
+                Err(s) => {
+                    assert_ne!(
+                        s.code(),
+                        Code::InvalidArgument,
+                        "seed {}: {s:?}",
+                        config.seed
+                    );
+                    None
+                }
+            };
+            if !failed {
+                for k in &keys {
+                    history.push(record(id, k, OpKind::Put(value.clone()), call, ret));
+                }
+            }
+        } else if choice < 25 && config.keys >= 2 {
+            let keys = several();
+            let txn = keys.iter().fold(Txn::new(), |t, k| t.then_get(k));
+            match client.txn(txn).await {
+                Ok(answer) => {
+                    let ret = now();
+                    let snapshot = snapshot_of(&answer, config.seed);
+                    for (k, held) in &snapshot {
+                        let value = held.as_ref().map(|(v, _)| v.clone());
+                        history.push(record(id, k, OpKind::Get(value), call, Some(ret)));
+                    }
+                    observed.snapshots.push(snapshot);
+                }
+                Err(_) => failed = true,
+            }
+        } else if choice < 55 {
             n += 1;
             let value = format!("c{id}-{n}");
             match client.put(&key, &value).await {
@@ -345,7 +421,7 @@ async fn client_loop(
                     history.push(record(id, &key, OpKind::Put(value), call, None));
                 }
             }
-        } else if choice < 55 {
+        } else if choice < 65 {
             match client.delete(&key).await {
                 Ok(()) => history.push(record(id, &key, OpKind::Delete, call, Some(now()))),
                 Err(s) if surely_not_applied(&s) => failed = true,
@@ -365,7 +441,67 @@ async fn client_loop(
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-    (history, attempts)
+    (observed, attempts)
+}
+
+/// A read-only transaction's answer, as keys, values and versions.
+fn snapshot_of(answer: &api::TxnResponse, seed: u64) -> Snapshot {
+    answer
+        .results
+        .iter()
+        .map(|r| {
+            let held = r.found.then(|| {
+                let version = r
+                    .version
+                    .parse()
+                    .unwrap_or_else(|e| panic!("seed {seed}: bad version {:?}: {e}", r.version));
+                (r.value.clone(), version)
+            });
+            (r.key.clone(), held)
+        })
+        .collect()
+}
+
+/// No snapshot sees a transaction of several keys in part: if a key holds the value
+/// such a transaction wrote, at version V (its id), every other key it wrote that the
+/// snapshot read is at a version after V (a later transaction wrote it), or at V with
+/// the same value.
+///
+/// An absent key is accepted only if some client deleted it (a delete leaves no version
+/// to order it by).
+fn check_atomic_visibility(
+    snapshots: &[Snapshot],
+    written: &Written,
+    deleted: &std::collections::BTreeSet<String>,
+) -> Result<(), String> {
+    for snapshot in snapshots {
+        let held = |key: &str| snapshot.iter().find(|(k, _)| k == key).map(|(_, h)| h);
+        for (key, state) in snapshot {
+            let Some((value, version)) = state else {
+                continue;
+            };
+            let Some(keys) = written.get(value) else {
+                continue;
+            };
+            for other in keys.iter().filter(|k| *k != key) {
+                let Some(other_state) = held(other) else {
+                    continue;
+                };
+                let whole = match other_state {
+                    Some((v, w)) => w > version || (w == version && v == value),
+                    None => false,
+                };
+                let deleted_later = other_state.is_none() && deleted.contains(other);
+                if !whole && !deleted_later {
+                    return Err(format!(
+                        "a read saw {key:?} = {value:?} at {version} (a transaction that also \
+                         wrote {other:?}), but {other:?} = {other_state:?}: {snapshot:?}"
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Reads `key` through the leader until it answers (the cluster is healed).
@@ -392,6 +528,23 @@ async fn final_read(leader: &str, key: &str, client_id: usize, start: Instant) -
             Instant::now() < deadline,
             "the healed cluster did not answer Get({key:?}) within 60 s"
         );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Reads every key in one read-only transaction through the healed cluster.
+async fn final_snapshot(leader: &str, keys: usize, seed: u64) -> Snapshot {
+    let mut client = Client::new(leader, Duration::from_secs(3)).expect("client");
+    let txn = (0..keys).fold(Txn::new(), |t, k| t.then_get(&format!("key{k}")));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match client.txn(txn.clone()).await {
+            Ok(answer) => return snapshot_of(&answer, seed),
+            Err(s) => assert!(
+                Instant::now() < deadline,
+                "seed {seed}: the healed cluster did not answer a read of every key: {s:?}"
+            ),
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -452,10 +605,14 @@ async fn run(config: Config) -> usize {
     stop.store(true, Ordering::Relaxed);
 
     let mut history = Vec::new();
+    let mut snapshots = Vec::new();
+    let mut written = Written::new();
     let mut attempts = 0;
     for client in clients {
-        let (ops, tried) = client.await.expect("client task");
-        history.extend(ops);
+        let (observed, tried) = client.await.expect("client task");
+        history.extend(observed.history);
+        snapshots.extend(observed.snapshots);
+        written.extend(observed.written);
         attempts += tried;
     }
 
@@ -468,6 +625,8 @@ async fn run(config: Config) -> usize {
     for k in 0..config.keys {
         history.push(final_read(&leader, &format!("key{k}"), config.clients, start).await);
     }
+    // And every key at once: what the nodes hold is all-or-nothing for every transaction.
+    snapshots.push(final_snapshot(&leader, config.keys, config.seed).await);
 
     let acked = history
         .iter()
@@ -475,14 +634,24 @@ async fn run(config: Config) -> usize {
         .count();
     let unknown = history.iter().filter(|op| op.ret.is_none()).count();
     eprintln!(
-        "chaos seed {}: {} operations attempted, {} in the history ({acked} acknowledged writes, {unknown} unknown), {kills} kills, {cuts} link cuts, {:.1} s",
+        "chaos seed {}: {} operations attempted, {} in the history ({acked} acknowledged writes, {unknown} unknown), {} transactions of several keys, {} snapshot reads, {kills} kills, {cuts} link cuts, {:.1} s",
         config.seed,
         attempts,
         history.len(),
+        written.len(),
+        snapshots.len(),
         start.elapsed().as_secs_f64()
     );
     if let Err(violation) = check::check(&history) {
         panic!("chaos seed {}: {violation}", config.seed);
+    }
+    let deleted = history
+        .iter()
+        .filter(|op| op.kind == OpKind::Delete)
+        .map(|op| op.key.clone())
+        .collect();
+    if let Err(torn) = check_atomic_visibility(&snapshots, &written, &deleted) {
+        panic!("chaos seed {}: {torn}", config.seed);
     }
 
     // Every follower answers every key (no lock left), then all hold the same files.
@@ -537,4 +706,26 @@ fn the_same_seed_gives_the_same_schedule() {
         ..config.clone()
     };
     assert_ne!(describe(&config), describe(&other));
+}
+
+#[test]
+fn the_atomic_visibility_check_catches_a_transaction_seen_in_part() {
+    let v = |s: &str| s.parse::<TxId>().unwrap();
+    let written: Written = [("t1".to_string(), vec!["a".to_string(), "b".to_string()])].into();
+    let deleted = std::collections::BTreeSet::from(["c".to_string()]);
+    let snapshot = |b: Option<(&str, &str)>| -> Snapshot {
+        vec![
+            ("a".into(), Some(("t1".into(), v("2.5")))),
+            ("b".into(), b.map(|(value, at)| (value.to_string(), v(at)))),
+        ]
+    };
+    let check = |b| check_atomic_visibility(&[snapshot(b)], &written, &deleted);
+    assert!(check(Some(("t1", "2.5"))).is_ok(), "whole");
+    assert!(check(Some(("later", "2.9"))).is_ok(), "b overwritten later");
+    assert!(check(Some(("before", "2.1"))).is_err(), "b from before t1");
+    assert!(
+        check(Some(("other", "2.5"))).is_err(),
+        "same version, other value"
+    );
+    assert!(check(None).is_err(), "b absent, and nobody deleted it");
 }

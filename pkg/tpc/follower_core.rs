@@ -47,7 +47,7 @@ use super::message::{
 };
 use super::records::FollowerRecord;
 use crate::kvstore::Versioned;
-use crate::txn::TxnSpec;
+use crate::txn::{Evaluation, TxnSpec};
 
 /// Identifies one incoming stream, for the per-stream legacy rule.
 pub type StreamId = u64;
@@ -59,6 +59,12 @@ pub struct PreparedTxn {
     pub txn: TxnSpec,
     /// Every participant, as its PREPARE named them.
     pub participants: Vec<String>,
+    /// Its compares did not hold when it voted (journaled with the vote: once a
+    /// decision's writes are applied, the store no longer shows what the vote found).
+    pub failed: bool,
+    /// What its compares and GETs found, for a repeated PREPARE (kept in memory only:
+    /// after a restart the store shows its keys as they were, still locked).
+    evaluation: Option<Evaluation>,
 }
 
 /// What the store holds, as the core may look at it: each key's value and version
@@ -174,7 +180,7 @@ impl FollowerCore {
             }
             (true, Body::Prepare { txn, .. }) => self.prepare_legacy(stream, txn, problem),
             (false, Body::Decide { outcome, failed }) => self.decide(msg.txid, outcome, failed),
-            (_, Body::Fence) => vec![Effect::Reply(Reply::Report(self.report(msg.epoch, store)))],
+            (_, Body::Fence) => vec![Effect::Reply(Reply::Report(self.report(msg.epoch)))],
             (true, Body::Decide { outcome, failed }) => {
                 if self.legacy_refused.remove(&stream)
                     || !self.prepared.contains_key(&TxnId::Legacy)
@@ -208,8 +214,9 @@ impl FollowerCore {
     ) -> Vec<Effect> {
         let abort = vec![Effect::Reply(Reply::Vote(Outcome::Abort))];
         if let Some(prepared) = self.prepared.get(&txid) {
-            // The same vote: its keys are locked, so the store shows what it showed.
-            return vec![Effect::Reply(vote(&prepared.txn, store))];
+            // The same vote.
+            let evaluation = prepared.evaluation.clone();
+            return vec![Effect::Reply(vote(&prepared.txn, evaluation, store))];
         }
         if self.decided.contains_key(&txid) {
             return abort;
@@ -232,20 +239,33 @@ impl FollowerCore {
             );
             return abort;
         }
-        let reply = vote(&txn, store);
-        self.lock(&txid, &txn, participants.clone());
+        let reply = vote(&txn, None, store);
+        let evaluation = match &reply {
+            Reply::Evaluated(evaluation) => Some(evaluation.clone()),
+            _ => None,
+        };
+        let failed = evaluation.as_ref().is_some_and(|e| !e.succeeded);
+        self.lock(&txid, &txn, participants.clone(), failed, evaluation);
         vec![
             Effect::Persist(FollowerRecord::Prepare {
                 txid,
                 txn,
                 participants,
+                failed,
             }),
             Effect::Reply(reply),
         ]
     }
 
     /// Locks every key of `txn` for `txid` and remembers it prepared.
-    fn lock(&mut self, txid: &TxnId, txn: &TxnSpec, participants: Vec<String>) {
+    fn lock(
+        &mut self,
+        txid: &TxnId,
+        txn: &TxnSpec,
+        participants: Vec<String>,
+        failed: bool,
+        evaluation: Option<Evaluation>,
+    ) {
         for key in txn.keys() {
             self.locks.insert(key.to_string(), txid.clone());
         }
@@ -254,6 +274,8 @@ impl FollowerCore {
             PreparedTxn {
                 txn: txn.clone(),
                 participants,
+                failed,
+                evaluation,
             },
         );
     }
@@ -281,12 +303,13 @@ impl FollowerCore {
             return vec![Effect::Reply(Reply::Vote(Outcome::Abort))];
         }
         self.legacy_refused.remove(&stream);
-        self.lock(&TxnId::Legacy, &txn, Vec::new());
+        self.lock(&TxnId::Legacy, &txn, Vec::new(), false, None);
         vec![
             Effect::Persist(FollowerRecord::Prepare {
                 txid: TxnId::Legacy,
                 txn,
                 participants: Vec::new(),
+                failed: false,
             }),
             Effect::Reply(Reply::Vote(Outcome::Commit)),
         ]
@@ -343,7 +366,7 @@ impl FollowerCore {
 
     /// What this follower knows of the transactions of epochs before `epoch` (a fence's
     /// answer): sorted, so the answer is a function of the state.
-    fn report(&self, epoch: u64, store: StoreView) -> InquiryReport {
+    fn report(&self, epoch: u64) -> InquiryReport {
         let older = |txid: &TxnId| txid.ordered().filter(|id| id.epoch < epoch);
         let mut report = InquiryReport {
             low_water: self.low_water,
@@ -359,7 +382,7 @@ impl FollowerCore {
                         .first()
                         .map_or_else(String::new, |k| k.to_string()),
                     participants: txn.participants.clone(),
-                    failed: !txn.txn.evaluate(store).succeeded,
+                    failed: txn.failed,
                 });
             }
         }
@@ -462,8 +485,9 @@ impl FollowerCore {
                 txid,
                 txn,
                 participants,
+                failed,
             } => {
-                self.lock(&txid, &txn, participants);
+                self.lock(&txid, &txn, participants, failed, None);
                 Vec::new()
             }
             FollowerRecord::Decide {
@@ -513,6 +537,7 @@ impl FollowerCore {
                     txid: txid.clone(),
                     txn: prepared.txn.clone(),
                     participants: prepared.participants.clone(),
+                    failed: prepared.failed,
                 }),
         );
         records
@@ -554,12 +579,13 @@ impl FollowerCore {
 }
 
 /// The vote on `txn`, whose keys `store` shows as they are under its locks: COMMIT, with
-/// what the compares and GETs found for a transaction that has any.
-fn vote(txn: &TxnSpec, store: StoreView) -> Reply {
+/// what the compares and GETs found (`evaluation`, if already known) for a transaction
+/// that has any.
+fn vote(txn: &TxnSpec, evaluation: Option<Evaluation>, store: StoreView) -> Reply {
     if txn.single_write().is_some() {
         Reply::Vote(Outcome::Commit)
     } else {
-        Reply::Evaluated(txn.evaluate(store))
+        Reply::Evaluated(evaluation.unwrap_or_else(|| txn.evaluate(store)))
     }
 }
 

@@ -75,6 +75,7 @@ fn persisted_prepare(txid: &str, key: &str, value: &str) -> Effect {
         } else {
             participants()
         },
+        failed: false,
     })
 }
 
@@ -805,11 +806,22 @@ fn a_restarted_follower_replays_the_branch_its_journal_decided() {
 #[test]
 fn a_fence_report_says_whether_a_prepared_transactions_compares_hold() {
     let mut core = FollowerCore::new(false);
-    core.handle(1, prepare_txn("2.1", cas_and_move()), &store("7"));
-    let effects = core.handle(2, fence(3), &store("7"));
+    let effects = core.handle(1, prepare_txn("2.1", cas_and_move()), &store("7"));
+    assert!(
+        effects.contains(&Effect::Persist(FollowerRecord::Prepare {
+            txid: "2.1".into(),
+            txn: cas_and_move(),
+            participants: participants(),
+            failed: true,
+        })),
+        "what the vote found is journaled with it"
+    );
+    // The store may change under a prepared transaction (its decision's writes applied
+    // in part, their batch failed): the report says what the vote found.
+    let effects = core.handle(2, fence(3), &store("1"));
     let Some(Effect::Reply(Reply::Report(report))) = effects.last() else {
         panic!("{effects:?}")
     };
     assert_eq!(report.prepared[0].key, "a");
-    assert!(report.prepared[0].failed, "a is 7, not 1");
+    assert!(report.prepared[0].failed, "a was 7, not 1, when it voted");
 }

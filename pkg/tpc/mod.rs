@@ -8,18 +8,26 @@
 //!
 //! Every write is a transaction with an id `<epoch>.<seq>`: the leader's epoch, raised
 //! and journaled at every leader start, and a number within it, so ids are never
-//! reused and are ordered. Its *participants* are the followers that hold its key
-//! (today, every follower). The leader holds one long-lived bidirectional gRPC stream
-//! per follower and keeps many transactions in flight on each.
+//! reused and are ordered; the id is also the version of every key it writes (DESIGN
+//! §1.8). A `Put` or `Delete` is a transaction of one write; a `Txn` (DESIGN §6,
+//! `crate::txn`) has compares and two branches of ops over many keys. Its *participants*
+//! are the followers that hold its keys (today, every follower). The leader holds one
+//! long-lived bidirectional gRPC stream per follower and keeps many transactions in
+//! flight on each.
 //!
-//! 1. **Prepare.** The leader sends PREPARE(key, value, participants) to every
-//!    participant. A follower that can take the key's lock journals its vote, with the
-//!    participant list, durably, and only then answers COMMIT; otherwise it answers
-//!    ABORT. While it holds the lock it answers reads of the key with UNAVAILABLE, never
+//! 1. **Prepare.** The leader sends PREPARE(the transaction, participants) to every
+//!    participant. A follower that can take the locks of every key the transaction
+//!    touches evaluates its compares and the GETs of the branch they choose on its copy,
+//!    journals its vote, with the participant list and whether the compares held,
+//!    durably, and only then answers COMMIT with what it found; otherwise it answers
+//!    ABORT. While it holds a lock it answers reads of the key with UNAVAILABLE, never
 //!    with the old value.
 //! 2. **Decide.** The leader decides ABORT at the first ABORT vote, at a PREPARE it
-//!    could not send, or when a vote does not come within the vote timeout; it decides
-//!    COMMIT at the last COMMIT vote.
+//!    could not send, when a vote does not come within the vote timeout, or when two
+//!    votes found different things (every replica of a key holds the same value and
+//!    version, so they never should; it logs this as an error); it decides COMMIT at
+//!    the last COMMIT vote, and the decision says which branch applies (the failure
+//!    branch if the compares did not hold) and the client hears the GETs' results.
 //! 3. **Deliver.** The leader sends the decision to every participant that may have got
 //!    the PREPARE, again and again until each ACKs. A follower journals the decision,
 //!    applies it, releases the lock, and then ACKs: an ACK means the decision is
@@ -77,15 +85,17 @@
 //! peers just ACK it). A follower makes the new epoch durable before it answers, and
 //! from then on votes ABORT on every PREPARE of an older epoch, also after a restart.
 //! Its answer is a report: the older transactions it holds prepared (with their
-//! participants), those it knows decided, and its low-water mark. The report is a
+//! participants and whether its compares held), those it knows decided, and its
+//! low-water mark. The report is a
 //! snapshot that stays true: a fenced follower that never voted on a transaction never
 //! will. For each transaction some follower reports prepared, the leader decides
 //! (`recovery.rs`): its own journaled decision if it has one; else COMMIT if a
 //! participant knows it committed; ABORT if one voted ABORT, knows it aborted, never
 //! voted, or is a classic peer; COMMIT once every participant reports a COMMIT vote;
 //! and otherwise it waits for the participants that have not answered. A COMMIT found
-//! this way is sent without a record (a later restart finds the same votes); an ABORT
-//! is journaled first, as always.
+//! this way is sent without a record (a later restart finds the same votes), with the
+//! branch the votes found (reports that disagree on it mean the votes disagreed: no
+//! leader committed it, and it is aborted); an ABORT is journaled first, as always.
 //!
 //! # Idempotence and low-water marks
 //!
@@ -102,9 +112,13 @@
 //! # Order on a stream
 //!
 //! A stream carries decisions before any PREPARE queued after them, and a new stream
-//! carries every undelivered decision first. Writes to one key queue at the leader: the
-//! next starts only once its predecessor's decision is queued on every stream, so every
-//! follower applies the first and unlocks the key before it sees the second. Transactions
+//! carries every undelivered decision first. Transactions queue at the leader on every
+//! key they touch, first come first served: one starts only once no transaction that
+//! came before it holds any of its keys, and its predecessors' decisions are queued on
+//! every stream, so every follower applies them and unlocks the keys before it sees
+//! the PREPARE. A transaction joins the queue of every key it touches at once, when it
+//! arrives, and waits only for transactions that arrived before it: waiting never forms
+//! a cycle, so there is no deadlock. Transactions
 //! on different keys run concurrently and share the streams: what many of them queue on
 //! one stream at once leaves as one frame (`LeaderMsg.batch`, and `Response.batch` back),
 //! to followers that speak protocol 2, so per-message costs are paid per batch.
@@ -115,7 +129,12 @@
 //! transaction with such a participant gets the *classic flow*: its decision, COMMIT
 //! too, is journaled before the client is answered, and recovery takes a classic peer's
 //! silence as ABORT. The same holds for a follower that echoes ids but does not speak
-//! protocol 2 (an earlier tpc).
+//! protocol 2 (an earlier tpc). A classic PREPARE carries one key and one value, so a
+//! transaction with a compare or more than one op can't run with a classic participant:
+//! the leader refuses it with FAILED_PRECONDITION naming the follower. A leader learns
+//! which followers speak protocol 2 from their answers, the first of which answers the
+//! fence every leader sends at start; a transaction that needs protocol 2 waits for that
+//! answer (at most a vote timeout).
 //!
 //! # Reads
 //!
@@ -125,6 +144,13 @@
 //! is committed; the followers may still be locked), and otherwise reads a random
 //! follower, trying the others and waiting for decisions when one is locked. So what
 //! clients see through the leader is linearizable.
+//!
+//! A read-only `Txn` needs no 2PC: one follower evaluates it on one snapshot of its
+//! keys, holding its state lock while it checks that none is locked and reads them all
+//! (a decision is applied only while its keys are locked, so none is half-applied).
+//! Every transaction the leader has answered as committed was voted on by every
+//! follower, so a follower whose copies of the keys are unlocked has applied it: the
+//! snapshot is atomic and linearizable.
 //!
 //! # Stated limits
 //!

@@ -71,11 +71,13 @@ pub enum FollowerRecord {
         max_epoch: u64,
         low_water: Option<TxId>,
     },
-    /// A COMMIT vote: the transaction holds its keys' locks until its decision.
+    /// A COMMIT vote: the transaction holds its keys' locks until its decision;
+    /// `failed`: its compares did not hold here (what the vote said).
     Prepare {
         txid: TxnId,
         txn: TxnSpec,
         participants: Vec<String>,
+        failed: bool,
     },
     /// A decision (or a marker for a decided transaction this follower never prepared);
     /// `failed`: a COMMIT of the failure branch.
@@ -229,6 +231,7 @@ impl From<&FollowerRecord> for Record {
                 txid,
                 txn,
                 participants,
+                failed,
             } => {
                 let mut fields = match txn.single_write() {
                     Some((key, value)) => {
@@ -240,7 +243,8 @@ impl From<&FollowerRecord> for Record {
                         fields
                     }
                     None => {
-                        let mut fields = vec!["txn".into(), txid.to_string()];
+                        let found = if *failed { "failed" } else { "held" };
+                        let mut fields = vec!["txn".into(), txid.to_string(), found.into()];
                         txn_fields(txn, &mut fields);
                         fields
                     }
@@ -282,19 +286,27 @@ impl TryFrom<Record> for FollowerRecord {
                     txid: TxnId::parse(txid),
                     txn: TxnSpec::write(key.to_string(), Some(value.to_string())),
                     participants: strings(participants),
+                    failed: false,
                 })
             }
             ["prepare", txid, key, "del", participants @ ..] => Ok(FollowerRecord::Prepare {
                 txid: TxnId::parse(txid),
                 txn: TxnSpec::write(key.to_string(), None),
                 participants: strings(participants),
+                failed: false,
             }),
-            ["txn", txid, rest @ ..] => {
+            ["txn", txid, found, rest @ ..] => {
+                let failed = match *found {
+                    "held" => false,
+                    "failed" => true,
+                    other => return Err(format!("bad compare result {other:?}")),
+                };
                 let (txn, participants) = parse_txn(rest)?;
                 Ok(FollowerRecord::Prepare {
                     txid: TxnId::parse(txid),
                     txn,
                     participants: strings(participants),
+                    failed,
                 })
             }
             ["decide", txid, outcome] => Ok(FollowerRecord::Decide {
@@ -387,16 +399,19 @@ mod tests {
                 txid: TxnId::parse("1.2"),
                 txn: TxnSpec::write("a b\n".into(), Some(String::new())),
                 participants: vec!["a:1".into(), "unix:/x y".into()],
+                failed: false,
             },
             FollowerRecord::Prepare {
                 txid: TxnId::Legacy,
                 txn: TxnSpec::write("k".into(), None),
                 participants: Vec::new(),
+                failed: false,
             },
             FollowerRecord::Prepare {
                 txid: TxnId::parse("some-uuid"),
                 txn: TxnSpec::write("k".into(), None),
                 participants: vec!["a:1".into()],
+                failed: false,
             },
             FollowerRecord::Decide {
                 txid: TxnId::parse("1.2"),
@@ -430,11 +445,13 @@ mod tests {
                     failure: vec![TxnOp::Delete("y".into())],
                 },
                 participants: vec!["a:1".into()],
+                failed: true,
             },
             FollowerRecord::Prepare {
                 txid: TxnId::parse("2.6"),
                 txn: TxnSpec::default(),
                 participants: Vec::new(),
+                failed: false,
             },
             FollowerRecord::Decide {
                 txid: TxnId::parse("2.5"),
@@ -498,6 +515,7 @@ mod tests {
                 txid: TxnId::parse("1.2"),
                 txn: TxnSpec::write("k".into(), Some("v".into())),
                 participants: Vec::new(),
+                failed: false,
             }
         );
     }

@@ -138,8 +138,9 @@ pub struct InDoubt {
     /// Its compares did not hold, as the first report said: committed, the failure
     /// branch applies.
     pub failed: bool,
-    /// Reports disagree on whether its compares held: its votes could not have agreed,
-    /// so the leader cannot have committed it (DESIGN §6); it is aborted.
+    /// Reports disagree on whether its compares held (each follower journals what its
+    /// vote found): the votes did not agree, so the leader cannot have committed it
+    /// (DESIGN §6); it is aborted.
     pub disagree: bool,
 }
 
@@ -241,8 +242,12 @@ impl Recovery {
                     .map(|&p| self.status(p, *txid))
                     .collect();
                 statuses.extend(txn.strangers.iter().map(|_| Status::Unreported));
+                // Votes that disagree could not have committed it, unless some
+                // participant knows it did (then the reports contradict each other, and
+                // the known decision stands).
+                let known = statuses.contains(&Status::Committed);
                 let outcome = match verdict(&statuses)? {
-                    Outcome::Commit if txn.disagree => Outcome::Abort,
+                    Outcome::Commit if txn.disagree && !known => Outcome::Abort,
                     outcome => outcome,
                 };
                 Some((*txid, outcome))

@@ -15,10 +15,12 @@
 //! (`follower_batch.rs`); `simulation/checks.rs` holds the invariants and the healing
 //! phase.
 //!
-//! **Leader.** Client writes (a Put with a unique value, or a Delete, on the keys
-//! [`KEYS`]) are submitted to the core while others are under way, up to
-//! [`MAX_WRITES_IN_FLIGHT`] at once; the core queues writes to a busy key and starts
-//! the rest. Its effects are carried out in order after every move (`leader_pump`),
+//! **Leader.** Client transactions that write, on the keys [`KEYS`] (a Put with a
+//! unique value or a Delete of one key; one unique value put to two or three keys at
+//! once; a compare-and-swap, which puts a unique value if the key holds what some
+//! follower shows, else reads it) are submitted to the core while others are under
+//! way, up to [`MAX_WRITES_IN_FLIGHT`] at once; the core queues a transaction behind
+//! any other on one of its keys and starts the rest. Its effects are carried out in order after every move (`leader_pump`),
 //! with a chance of a crash between any two: journal jobs queue for the journal thread,
 //! link effects open streams (which may fail to connect: reported to the core at once)
 //! and send messages, answers reach the clients. Time is the core's input: it moves
@@ -85,8 +87,9 @@
 //! thread, let time pass, drop or duplicate a message, replay an old message to a
 //! follower, cut a stream, partition a follower, crash/restart a follower or the
 //! leader, fail a journal write (clean or broken) or a store write, checkpoint a
-//! follower, start a client write, or read a key directly on a follower (UNAVAILABLE if
-//! `check_readable` refuses, else the map's value).
+//! follower, start a client write, read a key directly on a follower (UNAVAILABLE if
+//! `check_readable` refuses, else the map's value), or read every key on one follower's
+//! snapshot, as a read-only `Txn` does (refused if any key is locked).
 //!
 //! Invariants (each failure names its number, the seed and the step):
 //!
@@ -104,6 +107,13 @@
 //!    final read of each key), checked with [`crate::check::check`].
 //! 5. *Idempotence*: after every step, no follower holds prepared a transaction whose
 //!    decision it has already handled to the end (in any incarnation) (DESIGN §1.5).
+//! 6. *Atomic visibility* (DESIGN §6): a snapshot read sees each transaction of several
+//!    keys whole: a key holding its value means each of its other keys holds that value
+//!    or a later transaction's write.
+//!
+//! A transaction of several keys is one client op per key in the history (the same
+//! value, call and answer), so invariants 3 and 4 hold it per key; a compare-and-swap
+//! whose compare failed is a write the client was told was not applied.
 //!
 //! # Fault profiles
 //!
@@ -120,6 +130,25 @@
 //!
 //! Each is now a regression test, a minimal core-level reproduction (and, where they
 //! still reach it, the schedules that found it).
+//!
+//! Found while transactions of several keys were being built (`tcp` seed 4): the
+//! leader queued a transaction's PREPAREs before entering it in its table, so each
+//! carried a low-water mark just above its own id; a follower took the mark and refused
+//! the PREPARE as already decided, and a restarted leader's recovery, trusting the
+//! mark, committed the transaction the others held while that follower never would
+//! (invariant 1). The core now enters the transaction first
+//! (`a_write_prepares_on_every_follower_with_the_participants_in_one_send_per_link`
+//! checks the mark).
+//!
+//! Found by the soak with compare-and-swaps (`tcp` seed 1003156 and four more): a
+//! follower's fence report computed whether a prepared transaction's compares held from
+//! its store at report time; a decision whose batch failed after writing part of the
+//! store leaves the transaction prepared over changed keys, so the reports disagreed,
+//! and the restarted leader aborted a transaction an earlier one had committed
+//! (invariant 1). What the vote found is now journaled with it (the `txn` record's
+//! `held`/`failed`) and reported as such, and a report of the decision overrides a
+//! disagreement
+//! (`a_fence_report_says_whether_a_prepared_transactions_compares_hold`).
 //!
 //! Found when the leader journaled `begin` and every decision (before protocol 2), by
 //! the concurrent model that drove a hand-written copy of the leader's rules:
@@ -152,8 +181,10 @@
 //! Each `the_checks_catch_*` test plants one fault, in the real leader core
 //! (`leader_core::Bugs`: commit without every vote, skip the decision for missing
 //! votes, no fence, an ABORT sent before it is durable, marks sent while recovery is
-//! incomplete) or in how the simulation carries out the follower's effects, and
-//! asserts that some schedule breaks an invariant.
+//! incomplete) or in how the simulation carries out the follower's effects (a vote not
+//! journaled, reads that ignore locks, batches that ignore `must_precede`, a replay that
+//! skips applies, a transaction applied in part), and asserts that some schedule breaks
+//! an invariant.
 //!
 //! # What is not simulated
 //!
@@ -164,7 +195,9 @@
 //! only end a batch early, which the adversary does anyway) and cluster mix-ups are not
 //! generated: there is one cluster and one leader lineage, and every follower speaks
 //! protocol 2. Time is logical. Versions are not modelled: a value's version is its
-//! transaction's id, set by the follower core with the decision (`Effect::Apply`).
+//! transaction's id, set by the follower core with the decision (`Effect::Apply`); the
+//! store view the follower core evaluates compares on gives every key version 0.0, so
+//! compares are on values and existence only.
 //!
 //! # Reproducing a failure
 //!
@@ -200,7 +233,7 @@ use super::message::{Body, LeaderMessage, Outcome, Reply, TxId, TxnId};
 use super::records::{FollowerRecord, LeaderRecord};
 use crate::check::{check, OpKind, Operation};
 use crate::kvstore::Versioned;
-use crate::txn::TxnSpec;
+use crate::txn::{Compare, Target, TxnOp, TxnSpec};
 use leader::LeaderNode;
 
 /// Number of followers.
@@ -264,6 +297,8 @@ struct Bugs {
     /// A restarted follower does not re-apply the decided writes its journal holds (as
     /// if the store's unsynced changes were durable).
     replay_skips_applies: bool,
+    /// A live decision applies only the first write of its transaction.
+    apply_first_write_only: bool,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -317,6 +352,11 @@ struct Stats {
     /// Transactions a restarted leader found in doubt and decided from the followers'
     /// fence reports.
     recovered: usize,
+    /// Transactions of several keys, and compare-and-swaps that did not swap.
+    multi_key: usize,
+    cas_not_swapped: usize,
+    /// Reads of every key on one follower's snapshot.
+    snapshot_reads: usize,
 }
 
 impl Stats {
@@ -338,6 +378,9 @@ impl Stats {
         self.journal_failures += o.journal_failures;
         self.lost_applies += o.lost_applies;
         self.recovered += o.recovered;
+        self.multi_key += o.multi_key;
+        self.cas_not_swapped += o.cas_not_swapped;
+        self.snapshot_reads += o.snapshot_reads;
     }
 }
 
@@ -418,6 +461,8 @@ enum Status {
     Unknown,
 }
 
+/// One key's part of a client's transaction (a transaction of several keys is one op
+/// per key, with the same value, call and answer), or a read.
 struct ClientOp {
     key: String,
     kind: OpKind,
@@ -425,6 +470,8 @@ struct ClientOp {
     ret: Option<u64>,
     status: Status,
     txid: Option<TxId>,
+    /// A compare-and-swap: it wrote only if its compare held (else it is `Failed`).
+    conditional: bool,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -708,32 +755,74 @@ impl Sim {
             }
             Action::Checkpoint(f) => self.checkpoint_follower(f),
             Action::Write => self.client_write(),
-            Action::Read => self.client_read(),
+            Action::Read => self.client_read()?,
         }
         Ok(())
     }
 
     // ---------------------------------------------------------------- clients
 
+    /// A client transaction that writes: a Put with a unique value or a Delete of one
+    /// key, a unique value put to two or three keys at once, or a compare-and-swap (put
+    /// a unique value if the key holds what some follower shows now, else get it).
     fn client_write(&mut self) {
         let key = KEYS[self.rng.random_range(0..KEYS.len())].to_string();
-        let kind = if self.rng.random_ratio(3, 4) {
-            self.next_value += 1;
-            OpKind::Put(format!("v{}", self.next_value))
-        } else {
-            OpKind::Delete
-        };
+        self.next_value += 1;
+        let value = format!("v{}", self.next_value);
         let call = self.tick();
-        self.log(|| format!("client: write {key:?} {kind:?}"));
-        self.ops.push(ClientOp {
-            key,
-            kind,
-            call,
-            ret: None,
-            status: Status::Pending,
-            txid: None,
-        });
-        self.submit(self.ops.len() - 1);
+        let mut keys = vec![key.clone()];
+        let mut conditional = false;
+        let txn = match self.rng.random_range(0..20) {
+            0..=3 => TxnSpec::write(key.clone(), None),
+            4..=11 => TxnSpec::write(key.clone(), Some(value.clone())),
+            12..=16 => {
+                let others = KEYS.iter().filter(|k| **k != key);
+                let extra = self.rng.random_range(1..KEYS.len());
+                keys.extend(others.take(extra).map(|k| k.to_string()));
+                TxnSpec {
+                    success: keys
+                        .iter()
+                        .map(|k| TxnOp::Put(k.clone(), value.clone()))
+                        .collect(),
+                    ..TxnSpec::default()
+                }
+            }
+            _ => {
+                conditional = true;
+                let f = self.rng.random_range(0..FOLLOWERS);
+                let target = match self.followers[f].kv.get(&key) {
+                    Some(held) => Target::Value(held.clone()),
+                    None => Target::Exists(false),
+                };
+                TxnSpec {
+                    compares: vec![Compare {
+                        key: key.clone(),
+                        target,
+                        equal: true,
+                    }],
+                    success: vec![TxnOp::Put(key.clone(), value.clone())],
+                    failure: vec![TxnOp::Get(key.clone())],
+                }
+            }
+        };
+        let kind = match txn.single_write() {
+            Some((_, None)) => OpKind::Delete,
+            _ => OpKind::Put(value),
+        };
+        self.log(|| format!("client: write {keys:?} {kind:?} (conditional: {conditional})"));
+        let first = self.ops.len();
+        for key in keys {
+            self.ops.push(ClientOp {
+                key,
+                kind: kind.clone(),
+                call,
+                ret: None,
+                status: Status::Pending,
+                txid: None,
+                conditional,
+            });
+        }
+        self.submit((first..self.ops.len()).collect(), txn);
     }
 
     /// The client learns the outcome of write `op`.
@@ -758,10 +847,47 @@ impl Sim {
         }
     }
 
-    fn client_read(&mut self) {
+    fn client_read(&mut self) -> Checked {
         let f = self.rng.random_range(0..FOLLOWERS);
+        if self.rng.random_ratio(1, 3) {
+            return self.snapshot_read_on(f);
+        }
         let key = KEYS[self.rng.random_range(0..KEYS.len())];
         self.read_on(f, key);
+        Ok(())
+    }
+
+    /// A read-only transaction of every key on follower `f`, as `FollowerService::
+    /// read_txn` does it: refused if any key is locked, else every key read at once.
+    fn snapshot_read_on(&mut self, f: usize) -> Checked {
+        let node = &self.followers[f];
+        let Some(core) = &node.core else {
+            return Ok(());
+        };
+        if KEYS.iter().any(|key| core.check_readable(key).is_err()) {
+            self.stats.unavailable_reads += 1;
+            return Ok(());
+        }
+        let seen: Vec<(String, Option<String>)> = KEYS
+            .iter()
+            .map(|key| (key.to_string(), node.kv.get(*key).cloned()))
+            .collect();
+        self.stats.snapshot_reads += 1;
+        self.log(|| format!("client: snapshot read on follower {f}: {seen:?}"));
+        let call = self.tick();
+        let ret = self.tick();
+        for (key, value) in &seen {
+            self.ops.push(ClientOp {
+                key: key.clone(),
+                kind: OpKind::Get(value.clone()),
+                call,
+                ret: Some(ret),
+                status: Status::Ok,
+                txid: None,
+                conditional: false,
+            });
+        }
+        self.check_snapshot(f, &seen)
     }
 
     /// A direct `Get` on follower `f`; recorded in the history if answered.
@@ -787,6 +913,7 @@ impl Sim {
             ret: Some(ret),
             status: Status::Ok,
             txid: None,
+            conditional: false,
         });
         true
     }

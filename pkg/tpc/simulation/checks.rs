@@ -56,6 +56,59 @@ impl Sim {
         Ok(())
     }
 
+    /// Invariant 6, *atomic visibility*: a snapshot read on follower `f` (`seen`: every
+    /// key and its value) sees each transaction of several keys whole. If a key holds the
+    /// value a transaction wrote to several keys, each other key it wrote holds that value
+    /// too, or the effect of a later transaction on that key (writes to a key take effect
+    /// in the order of their ids: a key's transactions run one at a time, in order).
+    pub(super) fn check_snapshot(&self, f: usize, seen: &[(String, Option<String>)]) -> Checked {
+        let value_of = |key: &str| {
+            seen.iter()
+                .find(|(k, _)| k == key)
+                .and_then(|(_, v)| v.clone())
+        };
+        // The ops that wrote `value` (one per key of its transaction).
+        let writers = |value: &str| -> Vec<&ClientOp> {
+            self.ops
+                .iter()
+                .filter(|op| matches!(&op.kind, OpKind::Put(v) if v == value))
+                .collect()
+        };
+        for (key, value) in seen {
+            let Some(value) = value else { continue };
+            let written = writers(value);
+            let Some(txid) = written.iter().find_map(|op| op.txid) else {
+                continue;
+            };
+            for other in written.iter().filter(|op| op.key != *key) {
+                let held = value_of(&other.key);
+                if held.as_deref() == Some(value.as_str()) {
+                    continue;
+                }
+                let later = match &held {
+                    Some(v) => writers(v)
+                        .iter()
+                        .any(|op| op.key == other.key && op.txid > Some(txid)),
+                    None => self.ops.iter().any(|op| {
+                        op.key == other.key && op.kind == OpKind::Delete && op.txid > Some(txid)
+                    }),
+                };
+                if !later {
+                    return Err(self.fail(
+                        "6",
+                        format!(
+                            "a snapshot read on follower {f} sees {key:?} = {value:?}, written by \
+                             {txid} with {:?}, but {:?} = {held:?}, neither that value nor a \
+                             later write's: {seen:?}",
+                            other.key, other.key
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Ends the faults and runs until nothing is left to do; then kills and restarts
     /// every node once more (the followers lose their unsynced store changes) and runs
     /// until quiet again.

@@ -125,6 +125,10 @@ impl Sim {
         if self.cfg.bugs.skip_prepare_persist {
             effects.retain(|e| !matches!(e, Effect::Persist(FollowerRecord::Prepare { .. })));
         }
+        if self.cfg.bugs.apply_first_write_only {
+            let mut first = true;
+            effects.retain(|e| !matches!(e, Effect::Apply { .. }) || std::mem::take(&mut first));
+        }
         let via = match source {
             Source::Stream(id) => format!("s{id}"),
             Source::Replay => "replay".into(),

@@ -31,33 +31,37 @@ pub(super) struct LeaderNode {
     pub(super) streams: Vec<Option<(StreamId, u64)>>,
     /// Jobs handed to the journal, not yet carried out by its thread.
     pub(super) jobs: VecDeque<Job>,
-    /// Client writes waiting for their answer: write id -> index in `Sim::ops`.
-    pub(super) writes: BTreeMap<WriteId, usize>,
+    /// Client writes waiting for their answer: write id -> their ops in `Sim::ops`
+    /// (one per key).
+    pub(super) writes: BTreeMap<WriteId, Vec<usize>>,
     pub(super) next_write: WriteId,
 }
 
 impl Sim {
-    /// `Coordinator::submit`.
-    pub(super) fn submit(&mut self, op: usize) {
-        let key = self.ops[op].key.clone();
-        let txn = match &self.ops[op].kind {
-            OpKind::Put(v) => TxnSpec::write(key.clone(), Some(v.clone())),
-            OpKind::Delete => TxnSpec::write(key.clone(), None),
-            OpKind::Get(_) => unreachable!("reads are not submitted"),
-        };
+    /// `Coordinator::submit`: `txn`, whose ops (one per key) are `ops`.
+    pub(super) fn submit(&mut self, ops: Vec<usize>, txn: TxnSpec) {
         let leader = self.leader.as_mut().expect("writes go to an up leader");
         if !leader.core.txns().is_empty() {
             self.stats.overlapping += 1;
         }
-        if leader.core.txns().values().any(|t| t.key == key) {
+        let keys = txn.keys();
+        if leader
+            .core
+            .txns()
+            .values()
+            .any(|t| keys.contains(t.key.as_str()))
+        {
             self.stats.queued += 1;
+        }
+        if ops.len() > 1 {
+            self.stats.multi_key += 1;
         }
         let write = leader.next_write;
         leader.next_write += 1;
-        leader.writes.insert(write, op);
+        leader.writes.insert(write, ops.clone());
         let now = leader.now;
         leader.core.submit(write, txn, now);
-        self.log(|| format!("leader: write {op} submitted as write {write}"));
+        self.log(|| format!("leader: write {ops:?} submitted as write {write}"));
     }
 
     /// Writes submitted and not answered yet.
@@ -76,8 +80,13 @@ impl Sim {
             let effects = leader.core.take_effects(now);
             // Which write each new transaction answers (for the durability check).
             for (txid, txn) in leader.core.txns() {
-                if let Some(op) = txn.write().and_then(|w| leader.writes.get(&w)) {
-                    self.ops[*op].txid.get_or_insert(*txid);
+                for &op in txn
+                    .write()
+                    .and_then(|w| leader.writes.get(&w))
+                    .into_iter()
+                    .flatten()
+                {
+                    self.ops[op].txid.get_or_insert(*txid);
                 }
             }
             if effects.is_empty() {
@@ -104,14 +113,19 @@ impl Sim {
             Effect::Checkpoint { job, live } => leader.jobs.push_back(Job::Rewrite { live, job }),
             Effect::Link { follower, effect } => self.link_effect(follower, effect),
             Effect::Answer { write, result } => {
-                let op = leader.writes.remove(&write).expect("a waiting write");
-                let status = if result.is_ok() {
-                    Status::Ok
-                } else {
-                    Status::Failed
-                };
-                self.log(|| format!("leader: write {op} answered {result:?}"));
-                self.answer_client(op, status);
+                let ops = leader.writes.remove(&write).expect("a waiting write");
+                self.log(|| format!("leader: write {ops:?} answered {result:?}"));
+                for op in ops {
+                    let status = match &result {
+                        Ok(c) if c.succeeded || !self.ops[op].conditional => Status::Ok,
+                        Ok(_) => {
+                            self.stats.cas_not_swapped += 1;
+                            Status::Failed
+                        }
+                        Err(_) => Status::Failed,
+                    };
+                    self.answer_client(op, status);
+                }
             }
             Effect::Trace {
                 txid,
@@ -392,7 +406,7 @@ impl Sim {
             return;
         };
         self.stats.crashes += 1;
-        for op in leader.writes.into_values().collect::<Vec<_>>() {
+        for op in leader.writes.into_values().flatten().collect::<Vec<_>>() {
             self.answer_client(op, Status::Unknown);
         }
         for s in self.streams.values_mut() {
