@@ -629,13 +629,6 @@ async fn gets_in_a_transaction_read_the_state_from_before_it_in_order() {
 /// answered, as `Get` of that key is (DESIGN §1.3: the leader hides a follower's
 /// locked keys from clients), with the key's latest acknowledged state or a newer one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "BUG: a read-only Txn (even a single GET) starves under writes to its key and \
-            fails UNAVAILABLE ('no follower could answer in time ... key has an undecided \
-            transaction') after 2x the vote timeout, about 1 attempt in 5 with 4 writers, \
-            while Get of the same key is answered at once: LeaderService::read_only only \
-            asks followers for a snapshot in which none of its keys is locked, never \
-            consults LeaderCore::committed_value as Get does, and does not queue behind \
-            the key's transactions as a writing Txn does"]
 async fn a_read_only_transaction_is_answered_under_writes_to_its_key_as_get_is() {
     const WRITERS: usize = 4;
     const READS: usize = 20;

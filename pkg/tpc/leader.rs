@@ -14,12 +14,17 @@
 //! leader then tries the others and waits for decisions, at most twice the vote
 //! timeout, so the reads clients see are linearizable (DESIGN §1.3).
 //!
-//! A read-only `Txn` needs no 2PC: one follower evaluates it on one snapshot of its
-//! copies of the keys, refusing while any of them has an undecided transaction (as a
-//! read does), and is retried like a read. Every transaction the leader has answered as
-//! committed has been voted on by every follower, so a follower whose copies of the keys
-//! are not locked has applied every committed write to them.
+//! A read-only `Txn` needs no 2PC when the leader holds a committed write for each of its
+//! keys (it is evaluated on them, as a `Get` is answered), or when some follower can
+//! evaluate it on one snapshot of its copies of the keys, none of them locked. Every
+//! transaction the leader has answered as committed has been voted on by every
+//! follower, so a follower whose copies of the keys are not locked has applied every
+//! committed write to them. If every follower has one of the keys locked (a key written
+//! without pause always is, somewhere), the read runs through 2PC like a write that
+//! writes nothing, queued first come first served behind the transactions on its keys:
+//! it can't starve.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,12 +42,13 @@ use super::trace::Trace;
 use crate::dirlock::DirLock;
 use crate::http::LeaderPages;
 use crate::journal::{GroupJournal, Record};
+use crate::kvstore::Versioned;
 use crate::limits::{self, MAX_GRPC_MESSAGE_BYTES};
 use crate::metrics::{self, RequestTimer};
 use crate::net::{self, Address, Listener};
 use crate::proto::{api, rpc};
 use crate::server;
-use crate::txn::TxnSpec;
+use crate::txn::{Evaluation, TxnSpec};
 use crate::{Error, Result};
 
 /// How a leader runs.
@@ -225,52 +231,62 @@ impl LeaderService {
             .map_err(|_| Status::unknown("leader stopped; the transaction's outcome is unknown"))?
     }
 
-    /// Runs a read-only transaction on one follower's snapshot (see the module
-    /// documentation), trying the others and waiting for decisions like a read.
+    /// Runs a read-only transaction (see the module documentation): from the leader's
+    /// committed writes if it holds one for every key, else on one follower's
+    /// snapshot, else, if every follower has one of its keys locked (a hot key is
+    /// always locked somewhere), through 2PC like a write, queued fairly behind the
+    /// transactions on its keys.
     async fn read_only(&self, txn: TxnSpec) -> std::result::Result<api::TxnResponse, Status> {
         if txn.keys().is_empty() {
             return Ok(txn.response(true, Vec::new(), None));
         }
+        if let Some(evaluation) = self.evaluate_committed(&txn) {
+            return Ok(txn.response(evaluation.succeeded, evaluation.results, None));
+        }
         let request = api::TxnRequest::from(&txn);
         let inner = &self.inner;
-        let deadline = tokio::time::Instant::now() + 2 * inner.vote_timeout;
-        let mut progress = inner.progress.clone();
         let mut order: Vec<usize> = (0..inner.readers.len()).collect();
-        let mut last_error = String::new();
-        loop {
-            progress.borrow_and_update();
-            order.shuffle(&mut rand::rng());
-            let mut classic = Vec::new();
-            for &i in &order {
-                let (name, reader) = &inner.readers[i];
-                match reader.txn(request.clone(), inner.vote_timeout).await {
-                    Ok(answer) => return Ok(answer),
-                    Err(status) if status.code() == Code::InvalidArgument => return Err(status),
-                    Err(status) if status.code() == Code::FailedPrecondition => {
-                        classic.push(name.as_str())
-                    }
-                    Err(status) => last_error = format!("follower {name}: {}", status.message()),
+        order.shuffle(&mut rand::rng());
+        let mut classic = Vec::new();
+        for &i in &order {
+            let (name, reader) = &inner.readers[i];
+            match reader.txn(request.clone(), inner.vote_timeout).await {
+                Ok(answer) => return Ok(answer),
+                Err(status) if status.code() == Code::InvalidArgument => return Err(status),
+                Err(status) if status.code() == Code::FailedPrecondition => {
+                    classic.push(name.as_str())
                 }
-            }
-            if classic.len() == order.len() {
-                return Err(Status::failed_precondition(format!(
-                    "no follower can read several keys on one snapshot: {} classic \
-                     peer(s) (they do not speak tpc protocol 2): {}",
-                    classic.len(),
-                    classic.join(", ")
-                )));
-            }
-            let wait = tokio::time::timeout_at(
-                deadline.min(tokio::time::Instant::now() + Duration::from_millis(20)),
-                progress.changed(),
-            );
-            let _ = wait.await;
-            if tokio::time::Instant::now() >= deadline {
-                return Err(Status::unavailable(format!(
-                    "no follower could answer in time; last: {last_error}"
-                )));
+                Err(_) => {}
             }
         }
+        if classic.len() == order.len() {
+            return Err(Status::failed_precondition(format!(
+                "no follower can read several keys on one snapshot: {} classic peer(s) (they \
+                 do not speak tpc protocol 2): {}",
+                classic.len(),
+                classic.join(", ")
+            )));
+        }
+        let asked = txn.clone();
+        let committed = self.write(txn).await?;
+        Ok(asked.response(committed.succeeded, committed.results, None))
+    }
+
+    /// `txn` evaluated on the leader's committed writes, if it holds one for each of its
+    /// keys: each is then the key's latest committed state, all at this one moment.
+    fn evaluate_committed(&self, txn: &TxnSpec) -> Option<Evaluation> {
+        let core = self.inner.coordinator.core();
+        let mut state = HashMap::new();
+        for key in txn.keys() {
+            let (value, version) = core.committed_value(key)?;
+            let held = value.map(|value| Versioned {
+                value: value.to_string(),
+                version,
+            });
+            state.insert(key, held);
+        }
+        drop(core);
+        Some(txn.evaluate(|key| state.get(key).cloned().flatten()))
     }
 }
 

@@ -145,12 +145,15 @@
 //! follower, trying the others and waiting for decisions when one is locked. So what
 //! clients see through the leader is linearizable.
 //!
-//! A read-only `Txn` needs no 2PC: one follower evaluates it on one snapshot of its
-//! keys, holding its state lock while it checks that none is locked and reads them all
-//! (a decision is applied only while its keys are locked, so none is half-applied).
+//! A read-only `Txn` usually needs no 2PC: one follower evaluates it on one snapshot of
+//! its keys, holding its state lock while it checks that none is locked and reads them
+//! all (a decision is applied only while its keys are locked, so none is half-applied).
 //! Every transaction the leader has answered as committed was voted on by every
 //! follower, so a follower whose copies of the keys are unlocked has applied it: the
-//! snapshot is atomic and linearizable.
+//! snapshot is atomic and linearizable. The leader evaluates it itself when it holds a
+//! committed write for every key, and sends it through 2PC (a transaction that writes
+//! nothing, queued fairly) when every follower has one of its keys locked, so that a
+//! read of a key written without pause does not starve.
 //!
 //! # Stated limits
 //!
