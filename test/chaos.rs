@@ -317,6 +317,19 @@ fn surely_not_applied(status: &tonic::Status) -> bool {
         || never_sent(status)
 }
 
+/// What a write's answer (got at `now`) says: acknowledged (`Some(Some(now))`), of
+/// unknown outcome (`Some(None)`), or surely not applied (`None`).
+fn write_outcome<T>(answer: &Result<T, tonic::Status>, seed: u64, now: u64) -> Option<Option<u64>> {
+    match answer {
+        Ok(_) => Some(Some(now)),
+        Err(s) if surely_not_applied(s) => None,
+        Err(s) => {
+            assert_ne!(s.code(), Code::InvalidArgument, "seed {seed}: {s:?}");
+            Some(None)
+        }
+    }
+}
+
 /// The client could not connect to the leader, so the request never left it.
 fn never_sent(status: &tonic::Status) -> bool {
     const CONNECT_FAILURES: [&str; 4] = [
@@ -369,26 +382,14 @@ async fn client_loop(
             let keys = several();
             let txn = keys.iter().fold(Txn::new(), |t, k| t.then_put(k, &value));
             observed.written.insert(value.clone(), keys.clone());
-            let ret = match client.txn(txn).await {
-                Ok(_) => Some(now()),
-                Err(s) if surely_not_applied(&s) => {
-                    failed = true;
-                    None
+            let answer = client.txn(txn).await;
+            match write_outcome(&answer, config.seed, now()) {
+                Some(ret) => {
+                    for k in &keys {
+                        history.push(record(id, k, OpKind::Put(value.clone()), call, ret));
+                    }
                 }
-                Err(s) => {
-                    assert_ne!(
-                        s.code(),
-                        Code::InvalidArgument,
-                        "seed {}: {s:?}",
-                        config.seed
-                    );
-                    None
-                }
-            };
-            if !failed {
-                for k in &keys {
-                    history.push(record(id, k, OpKind::Put(value.clone()), call, ret));
-                }
+                None => failed = true,
             }
         } else if choice < 25 && config.keys >= 2 {
             let keys = several();
@@ -408,18 +409,10 @@ async fn client_loop(
         } else if choice < 55 {
             n += 1;
             let value = format!("c{id}-{n}");
-            match client.put(&key, &value).await {
-                Ok(()) => history.push(record(id, &key, OpKind::Put(value), call, Some(now()))),
-                Err(s) if surely_not_applied(&s) => failed = true,
-                Err(s) => {
-                    assert_ne!(
-                        s.code(),
-                        Code::InvalidArgument,
-                        "seed {}: {s:?}",
-                        config.seed
-                    );
-                    history.push(record(id, &key, OpKind::Put(value), call, None));
-                }
+            let answer = client.put(&key, &value).await;
+            match write_outcome(&answer, config.seed, now()) {
+                Some(ret) => history.push(record(id, &key, OpKind::Put(value), call, ret)),
+                None => failed = true,
             }
         } else if choice < 65 {
             match client.delete(&key).await {
