@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use clap::error::ErrorKind;
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use tracing::Instrument;
 
@@ -160,11 +161,21 @@ struct ProxyArgs {
 #[command(
     after_help = "Closed loop: each client sends one request, waits for the answer, then sends the next.
 ops counts successful requests and the latency percentiles are theirs; failed requests
-are counted by gRPC status code (NOT_FOUND too). get and mixed first write every key once.
-The keys written are bench-0 ... bench-<K-1>: do not point this at data you need.
+are counted by gRPC status code (NOT_FOUND too). get, mixed and txn-get first write every
+key once.
+Transactions (one op = one Txn): txn puts --txn-keys distinct random keys and compares
+nothing; txn-get reads --txn-keys distinct keys in one read-only Txn. cas: every client
+increments the counter in the hot key bench-cas with `if version = V then put N+1 else
+get` (V and N from its last answer); ops are swaps, refused swaps are reported as cas
+conflicts and retried. The counter starts from what bench-cas holds (absent: 0);
+--keyspace and --value-size do not apply to cas.
+The keys written are bench-0 ... bench-<K-1> and bench-cas: do not point this at data
+you need.
 Exit status: 0 if the load ran (even with errors), 2 if it could not start.
-Example:
-  tpc bench --leader 127.0.0.1:50000 --clients 64 --seconds 10 --op mixed --json"
+Examples:
+  tpc bench --leader 127.0.0.1:50000 --clients 64 --seconds 10 --op mixed --json
+  tpc bench --clients 64 --op txn --txn-keys 4     # compare with --op put
+  tpc bench --clients 64 --op cas"
 )]
 struct BenchArgs {
     /// The leader's address, host:port or unix:/path.
@@ -176,9 +187,12 @@ struct BenchArgs {
     /// How long to send requests, in seconds.
     #[arg(long, value_name = "S", default_value = "10", value_parser = at_least_one::<u64>)]
     seconds: u64,
-    /// Which requests to send.
+    /// Which requests to send (one op: a request, or one transaction of txn, txn-get and cas).
     #[arg(long, value_name = "OP", default_value = "put")]
     op: Workload,
+    /// Keys per transaction of --op txn and txn-get: 1 to 128, at most --keyspace [default: 4].
+    #[arg(long, value_name = "T", value_parser = clap::value_parser!(u64).range(1..=bench::MAX_TXN_KEYS as u64))]
+    txn_keys: Option<u64>,
     /// Bytes in each value written (printable ASCII; at most 3 MiB).
     #[arg(long, value_name = "B", default_value = "100", value_parser = parse_value_size)]
     value_size: usize,
@@ -194,6 +208,58 @@ struct BenchArgs {
     /// Print one JSON object instead of text, and no progress bar.
     #[arg(long)]
     json: bool,
+}
+
+impl BenchArgs {
+    /// The run's settings.
+    fn config(&self) -> bench::Config {
+        use std::io::IsTerminal;
+        bench::Config {
+            leader: self.leader.clone(),
+            clients: self.clients,
+            connections: self
+                .connections
+                .unwrap_or(self.clients.min(bench::DEFAULT_MAX_CONNECTIONS)),
+            duration: Duration::from_secs(self.seconds),
+            workload: self.op,
+            value_size: self.value_size,
+            keyspace: self.keyspace,
+            // At most 128: clap checked it.
+            txn_keys: self
+                .txn_keys
+                .map_or(bench::DEFAULT_TXN_KEYS, |keys| keys as usize),
+            timeout: self.timeout,
+            show_progress: !self.json && std::io::stderr().is_terminal(),
+        }
+    }
+
+    /// The checks that involve several flags; the error says which.
+    fn check(&self) -> Result<(), String> {
+        if self.txn_keys.is_some() && !self.op.uses_txn_keys() {
+            return Err(format!(
+                "--txn-keys is for --op txn and --op txn-get, not --op {}",
+                self.op.name()
+            ));
+        }
+        self.config().check()
+    }
+}
+
+/// Parses the command line, and checks what clap cannot check flag by flag; an error
+/// is clap's, with the usage of the subcommand at fault.
+fn parse_cli(args: impl IntoIterator<Item = String>) -> Result<Cli, clap::Error> {
+    let cli = Cli::try_parse_from(args)?;
+    if let Some(Command::Bench(bench)) = &cli.command {
+        if let Err(message) = bench.check() {
+            let mut command = Cli::command();
+            command.build();
+            let bench = command
+                .find_subcommand_mut("bench")
+                .expect("tpc has a bench subcommand");
+            return Err(bench.error(ErrorKind::ArgumentConflict, message));
+        }
+    }
+    Ok(cli)
 }
 
 fn parse_address(text: &str) -> Result<Address, String> {
@@ -337,7 +403,7 @@ fn go_style_args() -> Vec<String> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse_from(go_style_args());
+    let cli = parse_cli(go_style_args()).unwrap_or_else(|e| e.exit());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -523,20 +589,7 @@ async fn status_main(args: StatusArgs) -> ExitCode {
 }
 
 async fn bench_main(args: BenchArgs) -> ExitCode {
-    use std::io::IsTerminal;
-    let config = bench::Config {
-        leader: args.leader,
-        clients: args.clients,
-        connections: args
-            .connections
-            .unwrap_or(args.clients.min(bench::DEFAULT_MAX_CONNECTIONS)),
-        duration: Duration::from_secs(args.seconds),
-        workload: args.op,
-        value_size: args.value_size,
-        keyspace: args.keyspace,
-        timeout: args.timeout,
-        show_progress: !args.json && std::io::stderr().is_terminal(),
-    };
+    let config = args.config();
     // Ctrl-C ends the run early, with a report; if the handler cannot be installed,
     // the run simply goes on to its end.
     let interrupt = async {
@@ -688,6 +741,8 @@ mod tests {
             (args.connections, args.timeout, args.json),
             (None, Duration::from_secs(5), false)
         );
+        assert_eq!(args.txn_keys, None);
+        assert_eq!(args.config().txn_keys, bench::DEFAULT_TXN_KEYS);
         let cli = Cli::try_parse_from([
             "tpc",
             "bench",
@@ -723,6 +778,80 @@ mod tests {
             argv.extend(bad.iter());
             assert!(Cli::try_parse_from(&argv).is_err(), "{bad:?}");
         }
+    }
+
+    fn parse_bench(flags: &[&str]) -> Result<BenchArgs, clap::Error> {
+        let argv = ["tpc", "bench"].iter().chain(flags).map(|s| s.to_string());
+        match parse_cli(argv)?.command {
+            Some(Command::Bench(args)) => Ok(args),
+            other => panic!("not the bench command: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn bench_transaction_flags_are_parsed_and_checked_together() {
+        let args = parse_bench(&["--op", "txn", "--txn-keys", "8"]).expect("valid");
+        assert_eq!((args.op, args.config().txn_keys), (Workload::Txn, 8));
+        let args = parse_bench(&["--op", "txn-get"]).expect("valid");
+        assert_eq!((args.op, args.config().txn_keys), (Workload::TxnGet, 4));
+        let args = parse_bench(&["--op", "txn", "--txn-keys", "128"]).expect("valid");
+        assert_eq!(args.config().txn_keys, 128);
+        let args = parse_bench(&["--op", "txn", "--txn-keys", "5", "--keyspace", "5"]);
+        assert_eq!(args.expect("valid").config().keyspace, 5);
+        assert_eq!(
+            parse_bench(&["--op", "cas"]).expect("valid").op,
+            Workload::Cas
+        );
+
+        for (bad, says) in [
+            (
+                vec!["--op", "txn", "--txn-keys", "0"],
+                "0 is not in 1..=128",
+            ),
+            (
+                vec!["--op", "txn", "--txn-keys", "129"],
+                "129 is not in 1..=128",
+            ),
+            (vec!["--op", "txn-get", "--txn-keys", "x"], "--txn-keys"),
+            (
+                vec!["--op", "txn", "--txn-keys", "6", "--keyspace", "5"],
+                "--txn-keys 6 is more than --keyspace 5",
+            ),
+            // The default, 4, is checked too.
+            (
+                vec!["--op", "txn-get", "--keyspace", "3"],
+                "--txn-keys 4 is more than --keyspace 3",
+            ),
+            (
+                vec!["--op", "put", "--txn-keys", "4"],
+                "--txn-keys is for --op txn and --op txn-get, not --op put",
+            ),
+            (vec!["--op", "cas", "--txn-keys", "2"], "not --op cas"),
+            (
+                vec![
+                    "--op",
+                    "txn",
+                    "--txn-keys",
+                    "128",
+                    "--value-size",
+                    "1048576",
+                ],
+                "over the limit of 4194304 (4 MiB)",
+            ),
+        ] {
+            let error = parse_bench(&bad).expect_err(says).render().to_string();
+            assert!(error.contains(says), "{bad:?}: {error}");
+        }
+        // An error of several flags shows the usage of bench, not of tpc.
+        let error = parse_bench(&["--op", "txn", "--keyspace", "2"]).expect_err("4 > 2");
+        assert_eq!(error.kind(), ErrorKind::ArgumentConflict);
+        assert!(
+            error
+                .render()
+                .to_string()
+                .contains("Usage: tpc bench [OPTIONS]"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -23,9 +23,23 @@
 //! faster: `--connections` sets the number, and is worth varying when it matters.
 //!
 //! **Keys and values.** Keys are `bench-0` ... `bench-<K-1>`, each request's chosen
-//! uniformly at random; values are exactly B printable ASCII bytes. `get` and `mixed`
-//! first write every key once (the preload, not measured), so reads find a value; a
-//! `NOT_FOUND` during the run counts as an error like any other status.
+//! uniformly at random; values are exactly B printable ASCII bytes. `get`, `mixed` and
+//! `txn-get` first write every key once (the preload, not measured), so reads find a
+//! value; a `NOT_FOUND` during the run (or a transaction's GET that finds nothing)
+//! counts as an error like any other status.
+//!
+//! **Transactions** (DESIGN §6). `txn` sends one `Txn` per operation that puts T
+//! distinct keys (`--txn-keys`, drawn at random) and compares nothing, etcd's `txn-put`
+//! with T puts; `txn-get` one read-only `Txn` of T GETs of distinct keys. An operation
+//! is the whole transaction: compare their ops/s with `put`'s and `get`'s to see what
+//! a transaction costs over a single-key request. `cas` is contention on one hot key,
+//! [`HOT_KEY`]: every client increments the decimal counter it holds by
+//! compare-and-swap, `if version = V then put N+1 else get`, taking V and N from its
+//! last answer (a refused swap's GET reads the fresh ones), so a retry needs no
+//! separate read. Swaps are the ops; refused ones are counted apart as conflicts. The
+//! counter starts from what the key holds (absent is 0), so after a run without errors
+//! it holds its start plus the swaps. A request that failed (a timeout) may have
+//! swapped all the same: with errors the counter can be ahead of that sum.
 //!
 //! **Stopping.** After the run time (or on Ctrl-C) no task starts another request; each
 //! waits for the one in flight, which a per-request deadline bounds, so a hung leader
@@ -33,9 +47,11 @@
 //! request to the last answer.
 //!
 //! - [`report`]: the measurements, merging them, and the text and JSON reports.
-//! - [`worker`]: one client task's loop.
+//! - [`worker`]: one client task's loop, and the requests of each workload.
+//! - [`cas`]: the hot key's counter, the compare-and-swap and what its answer says.
 //! - [`progress`]: the progress bars on stderr.
 
+pub mod cas;
 pub mod progress;
 pub mod report;
 pub mod worker;
@@ -54,6 +70,9 @@ use tokio::time::MissedTickBehavior;
 use crate::client::{self, Client};
 use crate::limits::MAX_VALUE_BYTES;
 use crate::net::{self, Address};
+use crate::txn::{MAX_OPS, MAX_REQUEST_BYTES};
+use cas::HotKey;
+pub use cas::HOT_KEY;
 use progress::Progress;
 use report::{OpKind, Report, Tally};
 use worker::{key_name, within, Counters, Values, Worker};
@@ -61,10 +80,16 @@ use worker::{key_name, within, Counters, Values, Worker};
 /// Connections to the leader when not given: one per client, up to this many.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 8;
 
+/// Keys per transaction of `txn` and `txn-get` when not given.
+pub const DEFAULT_TXN_KEYS: usize = 4;
+
+/// The most keys per transaction: a branch holds at most this many ops (DESIGN §6).
+pub const MAX_TXN_KEYS: usize = MAX_OPS;
+
 /// How often the progress bar is updated.
 const PROGRESS_EVERY: Duration = Duration::from_millis(100);
 
-/// Which requests a run sends.
+/// Which requests a run sends. (The doc lines are `--help`'s.)
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Workload {
     /// Only Puts.
@@ -73,6 +98,13 @@ pub enum Workload {
     Get,
     /// 50% Gets, 50% Puts, chosen at random per request (keys written first).
     Mixed,
+    /// One transaction per op that puts --txn-keys distinct random keys, no compares.
+    Txn,
+    /// One read-only transaction per op: GETs of --txn-keys distinct keys (written first).
+    TxnGet,
+    /// Compare-and-swap increments of one hot key's counter (bench-cas) by every client;
+    /// ops are swaps, refused swaps are counted as conflicts (and retried).
+    Cas,
 }
 
 impl Workload {
@@ -82,14 +114,22 @@ impl Workload {
             Workload::Put => "put",
             Workload::Get => "get",
             Workload::Mixed => "mixed",
+            Workload::Txn => "txn",
+            Workload::TxnGet => "txn-get",
+            Workload::Cas => "cas",
         }
     }
 
-    /// The name with the mix spelled out, for reports.
-    pub fn describe(self) -> &'static str {
+    /// The name with the mix or the transaction's size spelled out, for reports.
+    pub fn describe(self, txn_keys: usize) -> String {
         match self {
-            Workload::Mixed => "mixed (50% get, 50% put)",
-            other => other.name(),
+            Workload::Mixed => "mixed (50% get, 50% put)".into(),
+            Workload::Txn | Workload::TxnGet => {
+                let s = if txn_keys == 1 { "" } else { "s" };
+                format!("{} ({txn_keys} key{s})", self.name())
+            }
+            Workload::Cas => format!("cas (one hot key, {HOT_KEY})"),
+            other => other.name().into(),
         }
     }
 
@@ -99,12 +139,25 @@ impl Workload {
             Workload::Put => &[OpKind::Put],
             Workload::Get => &[OpKind::Get],
             Workload::Mixed => &[OpKind::Get, OpKind::Put],
+            Workload::Txn => &[OpKind::Txn],
+            Workload::TxnGet => &[OpKind::TxnGet],
+            Workload::Cas => &[OpKind::Cas],
         }
     }
 
-    /// Whether the run reads, and so needs the keys written first.
-    pub fn reads(self) -> bool {
-        self.kinds().contains(&OpKind::Get)
+    /// Whether the run reads keys of the key space, and so needs them written first.
+    pub fn preloads(self) -> bool {
+        matches!(self, Workload::Get | Workload::Mixed | Workload::TxnGet)
+    }
+
+    /// Whether `--txn-keys` applies.
+    pub fn uses_txn_keys(self) -> bool {
+        matches!(self, Workload::Txn | Workload::TxnGet)
+    }
+
+    /// Whether the run uses the key space (`cas` uses only its hot key).
+    pub fn uses_keyspace(self) -> bool {
+        self != Workload::Cas
     }
 }
 
@@ -125,6 +178,8 @@ pub struct Config {
     pub value_size: usize,
     /// Number of distinct keys.
     pub keyspace: u64,
+    /// Keys per transaction, for `txn` and `txn-get`.
+    pub txn_keys: usize,
     /// How long one request (and connecting) may take.
     pub timeout: Duration,
     /// Whether to draw progress bars on stderr.
@@ -152,6 +207,41 @@ impl Config {
                 self.value_size
             ));
         }
+        if self.workload.uses_txn_keys() {
+            self.check_txn_keys()?;
+        }
+        Ok(())
+    }
+
+    /// Checks `--txn-keys` against DESIGN §6's limits and the key space.
+    fn check_txn_keys(&self) -> Result<(), String> {
+        let keys = self.txn_keys;
+        if !(1..=MAX_TXN_KEYS).contains(&keys) {
+            return Err(format!(
+                "--txn-keys {keys} is not in 1..={MAX_TXN_KEYS} (a transaction's ops)"
+            ));
+        }
+        if keys as u64 > self.keyspace {
+            return Err(format!(
+                "--txn-keys {keys} is more than --keyspace {}: a transaction's keys are distinct",
+                self.keyspace
+            ));
+        }
+        // The longest key name is the last one's.
+        let key_bytes = key_name(self.keyspace - 1).len();
+        let written = if self.workload == Workload::Txn {
+            self.value_size
+        } else {
+            0
+        };
+        let request = keys.saturating_mul(key_bytes + written);
+        if request > MAX_REQUEST_BYTES {
+            return Err(format!(
+                "--txn-keys {keys} with --value-size {} makes transactions of {request} bytes of \
+                 keys and values, over the limit of {MAX_REQUEST_BYTES} (4 MiB)",
+                self.value_size
+            ));
+        }
         Ok(())
     }
 }
@@ -167,8 +257,13 @@ pub async fn run(config: &Config, interrupt: impl Future<Output = ()>) -> Result
         .map(|i| Client::from_channel(channels[i % channels.len()].clone(), config.timeout))
         .collect();
     let values = Values::new(config.value_size, &mut SmallRng::from_rng(&mut rand::rng()));
-    let preload = if config.workload.reads() {
+    let preload = if config.workload.preloads() {
         Some(preload(config, &clients, &values).await?)
+    } else {
+        None
+    };
+    let hot_key = if config.workload == Workload::Cas {
+        Some(cas::read_hot_key(config, &clients[0]).await?)
     } else {
         None
     };
@@ -182,10 +277,9 @@ pub async fn run(config: &Config, interrupt: impl Future<Output = ()>) -> Result
         .map(|client| {
             let worker = Worker::new(
                 client,
-                config.workload,
-                config.keyspace,
+                config,
                 values.clone(),
-                config.timeout,
+                hot_key.clone().unwrap_or(HotKey::Missing),
             );
             let (stop, counters) = (stop.clone(), counters.clone());
             tokio::spawn(async move { worker.run(&stop, &counters).await })
@@ -204,6 +298,7 @@ pub async fn run(config: &Config, interrupt: impl Future<Output = ()>) -> Result
                 started.elapsed(),
                 counters.ok.load(Ordering::Relaxed),
                 counters.failed.load(Ordering::Relaxed),
+                counters.conflicts.load(Ordering::Relaxed),
             ),
         }
     }
@@ -219,6 +314,7 @@ pub async fn run(config: &Config, interrupt: impl Future<Output = ()>) -> Result
     Ok(Report {
         config: config.clone(),
         preload,
+        hot_key_start: hot_key.map(|key| key.counter()),
         elapsed,
         tally,
     })
@@ -293,16 +389,69 @@ mod tests {
             workload: Workload::Mixed,
             value_size: 10,
             keyspace: 10,
+            txn_keys: 4,
             timeout: Duration::from_secs(1),
             show_progress: false,
         }
     }
 
     #[test]
-    fn only_reading_workloads_preload() {
-        assert!(!Workload::Put.reads());
-        assert!(Workload::Get.reads());
-        assert!(Workload::Mixed.reads());
+    fn only_workloads_reading_the_key_space_preload() {
+        use Workload::*;
+        let preloading: Vec<Workload> = [Put, Get, Mixed, Txn, TxnGet, Cas]
+            .into_iter()
+            .filter(|w| w.preloads())
+            .collect();
+        assert_eq!(preloading, [Get, Mixed, TxnGet]);
+    }
+
+    #[test]
+    fn workloads_have_their_command_line_names_and_describe_their_size() {
+        use clap::ValueEnum;
+        for workload in Workload::value_variants() {
+            let possible = workload.to_possible_value().expect("not skipped");
+            assert_eq!(possible.get_name(), workload.name());
+            assert!(workload.describe(4).starts_with(workload.name()));
+        }
+        assert_eq!(Workload::Txn.describe(4), "txn (4 keys)");
+        assert_eq!(Workload::TxnGet.describe(1), "txn-get (1 key)");
+        assert_eq!(Workload::Cas.describe(4), "cas (one hot key, bench-cas)");
+        assert_eq!(Workload::Put.describe(4), "put");
+    }
+
+    #[test]
+    fn txn_keys_are_checked_only_for_transactions_and_against_the_key_space() {
+        let with = |workload, txn_keys, keyspace, value_size| Config {
+            workload,
+            txn_keys,
+            keyspace,
+            value_size,
+            ..config()
+        };
+        assert_eq!(with(Workload::Txn, 10, 10, 100).check(), Ok(()));
+        assert_eq!(with(Workload::TxnGet, 128, 1000, 100).check(), Ok(()));
+        // Not a transaction: the count does not matter.
+        assert_eq!(with(Workload::Put, 0, 10, 100).check(), Ok(()));
+        assert_eq!(with(Workload::Cas, 500, 1, 100).check(), Ok(()));
+        for (config, words) in [
+            (with(Workload::Txn, 0, 10, 100), "not in 1..=128"),
+            (with(Workload::TxnGet, 129, 1000, 100), "not in 1..=128"),
+            (with(Workload::Txn, 11, 10, 100), "more than --keyspace 10"),
+            (with(Workload::TxnGet, 5, 4, 100), "more than --keyspace 4"),
+            (
+                with(Workload::Txn, 2, 10, MAX_VALUE_BYTES),
+                "over the limit",
+            ),
+        ] {
+            let error = config.check().expect_err(words);
+            assert!(error.contains("--txn-keys"), "{error}");
+            assert!(error.contains(words), "{error}");
+        }
+        // A read-only transaction carries no values: the value size does not count.
+        assert_eq!(
+            with(Workload::TxnGet, 2, 10, MAX_VALUE_BYTES).check(),
+            Ok(())
+        );
     }
 
     #[test]

@@ -47,13 +47,19 @@ impl Progress {
         self.bar.inc(1);
     }
 
-    /// Shows the run's state: `elapsed` of the planned time, `ok` and `failed` requests.
-    pub fn show(&self, elapsed: Duration, ok: u64, failed: u64) {
+    /// Shows the run's state: `elapsed` of the planned time, `ok` and `failed` requests,
+    /// and refused compare-and-swaps (`conflicts`, shown once there are some).
+    pub fn show(&self, elapsed: Duration, ok: u64, failed: u64, conflicts: u64) {
         let seconds = elapsed.as_secs_f64();
         self.bar
             .set_position(u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX));
+        let conflicts = if conflicts > 0 {
+            format!(", {conflicts} conflicts")
+        } else {
+            String::new()
+        };
         self.bar.set_message(format!(
-            "{seconds:.1}/{:.0} s, {ok} ops, {:.0} ops/s, {failed} errors",
+            "{seconds:.1}/{:.0} s, {ok} ops, {:.0} ops/s{conflicts}, {failed} errors",
             self.planned.as_secs_f64(),
             ok as f64 / seconds.max(1e-9),
         ));

@@ -1,5 +1,5 @@
-//! What a bench run measured, and how it is shown: per-operation latency histograms and
-//! error counts ([`OpStats`]), a client task's or the whole run's collection of them
+//! What a bench run measured, and how it is shown: per-operation latency histograms,
+//! error counts and refused compare-and-swaps ([`OpStats`]), a client task's or the whole run's collection of them
 //! ([`Tally`]), and the final [`Report`] as text for people or JSON for scripts.
 //!
 //! Everything here is pure: tasks fill their own tallies, the runner merges them once at
@@ -13,7 +13,7 @@ use hdrhistogram::Histogram;
 use serde_json::{json, Map, Value};
 use tonic::{Code, Status};
 
-use super::{Config, Workload};
+use super::{Config, Workload, HOT_KEY};
 
 /// The highest latency a histogram tells apart, in microseconds (60 s); slower requests
 /// are recorded as this. The per-request timeout keeps real ones well below it.
@@ -28,6 +28,12 @@ pub enum OpKind {
     Get,
     /// `KeyValueAPI/Put`.
     Put,
+    /// `KeyValueAPI/Txn` putting several keys.
+    Txn,
+    /// `KeyValueAPI/Txn` getting several keys (read-only).
+    TxnGet,
+    /// `KeyValueAPI/Txn` as a compare-and-swap of the hot key.
+    Cas,
 }
 
 impl OpKind {
@@ -36,6 +42,9 @@ impl OpKind {
         match self {
             OpKind::Get => "get",
             OpKind::Put => "put",
+            OpKind::Txn => "txn",
+            OpKind::TxnGet => "txn-get",
+            OpKind::Cas => "cas",
         }
     }
 }
@@ -49,12 +58,14 @@ pub struct ErrorCount {
     pub example: String,
 }
 
-/// The results of one kind of request: latencies of the successful ones (microseconds)
-/// and failures by gRPC status code.
+/// The results of one kind of request: latencies of the successful ones (microseconds),
+/// failures by gRPC status code, and refused compare-and-swaps (answered, but not
+/// successful: in neither).
 #[derive(Clone, Debug)]
 pub struct OpStats {
     latency_us: Histogram<u64>,
     errors: BTreeMap<&'static str, ErrorCount>,
+    conflicts: u64,
 }
 
 impl Default for OpStats {
@@ -71,6 +82,7 @@ impl OpStats {
         OpStats {
             latency_us,
             errors: BTreeMap::new(),
+            conflicts: 0,
         }
     }
 
@@ -91,8 +103,14 @@ impl OpStats {
             .count += 1;
     }
 
+    /// Records a compare-and-swap refused because its compare failed.
+    pub fn record_conflict(&mut self) {
+        self.conflicts += 1;
+    }
+
     /// Adds `other`'s requests to these.
     pub fn merge(&mut self, other: &OpStats) {
+        self.conflicts += other.conflicts;
         // Every histogram here has the same bounds, which is all `add` needs.
         self.latency_us
             .add(&other.latency_us)
@@ -114,6 +132,11 @@ impl OpStats {
     /// Failed requests.
     pub fn failed(&self) -> u64 {
         self.errors.values().map(|e| e.count).sum()
+    }
+
+    /// Refused compare-and-swaps.
+    pub fn conflicts(&self) -> u64 {
+        self.conflicts
     }
 
     /// Failures by status code name (`UNAVAILABLE`).
@@ -200,6 +223,8 @@ pub struct Report {
     pub config: Config,
     /// How long preloading the keys took, if it was done.
     pub preload: Option<Duration>,
+    /// `cas`: the hot key's counter before the run.
+    pub hot_key_start: Option<u64>,
     /// From the first request to the last answer (in-flight requests included).
     pub elapsed: Duration,
     /// Every client task's results, merged.
@@ -214,7 +239,9 @@ impl Report {
 
 /// The report as one JSON object: `ops`, `seconds`, `ops_per_sec`, `latency_us`
 /// (`p50`, `p90`, `p99`, `p999`, `max`; `null` when nothing succeeded), `errors`
-/// (`{code: count}`), the settings, and for `mixed` a `per_op` breakdown of the same.
+/// (`{code: count}`), the settings (`txn_keys` for `txn` and `txn-get`), for `mixed` a
+/// `per_op` breakdown of the same, and for `cas` a `cas` object: the hot `key`, its
+/// counter's `start`, the `conflicts` and `conflicts_per_sec`.
 pub fn render_json(report: &Report) -> Value {
     let config = &report.config;
     let mut object = json!({
@@ -227,7 +254,22 @@ pub fn render_json(report: &Report) -> Value {
         "seconds": round3(report.elapsed.as_secs_f64()),
     });
     let fields = object.as_object_mut().expect("a JSON object");
-    fields.extend(stats_json(report, &report.tally.total()));
+    if config.workload.uses_txn_keys() {
+        fields.insert("txn_keys".into(), config.txn_keys.into());
+    }
+    let total = report.tally.total();
+    fields.extend(stats_json(report, &total));
+    if config.workload == Workload::Cas {
+        fields.insert(
+            "cas".into(),
+            json!({
+                "key": HOT_KEY,
+                "start": report.hot_key_start,
+                "conflicts": total.conflicts(),
+                "conflicts_per_sec": round3(report.per_second(total.conflicts())),
+            }),
+        );
+    }
     if config.workload == Workload::Mixed {
         let per_op: Map<String, Value> = report
             .tally
@@ -269,14 +311,26 @@ fn round3(x: f64) -> f64 {
 pub fn render_text(report: &Report) -> String {
     let config = &report.config;
     let mut out = format!(
-        "tpc bench: {} against {}: {} clients on {} connections, {} keys, {}-byte values\n",
-        config.workload.describe(),
+        "tpc bench: {} against {}: {} clients on {} connections",
+        config.workload.describe(config.txn_keys),
         config.leader,
         config.clients,
         config.connections,
-        config.keyspace,
-        config.value_size,
     );
+    if config.workload.uses_keyspace() {
+        let _ = write!(
+            out,
+            ", {} keys, {}-byte values",
+            config.keyspace, config.value_size
+        );
+    }
+    out.push('\n');
+    if let Some(start) = report.hot_key_start {
+        let _ = writeln!(
+            out,
+            "hot key {HOT_KEY}: counter at {start} before the run, +1 per swap"
+        );
+    }
     if let Some(preload) = report.preload {
         let _ = writeln!(
             out,
@@ -291,11 +345,6 @@ pub fn render_text(report: &Report) -> String {
         report.elapsed.as_secs_f64(),
         config.duration.as_secs_f64()
     );
-    let _ = writeln!(
-        out,
-        "{:<5} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
-        "op", "ops", "ops/s", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms"
-    );
     let total = report.tally.total();
     let mut rows: Vec<(&str, &OpStats)> = report
         .tally
@@ -306,10 +355,16 @@ pub fn render_text(report: &Report) -> String {
     if rows.len() > 1 {
         rows.push(("all", &total));
     }
+    let width = rows.iter().map(|(name, _)| name.len()).fold(5, usize::max);
+    let _ = writeln!(
+        out,
+        "{:<width$} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
+        "op", "ops", "ops/s", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms"
+    );
     for (name, stats) in rows {
         let _ = write!(
             out,
-            "{name:<5} {:>10} {:>10.1}",
+            "{name:<width$} {:>10} {:>10.1}",
             stats.ops(),
             report.per_second(stats.ops())
         );
@@ -328,6 +383,15 @@ pub fn render_text(report: &Report) -> String {
         out.push('\n');
     }
     out.push('\n');
+    if config.workload == Workload::Cas {
+        let _ = writeln!(
+            out,
+            "cas conflicts: {} ({:.1}/s): swaps refused because another client's came \
+             first, each retried with the value its answer read",
+            total.conflicts(),
+            report.per_second(total.conflicts())
+        );
+    }
     if total.failed() == 0 {
         out.push_str("errors: none\n");
     } else {
@@ -388,6 +452,7 @@ mod tests {
             workload,
             value_size: 100,
             keyspace: 1000,
+            txn_keys: 4,
             timeout: Duration::from_secs(5),
             show_progress: false,
         }
@@ -397,6 +462,7 @@ mod tests {
         Report {
             config: config(workload),
             preload: None,
+            hot_key_start: None,
             elapsed: Duration::from_secs(2),
             tally,
         }
@@ -536,6 +602,69 @@ errors: 1 requests failed (not in ops or latency):
         assert!(!text.contains("\nall "), "{text}");
         assert!(!text.contains("\nput "), "{text}");
         assert!(text.ends_with("errors: none\n"), "{text}");
+    }
+
+    #[test]
+    fn text_of_a_transaction_run_names_its_size_and_widens_the_op_column() {
+        let mut tally = Tally::for_workload(Workload::TxnGet);
+        tally.of(OpKind::TxnGet).record_ok(ms(2));
+        let mut report = report(Workload::TxnGet, tally);
+        report.config.txn_keys = 8;
+        report.preload = Some(Duration::from_millis(500));
+        let expected = "\
+tpc bench: txn-get (8 keys) against 127.0.0.1:50000: 2 clients on 2 connections, 1000 keys, 100-byte values
+preloaded 1000 keys in 0.50 s
+ran 2.00 s (asked 2 s)
+
+op             ops      ops/s     p50 ms     p90 ms     p99 ms   p99.9 ms     max ms
+txn-get          1        0.5      2.000      2.000      2.000      2.000      2.000
+
+errors: none
+";
+        assert_eq!(render_text(&report), expected);
+        let json = render_json(&report);
+        assert_eq!(json["op"], "txn-get");
+        assert_eq!(json["txn_keys"], 8);
+        assert!(json.get("cas").is_none(), "{json}");
+        let put = render_json(&self::report(Workload::Put, Tally::default()));
+        assert!(put.get("txn_keys").is_none(), "{put}");
+    }
+
+    #[test]
+    fn a_cas_run_reports_swaps_as_ops_and_conflicts_apart() {
+        let mut tally = Tally::for_workload(Workload::Cas);
+        let mut other = Tally::for_workload(Workload::Cas);
+        for _ in 0..3 {
+            tally.of(OpKind::Cas).record_ok(ms(1));
+            other.of(OpKind::Cas).record_conflict();
+        }
+        other.of(OpKind::Cas).record_conflict();
+        tally.merge(&other);
+        let stats = &tally.by_kind()[&OpKind::Cas];
+        assert_eq!((stats.ops(), stats.conflicts(), stats.failed()), (3, 4, 0));
+
+        let mut report = report(Workload::Cas, tally);
+        report.hot_key_start = Some(1000);
+        let expected = "\
+tpc bench: cas (one hot key, bench-cas) against 127.0.0.1:50000: 2 clients on 2 connections
+hot key bench-cas: counter at 1000 before the run, +1 per swap
+ran 2.00 s (asked 2 s)
+
+op           ops      ops/s     p50 ms     p90 ms     p99 ms   p99.9 ms     max ms
+cas            3        1.5      1.000      1.000      1.000      1.000      1.000
+
+cas conflicts: 4 (2.0/s): swaps refused because another client's came first, each retried with the value its answer read
+errors: none
+";
+        assert_eq!(render_text(&report), expected);
+        let json = render_json(&report);
+        assert_eq!(json["op"], "cas");
+        assert_eq!(json["ops"], 3);
+        assert_eq!(
+            json["cas"],
+            json!({"key": "bench-cas", "start": 1000, "conflicts": 4, "conflicts_per_sec": 2.0})
+        );
+        assert!(json.get("txn_keys").is_none(), "{json}");
     }
 
     #[test]
