@@ -1,0 +1,145 @@
+//! The shell's one-shot commands (`cas`, `mput`, `mdel`, `txn`, `get -v`): output and
+//! exit codes.
+
+use super::*;
+
+// ---------------------------------------------------------------------------------------
+// 8. The shell's one-shot commands.
+// ---------------------------------------------------------------------------------------
+
+/// Runs `tpc client --leader LEADER ARGS...`.
+fn tpc_client(leader: &str, args: &[&str]) -> Output {
+    std::process::Command::new(support::tpc_binary())
+        .args(["client", "--leader", leader])
+        .args(args)
+        .output()
+        .expect("run tpc client")
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Asserts the exit code of a `tpc client` run.
+fn assert_exit(out: &Output, code: i32, what: &str) {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{what}: stdout {:?}, stderr {:?}",
+        stdout(out),
+        stderr(out)
+    );
+}
+
+/// `tpc client cas|mput|mdel|txn|get -v`: what they print and their exit codes (0 done,
+/// 1 not swapped or not found, 2 a usage error, with the usage on stderr).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_shot_cas_mput_mdel_and_txn_commands_print_and_exit_as_documented() {
+    let cluster = Cluster::start(2).await;
+    let leader = cluster.leader_addr();
+    let run = |args: &[&str]| tpc_client(&leader, args);
+
+    let out = run(&["mput", "a", "1", "b", "2", "my key", "a value"]);
+    assert_exit(&out, 0, "mput");
+    let (_, v1) = settled_version(&leader, "a").await.expect("a");
+    assert_replicas(&cluster, "b", Some(("2", &v1))).await;
+    assert_replicas(&cluster, "my key", Some(("a value", &v1))).await;
+
+    let out = run(&["get", "-v", "a"]);
+    assert_exit(&out, 0, "get -v");
+    assert_eq!(stdout(&out), format!("1\nversion {v1}\n"));
+
+    // cas: 0 when swapped; 1 when not, naming the current value and version.
+    let out = run(&["cas", "a", "1", "5"]);
+    assert_exit(&out, 0, "cas 1 -> 5");
+    let (_, v5) = settled_version(&leader, "a").await.expect("a");
+    assert_replicas(&cluster, "a", Some(("5", &v5))).await;
+    let out = run(&["cas", "a", "1", "6"]);
+    assert_exit(&out, 1, "cas 1 -> 6");
+    let err = stderr(&out);
+    assert!(
+        err.contains("not swapped") && err.contains("\"5\"") && err.contains(&v5),
+        "{err:?}"
+    );
+    let out = run(&["cas", "absent", "x", "y"]);
+    assert_exit(&out, 1, "cas on an absent key");
+    assert!(stderr(&out).contains("absent"), "{out:?}");
+    assert_replicas(&cluster, "a", Some(("5", &v5))).await;
+    assert_replicas(&cluster, "absent", None).await;
+
+    // txn: the then branch.
+    let out = run(&[
+        "txn", "if", "a", "=", "5", "then", "put", "a", "2", "else", "get", "a",
+    ]);
+    assert_exit(&out, 0, "txn that succeeds");
+    let (_, v2) = settled_version(&leader, "a").await.expect("a");
+    assert_eq!(
+        stdout(&out),
+        format!("succeeded: the then branch ran\nversion {v2}\n")
+    );
+    assert_replicas(&cluster, "a", Some(("2", &v2))).await;
+    // The else branch: what its GET read, and no version (nothing written).
+    let out = run(&[
+        "txn", "if", "a", "=", "1", "then", "put", "a", "2", "else", "get", "a",
+    ]);
+    assert_exit(&out, 0, "txn whose else branch runs");
+    assert_eq!(
+        stdout(&out),
+        format!("compares failed: the else branch ran\nget \"a\": \"2\" (version {v2})\n")
+    );
+    assert_replicas(&cluster, "a", Some(("2", &v2))).await;
+    // Several conditions and ops, a version compare, a missing key's GET.
+    let out = run(&[
+        "txn", "if", "a", "version", "=", &v2, "and", "zz", "missing", "then", "get", "zz,", "put",
+        "c", "3,", "del", "b",
+    ]);
+    assert_exit(&out, 0, "txn with a version compare");
+    let (_, v3) = settled_version(&leader, "c").await.expect("c");
+    assert_eq!(
+        stdout(&out),
+        format!("succeeded: the then branch ran\nget \"zz\": not found\nversion {v3}\n")
+    );
+    assert_replicas(&cluster, "b", None).await;
+
+    // mdel, then get of a deleted key: 1, NOT_FOUND.
+    let out = run(&["mdel", "a", "c", "never"]);
+    assert_exit(&out, 0, "mdel");
+    for key in ["a", "c"] {
+        assert_replicas(&cluster, key, None).await;
+        let out = run(&["get", key]);
+        assert_exit(&out, 1, "get of a deleted key");
+        assert!(stderr(&out).contains("NOT_FOUND"), "{out:?}");
+    }
+
+    // Usage errors: 2, the usage on stderr, nothing sent.
+    for (args, needle) in [
+        (
+            vec!["txn", "if", "a", "~", "1", "then", "get", "a"],
+            "usage: txn",
+        ),
+        (
+            vec!["txn", "if", "my key", "exists", "put", "x", "1"],
+            "usage: txn",
+        ),
+        (vec!["txn", "then", "put", "x"], "usage: txn"),
+        (vec!["mput", "x", "1", "y"], "usage: mput"),
+        (vec!["mput", "x"], "Usage"),
+        (vec!["mdel"], "Usage"),
+        (vec!["cas", "x", "1"], "Usage"),
+    ] {
+        let out = run(&args);
+        assert_exit(&out, 2, &format!("{args:?}"));
+        assert!(
+            stderr(&out).contains(needle),
+            "{args:?}: stderr should contain {needle:?}: {:?}",
+            stderr(&out)
+        );
+        assert!(stdout(&out).is_empty(), "{args:?}: {out:?}");
+    }
+    assert_replicas(&cluster, "x", None).await;
+    assert_replicas(&cluster, "my key", Some(("a value", &v1))).await;
+}
