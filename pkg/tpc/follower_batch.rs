@@ -83,3 +83,119 @@ impl<H: Pending> Batch<H> {
 pub fn handled_alone(core: &FollowerCore, msg: &LeaderMessage) -> bool {
     msg.is_legacy() || core.cluster_id().is_none()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tpc::message::{ClusterInfo, Outcome, PROTOCOL};
+    use crate::kvstore::Versioned;
+    use crate::txn::TxnSpec;
+
+    /// A handled message as the tests keep it: just its effects.
+    struct Handled(Vec<Effect>);
+
+    impl Pending for Handled {
+        fn effects(&self) -> &[Effect] {
+            &self.0
+        }
+    }
+
+    fn msg(txid: &str, body: Body, cluster: Option<&str>) -> LeaderMessage {
+        LeaderMessage {
+            txid: txid.into(),
+            body,
+            epoch: 1,
+            low_water: None,
+            cluster: cluster.map(|id| ClusterInfo {
+                id: id.into(),
+                has_data: false,
+            }),
+            protocol: PROTOCOL,
+        }
+    }
+    fn prepare(txid: &str, key: &str) -> LeaderMessage {
+        let body = Body::Prepare {
+            txn: TxnSpec::write(key.into(), Some("v".into())),
+            participants: vec!["f".into()],
+        };
+        msg(txid, body, Some("C"))
+    }
+    /// A store that holds nothing.
+    fn empty(_: &str) -> Option<Versioned> {
+        None
+    }
+    fn decide(txid: &str) -> LeaderMessage {
+        msg(txid, Body::decide(Outcome::Commit), Some("C"))
+    }
+
+    /// A PREPARE waits for the batch when a pending decision finishes its transaction
+    /// or unlocks its key; nothing else waits.
+    #[test]
+    fn a_prepare_waits_for_a_pending_decision_of_its_transaction_or_its_key() {
+        let mut core = FollowerCore::new(false);
+        core.handle(1, prepare("1.1", "k"), &empty);
+        let mut batch = Batch::default();
+        let decided = core.handle(1, decide("1.1"), &empty);
+        batch.push(&core, Handled(decided));
+        // A decision of a transaction this follower never saw: finishes it, unlocks nothing.
+        let marker = core.handle(1, decide("1.5"), &empty);
+        batch.push(&core, Handled(marker));
+        assert_eq!(batch.handled.len(), 2);
+        let rows = [
+            (prepare("1.1", "k"), true, "its own decision is pending"),
+            (prepare("1.2", "k"), true, "its key's lock is about to go"),
+            (
+                prepare("1.5", "j"),
+                true,
+                "its decision (a marker) is pending",
+            ),
+            (
+                prepare("1.6", "j"),
+                false,
+                "another key, another transaction",
+            ),
+            (decide("1.1"), false, "a decision never waits"),
+            (
+                msg("2.0", Body::Fence, Some("C")),
+                false,
+                "nor does a fence",
+            ),
+        ];
+        for (m, expected, why) in rows {
+            assert_eq!(batch.must_precede(&m), expected, "{why}: {m:?}");
+        }
+        assert!(
+            !Batch::<Handled>::default().must_precede(&prepare("1.1", "k")),
+            "an empty batch holds nothing back"
+        );
+    }
+
+    /// A message that may adopt the cluster id (the follower has none yet), and a
+    /// legacy message, are handled in a batch of their own: a failed journal write then
+    /// undoes only that message (`FollowerCore::journal_failed` undoes the adoption of
+    /// the last message handled, and only that one).
+    #[test]
+    fn a_message_that_may_adopt_the_cluster_id_or_is_legacy_is_handled_alone() {
+        let fresh = FollowerCore::new(false);
+        let mut member = FollowerCore::new(false);
+        member.handle(1, prepare("1.1", "k"), &empty);
+        assert_eq!(member.cluster_id(), Some("C"));
+        let legacy = msg("", Body::decide(Outcome::Commit), None);
+        let rows = [
+            (
+                &fresh,
+                prepare("1.2", "j"),
+                true,
+                "may adopt the cluster id",
+            ),
+            (&fresh, decide("1.2"), true, "a decision may adopt it too"),
+            (&fresh, legacy.clone(), true, "legacy, and no cluster id"),
+            (&member, prepare("1.2", "j"), false, "a member batches"),
+            (&member, decide("1.1"), false, "a member batches decisions"),
+            (&member, legacy, true, "legacy"),
+        ];
+        for (core, m, expected, why) in rows {
+            assert_eq!(handled_alone(core, &m), expected, "{why}: {m:?}");
+        }
+    }
+}

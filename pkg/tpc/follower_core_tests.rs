@@ -346,6 +346,29 @@ fn legacy_messages_never_touch_transactions_with_ids() {
     );
 }
 
+/// A decision that ends below the low-water mark is not remembered: no later mark would
+/// ever prune it, and a fence report must not name it.
+#[test]
+fn a_decision_below_the_mark_is_not_remembered() {
+    let mut core = FollowerCore::new(false);
+    run(&mut core, 1, prepare("1.2", "k", "v"));
+    let mut late = decide("1.2", Commit);
+    late.low_water = Some(id("1.5"));
+    run(&mut core, 1, late);
+    let effects = run(&mut core, 2, fence(2));
+    let Some(Effect::Reply(Reply::Report(report))) = effects.last() else {
+        panic!("{effects:?}")
+    };
+    assert!(report.committed.is_empty(), "{report:?}");
+    assert!(
+        !core
+            .live_records()
+            .iter()
+            .any(|r| matches!(r, FollowerRecord::Decide { .. })),
+        "no marker kept"
+    );
+}
+
 fn with_cluster(mut m: LeaderMessage, id: &str, has_data: bool) -> LeaderMessage {
     m.cluster = Some(ClusterInfo {
         id: id.into(),
@@ -405,6 +428,24 @@ fn empty_follower_refuses_a_cluster_with_data() {
             &mut seeded,
             1,
             with_cluster(prepare("1.1", "k", "v"), "A", true)
+        )
+        .last(),
+        Some(&vote(Commit))
+    );
+}
+
+/// A follower that committed a classic leader's write is no longer empty: it may then
+/// join a cluster that has data (the classic write came from that history).
+#[test]
+fn a_committed_classic_write_makes_an_empty_follower_one_with_data() {
+    let mut core = FollowerCore::new(false);
+    run(&mut core, 1, prepare("", "k", "v"));
+    run(&mut core, 1, decide("", Commit));
+    assert_eq!(
+        run(
+            &mut core,
+            2,
+            with_cluster(prepare("1.1", "j", "w"), "A", true)
         )
         .last(),
         Some(&vote(Commit))

@@ -382,6 +382,7 @@ mod tests {
             .is_empty());
         assert!(r.decide().is_empty(), "b has not answered");
         assert!(!r.is_complete());
+        assert!(r.has_reported(0) && !r.has_reported(1), "status names b");
         r.report(1, Some(&prepared(5, &["a", "b"])), &names, |_| false);
         let decided = r.decide();
         assert_eq!(decided.len(), 1);
@@ -457,6 +458,29 @@ mod tests {
         assert_eq!(owed, vec![id(5)]);
         assert!(r.in_doubt().is_empty());
         assert!(r.is_complete());
+    }
+
+    /// A follower's first answer to the fence is its snapshot: a later one (which can
+    /// no longer show what the first did) changes nothing; and a leader that did not
+    /// restart takes no report at all.
+    #[test]
+    fn a_fence_report_is_taken_once_and_only_by_a_restarted_leader() {
+        let names: Vec<String> = vec!["a".into(), "b".into()];
+        let mut r = Recovery::new(2, true);
+        r.report(0, Some(&prepared(5, &["a", "b"])), &names, |_| false);
+        let again = r.report(0, Some(&InquiryReport::default()), &names, |_| true);
+        assert!(again.is_empty(), "nothing owed by a second report");
+        assert_eq!(r.status(0, id(5)), Prepared, "the first report stands");
+        r.report(1, Some(&prepared(5, &["a", "b"])), &names, |_| false);
+        let decided = r.decide();
+        assert_eq!(decided.len(), 1);
+        assert_eq!((decided[0].0, decided[0].1), (id(5), Outcome::Commit));
+
+        let mut first_start = Recovery::new(1, false);
+        let owed = first_start.report(0, Some(&prepared(5, &["a"])), &names, |_| true);
+        assert!(owed.is_empty());
+        assert_eq!(first_start.status(0, id(5)), Unreported, "no report kept");
+        assert!(first_start.in_doubt().is_empty() && first_start.decide().is_empty());
     }
 
     #[test]
