@@ -9,6 +9,7 @@
 //!   its group-commit writer.
 //! - [`kvstore`]: the follower's file-per-key store.
 //! - [`txn`]: multi-key transactions (`Txn`): validation and evaluation.
+//! - [`placement`]: the hash ring: which followers hold a key in a view (DESIGN §7).
 //! - [`tpc`]: the protocol cores (pure state machines) and the runtime around them.
 //! - [`client`]: the client library used by the shell, `tpc status`, the tests and the
 //!   tools.
@@ -33,6 +34,7 @@ pub mod kvstore;
 pub mod limits;
 pub mod metrics;
 pub mod net;
+pub mod placement;
 pub mod proxy;
 pub mod server;
 pub mod tpc;
