@@ -87,8 +87,8 @@ pub fn handled_alone(core: &FollowerCore, msg: &LeaderMessage) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tpc::message::{ClusterInfo, Outcome, PROTOCOL};
     use crate::kvstore::Versioned;
+    use crate::tpc::message::{ClusterInfo, Outcome, PROTOCOL};
     use crate::txn::TxnSpec;
 
     /// A handled message as the tests keep it: just its effects.
