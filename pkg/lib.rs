@@ -18,6 +18,7 @@
 //!   points; [`check`]: the linearizability checker of the chaos test.
 //! - [`server`], [`http`], [`metrics`]: what operators see: gRPC health and reflection,
 //!   `/metrics` and `/healthz`.
+//! - [`member`]: a follower's member id, kept in its journal directory.
 //! - [`net`], [`limits`], [`dirlock`], [`txid`]: addresses and sockets, input limits,
 //!   directory locks, transaction ids (which are also versions).
 
@@ -32,6 +33,7 @@ pub mod http;
 pub mod journal;
 pub mod kvstore;
 pub mod limits;
+pub mod member;
 pub mod metrics;
 pub mod net;
 pub mod placement;

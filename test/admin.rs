@@ -313,6 +313,16 @@ async fn status_shows_followers_up_and_down_and_the_leaders_journal() {
             .is_some(),
         "{status}"
     );
+    // Each follower's member id, as the file in its journal directory keeps it.
+    for (i, dirs) in [&f1, &f2].iter().enumerate() {
+        let kept = std::fs::read_to_string(dirs.journal_dir().join("member-id"))
+            .expect("a follower keeps its member id");
+        assert_eq!(status["followers"][i]["member_id"], kept.trim(), "{status}");
+    }
+    assert_ne!(
+        status["followers"][0]["member_id"],
+        status["followers"][1]["member_id"]
+    );
 
     // A follower going down shows as such, with why.
     f2_node.kill();

@@ -51,6 +51,9 @@ pub fn render_text(status: &rpc::StatusReply, now: SystemTime) -> String {
         if f.pending_decisions > 0 {
             out.push_str(&format!(", {} decisions to deliver", f.pending_decisions));
         }
+        if !f.member_id.is_empty() {
+            out.push_str(&format!("\n  {:<28} member {}", "", f.member_id));
+        }
         if !f.last_error.is_empty() {
             out.push_str(&format!("\n  {:<28} last error: {}", "", f.last_error));
         }
@@ -91,6 +94,7 @@ pub fn render_json(status: &rpc::StatusReply) -> String {
                 "last_contact_unix_ms": (f.last_contact_unix_ms > 0).then_some(f.last_contact_unix_ms),
                 "last_error": (!f.last_error.is_empty()).then_some(&f.last_error),
                 "pending_decisions": f.pending_decisions,
+                "member_id": (!f.member_id.is_empty()).then_some(&f.member_id),
             })
         })
         .collect();
@@ -128,6 +132,7 @@ mod tests {
                     last_contact_unix_ms: 1_000,
                     last_error: String::new(),
                     pending_decisions: 0,
+                    member_id: "9b2c41e0-7d1f-4a6e-8f3b-2a5d6c7e8f90".into(),
                 },
                 rpc::FollowerStatus {
                     address: "127.0.0.1:50002".into(),
@@ -135,6 +140,7 @@ mod tests {
                     last_contact_unix_ms: 0,
                     last_error: "connection refused".into(),
                     pending_decisions: 2,
+                    member_id: String::new(),
                 },
             ],
             transactions: vec![rpc::TransactionStatus {
@@ -159,6 +165,10 @@ mod tests {
         assert!(text.contains("3.7"), "{text}");
         assert!(text.contains("waiting for 127.0.0.1:50002"), "{text}");
         assert!(text.contains("epoch 3"), "{text}");
+        assert!(
+            text.contains("member 9b2c41e0-7d1f-4a6e-8f3b-2a5d6c7e8f90"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -168,5 +178,10 @@ mod tests {
         assert_eq!(value["followers"][0]["last_error"], serde_json::Value::Null);
         assert_eq!(value["transactions"][0]["awaiting"][0], "127.0.0.1:50002");
         assert_eq!(value["journal"]["records"], 4);
+        assert_eq!(
+            value["followers"][0]["member_id"],
+            "9b2c41e0-7d1f-4a6e-8f3b-2a5d6c7e8f90"
+        );
+        assert_eq!(value["followers"][1]["member_id"], serde_json::Value::Null);
     }
 }

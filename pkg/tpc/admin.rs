@@ -92,6 +92,7 @@ impl AdminService {
                         .map_or(0, |d| d.as_millis() as i64),
                     last_error: last_error.unwrap_or_default(),
                     pending_decisions: view.pending as u32,
+                    member_id: view.member_id.unwrap_or_default(),
                 }
             })
             .collect();

@@ -19,7 +19,7 @@
 //! `UNAVAILABLE`, and incoming streams are held: their messages wait in the queue.
 
 use std::collections::VecDeque;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -36,6 +36,7 @@ use super::records::{open_journal, FollowerRecord};
 use crate::dirlock::DirLock;
 use crate::kvstore::{KvStore, Versioned};
 use crate::limits::{self, MAX_GRPC_MESSAGE_BYTES};
+use crate::member;
 use crate::metrics::RequestTimer;
 use crate::net::Listener;
 use crate::proto::{api, rpc};
@@ -81,7 +82,13 @@ impl Follower {
         let kv = KvStore::open(&config.kv_dir)?;
         // A follower that took part in any transaction, or holds data, is no newcomer.
         let has_data = !kv.is_empty()? || !records.is_empty();
-        let shared = Arc::new(Shared::new(kv, has_data));
+        let journal_dir = match config.journal_path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        let member_id = member::load_or_create(journal_dir)?;
+        tracing::info!(%member_id, "member id (file {})", journal_dir.join(member::FILE).display());
+        let shared = Arc::new(Shared::new(kv, has_data, member_id));
         let (inbox, commands) = mpsc::channel(1024);
         let owner_shared = shared.clone();
         let (done, owner_done) = oneshot::channel();

@@ -103,6 +103,8 @@ pub enum Effect {
 #[derive(Debug, Default)]
 pub struct FollowerCore {
     cluster_id: Option<String>,
+    /// This follower's member id, told to a leader in every fence report.
+    member_id: Option<String>,
     /// True if the store holds data (or ever committed here): such a follower may join a
     /// cluster that has data.
     has_data: bool,
@@ -129,6 +131,11 @@ impl FollowerCore {
             has_data,
             ..Default::default()
         }
+    }
+
+    /// Sets the member id this follower reports (`crate::member`).
+    pub fn set_member_id(&mut self, id: String) {
+        self.member_id = Some(id);
     }
 
     /// Handles one message from stream `stream`, with `store` a view of the key-value
@@ -370,6 +377,7 @@ impl FollowerCore {
         let older = |txid: &TxnId| txid.ordered().filter(|id| id.epoch < epoch);
         let mut report = InquiryReport {
             low_water: self.low_water,
+            member_id: self.member_id.clone(),
             ..InquiryReport::default()
         };
         for (txid, txn) in &self.prepared {

@@ -685,6 +685,13 @@ fn a_fence_reports_the_older_epochs_prepared_decided_and_the_mark() {
     assert_eq!(report.committed, vec![id("2.1")]);
     assert_eq!(report.aborted, vec![id("2.3")]);
     assert_eq!(report.low_water, Some(id("1.3")));
+    assert_eq!(report.member_id, None, "this core was given none");
+    core.set_member_id("m-1".into());
+    let effects = run(&mut core, 2, fence(3));
+    let Some(Effect::Reply(Reply::Report(report))) = effects.last() else {
+        panic!("{effects:?}")
+    };
+    assert_eq!(report.member_id.as_deref(), Some("m-1"));
     // Nothing changes: what is prepared stays prepared until the leader decides it.
     assert!(core.check_readable("a").is_err() && core.check_readable("c").is_err());
     run(&mut core, 2, decide("1.4", Commit));

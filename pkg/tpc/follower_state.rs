@@ -41,6 +41,7 @@ use crate::crash::crash_point;
 use crate::journal::{Journal, Record};
 use crate::kvstore::{Change, KvStore, Versioned};
 use crate::metrics;
+use crate::placement::MemberId;
 use crate::{Error, Result};
 
 /// After this many journal records, the store is synced and the journal checkpointed
@@ -72,10 +73,12 @@ pub struct Shared {
 
 impl Shared {
     /// State for a follower whose store is `kv`; `has_data` if it holds data or took part
-    /// in a transaction.
-    pub fn new(kv: KvStore, has_data: bool) -> Shared {
+    /// in a transaction; `member_id` names its data.
+    pub fn new(kv: KvStore, has_data: bool, member_id: MemberId) -> Shared {
+        let mut core = FollowerCore::new(has_data);
+        core.set_member_id(member_id.0);
         Shared {
-            core: Mutex::new(FollowerCore::new(has_data)),
+            core: Mutex::new(core),
             kv,
             ready: AtomicBool::new(false),
             ready_signal: watch::Sender::new(false),

@@ -146,6 +146,8 @@ pub struct LinkCore {
     last_contact: Option<Duration>,
     /// Whether the follower speaks protocol 2, as its last reply with an id said.
     modern: Option<bool>,
+    /// The member id the follower reported in its answer to the fence.
+    member_id: Option<String>,
     effects: Vec<LinkEffect>,
 }
 
@@ -160,6 +162,8 @@ pub struct LinkView {
     pub last_error: Option<String>,
     /// When the follower last answered.
     pub last_contact: Option<Duration>,
+    /// Its member id, as it answered this leader's fence (none from a classic peer).
+    pub member_id: Option<String>,
 }
 
 impl LinkCore {
@@ -177,6 +181,7 @@ impl LinkCore {
             last_error: None,
             last_contact: None,
             modern: None,
+            member_id: None,
             effects: Vec::new(),
         }
     }
@@ -340,6 +345,9 @@ impl LinkCore {
             }
             (Expect::Report, Answer::Report(report)) => {
                 self.answered(entry.txid);
+                if let Some(id) = report.as_ref().and_then(|r| r.member_id.clone()) {
+                    self.member_id = Some(id);
+                }
                 LinkEvent::Reported(report)
             }
             (Expect::Report, Answer::Ack) => {
@@ -421,6 +429,7 @@ impl LinkCore {
             pending: self.pending.len(),
             last_error: self.last_error.clone(),
             last_contact: self.last_contact,
+            member_id: self.member_id.clone(),
         }
     }
 

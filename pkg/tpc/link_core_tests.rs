@@ -318,7 +318,11 @@ fn a_fence_is_pending_until_reported_and_a_classic_ack_reports_nothing() {
     l.queue(message(0, Body::Fence));
     l.flush(ms(0));
     sends(&mut l);
-    let report = InquiryReport::default();
+    let report = InquiryReport {
+        member_id: Some("m-1".into()),
+        ..InquiryReport::default()
+    };
+    assert_eq!(l.view().member_id, None, "not reported yet");
     let answered = reply(
         TxId::fence(1).into(),
         Answer::Report(Some(report.clone())),
@@ -329,6 +333,11 @@ fn a_fence_is_pending_until_reported_and_a_classic_ack_reports_nothing() {
         vec![LinkEvent::Reported(Some(report))]
     );
     assert_eq!(l.view().pending, 0);
+    assert_eq!(
+        l.view().member_id.as_deref(),
+        Some("m-1"),
+        "operators see it"
+    );
     let mut classic = link();
     classic.queue(message(0, Body::Fence));
     classic.flush(ms(0));

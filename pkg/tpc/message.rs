@@ -417,6 +417,8 @@ pub struct InquiryReport {
     pub aborted: Vec<TxId>,
     /// Below it, every transaction sent here is decided and ACKed here.
     pub low_water: Option<TxId>,
+    /// The follower's member id (it names the follower's data, `crate::member`).
+    pub member_id: Option<String>,
 }
 
 /// A follower's answer to one leader message.
@@ -477,6 +479,7 @@ impl From<&InquiryReport> for rpc::InquiryReport {
             committed: ids(&r.committed),
             aborted: ids(&r.aborted),
             low_water: r.low_water.map(|t| t.to_string()).unwrap_or_default(),
+            member_id: r.member_id.clone().unwrap_or_default(),
         }
     }
 }
@@ -508,6 +511,13 @@ impl TryFrom<rpc::InquiryReport> for InquiryReport {
                 None
             } else {
                 Some(r.low_water.parse()?)
+            },
+            member_id: match r.member_id.as_str() {
+                "" => None,
+                id if id.len() <= 64 && id.bytes().all(|b| b.is_ascii_graphic()) => {
+                    Some(r.member_id)
+                }
+                _ => return Err("a member id must be 1 to 64 printable ASCII characters".into()),
             },
         })
     }
@@ -706,7 +716,14 @@ mod tests {
             committed: vec![TxId { epoch: 2, seq: 5 }],
             aborted: vec![TxId { epoch: 1, seq: 9 }],
             low_water: Some(TxId { epoch: 1, seq: 3 }),
+            member_id: Some("m-1".into()),
         };
+        let mut bad = rpc::InquiryReport::from(&report);
+        bad.member_id = "x".repeat(65);
+        assert!(
+            InquiryReport::try_from(bad).is_err(),
+            "a member id is bounded"
+        );
         let txid = TxnId::from(TxId::fence(3));
         let replies = vec![
             Reply::Report(report.clone()).to_wire(&txid, Some("c")),

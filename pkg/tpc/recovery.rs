@@ -349,6 +349,7 @@ mod tests {
             committed: vec![id(6)],
             aborted: vec![id(7)],
             low_water: Some(id(4)),
+            member_id: None,
         };
         let r = Report::of(Some(&report));
         assert_eq!(r.status(id(5)), Prepared);
