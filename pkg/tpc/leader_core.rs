@@ -804,17 +804,19 @@ impl LeaderCore {
     }
 
     /// `write`, which touched the keys of `txn`, no longer holds them: returns the
-    /// writes now first on one of them.
+    /// writes now first on one of them. A write only ever leaves its keys' queues from
+    /// the front (it runs, or is refused, once it is first on every one of them); were
+    /// it not first, it would stay queued, holding later writes back, rather than let
+    /// two transactions on one key run at once.
     fn release(&mut self, write: WriteId, txn: &TxnSpec) -> Vec<WriteId> {
         let mut next = Vec::new();
         for key in txn.keys() {
             let Some(queue) = self.busy.get_mut(key) else {
                 continue;
             };
+            debug_assert_eq!(queue.front(), Some(&write), "{key:?}");
             if queue.front() == Some(&write) {
                 queue.pop_front();
-            } else {
-                queue.retain(|w| *w != write);
             }
             match queue.front() {
                 Some(&first) => next.push(first),
