@@ -285,6 +285,10 @@ fn a_classic_voter_gets_the_classic_flow_a_journaled_commit() {
             ..
         }
     ));
+    assert!(
+        matches!(&records[1..], [LeaderRecord::Meta { has_data: true, .. }]),
+        "the cluster's first data is journaled with the decision: {records:?}"
+    );
     core.journaled(1, Ok(()), Duration::ZERO);
     let effects = core.take_effects(Duration::ZERO);
     assert_eq!(answers(&effects), vec![(1, Ok(t))]);
