@@ -108,9 +108,8 @@ impl Ring {
         if wanted == 0 {
             return Vec::new();
         }
-        let start = self
-            .points
-            .partition_point(|&(p, _)| p < point(key.as_bytes()));
+        let at = point(key.as_bytes());
+        let start = self.points.partition_point(|&(p, _)| p < at);
         for &(_, member) in self.points[start..].iter().chain(&self.points[..start]) {
             if !found.contains(&member) {
                 found.push(member);
