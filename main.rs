@@ -88,6 +88,11 @@ struct NodeArgs {
     /// Leader: how long to wait for each follower's vote; no answer counts as ABORT.
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
     vote_timeout: Duration,
+    /// Leader: how many followers hold each key, placed on a hash ring (README,
+    /// "Placement"). With at least as many as there are followers, every follower holds
+    /// every key, as classic tooling expects. Fixed once the cluster has formed its view.
+    #[arg(long, value_name = "R", default_value_t = tpc::placement::DEFAULT_REPLICATION, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
+    replication: usize,
     /// Accepted for compatibility with the classic tooling; logs always go to stderr.
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "BOOL")]
     logtostderr: Option<bool>,
@@ -491,7 +496,7 @@ async fn node_main(args: NodeArgs) -> Result<(), String> {
             None => None,
         };
         if leader {
-            let config = LeaderConfig { journal_path, followers: args.followers.clone(), vote_timeout: args.vote_timeout };
+            let config = LeaderConfig { journal_path, followers: args.followers.clone(), replication: args.replication, vote_timeout: args.vote_timeout };
             let mut node = Leader::start(config).map_err(|e| e.to_string())?;
             if let Some(http) = http {
                 node = node.with_http(http);

@@ -1,27 +1,30 @@
 #!/usr/bin/env bash
 # Starts a local tpc cluster: N followers (default 3) and a leader, in the foreground.
 #
-#   scripts/cluster.sh [N] [--fresh] [--data DIR] [--port BASE]
+#   scripts/cluster.sh [N] [--replication R] [--fresh] [--data DIR] [--port BASE]
 #
 # The leader listens on BASE (default 50000), follower i on BASE+i, and the leader's
-# live view and metrics on BASE+80. Data lives under
+# live view and metrics on BASE+80. Each key lives on R followers (default 3; with R
+# at least N, on every follower). Data lives under
 # DIR (default .tpc-cluster in the repository) and survives restarts; --fresh wipes it
 # first. Each node's log lines are prefixed with its name. Ctrl-C stops the nodes this
 # script started, and nothing else.
 set -euo pipefail
 
-usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; }
 
 n=3
 fresh=0
 root=$(cd "$(dirname "$0")/.." && pwd)
 data="$root/.tpc-cluster"
 base=50000
+replication=3
 while [ $# -gt 0 ]; do
   case "$1" in
     --fresh) fresh=1 ;;
     --data) data=${2:?--data needs a directory}; shift ;;
     --port) base=${2:?--port needs a number}; shift ;;
+    --replication) replication=${2:?--replication needs a number}; shift ;;
     -h|--help) usage; exit 0 ;;
     ''|*[!0-9]*) echo "cluster.sh: unknown argument: $1" >&2; usage >&2; exit 2 ;;
     *) n=$1 ;;
@@ -62,11 +65,12 @@ for i in $(seq 1 "$n"); do
   followers+=(--follower "127.0.0.1:$port")
 done
 start leader --tpc-leader --journal-dir "$data/leader" "${followers[@]}" --port "$base" \
-  --http-port "$((base + 80))"
+  --http-port "$((base + 80))" --replication "$replication"
 
 cat >&2 <<MSG
 
-tpc cluster: leader on 127.0.0.1:$base, $n followers on ports $((base + 1))-$((base + n)).
+tpc cluster: leader on 127.0.0.1:$base, $n followers on ports $((base + 1))-$((base + n)),
+each key on $((replication < n ? replication : n)) of them.
 Data: $data (kept across runs; --fresh wipes it).
 Live view: http://127.0.0.1:$((base + 80))/   (also /metrics, /healthz)
 Status:   $bin status --leader 127.0.0.1:$base

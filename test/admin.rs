@@ -275,6 +275,7 @@ async fn status_shows_followers_up_and_down_and_the_leaders_journal() {
     wait_follower_ready(&f1.addr()).await;
     wait_follower_ready(&f2.addr()).await;
     wait_leader_ready(&l.addr()).await;
+    support::wait_view(&l.addr()).await;
     support::client(&l.addr()).put("k", "v").await.expect("put");
 
     let status = support::poll(
@@ -296,6 +297,11 @@ async fn status_shows_followers_up_and_down_and_the_leaders_journal() {
     assert_eq!(status["role"], "leader");
     assert_eq!(status["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(status["epoch"], 1);
+    assert_eq!(status["view_epoch"], 1, "both told their member ids");
+    assert_eq!(
+        status["replication"], 3,
+        "the default: every one of 2 followers"
+    );
     assert!(
         status["journal"]["bytes"].as_u64().unwrap_or(0) > 0,
         "{status}"

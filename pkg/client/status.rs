@@ -36,6 +36,21 @@ pub fn render_text(status: &rpc::StatusReply, now: SystemTime) -> String {
         "tpc {} {}, cluster {}, epoch {}\njournal: {} bytes, {} records since its last checkpoint\n",
         status.version, status.role, status.cluster_id, status.epoch, status.journal_bytes, status.journal_records
     );
+    let held_by = if status.replication as usize >= status.followers.len() {
+        "every follower".to_string()
+    } else {
+        format!(
+            "{} of {} followers",
+            status.replication,
+            status.followers.len()
+        )
+    };
+    match status.view_epoch {
+        0 => out.push_str(&format!(
+            "view: none yet (waiting for every follower's member id); each key on {held_by}\n"
+        )),
+        epoch => out.push_str(&format!("view {epoch}: each key on {held_by}\n")),
+    }
     out.push_str(&format!("followers ({}):\n", status.followers.len()));
     for f in &status.followers {
         let state = if f.connected {
@@ -108,6 +123,8 @@ pub fn render_json(status: &rpc::StatusReply) -> String {
         "role": status.role,
         "cluster_id": status.cluster_id,
         "epoch": status.epoch,
+        "view_epoch": status.view_epoch,
+        "replication": status.replication,
         "journal": { "bytes": status.journal_bytes, "records": status.journal_records },
         "followers": followers,
         "transactions": transactions,
@@ -151,6 +168,8 @@ mod tests {
             }],
             journal_bytes: 120,
             journal_records: 4,
+            view_epoch: 2,
+            replication: 1,
         }
     }
 
@@ -166,6 +185,18 @@ mod tests {
         assert!(text.contains("waiting for 127.0.0.1:50002"), "{text}");
         assert!(text.contains("epoch 3"), "{text}");
         assert!(
+            text.contains("view 2: each key on 1 of 2 followers"),
+            "{text}"
+        );
+        let no_view = rpc::StatusReply {
+            view_epoch: 0,
+            replication: 3,
+            ..sample()
+        };
+        let text = render_text(&no_view, UNIX_EPOCH);
+        assert!(text.contains("view: none yet"), "{text}");
+        assert!(text.contains("each key on every follower"), "{text}");
+        assert!(
             text.contains("member 9b2c41e0-7d1f-4a6e-8f3b-2a5d6c7e8f90"),
             "{text}"
         );
@@ -178,6 +209,8 @@ mod tests {
         assert_eq!(value["followers"][0]["last_error"], serde_json::Value::Null);
         assert_eq!(value["transactions"][0]["awaiting"][0], "127.0.0.1:50002");
         assert_eq!(value["journal"]["records"], 4);
+        assert_eq!(value["view_epoch"], 2);
+        assert_eq!(value["replication"], 1);
         assert_eq!(
             value["followers"][0]["member_id"],
             "9b2c41e0-7d1f-4a6e-8f3b-2a5d6c7e8f90"

@@ -96,6 +96,7 @@ impl AdminService {
                 }
             })
             .collect();
+        let membership = core.membership();
         rpc::StatusReply {
             version: env!("CARGO_PKG_VERSION").to_string(),
             role: "leader".into(),
@@ -105,6 +106,8 @@ impl AdminService {
             transactions: transactions(&core),
             journal_bytes,
             journal_records,
+            view_epoch: membership.current().map_or(0, |v| v.epoch),
+            replication: membership.replication() as u32,
         }
     }
 }

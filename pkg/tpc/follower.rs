@@ -268,12 +268,18 @@ impl rpc::follower_reads_server::FollowerReads for FollowerService {
                     _ = async { stopping.wait_for(|stopping| *stopping).await.is_ok() } => break,
                 };
                 let Some(Ok(request)) = item else { break };
-                let answer = match request.txn {
-                    Some(txn) => service.read_txn(txn).map(|txn| rpc::ReadReply {
+                let meant_for_me = service
+                    .shared
+                    .core()
+                    .check_read_for(&request.member_id)
+                    .map_err(Status::unavailable);
+                let answer = match (meant_for_me, request.txn) {
+                    (Err(status), _) => Err(status),
+                    (Ok(()), Some(txn)) => service.read_txn(txn).map(|txn| rpc::ReadReply {
                         txn: Some(txn),
                         ..Default::default()
                     }),
-                    None => service.read(&request.key).map(|held| rpc::ReadReply {
+                    (Ok(()), None) => service.read(&request.key).map(|held| rpc::ReadReply {
                         value: held.value,
                         version: held.version.to_string(),
                         ..Default::default()
@@ -356,7 +362,7 @@ impl rpc::two_phase_commit_server::TwoPhaseCommit for FollowerService {
                         frames.store(true, Ordering::Relaxed);
                     }
                     let (reply, answer) = oneshot::channel();
-                    if inbox.send(Command::Message { stream, msg, reply }).await.is_err() {
+                    if inbox.send(Command::Message { stream, msg: Box::new(msg), reply }).await.is_err() {
                         let _ = answers.send(refuse(Status::unavailable("follower is shutting down"))).await;
                         break 'stream;
                     }

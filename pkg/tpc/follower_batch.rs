@@ -117,6 +117,7 @@ mod tests {
         let body = Body::Prepare {
             txn: TxnSpec::write(key.into(), Some("v".into())),
             participants: vec!["f".into()],
+            recipient: None,
         };
         msg(txid, body, Some("C"))
     }

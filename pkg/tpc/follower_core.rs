@@ -43,7 +43,7 @@
 use std::collections::{HashMap, HashSet};
 
 use super::message::{
-    Body, InquiryReport, LeaderMessage, Op, Outcome, Reply, ReportedTxn, TxId, TxnId,
+    Body, InquiryReport, LeaderMessage, Op, Outcome, Recipient, Reply, ReportedTxn, TxId, TxnId,
 };
 use super::records::FollowerRecord;
 use crate::kvstore::Versioned;
@@ -105,6 +105,8 @@ pub struct FollowerCore {
     cluster_id: Option<String>,
     /// This follower's member id, told to a leader in every fence report.
     member_id: Option<String>,
+    /// The newest view epoch a PREPARE has carried (DESIGN §7).
+    view_epoch: u64,
     /// True if the store holds data (or ever committed here): such a follower may join a
     /// cluster that has data.
     has_data: bool,
@@ -182,7 +184,15 @@ impl FollowerCore {
         let problem = msg.prepare_problem();
         let fence = msg.body == Body::Fence;
         let body = match (msg.is_legacy(), msg.body) {
-            (false, Body::Prepare { txn, participants }) => {
+            (
+                false,
+                Body::Prepare {
+                    txn,
+                    participants,
+                    recipient,
+                },
+            ) => {
+                let problem = problem.or_else(|| self.misdirected(recipient.as_ref()));
                 self.prepare(msg.txid, txn, participants, problem, store)
             }
             (true, Body::Prepare { txn, .. }) => self.prepare_legacy(stream, txn, problem),
@@ -262,6 +272,34 @@ impl FollowerCore {
             }),
             Effect::Reply(reply),
         ]
+    }
+
+    /// Why a PREPARE meant for `recipient` is not for this follower, if it is not
+    /// (DESIGN §7): it names another member (a different process answers at that
+    /// member's address), or a view older than one this follower has seen. A PREPARE
+    /// that names no member is not refused for it.
+    fn misdirected(&mut self, recipient: Option<&Recipient>) -> Option<String> {
+        let to = recipient?;
+        if let Some(mine) = &self.member_id {
+            if to.member_id.0 != *mine {
+                let why = format!(
+                    "this PREPARE is for member {}, and this follower is member {mine}",
+                    to.member_id
+                );
+                tracing::warn!(reason = %why, "PREPARE refused");
+                return Some(why);
+            }
+        }
+        if to.view_epoch < self.view_epoch {
+            let why = format!(
+                "this PREPARE runs in view {}, and this follower has seen view {}",
+                to.view_epoch, self.view_epoch
+            );
+            tracing::warn!(reason = %why, "PREPARE refused");
+            return Some(why);
+        }
+        self.view_epoch = to.view_epoch;
+        None
     }
 
     /// Locks every key of `txn` for `txid` and remembers it prepared.
@@ -513,6 +551,18 @@ impl FollowerCore {
     /// Ends the per-stream state of a closed stream.
     pub fn stream_closed(&mut self, stream: StreamId) {
         self.legacy_refused.remove(&stream);
+    }
+
+    /// Whether a read the leader forwards for `member` (empty: for any) may be answered
+    /// here: not if this follower is another member (DESIGN §7), since its copy is not
+    /// the one the leader means to read.
+    pub fn check_read_for(&self, member: &str) -> Result<(), String> {
+        match &self.member_id {
+            Some(mine) if !member.is_empty() && member != mine => Err(format!(
+                "this read is for member {member}, and this follower is member {mine}"
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// Whether a direct read of `key` may be answered now; if not, why (the key has an

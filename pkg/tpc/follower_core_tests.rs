@@ -31,6 +31,7 @@ fn prepare(txid: &str, key: &str, value: &str) -> LeaderMessage {
         Body::Prepare {
             txn: TxnSpec::write(key.into(), Some(value.into())),
             participants,
+            recipient: None,
         },
     )
 }
@@ -722,6 +723,7 @@ fn prepare_txn(txid: &str, txn: TxnSpec) -> LeaderMessage {
         Body::Prepare {
             txn,
             participants: participants(),
+            recipient: None,
         },
     )
 }
@@ -872,4 +874,71 @@ fn a_fence_report_says_whether_a_prepared_transactions_compares_hold() {
     };
     assert_eq!(report.prepared[0].key, "a");
     assert!(report.prepared[0].failed, "a was 7, not 1, when it voted");
+}
+
+/// A PREPARE of a put of `key`, meant for member `member` in view `view_epoch`.
+fn prepare_for(txid: &str, key: &str, member: &str, view_epoch: u64) -> LeaderMessage {
+    let mut m = prepare(txid, key, "v");
+    if let Body::Prepare { recipient, .. } = &mut m.body {
+        *recipient = Some(Recipient {
+            view_epoch,
+            member_id: crate::placement::MemberId(member.into()),
+        });
+    }
+    m
+}
+
+#[test]
+fn a_prepare_meant_for_another_member_is_refused() {
+    let mut core = FollowerCore::new(false);
+    core.set_member_id("m-1".into());
+    let effects = run(&mut core, 1, prepare_for("1.1", "k", "m-2", 1));
+    assert_eq!(effects, vec![vote(Abort)], "refused, nothing journaled");
+    assert!(core.check_readable("k").is_ok(), "nothing locked");
+    let effects = run(&mut core, 1, prepare_for("1.2", "k", "m-1", 1));
+    assert_eq!(effects.last(), Some(&vote(Commit)), "meant for this member");
+}
+
+#[test]
+fn a_prepare_of_an_older_view_than_one_seen_is_refused() {
+    let mut core = FollowerCore::new(false);
+    core.set_member_id("m-1".into());
+    run(&mut core, 1, prepare_for("1.1", "a", "m-1", 3));
+    let effects = run(&mut core, 1, prepare_for("1.2", "b", "m-1", 2));
+    assert_eq!(effects, vec![vote(Abort)], "view 3 was seen");
+    let effects = run(&mut core, 1, prepare_for("1.3", "b", "m-1", 3));
+    assert_eq!(effects.last(), Some(&vote(Commit)));
+    let effects = run(&mut core, 1, prepare_for("1.1", "a", "m-1", 3));
+    assert_eq!(
+        effects,
+        vec![vote(Commit)],
+        "a retransmission gets its vote again"
+    );
+}
+
+#[test]
+fn a_prepare_that_names_no_member_is_not_refused_for_it() {
+    let mut core = FollowerCore::new(false);
+    core.set_member_id("m-1".into());
+    run(&mut core, 1, prepare_for("1.1", "a", "m-1", 3));
+    let effects = run(&mut core, 1, prepare("1.2", "b", "v"));
+    assert_eq!(
+        effects.last(),
+        Some(&vote(Commit)),
+        "classic tooling names none"
+    );
+}
+
+#[test]
+fn a_forwarded_read_meant_for_another_member_is_refused() {
+    let mut core = FollowerCore::new(false);
+    assert!(
+        core.check_read_for("m-2").is_ok(),
+        "no id yet: nothing to compare"
+    );
+    core.set_member_id("m-1".into());
+    assert!(core.check_read_for("m-1").is_ok());
+    assert!(core.check_read_for("").is_ok(), "meant for whoever answers");
+    let why = core.check_read_for("m-2").unwrap_err();
+    assert!(why.contains("m-2") && why.contains("m-1"), "{why}");
 }

@@ -111,7 +111,7 @@ pub enum Command {
     /// A leader message from stream `stream`; its answer goes to `reply`.
     Message {
         stream: StreamId,
-        msg: LeaderMessage,
+        msg: Box<LeaderMessage>,
         reply: oneshot::Sender<Answer>,
     },
     /// A stream ended.
@@ -188,7 +188,7 @@ impl StateOwner {
                         if alone || batch.must_precede(&msg) {
                             self.carry_out(std::mem::take(&mut batch))?;
                         }
-                        self.handle(&mut batch, stream, msg, reply);
+                        self.handle(&mut batch, stream, *msg, reply);
                         if alone {
                             self.carry_out(std::mem::take(&mut batch))?;
                         }

@@ -9,18 +9,20 @@
 //! Reads of a key whose committed write has not reached every follower yet are answered
 //! by the leader itself, from the core ([`LeaderCore::committed_value`]): the write is
 //! committed, and the followers may still hold the key locked. Other reads go to a
-//! random follower over a pooled channel, many at once on one stream (`reads.rs`). A
+//! random replica of the key (DESIGN §7) over a pooled channel, many at once on one
+//! stream (`reads.rs`). A
 //! follower answers `UNAVAILABLE` for a key whose decision it has not applied yet; the
 //! leader then tries the others and waits for decisions, at most twice the vote
 //! timeout, so the reads clients see are linearizable (DESIGN §1.3).
 //!
 //! A read-only `Txn` needs no 2PC when the leader holds a committed write for each of its
-//! keys (it is evaluated on them, as a `Get` is answered), or when some follower can
-//! evaluate it on one snapshot of its copies of the keys, none of them locked. Every
-//! transaction the leader has answered as committed has been voted on by every
-//! follower, so a follower whose copies of the keys are not locked has applied every
-//! committed write to them. If every follower has one of the keys locked (a key written
-//! without pause always is, somewhere), the read runs through 2PC like a write that
+//! keys (it is evaluated on them, as a `Get` is answered), or when some follower that
+//! holds every key can evaluate it on one snapshot of its copies of the keys, none of
+//! them locked. Every transaction the leader has answered as committed has been voted
+//! on by every replica of its keys, so a replica whose copies of the keys are not
+//! locked has applied every committed write to them. If no follower holds every key,
+//! or each has one of the keys locked (a key written without pause always is,
+//! somewhere), the read runs through 2PC like a write that
 //! writes nothing, queued first come first served behind the transactions on its keys:
 //! it can't starve.
 
@@ -36,6 +38,7 @@ use super::admin::AdminService;
 use super::coordinator::Coordinator;
 use super::leader_core::{Committed, LeaderCore};
 use super::link::Link;
+use super::membership::Membership;
 use super::reads::FollowerReader;
 use super::records::{open_journal, LeaderRecord};
 use super::trace::Trace;
@@ -58,6 +61,8 @@ pub struct LeaderConfig {
     pub journal_path: std::path::PathBuf,
     /// The followers, as given on the command line.
     pub followers: Vec<String>,
+    /// How many followers hold each key (`--replication`, DESIGN §7).
+    pub replication: usize,
     /// How long to wait for each follower's vote (and any answer on a stream).
     pub vote_timeout: Duration,
 }
@@ -93,9 +98,11 @@ impl Leader {
         let start = LeaderCore::recover(
             records,
             config.followers.clone(),
+            config.replication,
             config.vote_timeout,
             || uuid::Uuid::new_v4().to_string(),
-        );
+        )
+        .map_err(Error::Config)?;
         // The new epoch is durable before anything is sent (the fence relies on it).
         let persist: Vec<Record> = start.persist.iter().map(Record::from).collect();
         journal.append_batch(&persist)?;
@@ -232,10 +239,10 @@ impl LeaderService {
     }
 
     /// Runs a read-only transaction (see the module documentation): from the leader's
-    /// committed writes if it holds one for every key, else on one follower's
-    /// snapshot, else, if every follower has one of its keys locked (a hot key is
-    /// always locked somewhere), through 2PC like a write, queued fairly behind the
-    /// transactions on its keys.
+    /// committed writes if it holds one for every key, else on the snapshot of one
+    /// follower that holds every key, else (none does, or each has one of the keys
+    /// locked: a hot key is always locked somewhere) through 2PC like a write, queued
+    /// fairly behind the transactions on its keys.
     async fn read_only(&self, txn: TxnSpec) -> std::result::Result<api::TxnResponse, Status> {
         if txn.keys().is_empty() {
             return Ok(txn.response(true, Vec::new(), None));
@@ -245,12 +252,15 @@ impl LeaderService {
         }
         let request = api::TxnRequest::from(&txn);
         let inner = &self.inner;
-        let mut order: Vec<usize> = (0..inner.readers.len()).collect();
+        let mut order = self.members(|m| m.holders(txn.keys()));
         order.shuffle(&mut rand::rng());
         let mut classic = Vec::new();
-        for &i in &order {
-            let (name, reader) = &inner.readers[i];
-            match reader.txn(request.clone(), inner.vote_timeout).await {
+        for (i, member) in &order {
+            let (name, reader) = &inner.readers[*i];
+            match reader
+                .txn(request.clone(), member, inner.vote_timeout)
+                .await
+            {
                 Ok(answer) => return Ok(answer),
                 Err(status) if status.code() == Code::InvalidArgument => return Err(status),
                 Err(status) if status.code() == Code::FailedPrecondition => {
@@ -259,7 +269,7 @@ impl LeaderService {
                 Err(_) => {}
             }
         }
-        if classic.len() == order.len() {
+        if !order.is_empty() && classic.len() == order.len() {
             return Err(Status::failed_precondition(format!(
                 "no follower can read several keys on one snapshot: {} classic peer(s) (they \
                  do not speak tpc protocol 2): {}",
@@ -270,6 +280,20 @@ impl LeaderService {
         let asked = txn.clone();
         let committed = self.write(txn).await?;
         Ok(asked.response(committed.succeeded, committed.results, None))
+    }
+
+    /// The followers `pick` chooses from the view, each with the member id a read of it
+    /// names (empty before the view: whoever answers).
+    fn members(&self, pick: impl FnOnce(&Membership) -> Vec<usize>) -> Vec<(usize, String)> {
+        let core = self.inner.coordinator.core();
+        let membership = core.membership();
+        pick(membership)
+            .into_iter()
+            .map(|f| {
+                let member = membership.recipient(f).map(|r| r.member_id.0);
+                (f, member.unwrap_or_default())
+            })
+            .collect()
     }
 
     /// `txn` evaluated on the leader's committed writes, if it holds one for each of its
@@ -302,8 +326,12 @@ impl api::key_value_api_server::KeyValueApi for LeaderService {
         let inner = &self.inner;
         let deadline = tokio::time::Instant::now() + 2 * inner.vote_timeout;
         let mut progress = inner.progress.clone();
-        let mut order: Vec<usize> = (0..inner.readers.len()).collect();
-        let mut last_error = String::new();
+        let mut order = self.members(|m| m.replicas(&key));
+        let mut last_error = if order.is_empty() {
+            "the cluster has no view yet, so the key's replicas are unknown".to_string()
+        } else {
+            String::new()
+        };
         let not_found = || Status::not_found(format!("key not found: {}", limits::quote_key(&key)));
         loop {
             progress.borrow_and_update();
@@ -323,9 +351,9 @@ impl api::key_value_api_server::KeyValueApi for LeaderService {
                 };
             }
             order.shuffle(&mut rand::rng());
-            for &i in &order {
-                let (name, reader) = &inner.readers[i];
-                match reader.get(&key, inner.vote_timeout).await {
+            for (i, member) in &order {
+                let (name, reader) = &inner.readers[*i];
+                match reader.get(&key, member, inner.vote_timeout).await {
                     Ok(answer) => return Ok(Response::new(answer)),
                     Err(status) if status.code() == Code::NotFound => return Err(not_found()),
                     Err(status) => last_error = format!("follower {name}: {}", status.message()),

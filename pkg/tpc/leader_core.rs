@@ -11,7 +11,8 @@
 //!   (each stream carries decisions before later PREPAREs, so a follower applies the
 //!   first and unlocks the key before it sees the second). Transactions on other keys
 //!   run at once, many in flight on each stream.
-//! - **Votes.** A transaction's participants are every follower. An ABORT vote, a
+//! - **Votes.** A transaction's participants are the replicas of its keys
+//!   (`membership.rs`), and nothing starts before they are known. An ABORT vote, a
 //!   PREPARE that could not be sent or a missing answer decides ABORT at once; the last
 //!   COMMIT vote decides COMMIT.
 //! - **Commit at the last vote.** A COMMIT every participant voted for with protocol 2
@@ -39,6 +40,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
 
 use super::link_core::{LinkCore, LinkEffect, LinkEvent, LinkView, StreamId, VoteResult};
+use super::membership::{Membership, Participants};
 use super::message::{
     Body, ClusterInfo, FollowerReply, InquiryReport, LeaderMessage, Outcome, TxId, PROTOCOL,
 };
@@ -229,7 +231,8 @@ impl LeaderTxn {
 }
 
 /// A client transaction not started yet: waiting for those ahead of it on its keys, or
-/// parked until every follower is known to speak protocol 2.
+/// parked until every participant is known to speak protocol 2, or until the first
+/// view is in force.
 #[derive(Clone, Debug)]
 struct Waiting {
     txn: TxnSpec,
@@ -253,7 +256,10 @@ enum Readiness {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Job {
     Decision(TxId),
-    Meta,
+    /// The meta record, with the view of this epoch if it holds one.
+    Meta {
+        view: Option<u64>,
+    },
     Checkpoint,
 }
 
@@ -281,6 +287,8 @@ pub struct LeaderCore {
     has_data: bool,
     next_seq: u64,
     followers: Vec<String>,
+    /// Which follower is which member, and the view (`membership.rs`).
+    membership: Membership,
     links: Vec<LinkCore>,
     txns: BTreeMap<TxId, LeaderTxn>,
     /// Per key, the client transactions that touch it, in arrival order: the first one
@@ -322,17 +330,25 @@ pub struct Start {
 }
 
 impl LeaderCore {
-    /// Rebuilds the leader from its journal for `followers` (their addresses as given);
-    /// `new_cluster_id` names the cluster on a first start.
+    /// Rebuilds the leader from its journal for `followers` (their addresses as given),
+    /// each key on `replication` of them; `new_cluster_id` names the cluster on a first
+    /// start. Refuses a configuration the journaled view rules out (`membership.rs`).
     pub fn recover(
         records: Vec<LeaderRecord>,
         followers: Vec<String>,
+        replication: usize,
         vote_timeout: Duration,
         new_cluster_id: impl FnOnce() -> String,
-    ) -> Start {
-        let mut start = Self::rebuild(records, followers, vote_timeout, new_cluster_id);
+    ) -> Result<Start, String> {
+        let mut start = Self::rebuild(
+            records,
+            followers,
+            replication,
+            vote_timeout,
+            new_cluster_id,
+        )?;
         start.core.resume();
-        start
+        Ok(start)
     }
 
     /// [`LeaderCore::recover`], with faults planted in its rules.
@@ -340,26 +356,35 @@ impl LeaderCore {
     pub(crate) fn recover_with_bugs(
         records: Vec<LeaderRecord>,
         followers: Vec<String>,
+        replication: usize,
         vote_timeout: Duration,
         new_cluster_id: impl FnOnce() -> String,
         bugs: Bugs,
-    ) -> Start {
-        let mut start = Self::rebuild(records, followers, vote_timeout, new_cluster_id);
+    ) -> Result<Start, String> {
+        let mut start = Self::rebuild(
+            records,
+            followers,
+            replication,
+            vote_timeout,
+            new_cluster_id,
+        )?;
         start.core.bugs = bugs;
         start.core.resume();
-        start
+        Ok(start)
     }
 
     /// The core as the journal leaves it, in its new epoch, nothing queued yet.
     fn rebuild(
         records: Vec<LeaderRecord>,
         followers: Vec<String>,
+        replication: usize,
         vote_timeout: Duration,
         new_cluster_id: impl FnOnce() -> String,
-    ) -> Start {
+    ) -> Result<Start, String> {
         let mut cluster_id = None;
         let mut epoch = 0;
         let mut has_data = false;
+        let mut view = None;
         let mut decided: BTreeMap<TxId, (Outcome, Vec<String>)> = BTreeMap::new();
         let restarted = !records.is_empty();
         let count = records.len() as u64;
@@ -369,10 +394,12 @@ impl LeaderCore {
                     cluster_id: id,
                     epoch: e,
                     has_data: d,
+                    view: v,
                 } => {
                     cluster_id = Some(id);
                     epoch = epoch.max(e);
                     has_data |= d;
+                    view = v.or(view);
                 }
                 LeaderRecord::Decide {
                     txid,
@@ -387,6 +414,7 @@ impl LeaderCore {
                 LeaderRecord::Begin { .. } => {}
             }
         }
+        let membership = Membership::new(followers.clone(), replication, view)?;
         let cluster_id = cluster_id.unwrap_or_else(new_cluster_id);
         let links = followers
             .iter()
@@ -399,6 +427,7 @@ impl LeaderCore {
             has_data,
             next_seq: 1,
             followers,
+            membership,
             links,
             txns: BTreeMap::new(),
             busy: HashMap::new(),
@@ -459,7 +488,7 @@ impl LeaderCore {
                 },
             );
         }
-        Start { core, persist }
+        Ok(Start { core, persist })
     }
 
     /// Queues the decisions the journal owes, then the fence on every link (each stream
@@ -569,8 +598,13 @@ impl LeaderCore {
                 self.retry.insert(txid);
                 self.schedule_retry(now);
             }
-            (Job::Meta, Ok(())) => {}
-            (Job::Meta, Err(_)) => {
+            (Job::Meta { view }, Ok(())) => {
+                if let Some(epoch) = view {
+                    self.membership.durable(epoch);
+                    self.unpark();
+                }
+            }
+            (Job::Meta { .. }, Err(_)) => {
                 self.retry_meta = true;
                 self.schedule_retry(now);
             }
@@ -628,6 +662,11 @@ impl LeaderCore {
     }
 
     // ------------------------------------------------------------------ views
+
+    /// Which follower is which member, and the view.
+    pub fn membership(&self) -> &Membership {
+        &self.membership
+    }
 
     /// The value (and version) a read of `key` must return if the leader holds a
     /// committed write to it that some follower may not have applied yet (a value of
@@ -762,13 +801,26 @@ impl LeaderCore {
         if !waiting.txn.keys().into_iter().all(first) {
             return Readiness::Wait;
         }
+        let participants = match self.membership.participants(waiting.txn.keys()) {
+            Participants::Followers(participants) => participants,
+            Participants::NoView { waiting_for } => {
+                return self.park_or_refuse(waiting, || {
+                    format!(
+                        "transaction not applied: the cluster has no view yet (which followers \
+                         hold which keys, DESIGN §7), and follower {} has not told its member \
+                         id since the leader started",
+                        self.followers[waiting_for]
+                    )
+                })
+            }
+        };
         if waiting.txn.single_write().is_some() {
             // What the classic PREPARE carries: every follower can run it.
             return Readiness::Start;
         }
         let mut unknown = None;
-        for (f, link) in self.links.iter().enumerate() {
-            match link.speaks_protocol_2() {
+        for f in participants {
+            match self.links[f].speaks_protocol_2() {
                 Some(true) => {}
                 Some(false) => {
                     return Readiness::Refuse(Refusal::Precondition(format!(
@@ -781,17 +833,25 @@ impl LeaderCore {
                 None => unknown = unknown.or(Some(f)),
             }
         }
-        match (unknown, waiting.parked_until) {
-            (None, _) => Readiness::Start,
-            (Some(f), Some(until)) if until <= self.now => {
-                Readiness::Refuse(Refusal::Unavailable(format!(
+        match unknown {
+            None => Readiness::Start,
+            Some(f) => self.park_or_refuse(waiting, || {
+                format!(
                     "transaction not applied: follower {} has not answered since the leader \
                      started, so whether it can run a transaction is unknown",
                     self.followers[f]
-                )))
-            }
-            (Some(_), Some(_)) => Readiness::Wait,
-            (Some(_), None) => Readiness::Park(self.now + self.vote_timeout),
+                )
+            }),
+        }
+    }
+
+    /// A write that waits for followers to answer: parked for at most a vote timeout,
+    /// then refused as UNAVAILABLE, `why`.
+    fn park_or_refuse(&self, waiting: &Waiting, why: impl FnOnce() -> String) -> Readiness {
+        match waiting.parked_until {
+            Some(until) if until <= self.now => Readiness::Refuse(Refusal::Unavailable(why())),
+            Some(_) => Readiness::Wait,
+            None => Readiness::Park(self.now + self.vote_timeout),
         }
     }
 
@@ -834,7 +894,15 @@ impl LeaderCore {
             seq: self.next_seq,
         };
         self.next_seq += 1;
-        let participants: Vec<usize> = (0..self.followers.len()).collect();
+        let participants = match self.membership.participants(txn.keys()) {
+            Participants::Followers(participants) => participants,
+            // `readiness` starts nothing without a view.
+            Participants::NoView { .. } => (0..self.followers.len()).collect(),
+        };
+        let names: Vec<String> = participants
+            .iter()
+            .map(|&f| self.followers[f].clone())
+            .collect();
         let key = txn
             .keys()
             .first()
@@ -861,7 +929,8 @@ impl LeaderCore {
         for f in participants {
             let body = Body::Prepare {
                 txn: txn.clone(),
-                participants: self.followers.clone(),
+                participants: names.clone(),
+                recipient: self.membership.recipient(f),
             };
             let msg = self.message(txid, body, f);
             self.links[f].queue(msg);
@@ -1090,6 +1159,16 @@ impl LeaderCore {
     // ------------------------------------------------------------------ recovery
 
     fn reported(&mut self, f: usize, report: Option<InquiryReport>) {
+        let id = report.as_ref().and_then(|r| r.member_id.as_deref());
+        if let Some(view) = self.membership.told(f, id) {
+            tracing::info!(
+                epoch = view.epoch,
+                replication = view.replication,
+                members = view.members.len(),
+                "new view"
+            );
+            self.journal_meta();
+        }
         let txns = &self.txns;
         let owed = self
             .recovery
@@ -1194,7 +1273,8 @@ impl LeaderCore {
 
     fn journal_meta(&mut self) {
         let meta = self.meta_record();
-        self.journal(Some(Job::Meta), vec![meta]);
+        let view = self.membership.record().map(|v| v.epoch);
+        self.journal(Some(Job::Meta { view }), vec![meta]);
     }
 
     fn schedule_retry(&mut self, now: Duration) {
@@ -1209,6 +1289,7 @@ impl LeaderCore {
             cluster_id: self.cluster_id.clone(),
             epoch: self.epoch,
             has_data: self.has_data,
+            view: self.membership.record().cloned(),
         }
     }
 
@@ -1282,7 +1363,8 @@ fn refusal(followers: &[String], txn: &LeaderTxn) -> Refusal {
     }) {
         return Refusal::Aborted(format!(
             "write aborted, not applied: follower {}: voted ABORT (the key is locked by an \
-             undecided transaction there, or it could not journal its vote: see its log)",
+             undecided transaction there, it could not journal its vote, or it is not the \
+             member the PREPARE was meant for: see its log)",
             followers[f]
         ));
     }

@@ -2,6 +2,8 @@
 //! drives the core with events and checks the exact effects.
 
 use super::*;
+use crate::placement::MemberId;
+use crate::tpc::membership::{Recipient, ViewRecord};
 use crate::tpc::message::{Answer, ReportedTxn, TxnId};
 use crate::txn::TxnOp;
 
@@ -15,9 +17,12 @@ fn id(epoch: u64, seq: u64) -> TxId {
     TxId { epoch, seq }
 }
 /// A leader at its first start, its followers' answers to the first fence (which tells
-/// it they speak protocol 2) handled.
+/// it they speak protocol 2 and their member ids) handled, and the view they form
+/// durable (journal job 1): the next journal job is 2.
 fn fresh(n: usize) -> LeaderCore {
-    let mut core = LeaderCore::recover(Vec::new(), names(n), TIMEOUT, || "C".into()).core;
+    let mut core = LeaderCore::recover(Vec::new(), names(n), n, TIMEOUT, || "C".into())
+        .unwrap()
+        .core;
     core.take_effects(Duration::ZERO);
     for f in 0..n {
         answer(
@@ -27,7 +32,22 @@ fn fresh(n: usize) -> LeaderCore {
             Answer::Report(Some(InquiryReport::default())),
         );
     }
+    core.journaled(1, Ok(()), Duration::ZERO);
+    assert_eq!(core.membership().current(), Some(&view_of(n)));
+    core.take_effects(Duration::ZERO);
     core
+}
+/// The view `n` followers that tell no member id form (each known by its address), with
+/// every follower holding every key.
+fn view_of(n: usize) -> ViewRecord {
+    ViewRecord {
+        epoch: 1,
+        replication: n,
+        members: names(n)
+            .into_iter()
+            .map(|name| (MemberId(format!("address:{name}")), name))
+            .collect(),
+    }
 }
 fn put(key: &str, value: &str) -> TxnSpec {
     TxnSpec::write(key.into(), Some(value.into()))
@@ -105,13 +125,14 @@ fn decision(txid: TxId, outcome: Outcome) -> (TxnId, Body) {
 
 #[test]
 fn a_first_start_creates_a_cluster_in_epoch_one_and_asks_every_follower_its_protocol() {
-    let start = LeaderCore::recover(Vec::new(), names(2), TIMEOUT, || "C".into());
+    let start = LeaderCore::recover(Vec::new(), names(2), 2, TIMEOUT, || "C".into()).unwrap();
     assert_eq!(
         start.persist,
         vec![LeaderRecord::Meta {
             cluster_id: "C".into(),
             epoch: 1,
-            has_data: false
+            has_data: false,
+            view: None,
         }]
     );
     let mut core = start.core;
@@ -140,7 +161,11 @@ fn a_write_prepares_on_every_follower_with_the_participants_in_one_send_per_link
             messages[0].body,
             Body::Prepare {
                 txn: put("a", "1"),
-                participants: names(2)
+                participants: names(2),
+                recipient: Some(Recipient {
+                    view_epoch: 1,
+                    member_id: MemberId(format!("address:{}", names(2)[f])),
+                }),
             }
         );
         assert_eq!(messages[0].epoch, 1);
@@ -215,7 +240,7 @@ fn an_abort_vote_decides_at_once_and_the_abort_is_durable_before_it_is_sent_or_a
     assert_eq!(
         written,
         vec![(
-            Some(1),
+            Some(2),
             vec![LeaderRecord::Decide {
                 txid: t,
                 outcome: Abort,
@@ -225,7 +250,7 @@ fn an_abort_vote_decides_at_once_and_the_abort_is_durable_before_it_is_sent_or_a
         "every follower may hold the PREPARE"
     );
     assert!(answers(&effects).is_empty() && sent(&effects, 0).is_empty());
-    core.journaled(1, Ok(()), Duration::ZERO);
+    core.journaled(2, Ok(()), Duration::ZERO);
     let effects = core.take_effects(Duration::ZERO);
     assert!(
         matches!(&answers(&effects)[..], [(1, Err(Refusal::Aborted(why)))] if why.contains("f1"))
@@ -249,7 +274,7 @@ fn a_finished_journaled_decision_leaves_a_done_record_that_nobody_waits_for() {
     core.submit(1, put("k", "v"), Duration::ZERO);
     core.take_effects(Duration::ZERO);
     answer(&mut core, 0, id(1, 1), Answer::Vote(Abort));
-    core.journaled(1, Ok(()), Duration::ZERO);
+    core.journaled(2, Ok(()), Duration::ZERO);
     core.take_effects(Duration::ZERO);
     let effects = answer(&mut core, 0, id(1, 1), Answer::Ack);
     assert_eq!(
@@ -289,7 +314,7 @@ fn a_classic_voter_gets_the_classic_flow_a_journaled_commit() {
         matches!(&records[1..], [LeaderRecord::Meta { has_data: true, .. }]),
         "the cluster's first data is journaled with the decision: {records:?}"
     );
-    core.journaled(1, Ok(()), Duration::ZERO);
+    core.journaled(2, Ok(()), Duration::ZERO);
     let effects = core.take_effects(Duration::ZERO);
     assert_eq!(answers(&effects), vec![(1, Ok(t))]);
     assert_eq!(bodies(&effects, 1), vec![decision(t, Commit)]);
@@ -324,7 +349,7 @@ fn a_follower_the_prepare_never_reached_is_not_owed_the_abort() {
             followers: vec!["f0".into()]
         }]
     );
-    core.journaled(1, Ok(()), at);
+    core.journaled(2, Ok(()), at);
     let effects = core.take_effects(at);
     assert!(
         matches!(&answers(&effects)[..], [(1, Err(Refusal::Unavailable(why)))] if why.contains("f1: refused"))
@@ -394,7 +419,7 @@ fn a_journal_write_that_fails_cleanly_is_retried_and_a_broken_one_stops_the_lead
         message: "disk full".into(),
         broken: false,
     };
-    core.journaled(1, Err(clean), Duration::ZERO);
+    core.journaled(2, Err(clean), Duration::ZERO);
     let effects = core.take_effects(Duration::ZERO);
     assert!(answers(&effects).is_empty() && sent(&effects, 0).is_empty());
     let at = core.next_deadline().expect("a retry");
@@ -402,13 +427,13 @@ fn a_journal_write_that_fails_cleanly_is_retried_and_a_broken_one_stops_the_lead
     let effects = core.take_effects(at);
     let retried = journal(&effects);
     assert!(
-        matches!(&retried[..], [(Some(2), records)] if matches!(records[0], LeaderRecord::Decide { outcome: Abort, .. }))
+        matches!(&retried[..], [(Some(3), records)] if matches!(records[0], LeaderRecord::Decide { outcome: Abort, .. }))
     );
     let broken = JournalFailure {
         message: "fsync failed".into(),
         broken: true,
     };
-    core.journaled(2, Err(broken), at);
+    core.journaled(3, Err(broken), at);
     let effects = core.take_effects(at);
     assert!(effects
         .iter()
@@ -448,7 +473,8 @@ fn a_checkpoint_keeps_the_meta_and_every_unfinished_journaled_decision() {
             LeaderRecord::Meta {
                 cluster_id: "C".into(),
                 epoch: 1,
-                has_data: true
+                has_data: true,
+                view: Some(view_of(1)),
             },
             LeaderRecord::Decide {
                 txid: id(1, 2),
@@ -460,16 +486,27 @@ fn a_checkpoint_keeps_the_meta_and_every_unfinished_journaled_decision() {
     );
 }
 
+/// `record`, if a meta record without a view, with the view of `n` followers.
+fn with_view(mut record: LeaderRecord, n: usize) -> LeaderRecord {
+    if let LeaderRecord::Meta { view, .. } = &mut record {
+        view.get_or_insert_with(|| view_of(n));
+    }
+    record
+}
+/// A leader of `n` followers restarted on `records`, their views [`view_of`] `n`.
 fn restarted(records: Vec<LeaderRecord>, n: usize) -> Start {
-    LeaderCore::recover(records, names(n), TIMEOUT, || {
+    let records = records.into_iter().map(|r| with_view(r, n)).collect();
+    LeaderCore::recover(records, names(n), n, TIMEOUT, || {
         panic!("keeps the cluster id")
     })
+    .unwrap()
 }
 fn meta(epoch: u64) -> LeaderRecord {
     LeaderRecord::Meta {
         cluster_id: "C".into(),
         epoch,
         has_data: true,
+        view: None,
     }
 }
 
@@ -491,7 +528,11 @@ fn a_restart_bumps_the_epoch_delivers_its_journaled_decisions_then_fences() {
         LeaderRecord::Begin { txid: id(3, 9) },
     ];
     let start = restarted(records, 2);
-    assert_eq!(start.persist, vec![meta(5)]);
+    assert_eq!(
+        start.persist,
+        vec![with_view(meta(5), 2)],
+        "the view is kept"
+    );
     let mut core = start.core;
     assert_eq!(core.epoch(), 5);
     let effects = core.take_effects(Duration::ZERO);
@@ -759,7 +800,7 @@ fn participants_that_found_different_things_abort_the_transaction() {
     assert!(
         matches!(&journal(&effects)[..], [(Some(_), records)] if matches!(records[0], LeaderRecord::Decide { outcome: Abort, .. }))
     );
-    core.journaled(1, Ok(()), Duration::ZERO);
+    core.journaled(2, Ok(()), Duration::ZERO);
     let effects = core.take_effects(Duration::ZERO);
     assert!(
         matches!(&answers(&effects)[..], [(1, Err(Refusal::Aborted(why)))] if why.contains("disagree"))
@@ -768,7 +809,9 @@ fn participants_that_found_different_things_abort_the_transaction() {
 
 #[test]
 fn a_classic_follower_refuses_transactions_but_not_single_writes() {
-    let mut core = LeaderCore::recover(Vec::new(), names(2), TIMEOUT, || "C".into()).core;
+    let mut core = LeaderCore::recover(Vec::new(), names(2), 2, TIMEOUT, || "C".into())
+        .unwrap()
+        .core;
     core.take_effects(Duration::ZERO);
     answer(
         &mut core,
@@ -795,7 +838,9 @@ fn a_classic_follower_refuses_transactions_but_not_single_writes() {
 
 #[test]
 fn a_transaction_waits_to_learn_every_followers_protocol_then_runs_or_is_refused() {
-    let mut core = LeaderCore::recover(Vec::new(), names(2), TIMEOUT, || "C".into()).core;
+    let mut core = LeaderCore::recover(Vec::new(), names(2), 2, TIMEOUT, || "C".into())
+        .unwrap()
+        .core;
     core.take_effects(Duration::ZERO);
     core.submit(1, cas(), Duration::ZERO);
     core.submit(2, cas(), Duration::ZERO);
@@ -812,7 +857,9 @@ fn a_transaction_waits_to_learn_every_followers_protocol_then_runs_or_is_refused
         "both speak protocol 2"
     );
 
-    let mut core = LeaderCore::recover(Vec::new(), names(2), TIMEOUT, || "C".into()).core;
+    let mut core = LeaderCore::recover(Vec::new(), names(2), 2, TIMEOUT, || "C".into())
+        .unwrap()
+        .core;
     core.take_effects(Duration::ZERO);
     core.submit(1, cas(), Duration::ZERO);
     answer(&mut core, 0, TxId::fence(1), report());
@@ -884,5 +931,146 @@ fn a_plain_commit_vote_is_an_evaluation_that_held_and_read_nothing() {
     assert!(
         matches!(&journal(&effects)[..], [(Some(_), records)] if matches!(records[0], LeaderRecord::Decide { outcome: Abort, .. })),
         "the success branch has a GET: {effects:?}"
+    );
+}
+
+/// A leader of `n` followers with `replication` replicas per key, first start: its
+/// followers told ids `m0`, `m1`, ... and the view they formed is durable.
+fn partial(n: usize, replication: usize) -> LeaderCore {
+    let mut core = LeaderCore::recover(Vec::new(), names(n), replication, TIMEOUT, || "C".into())
+        .unwrap()
+        .core;
+    core.take_effects(Duration::ZERO);
+    let mut effects = Vec::new();
+    for f in 0..n {
+        let told = InquiryReport {
+            member_id: Some(format!("m{f}")),
+            ..InquiryReport::default()
+        };
+        effects = answer(&mut core, f, TxId::fence(1), Answer::Report(Some(told)));
+    }
+    let [(Some(job), records)] = &journal(&effects)[..] else {
+        panic!("the last id forms the view, journaled: {effects:?}");
+    };
+    assert!(
+        matches!(&records[..], [LeaderRecord::Meta { view: Some(v), .. }] if v.members.len() == n)
+    );
+    core.journaled(*job, Ok(()), Duration::ZERO);
+    core.take_effects(Duration::ZERO);
+    core
+}
+
+#[test]
+fn with_partial_replication_a_write_runs_among_its_keys_replicas_only() {
+    let mut core = partial(5, 3);
+    let replicas = core.membership().replicas("a");
+    assert_eq!(replicas.len(), 3);
+    core.submit(1, put("a", "1"), Duration::ZERO);
+    let effects = core.take_effects(Duration::ZERO);
+    let names = names(5);
+    for f in 0..5 {
+        let sent = sent(&effects, f);
+        if !replicas.contains(&f) {
+            assert!(sent.is_empty(), "follower {f} does not hold the key");
+            continue;
+        }
+        assert_eq!(
+            sent[0].body,
+            Body::Prepare {
+                txn: put("a", "1"),
+                participants: replicas.iter().map(|&r| names[r].clone()).collect(),
+                recipient: Some(Recipient {
+                    view_epoch: 1,
+                    member_id: MemberId(format!("m{f}")),
+                }),
+            }
+        );
+    }
+    let mut effects = Vec::new();
+    for &f in &replicas {
+        effects = answer(&mut core, f, id(1, 1), Answer::Vote(Commit));
+    }
+    assert_eq!(
+        answers(&effects),
+        vec![(1, Ok(id(1, 1)))],
+        "committed by its replicas"
+    );
+    for f in 0..5 {
+        assert_eq!(
+            bodies(&effects, f).len(),
+            usize::from(replicas.contains(&f)),
+            "the decision goes to the replicas only"
+        );
+    }
+}
+
+#[test]
+fn with_partial_replication_a_transaction_runs_among_the_replicas_of_all_its_keys() {
+    let mut core = partial(6, 2);
+    let keys = ["a", "b", "c"];
+    let expected: BTreeSet<usize> = keys
+        .iter()
+        .flat_map(|k| core.membership().replicas(k))
+        .collect();
+    let txn = TxnSpec {
+        success: keys
+            .iter()
+            .map(|k| TxnOp::Put(k.to_string(), "v".into()))
+            .collect(),
+        ..TxnSpec::default()
+    };
+    core.submit(1, txn, Duration::ZERO);
+    let effects = core.take_effects(Duration::ZERO);
+    let prepared: BTreeSet<usize> = (0..6).filter(|&f| !sent(&effects, f).is_empty()).collect();
+    assert_eq!(prepared, expected);
+}
+
+#[test]
+fn with_partial_replication_writes_wait_for_the_first_view_and_are_refused_without_it() {
+    let mut core = LeaderCore::recover(Vec::new(), names(3), 2, TIMEOUT, || "C".into())
+        .unwrap()
+        .core;
+    core.take_effects(Duration::ZERO);
+    assert!(
+        core.membership().replicas("a").is_empty(),
+        "no view: no replica known"
+    );
+    core.submit(1, put("a", "1"), Duration::ZERO);
+    assert!(
+        started(&core.take_effects(Duration::ZERO)).is_empty(),
+        "parked"
+    );
+    core.tick(TIMEOUT);
+    let effects = core.take_effects(TIMEOUT);
+    assert!(
+        matches!(&answers(&effects)[..], [(1, Err(Refusal::Unavailable(why)))] if why.contains("no view") && why.contains("f0")),
+        "{effects:?}"
+    );
+
+    // Told in time, and durable: the parked write runs.
+    let mut core = LeaderCore::recover(Vec::new(), names(2), 1, TIMEOUT, || "C".into())
+        .unwrap()
+        .core;
+    core.take_effects(Duration::ZERO);
+    core.submit(1, put("a", "1"), Duration::ZERO);
+    let told = |id: &str| {
+        Answer::Report(Some(InquiryReport {
+            member_id: Some(id.into()),
+            ..InquiryReport::default()
+        }))
+    };
+    answer(&mut core, 0, TxId::fence(1), told("m0"));
+    let effects = answer(&mut core, 1, TxId::fence(1), told("m1"));
+    assert!(
+        started(&effects).is_empty(),
+        "not before the view is durable"
+    );
+    core.journaled(1, Ok(()), Duration::ZERO);
+    let effects = core.take_effects(Duration::ZERO);
+    let replica = core.membership().replicas("a")[0];
+    assert_eq!(
+        bodies(&effects, replica)[0].0,
+        id(1, 1).into(),
+        "{effects:?}"
     );
 }

@@ -6,6 +6,7 @@ use std::fmt;
 
 use crate::kvstore::Versioned;
 use crate::limits;
+use crate::placement::MemberId;
 use crate::proto::{api, rpc};
 pub use crate::txid::TxId;
 use crate::txn::{Evaluation, TxnOp, TxnSpec};
@@ -130,6 +131,8 @@ pub enum Body {
     Prepare {
         txn: TxnSpec,
         participants: Vec<String>,
+        /// The member and view it is meant for (DESIGN §7), if the leader has a view.
+        recipient: Option<Recipient>,
     },
     /// Phase two: the decision; with `failed`, a COMMIT applies the failure branch
     /// (the compares did not hold).
@@ -148,6 +151,15 @@ impl Body {
             failed: false,
         }
     }
+}
+
+/// What a PREPARE says about whom it is for (DESIGN §7).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recipient {
+    /// The epoch of the view the transaction runs in.
+    pub view_epoch: u64,
+    /// The member the PREPARE is meant for.
+    pub member_id: MemberId,
 }
 
 /// Cluster membership information carried by our leader's messages.
@@ -281,9 +293,17 @@ impl TryFrom<rpc::LeaderMsg> for LeaderMessage {
                         Err(_) => return Err(format!("unknown operation {}", m.op)),
                     },
                 };
+                let recipient = match m.member_id.as_str() {
+                    "" => None,
+                    id => Some(Recipient {
+                        view_epoch: m.view_epoch,
+                        member_id: MemberId(check_member_id(id)?.to_string()),
+                    }),
+                };
                 Body::Prepare {
                     txn,
                     participants: m.participants,
+                    recipient,
                 }
             }
             (rpc::MessageType::Global, rpc::Action::Commit) => Body::Decide {
@@ -329,12 +349,15 @@ impl From<LeaderMessage> for rpc::LeaderMsg {
         let mut participants = Vec::new();
         let mut txn = None;
         let mut failed = false;
+        let mut to = None;
         let (msg_type, action, key, value, op) = match m.body {
             Body::Prepare {
                 txn: spec,
                 participants: p,
+                recipient,
             } => {
                 participants = p;
+                to = recipient;
                 let (key, value, op) = match spec.single_write() {
                     Some((key, Some(value))) => {
                         (key.to_string(), value.to_string(), rpc::Operation::Put)
@@ -388,6 +411,8 @@ impl From<LeaderMessage> for rpc::LeaderMsg {
             batch: Vec::new(),
             txn,
             failed,
+            view_epoch: to.as_ref().map_or(0, |r| r.view_epoch),
+            member_id: to.map(|r| r.member_id.0).unwrap_or_default(),
         }
     }
 }
@@ -514,12 +539,19 @@ impl TryFrom<rpc::InquiryReport> for InquiryReport {
             },
             member_id: match r.member_id.as_str() {
                 "" => None,
-                id if id.len() <= 64 && id.bytes().all(|b| b.is_ascii_graphic()) => {
-                    Some(r.member_id)
-                }
-                _ => return Err("a member id must be 1 to 64 printable ASCII characters".into()),
+                id => Some(check_member_id(id)?.to_string()),
             },
         })
+    }
+}
+
+/// A member id as it arrives on the wire: 1 to 64 printable ASCII characters (ours are
+/// UUIDs, `crate::member`).
+fn check_member_id(id: &str) -> Result<&str, String> {
+    if (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic()) {
+        Ok(id)
+    } else {
+        Err("a member id must be 1 to 64 printable ASCII characters".into())
     }
 }
 
@@ -650,6 +682,10 @@ mod tests {
             body: Body::Prepare {
                 txn: TxnSpec::write("k".into(), None),
                 participants: vec!["a:1".into(), "unix:/b".into()],
+                recipient: Some(Recipient {
+                    view_epoch: 2,
+                    member_id: MemberId("m-1".into()),
+                }),
             },
             epoch: 3,
             low_water: Some(TxId { epoch: 3, seq: 1 }),
@@ -773,6 +809,7 @@ mod tests {
             Body::Prepare {
                 txn: TxnSpec::write("k".into(), Some("v".into())),
                 participants: Vec::new(),
+                recipient: None,
             }
         );
     }

@@ -11,7 +11,10 @@
 //! reused and are ordered; the id is also the version of every key it writes (DESIGN
 //! §1.8). A `Put` or `Delete` is a transaction of one write; a `Txn` (DESIGN §6,
 //! `crate::txn`) has compares and two branches of ops over many keys. Its *participants*
-//! are the followers that hold its keys (today, every follower). The leader holds one
+//! are the followers that hold its keys, its keys' *replicas* (DESIGN §7,
+//! `membership.rs`; with `--replication` at least the number of followers, every
+//! follower), and every PREPARE names the member and view it is meant for, so a
+//! follower that is not that member refuses it. The leader holds one
 //! long-lived bidirectional gRPC stream per follower and keeps many transactions in
 //! flight on each.
 //!
@@ -142,14 +145,16 @@
 //! it holds the key locked, the read is UNAVAILABLE. The leader's `Get` answers a key
 //! whose committed write has not reached every follower from the transaction itself (it
 //! is committed; the followers may still be locked), and otherwise reads a random
-//! follower, trying the others and waiting for decisions when one is locked. So what
+//! replica of the key, trying the others and waiting for decisions when one is
+//! locked. So what
 //! clients see through the leader is linearizable.
 //!
 //! A read-only `Txn` usually needs no 2PC: one follower evaluates it on one snapshot of
 //! its keys, holding its state lock while it checks that none is locked and reads them
 //! all (a decision is applied only while its keys are locked, so none is half-applied).
 //! Every transaction the leader has answered as committed was voted on by every
-//! follower, so a follower whose copies of the keys are unlocked has applied it: the
+//! replica of its keys, so a replica whose copies of the keys are unlocked has applied
+//! it: the
 //! snapshot is atomic and linearizable. The leader evaluates it itself when it holds a
 //! committed write for every key, and sends it through 2PC (a transaction that writes
 //! nothing, queued fairly) when every follower has one of its keys locked, so that a
@@ -168,7 +173,8 @@
 //! and the runtime executes what they return, deciding nothing:
 //!
 //! - **Cores.** [`leader_core`] (transactions, votes, decisions, delivery, key queues,
-//!   marks, the leader's journal rules), [`link_core`] (one stream: what goes next, which
+//!   marks, the leader's journal rules), [`membership`] (the view: which followers are a
+//!   transaction's participants and a read's replicas), [`link_core`] (one stream: what goes next, which
 //!   reply answers what, timeouts, reconnection), [`recovery`] (the rule over the fence
 //!   reports), [`follower_core`] (votes, locks, decisions, fences, legacy messages,
 //!   cluster membership) and `follower_batch.rs` (which messages may share a journal
@@ -193,6 +199,7 @@ pub mod leader;
 pub mod leader_core;
 pub mod link;
 pub mod link_core;
+pub mod membership;
 pub mod message;
 mod reads;
 pub mod records;

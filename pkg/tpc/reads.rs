@@ -77,12 +77,14 @@ impl FollowerReader {
         })
     }
 
-    /// Reads `key` from this follower, answering as its `Get` would; a follower that
-    /// does not answer within `timeout` gets `DEADLINE_EXCEEDED`.
-    pub async fn get(self: &Arc<Self>, key: &str, timeout: Duration) -> ReadResult {
+    /// Reads `key` from this follower, answering as its `Get` would, if it is `member`
+    /// (empty: whoever it is); a follower that does not answer within `timeout` gets
+    /// `DEADLINE_EXCEEDED`.
+    pub async fn get(self: &Arc<Self>, key: &str, member: &str, timeout: Duration) -> ReadResult {
         if let Some(stream) = self.stream() {
             let request = rpc::ReadRequest {
                 key: key.to_string(),
+                member_id: member.to_string(),
                 ..Default::default()
             };
             let answer = tokio::time::timeout(timeout, stream.ask(request)).await;
@@ -109,9 +111,15 @@ impl FollowerReader {
     }
 
     /// Runs the read-only transaction `txn` on one consistent snapshot of this
-    /// follower's copies of its keys. A follower that does not serve `Reads` (classic
-    /// tooling) can't: `FAILED_PRECONDITION`.
-    pub async fn txn(self: &Arc<Self>, txn: api::TxnRequest, timeout: Duration) -> TxnResult {
+    /// follower's copies of its keys, if it is `member` (empty: whoever it is). A
+    /// follower that does not serve `Reads` (classic tooling) can't:
+    /// `FAILED_PRECONDITION`.
+    pub async fn txn(
+        self: &Arc<Self>,
+        txn: api::TxnRequest,
+        member: &str,
+        timeout: Duration,
+    ) -> TxnResult {
         let classic = || {
             Status::failed_precondition(
                 "the follower is a classic peer: it can't read several keys on one snapshot",
@@ -122,6 +130,7 @@ impl FollowerReader {
         };
         let request = rpc::ReadRequest {
             txn: Some(txn),
+            member_id: member.to_string(),
             ..Default::default()
         };
         match tokio::time::timeout(timeout, stream.ask(request)).await {

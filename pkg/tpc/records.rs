@@ -16,7 +16,9 @@
 //!
 //! Leader journal (it holds no record of a commit that every participant voted for,
 //! DESIGN §1.4):
-//! - `meta CLUSTER_ID EPOCH HAS_DATA` (HAS_DATA is `0` or `1`), at every start
+//! - `meta CLUSTER_ID EPOCH HAS_DATA` (HAS_DATA is `0` or `1`), at every start, followed
+//!   by `view VIEW_EPOCH REPLICATION (MEMBER_ID ADDRESS)...` once the cluster has a view
+//!   (DESIGN §7, `membership.rs`)
 //! - `decide TXID commit|abort FOLLOWER...`: an ABORT, or the decision of a transaction
 //!   with a classic participant, durable before it is sent or answered; the followers
 //!   that still need it
@@ -25,9 +27,11 @@
 
 use std::path::{Path, PathBuf};
 
+use super::membership::ViewRecord;
 use super::message::{Outcome, TxId, TxnId};
 use crate::dirlock::DirLock;
 use crate::journal::{Journal, Record};
+use crate::placement::MemberId;
 use crate::txn::{Compare, Target, TxnOp, TxnSpec};
 use crate::Error;
 
@@ -91,11 +95,13 @@ pub enum FollowerRecord {
 /// A record in the leader's journal.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LeaderRecord {
-    /// Written at every start (with the new epoch) and when the cluster gets data.
+    /// Written at every start (with the new epoch), when the cluster gets data and when
+    /// its view changes.
     Meta {
         cluster_id: String,
         epoch: u64,
         has_data: bool,
+        view: Option<ViewRecord>,
     },
     /// Written by revisions before protocol 2 (a transaction about to send its first
     /// PREPARE); read and ignored: recovery asks the followers instead.
@@ -208,6 +214,24 @@ fn parse_txn<'a>(fields: &'a [&'a str]) -> Result<(TxnSpec, &'a [&'a str]), Stri
         }
     }
     Ok((txn, rest))
+}
+
+/// Reads the view fields of a leader's `meta` record (none: no view yet).
+fn parse_view(fields: &[&str]) -> Result<Option<ViewRecord>, String> {
+    match fields {
+        [] => Ok(None),
+        ["view", epoch, replication, members @ ..] if members.len() % 2 == 0 => {
+            Ok(Some(ViewRecord {
+                epoch: parse_u64(epoch, "view epoch")?,
+                replication: parse_u64(replication, "replication")? as usize,
+                members: members
+                    .chunks(2)
+                    .map(|pair| (MemberId(pair[0].to_string()), pair[1].to_string()))
+                    .collect(),
+            }))
+        }
+        _ => Err("a meta record's view ends early".into()),
+    }
 }
 
 fn parse_outcome(field: &str) -> Result<Outcome, String> {
@@ -331,12 +355,26 @@ impl From<&LeaderRecord> for Record {
                 cluster_id,
                 epoch,
                 has_data,
-            } => vec![
-                "meta".into(),
-                cluster_id.clone(),
-                epoch.to_string(),
-                if *has_data { "1" } else { "0" }.into(),
-            ],
+                view,
+            } => {
+                let mut fields = vec![
+                    "meta".into(),
+                    cluster_id.clone(),
+                    epoch.to_string(),
+                    if *has_data { "1" } else { "0" }.into(),
+                ];
+                if let Some(view) = view {
+                    fields.extend([
+                        "view".into(),
+                        view.epoch.to_string(),
+                        view.replication.to_string(),
+                    ]);
+                    for (id, address) in &view.members {
+                        fields.extend([id.0.clone(), address.clone()]);
+                    }
+                }
+                fields
+            }
             LeaderRecord::Begin { txid } => vec!["begin".into(), txid.to_string()],
             LeaderRecord::Decide {
                 txid,
@@ -357,10 +395,11 @@ impl TryFrom<Record> for LeaderRecord {
     fn try_from(record: Record) -> Result<Self, String> {
         let fields: Vec<&str> = record.iter().map(String::as_str).collect();
         match fields.as_slice() {
-            ["meta", cluster, epoch, has_data] => Ok(LeaderRecord::Meta {
+            ["meta", cluster, epoch, has_data, view @ ..] => Ok(LeaderRecord::Meta {
                 cluster_id: cluster.to_string(),
                 epoch: parse_u64(epoch, "epoch")?,
                 has_data: *has_data == "1",
+                view: parse_view(view)?,
             }),
             ["begin", txid, ..] => Ok(LeaderRecord::Begin {
                 txid: parse_txid(txid)?,
@@ -477,6 +516,20 @@ mod tests {
                 cluster_id: "c".into(),
                 epoch: 2,
                 has_data: true,
+                view: None,
+            },
+            LeaderRecord::Meta {
+                cluster_id: "c".into(),
+                epoch: 3,
+                has_data: false,
+                view: Some(ViewRecord {
+                    epoch: 4,
+                    replication: 3,
+                    members: vec![
+                        (MemberId("m 1".into()), "a:1".into()),
+                        (MemberId("m2".into()), "unix:/x".into()),
+                    ],
+                }),
             },
             LeaderRecord::Begin { txid },
             LeaderRecord::Decide {
@@ -496,6 +549,10 @@ mod tests {
             assert_eq!(LeaderRecord::try_from(fields).unwrap(), record);
         }
         assert!(LeaderRecord::try_from(vec!["begin".into(), "x".into(), "k".into()]).is_err());
+        let view_cut_short: Record = ["meta", "c", "1", "0", "view", "1", "3", "m1"]
+            .map(String::from)
+            .into();
+        assert!(LeaderRecord::try_from(view_cut_short).is_err());
         // An earlier revision's `begin` (with its key and followers) still reads.
         let old: Record = ["begin", "2.7", "k", "a:1"].map(String::from).to_vec();
         assert_eq!(

@@ -307,6 +307,7 @@ fn put(key: &str, value: &str) -> Body {
     Body::Prepare {
         txn: TxnSpec::write(key.into(), Some(value.into())),
         participants: (0..FOLLOWERS).map(name).collect(),
+        recipient: None,
     }
 }
 

@@ -391,6 +391,24 @@ pub async fn wait_leader_ready(addr: &str) {
     .await
 }
 
+/// Waits until the leader at `addr` has a view in force (every follower told its
+/// member id, and the view is journaled): its journal writes from then on are the
+/// cluster's.
+pub async fn wait_view(addr: &str) {
+    poll(
+        &format!("leader {addr} to form its view"),
+        POLL_TIMEOUT,
+        || async {
+            let status = tpc::client::status::fetch(addr, CALL_TIMEOUT).await?;
+            match status.view_epoch {
+                0 => Err("no view yet".to_string()),
+                _ => Ok(()),
+            }
+        },
+    )
+    .await
+}
+
 /// Polls a direct read of `key` on `addr` until it is not UNAVAILABLE (or a transport
 /// error), and returns what it answered (`None`: NOT_FOUND).
 pub async fn settled_get(addr: &str, key: &str) -> Option<String> {
@@ -419,6 +437,8 @@ pub struct Cluster {
     pub follower_dirs: Vec<NodeDirs>,
     /// The leader's `--vote-timeout`.
     pub vote_timeout: String,
+    /// More flags for the leader (`("--replication", "3")`).
+    pub leader_args: Vec<(String, String)>,
 }
 
 impl Cluster {
@@ -430,6 +450,7 @@ impl Cluster {
             leader_dirs: NodeDirs::new("leader"),
             follower_dirs: (1..=n).map(|i| NodeDirs::new(&format!("f{i}"))).collect(),
             vote_timeout: VOTE_TIMEOUT.to_string(),
+            leader_args: Vec::new(),
         }
     }
 
@@ -481,7 +502,21 @@ impl Cluster {
             followers,
             vote_timeout: self.vote_timeout.clone(),
         };
-        self.leader = Some(spawn(dirs, role, &dirs.addr(), env));
+        let args: Vec<(&str, &str)> = self
+            .leader_args
+            .iter()
+            .map(|(flag, value)| (flag.as_str(), value.as_str()))
+            .collect();
+        let (journal, kv) = (dirs.journal_dir(), dirs.kv_dir());
+        self.leader = Some(spawn_process(
+            dirs,
+            role,
+            &dirs.addr(),
+            env,
+            &journal,
+            &kv,
+            &args,
+        ));
     }
 
     pub fn follower(&mut self, i: usize) -> &mut Node {

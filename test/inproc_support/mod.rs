@@ -21,6 +21,7 @@ pub async fn start_leader(
     let leader = Leader::start(LeaderConfig {
         journal_path: dir.join("leader").join("journal"),
         followers,
+        replication: tpc::placement::DEFAULT_REPLICATION,
         vote_timeout,
     })
     .expect("leader starts");

@@ -436,10 +436,12 @@ impl Sim {
         let start = LeaderCore::recover_with_bugs(
             self.leader_journal.clone(),
             names,
+            FOLLOWERS,
             VOTE_TIMEOUT,
             || CLUSTER.to_string(),
             self.cfg.bugs.leader,
-        );
+        )
+        .expect("the simulation's configuration never changes");
         self.leader_journal.extend(start.persist);
         self.leader_synced = self.leader_journal.len();
         let core = start.core;

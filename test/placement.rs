@@ -1,0 +1,213 @@
+//! End-to-end tests of placement (DESIGN §7): with fewer replicas than followers, each
+//! key lives on exactly its replicas, reads find it while a replica is down, a PREPARE
+//! meant for one member is refused by any other, and a restarted leader keeps its view.
+//! Real `tpc` processes (the built binary) over Unix sockets; which followers hold a
+//! key is computed here from the member ids on disk with `tpc::placement`, as any
+//! node computes it, and checked by reading every follower directly.
+
+#[path = "e2e_support/mod.rs"]
+mod support;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use tonic::Code;
+use tpc::placement::{MemberId, View};
+
+use support::{poll, settled_get, wait_leader_ready, Cluster, POLL_TIMEOUT};
+
+/// A cluster of `n` followers, each key on `replication` of them; not started.
+fn cluster(n: usize, replication: usize) -> Cluster {
+    let mut cluster = Cluster::new(n);
+    cluster.leader_args = vec![("--replication".into(), replication.to_string())];
+    cluster
+}
+
+/// Follower `i`'s member id, from its journal directory.
+fn member_id(cluster: &Cluster, i: usize) -> MemberId {
+    let path = cluster.follower_dirs[i]
+        .journal_dir()
+        .join(tpc::member::FILE);
+    let id = std::fs::read_to_string(&path).expect("a started follower has a member id");
+    MemberId(id.trim().to_string())
+}
+
+/// The followers (indices) that hold `key`, by placement over the followers' ids.
+fn replicas(cluster: &Cluster, replication: usize, key: &str) -> BTreeSet<usize> {
+    let ids: Vec<MemberId> = (0..cluster.follower_dirs.len())
+        .map(|i| member_id(cluster, i))
+        .collect();
+    let view = View::new(1, replication, &ids);
+    view.replicas(key)
+        .into_iter()
+        .map(|m| ids.iter().position(|id| id == m).expect("a member"))
+        .collect()
+}
+
+/// The followers whose own copy holds `key` with `value`, read directly on each (once
+/// the key's decision is applied there: the client hears OK at the last vote).
+async fn holders(cluster: &Cluster, key: &str, value: &str) -> BTreeSet<usize> {
+    let mut holders = BTreeSet::new();
+    for i in 0..cluster.follower_dirs.len() {
+        if settled_get(&cluster.follower_addr(i), key).await.as_deref() == Some(value) {
+            holders.insert(i);
+        }
+    }
+    holders
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_key_lives_on_exactly_its_replicas_and_nowhere_else() {
+    let cluster = cluster(5, 3).started().await;
+    let mut client = cluster.client();
+    let mut per_follower = [0usize; 5];
+    for k in 0..40 {
+        let key = format!("key-{k}");
+        client.put(&key, &format!("v{k}")).await.expect("put");
+        let expected = replicas(&cluster, 3, &key);
+        assert_eq!(expected.len(), 3);
+        assert_eq!(
+            holders(&cluster, &key, &format!("v{k}")).await,
+            expected,
+            "{key}"
+        );
+        assert_eq!(client.get(&key).await.expect("get"), format!("v{k}"));
+        for &f in &expected {
+            per_follower[f] += 1;
+        }
+    }
+    assert_eq!(per_follower.iter().sum::<usize>(), 120);
+    assert!(
+        per_follower.iter().all(|&n| n < 40),
+        "no follower holds every key: {per_follower:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_works_after_a_keys_first_replica_died_and_other_keys_take_writes() {
+    let mut cluster = cluster(4, 2).started().await;
+    let mut client = cluster.client();
+    client.put("k", "before").await.expect("put");
+    let ids: Vec<MemberId> = (0..4).map(|i| member_id(&cluster, i)).collect();
+    let primary = View::new(1, 2, &ids).replicas("k")[0].clone();
+    let dead = ids.iter().position(|id| *id == primary).unwrap();
+    cluster.kill_follower(dead);
+
+    for _ in 0..10 {
+        assert_eq!(
+            client.get("k").await.expect("the other replica answers"),
+            "before"
+        );
+    }
+    let err = client
+        .put("k", "after")
+        .await
+        .expect_err("a replica is down");
+    assert!(
+        matches!(err.code(), Code::Unavailable | Code::Aborted),
+        "fails cleanly: {err:?}"
+    );
+    assert_eq!(
+        client.get("k").await.unwrap(),
+        "before",
+        "never half applied"
+    );
+    // A key the dead follower does not hold takes writes.
+    let elsewhere = (0..)
+        .map(|i| format!("other-{i}"))
+        .find(|key| !replicas(&cluster, 2, key).contains(&dead))
+        .unwrap();
+    client
+        .put(&elsewhere, "x")
+        .await
+        .expect("its replicas are up");
+    assert_eq!(client.get(&elsewhere).await.unwrap(), "x");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prepare_meant_for_one_member_is_refused_by_another_at_its_address() {
+    let mut cluster = cluster(3, 2).started().await;
+    let mut client = cluster.client();
+    client.put("seed", "1").await.expect("the cluster has data");
+    let key = "moved";
+    client.put(key, "old").await.expect("put");
+    let owner = *replicas(&cluster, 2, key).iter().next().unwrap();
+    let other = (0..3).find(|&i| i != owner).unwrap();
+    // Another process answers at the owner's address: a copy of another follower's data
+    // (same cluster, with data) under a new member id.
+    cluster.kill_follower(owner);
+    let (from, to) = (&cluster.follower_dirs[other], &cluster.follower_dirs[owner]);
+    for (src, dst) in [
+        (from.journal_dir(), to.journal_dir()),
+        (from.kv_dir(), to.kv_dir()),
+    ] {
+        let _ = std::fs::remove_dir_all(&dst);
+        copy_dir(&src, &dst);
+    }
+    std::fs::remove_file(to.journal_dir().join(tpc::member::FILE)).unwrap();
+    std::fs::remove_file(to.journal_dir().join("journal.lock")).ok();
+    cluster.start_follower(owner, &[]);
+    support::wait_follower_ready(&cluster.follower_addr(owner)).await;
+
+    let err = poll("the write refused", POLL_TIMEOUT, || {
+        let mut client = client.clone();
+        async move {
+            match client.put(key, "new").await {
+                Err(status) if status.code() == Code::Aborted => Ok(status),
+                other => Err(format!("{other:?}")),
+            }
+        }
+    })
+    .await;
+    assert!(
+        err.message().contains("member"),
+        "names the reason: {err:?}"
+    );
+    assert_eq!(client.get(key).await.unwrap(), "old", "applied nowhere");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_leader_keeps_its_view_and_refuses_another_replication_factor() {
+    let mut cluster = cluster(4, 2).started().await;
+    cluster.client().put("a", "1").await.expect("put");
+    cluster.kill_leader();
+
+    cluster.leader_args = vec![("--replication".into(), "3".into())];
+    cluster.start_leader(&[]);
+    let status = cluster
+        .leader
+        .as_mut()
+        .unwrap()
+        .wait_exit(Duration::from_secs(10))
+        .await;
+    assert!(!status.success());
+    let log = cluster.leader_dirs.log();
+    assert!(
+        log.contains("--replication 2") && log.contains("this start gives --replication 3"),
+        "a clear refusal: {log}"
+    );
+
+    cluster.leader_args = vec![("--replication".into(), "2".into())];
+    cluster.start_leader(&[]);
+    wait_leader_ready(&cluster.leader_addr()).await;
+    let mut client = cluster.client();
+    assert_eq!(client.get("a").await.unwrap(), "1");
+    client.put("a", "2").await.expect("the same view");
+    assert_eq!(
+        holders(&cluster, "a", "2").await,
+        replicas(&cluster, 2, "a")
+    );
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
