@@ -12,6 +12,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use tonic::Code;
+use tpc::client::Txn;
 use tpc::placement::{MemberId, View};
 
 use support::{poll, settled_get, wait_leader_ready, Cluster, POLL_TIMEOUT};
@@ -210,4 +211,56 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
             std::fs::copy(entry.path(), target).unwrap();
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_over_keys_on_different_replicas_commits_whole_and_each_part_in_place() {
+    let cluster = cluster(5, 2).started().await;
+    let mut client = cluster.client();
+    // Two keys no follower holds both of, and a third: the transaction spans them.
+    let x = "x".to_string();
+    let rx = replicas(&cluster, 2, &x);
+    let y = (0..)
+        .map(|i| format!("y{i}"))
+        .find(|k| replicas(&cluster, 2, k).is_disjoint(&rx))
+        .unwrap();
+    client.put(&x, "1").await.unwrap();
+    client.put(&y, "2").await.unwrap();
+
+    // Both compares hold, each on its own replicas: the success branch everywhere.
+    let txn = Txn::new()
+        .if_value(&x, "1")
+        .if_value(&y, "2")
+        .then_put(&x, "10")
+        .then_put(&y, "20")
+        .then_get(&y)
+        .else_get(&x);
+    let answer = client.txn(txn).await.expect("txn");
+    assert!(answer.succeeded);
+    assert_eq!(answer.results.len(), 1);
+    assert_eq!(
+        (
+            answer.results[0].key.as_str(),
+            answer.results[0].value.as_str()
+        ),
+        (y.as_str(), "2")
+    );
+    assert_eq!(holders(&cluster, &x, "10").await, rx);
+    assert_eq!(holders(&cluster, &y, "20").await, replicas(&cluster, 2, &y));
+
+    // The compare on y fails on y's replicas only: the failure branch everywhere, and its
+    // GET of x is read on x's replicas.
+    let txn = Txn::new()
+        .if_value(&x, "10")
+        .if_value(&y, "nope")
+        .then_put(&x, "bad")
+        .then_put(&y, "bad")
+        .else_get(&x)
+        .else_put(&y, "21");
+    let answer = client.txn(txn).await.expect("txn");
+    assert!(!answer.succeeded);
+    assert_eq!(answer.results[0].value, "10");
+    assert_eq!(client.get(&x).await.unwrap(), "10", "x untouched");
+    assert_eq!(client.get(&y).await.unwrap(), "21");
+    assert_eq!(holders(&cluster, &y, "21").await, replicas(&cluster, 2, &y));
 }

@@ -76,6 +76,8 @@ pub type StoreView<'a> = &'a dyn Fn(&str) -> Option<Versioned>;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Decided {
     outcome: Outcome,
+    /// A COMMIT of the failure branch (the transaction's compares did not hold).
+    failed: bool,
     /// False for an ABORT vote this follower gave without journaling anything (a lock
     /// conflict, a failed journal write): its decision, when it comes, is journaled as a
     /// marker, so that a restart still refuses a late PREPARE of it.
@@ -91,8 +93,13 @@ pub enum Effect {
     /// transaction's id (DESIGN §1.8; `0.0` for a legacy or foreign id, which has no
     /// order).
     Apply { key: String, op: Op, version: TxId },
-    /// Give this back to [`FollowerCore::finish`]: the transaction is decided and applied.
-    Finish { txid: TxnId, outcome: Outcome },
+    /// Give this back to [`FollowerCore::finish`]: the transaction is decided and applied
+    /// (`failed`: a COMMIT of its failure branch).
+    Finish {
+        txid: TxnId,
+        outcome: Outcome,
+        failed: bool,
+    },
     /// Send this answer on the stream the message came from.
     Reply(Reply),
     /// Refuse the leader: end the stream with FAILED_PRECONDITION and this message.
@@ -251,6 +258,7 @@ impl FollowerCore {
                 txid,
                 Decided {
                     outcome: Outcome::Abort,
+                    failed: false,
                     journaled: false,
                 },
             );
@@ -382,7 +390,11 @@ impl FollowerCore {
                     });
                 }
             }
-            effects.push(Effect::Finish { txid, outcome });
+            effects.push(Effect::Finish {
+                txid,
+                outcome,
+                failed,
+            });
         } else if let Some(&known) = self.decided.get(&txid) {
             if known.outcome != outcome {
                 tracing::error!(%txid, ?known, ?outcome, "leader sent a decision that contradicts an earlier one; keeping the earlier");
@@ -394,7 +406,11 @@ impl FollowerCore {
                     outcome,
                     failed,
                 }));
-                effects.push(Effect::Finish { txid, outcome });
+                effects.push(Effect::Finish {
+                    txid,
+                    outcome,
+                    failed: known.failed,
+                });
             }
         } else if !self.is_below_low_water(&txid) {
             // Unknown: remember it, durably, so a late PREPARE of it is refused.
@@ -403,7 +419,11 @@ impl FollowerCore {
                 outcome,
                 failed,
             }));
-            effects.push(Effect::Finish { txid, outcome });
+            effects.push(Effect::Finish {
+                txid,
+                outcome,
+                failed,
+            });
         }
         effects.push(Effect::Reply(Reply::Ack));
         effects
@@ -438,10 +458,14 @@ impl FollowerCore {
                     Outcome::Commit => report.committed.push(id),
                     Outcome::Abort => report.aborted.push(id),
                 }
+                if decided.outcome == Outcome::Commit && decided.failed {
+                    report.committed_failed.push(id);
+                }
             }
         }
         report.prepared.sort_by_key(|t| t.txid);
         report.committed.sort();
+        report.committed_failed.sort();
         report.aborted.sort();
         report
     }
@@ -449,7 +473,7 @@ impl FollowerCore {
     /// Called by the runtime for [`Effect::Finish`], once the decision is durable and
     /// applied: forgets the prepared state and releases the key's lock.
     /// Returns whether it ended a prepared transaction (not just a marker).
-    pub fn finish(&mut self, txid: &TxnId, outcome: Outcome) -> bool {
+    pub fn finish(&mut self, txid: &TxnId, outcome: Outcome, failed: bool) -> bool {
         let was_prepared = self.prepared.contains_key(txid);
         if let Some(prepared) = self.prepared.remove(txid) {
             self.unlock(txid, &prepared.txn);
@@ -462,6 +486,7 @@ impl FollowerCore {
                 txid.clone(),
                 Decided {
                     outcome,
+                    failed,
                     journaled: true,
                 },
             );
@@ -490,6 +515,7 @@ impl FollowerCore {
                 txid.clone(),
                 Decided {
                     outcome: Outcome::Abort,
+                    failed: false,
                     journaled: false,
                 },
             );

@@ -52,8 +52,13 @@ use Outcome::{Abort, Commit};
 fn run(core: &mut FollowerCore, stream: StreamId, m: LeaderMessage) -> Vec<Effect> {
     let effects = core.handle(stream, m, &no_store);
     for e in &effects {
-        if let Effect::Finish { txid, outcome } = e {
-            core.finish(txid, *outcome);
+        if let Effect::Finish {
+            txid,
+            outcome,
+            failed,
+        } = e
+        {
+            core.finish(txid, *outcome, *failed);
         }
     }
     effects
@@ -119,7 +124,8 @@ fn commit_journals_applies_then_releases_then_acks() {
             },
             Effect::Finish {
                 txid: "1.1".into(),
-                outcome: Commit
+                outcome: Commit,
+                failed: false,
             },
             ACK,
         ]
@@ -128,7 +134,7 @@ fn commit_journals_applies_then_releases_then_acks() {
         core.check_readable("k").is_err(),
         "lock held until Finish is carried out"
     );
-    core.finish(&"1.1".into(), Commit);
+    core.finish(&"1.1".into(), Commit, false);
     assert!(core.check_readable("k").is_ok());
 }
 
@@ -208,7 +214,8 @@ fn decision_for_an_unknown_transaction_is_journaled_so_a_late_prepare_is_refused
             }),
             Effect::Finish {
                 txid: "1.5".into(),
-                outcome: Abort
+                outcome: Abort,
+                failed: false,
             },
             ACK
         ]
@@ -484,17 +491,24 @@ fn replay_restores_prepared_locks_and_applies_decided_ones() {
             },
             Effect::Finish {
                 txid: "1.1".into(),
-                outcome: Commit
+                outcome: Commit,
+                failed: false,
             },
             Effect::Finish {
                 txid: "1.9".into(),
-                outcome: Abort
+                outcome: Abort,
+                failed: false,
             },
         ]
     );
     for e in &effects {
-        if let Effect::Finish { txid, outcome } = e {
-            restarted.finish(txid, *outcome);
+        if let Effect::Finish {
+            txid,
+            outcome,
+            failed,
+        } = e
+        {
+            restarted.finish(txid, *outcome, *failed);
         }
     }
     assert!(
@@ -527,8 +541,13 @@ fn checkpoint_keeps_what_a_restart_needs() {
     let mut restarted = FollowerCore::new(true);
     for record in core.live_records() {
         for e in restarted.replay(record) {
-            if let Effect::Finish { txid, outcome } = e {
-                restarted.finish(&txid, outcome);
+            if let Effect::Finish {
+                txid,
+                outcome,
+                failed,
+            } = e
+            {
+                restarted.finish(&txid, outcome, failed);
             }
         }
     }
@@ -583,7 +602,8 @@ fn an_abort_vote_given_without_journaling_is_journaled_when_its_decision_arrives
             }),
             Effect::Finish {
                 txid: "1.2".into(),
-                outcome: Abort
+                outcome: Abort,
+                failed: false,
             },
             ACK
         ]
@@ -941,4 +961,27 @@ fn a_forwarded_read_meant_for_another_member_is_refused() {
     assert!(core.check_read_for("").is_ok(), "meant for whoever answers");
     let why = core.check_read_for("m-2").unwrap_err();
     assert!(why.contains("m-2") && why.contains("m-1"), "{why}");
+}
+
+#[test]
+fn a_fence_report_tells_which_committed_transactions_took_their_failure_branch() {
+    let mut core = FollowerCore::new(false);
+    run(&mut core, 1, prepare_txn("1.1", cas_and_move()));
+    run(&mut core, 1, prepare("1.2", "elsewhere", "v"));
+    let failed = Body::Decide {
+        outcome: Commit,
+        failed: true,
+    };
+    run(&mut core, 1, msg("1.1", failed));
+    run(&mut core, 1, decide("1.2", Commit));
+    let effects = run(&mut core, 1, fence(2));
+    let Some(Effect::Reply(Reply::Report(report))) = effects.last() else {
+        panic!("a report: {effects:?}");
+    };
+    assert_eq!(report.committed, vec![id("1.1"), id("1.2")]);
+    assert_eq!(
+        report.committed_failed,
+        vec![id("1.1")],
+        "only a decision tells a part's branch (parts.rs)"
+    );
 }

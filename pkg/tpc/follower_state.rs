@@ -223,8 +223,12 @@ impl StateOwner {
                     Effect::Apply { key, op, version } => {
                         changes.insert(key, (op, version));
                     }
-                    Effect::Finish { txid, outcome } => {
-                        self.shared.core().finish(&txid, outcome);
+                    Effect::Finish {
+                        txid,
+                        outcome,
+                        failed,
+                    } => {
+                        self.shared.core().finish(&txid, outcome, failed);
                     }
                     _ => {}
                 }
@@ -306,8 +310,12 @@ impl StateOwner {
             let mut answer = Err(Status::internal("no reply produced"));
             for effect in handled.effects {
                 match effect {
-                    Effect::Finish { txid, outcome } => {
-                        if core.finish(&txid, outcome) {
+                    Effect::Finish {
+                        txid,
+                        outcome,
+                        failed,
+                    } => {
+                        if core.finish(&txid, outcome, failed) {
                             metrics::TRANSACTIONS
                                 .with_label_values(&[outcome.as_str()])
                                 .inc();

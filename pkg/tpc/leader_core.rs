@@ -44,6 +44,7 @@ use super::membership::{Membership, Participants};
 use super::message::{
     Body, ClusterInfo, FollowerReply, InquiryReport, LeaderMessage, Outcome, TxId, PROTOCOL,
 };
+use super::parts::{self, Gathered};
 use super::records::LeaderRecord;
 use super::recovery::Recovery;
 use crate::kvstore::Versioned;
@@ -146,6 +147,9 @@ pub struct LeaderTxn {
     txn: Option<TxnSpec>,
     /// What its compares and GETs found, as every participant agreed.
     evaluation: Option<Evaluation>,
+    /// With partial replication, the part each participant runs (`parts.rs`), and what
+    /// their votes found; `None`: each runs the whole transaction.
+    parts: Option<(Vec<TxnSpec>, Gathered)>,
     /// Committed, its failure branch applies (its compares did not hold).
     failed: bool,
     /// Why the leader itself aborted it (the participants' evaluations disagreed).
@@ -174,7 +178,7 @@ impl LeaderTxn {
     /// Checks a COMMIT vote's evaluation against those before it: every replica of a
     /// key holds the same value and version, so every participant finds the same; one
     /// that does not means replicas diverged, and the transaction must not commit.
-    fn agree(&mut self, vote: &VoteResult) -> Result<(), String> {
+    fn agree(&mut self, i: usize, vote: &VoteResult) -> Result<(), String> {
         let Some(txn) = &self.txn else {
             return Ok(());
         };
@@ -203,6 +207,9 @@ impl LeaderTxn {
                 )
             }
         };
+        if let Some((specs, gathered)) = &mut self.parts {
+            return gathered.add(&specs[i], &found);
+        }
         let gets = txn
             .branch(found.succeeded)
             .iter()
@@ -421,7 +428,7 @@ impl LeaderCore {
             .map(|_| LinkCore::new(cluster_id.clone(), vote_timeout))
             .collect();
         let mut core = LeaderCore {
-            recovery: Recovery::new(followers.len(), restarted),
+            recovery: Recovery::new(followers.len(), restarted, !membership.is_full()),
             cluster_id,
             epoch: epoch + 1,
             has_data,
@@ -477,6 +484,7 @@ impl LeaderCore {
                     key: String::new(),
                     txn: None,
                     evaluation: None,
+                    parts: None,
                     failed: false,
                     problem: None,
                     participants: owed.iter().copied().collect(),
@@ -908,6 +916,15 @@ impl LeaderCore {
             .first()
             .map_or_else(String::new, |key| key.to_string());
         self.trace(txid, "begin", None, key.clone());
+        // Each participant runs the part of it on its keys, unless it holds them all.
+        let split = !self.membership.is_full() && txn.single_write().is_none();
+        let specs: Vec<TxnSpec> = participants
+            .iter()
+            .map(|&f| match split {
+                true => parts::part(&txn, |key| self.membership.replicas(key).contains(&f)),
+                false => txn.clone(),
+            })
+            .collect();
         // In the table first: each PREPARE's low-water mark counts it.
         self.txns.insert(
             txid,
@@ -916,6 +933,7 @@ impl LeaderCore {
                 key,
                 txn: Some(txn.clone()),
                 evaluation: None,
+                parts: split.then(|| (specs.clone(), Gathered::default())),
                 failed: false,
                 problem: None,
                 votes: vec![None; participants.len()],
@@ -926,9 +944,9 @@ impl LeaderCore {
                 phase: Phase::Voting,
             },
         );
-        for f in participants {
+        for (f, spec) in participants.into_iter().zip(specs) {
             let body = Body::Prepare {
-                txn: txn.clone(),
+                txn: spec,
                 participants: names.clone(),
                 recipient: self.membership.recipient(f),
             };
@@ -979,7 +997,7 @@ impl LeaderCore {
             }
         ) || (commit_without_votes && matches!(vote, VoteResult::NoAnswer(_)));
         if yes {
-            if let Err(problem) = txn.agree(&vote) {
+            if let Err(problem) = txn.agree(i, &vote) {
                 tracing::error!(%txid, follower = %self.followers[f], "{problem}");
                 txn.problem = Some(problem);
                 yes = false;
@@ -1026,6 +1044,9 @@ impl LeaderCore {
             .votes
             .iter()
             .any(|v| matches!(v, Some(VoteResult::Voted { classic: true, .. })));
+        if let (Some((_, gathered)), Some(spec)) = (&txn.parts, &txn.txn) {
+            txn.evaluation = Some(gathered.evaluation(spec));
+        }
         txn.failed =
             outcome == Outcome::Commit && txn.evaluation.as_ref().is_some_and(|e| !e.succeeded);
         txn.phase = Phase::Journaling { outcome };
@@ -1200,6 +1221,7 @@ impl LeaderCore {
                     key: in_doubt.key,
                     txn: None,
                     evaluation: None,
+                    parts: None,
                     failed: in_doubt.failed,
                     problem: None,
                     votes: vec![None; in_doubt.participants.len()],

@@ -1074,3 +1074,59 @@ fn with_partial_replication_writes_wait_for_the_first_view_and_are_refused_witho
         "{effects:?}"
     );
 }
+
+#[test]
+fn with_partial_replication_each_participant_runs_its_part_and_the_branch_needs_every_part() {
+    for a_is_1 in [true, false] {
+        let mut core = partial(5, 2);
+        let replicas = |key: &str| core.membership().replicas(key);
+        let (on_a, on_b) = (replicas("a"), replicas("b"));
+        core.submit(1, cas(), Duration::ZERO);
+        let effects = core.take_effects(Duration::ZERO);
+        let mut votes = Vec::new();
+        for f in 0..5 {
+            let (holds_a, holds_b) = (on_a.contains(&f), on_b.contains(&f));
+            let sent = sent(&effects, f);
+            if !holds_a && !holds_b {
+                assert!(sent.is_empty(), "follower {f} holds neither key");
+                continue;
+            }
+            let Body::Prepare { txn, .. } = &sent[0].body else {
+                panic!("a PREPARE");
+            };
+            let holds = |key: &str| (key == "a" && holds_a) || (key == "b" && holds_b);
+            assert_eq!(
+                *txn,
+                parts::part(&cas(), holds),
+                "follower {f} gets its part"
+            );
+            // Its part reads a then b (the GETs of both branches, in order); only a
+            // has a compare, so a part without a holds.
+            let mut results = Vec::new();
+            if holds_a {
+                results.push(found(if a_is_1 { "1" } else { "9" }));
+            }
+            if holds_b {
+                results.push(found("old"));
+            }
+            votes.push((f, evaluated(a_is_1 || !holds_a, results)));
+        }
+        let mut effects = Vec::new();
+        for (f, vote) in votes {
+            effects = answer(&mut core, f, id(1, 1), vote);
+        }
+        let [(1, Ok(committed))] = &committed(&effects)[..] else {
+            panic!("committed: {effects:?}");
+        };
+        assert_eq!(
+            committed.succeeded, a_is_1,
+            "a's compare decides the branch"
+        );
+        let expected = if a_is_1 { found("1") } else { found("old") };
+        assert_eq!(
+            committed.results,
+            vec![expected],
+            "the GET, read where its key lives"
+        );
+    }
+}

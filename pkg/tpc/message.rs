@@ -438,6 +438,8 @@ pub struct InquiryReport {
     pub prepared: Vec<ReportedTxn>,
     /// Decided COMMIT here.
     pub committed: Vec<TxId>,
+    /// Those of `committed` whose failure branch applied.
+    pub committed_failed: Vec<TxId>,
     /// Decided ABORT here (or voted ABORT).
     pub aborted: Vec<TxId>,
     /// Below it, every transaction sent here is decided and ACKed here.
@@ -502,6 +504,7 @@ impl From<&InquiryReport> for rpc::InquiryReport {
                 })
                 .collect(),
             committed: ids(&r.committed),
+            committed_failed: ids(&r.committed_failed),
             aborted: ids(&r.aborted),
             low_water: r.low_water.map(|t| t.to_string()).unwrap_or_default(),
             member_id: r.member_id.clone().unwrap_or_default(),
@@ -531,6 +534,7 @@ impl TryFrom<rpc::InquiryReport> for InquiryReport {
                 })
                 .collect::<Result<_, String>>()?,
             committed: ids(r.committed)?,
+            committed_failed: ids(r.committed_failed)?,
             aborted: ids(r.aborted)?,
             low_water: if r.low_water.is_empty() {
                 None
@@ -749,7 +753,8 @@ mod tests {
                 participants: vec!["a:1".into()],
                 failed: false,
             }],
-            committed: vec![TxId { epoch: 2, seq: 5 }],
+            committed: vec![TxId { epoch: 2, seq: 5 }, TxId { epoch: 2, seq: 6 }],
+            committed_failed: vec![TxId { epoch: 2, seq: 6 }],
             aborted: vec![TxId { epoch: 1, seq: 9 }],
             low_water: Some(TxId { epoch: 1, seq: 3 }),
             member_id: Some("m-1".into()),

@@ -31,6 +31,12 @@
 //!    version, so they never should; it logs this as an error); it decides COMMIT at
 //!    the last COMMIT vote, and the decision says which branch applies (the failure
 //!    branch if the compares did not hold) and the client hears the GETs' results.
+//!
+//!    With fewer replicas than followers a participant may hold only some of the keys:
+//!    it gets, and votes on, its *part* of the transaction (its keys' compares, writes
+//!    and reads, `parts.rs`); the success branch runs only if every part's compares
+//!    hold, and a participant that applied a COMMIT reports its branch to a restarted
+//!    leader, since the other parts' findings alone may not tell it.
 //! 3. **Deliver.** The leader sends the decision to every participant that may have got
 //!    the PREPARE, again and again until each ACKs. A follower journals the decision,
 //!    applies it, releases the lock, and then ACKs: an ACK means the decision is
@@ -174,7 +180,8 @@
 //!
 //! - **Cores.** [`leader_core`] (transactions, votes, decisions, delivery, key queues,
 //!   marks, the leader's journal rules), [`membership`] (the view: which followers are a
-//!   transaction's participants and a read's replicas), [`link_core`] (one stream: what goes next, which
+//!   transaction's participants and a read's replicas), [`parts`] (what each of them
+//!   runs of it, and what their votes add up to), [`link_core`] (one stream: what goes next, which
 //!   reply answers what, timeouts, reconnection), [`recovery`] (the rule over the fence
 //!   reports), [`follower_core`] (votes, locks, decisions, fences, legacy messages,
 //!   cluster membership) and `follower_batch.rs` (which messages may share a journal
@@ -201,6 +208,7 @@ pub mod link;
 pub mod link_core;
 pub mod membership;
 pub mod message;
+pub mod parts;
 mod reads;
 pub mod records;
 pub mod recovery;

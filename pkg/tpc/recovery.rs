@@ -42,6 +42,8 @@ pub enum Report {
     Known {
         prepared: BTreeSet<TxId>,
         committed: BTreeSet<TxId>,
+        /// Those of `committed` whose failure branch applied.
+        committed_failed: BTreeSet<TxId>,
         aborted: BTreeSet<TxId>,
         low_water: Option<TxId>,
     },
@@ -55,6 +57,7 @@ impl Report {
             Some(r) => Report::Known {
                 prepared: r.prepared.iter().map(|t| t.txid).collect(),
                 committed: r.committed.iter().copied().collect(),
+                committed_failed: r.committed_failed.iter().copied().collect(),
                 aborted: r.aborted.iter().copied().collect(),
                 low_water: r.low_water,
             },
@@ -70,6 +73,7 @@ impl Report {
                 committed,
                 aborted,
                 low_water,
+                ..
             } => {
                 if committed.contains(&txid) {
                     Status::Committed
@@ -135,8 +139,10 @@ pub struct InDoubt {
     /// Participants this leader has no link to: they never report, so the transaction
     /// can only be aborted.
     pub strangers: Vec<String>,
-    /// Its compares did not hold, as the first report said: committed, the failure
-    /// branch applies.
+    /// Committed, the failure branch applies: a participant that knows the decision
+    /// says so; else some participant found its compares not holding (with full
+    /// replication every participant evaluates them all, so the first report says it;
+    /// with partial replication each evaluates those on its keys, and all must hold).
     pub failed: bool,
     /// Reports disagree on whether its compares held (each follower journals what its
     /// vote found): the votes did not agree, so the leader cannot have committed it
@@ -149,6 +155,9 @@ pub struct InDoubt {
 pub struct Recovery {
     /// False for a first start: nothing to recover.
     active: bool,
+    /// Participants evaluate only the compares on their own keys (partial
+    /// replication, `membership.rs`): their reports' findings differ by right.
+    parts: bool,
     /// Per follower, its report once it has answered the fence.
     reports: Vec<Option<Report>>,
     in_doubt: BTreeMap<TxId, InDoubt>,
@@ -156,10 +165,12 @@ pub struct Recovery {
 
 impl Recovery {
     /// The recovery of a leader with `followers` followers; `restarted` if an earlier
-    /// run left a journal (else there is nothing to recover).
-    pub fn new(followers: usize, restarted: bool) -> Recovery {
+    /// run left a journal (else there is nothing to recover); `parts` if each
+    /// participant runs only its keys' part of a transaction (partial replication).
+    pub fn new(followers: usize, restarted: bool, parts: bool) -> Recovery {
         Recovery {
             active: restarted,
+            parts,
             reports: vec![None; followers],
             in_doubt: BTreeMap::new(),
         }
@@ -222,7 +233,9 @@ impl Recovery {
                     disagree: false,
                 }
             });
-            if in_doubt.failed != txn.failed && !in_doubt.disagree {
+            if self.parts {
+                in_doubt.failed |= txn.failed;
+            } else if in_doubt.failed != txn.failed && !in_doubt.disagree {
                 tracing::error!(txid = %txn.txid, "replicas disagree on whether an in-doubt transaction's compares hold: their copies of its keys differ; it is aborted");
                 in_doubt.disagree = true;
             }
@@ -232,7 +245,7 @@ impl Recovery {
 
     /// Decides every in-doubt transaction the reports so far decide, and forgets it.
     pub fn decide(&mut self) -> Vec<(TxId, Outcome, InDoubt)> {
-        let decided: Vec<(TxId, Outcome)> = self
+        let decided: Vec<(TxId, Outcome, Option<bool>)> = self
             .in_doubt
             .iter()
             .filter_map(|(txid, txn)| {
@@ -250,16 +263,32 @@ impl Recovery {
                     Outcome::Commit if txn.disagree && !known => Outcome::Abort,
                     outcome => outcome,
                 };
-                Some((*txid, outcome))
+                Some((*txid, outcome, self.known_branch(&txn.participants, *txid)))
             })
             .collect();
         decided
             .into_iter()
-            .filter_map(|(txid, outcome)| {
-                let txn = self.in_doubt.remove(&txid)?;
+            .filter_map(|(txid, outcome, known_branch)| {
+                let mut txn = self.in_doubt.remove(&txid)?;
+                if let Some(failed) = known_branch {
+                    txn.failed = failed;
+                }
                 Some((txid, outcome, txn))
             })
             .collect()
+    }
+
+    /// The branch of `txid`'s COMMIT as a participant that knows the decision reports
+    /// it (`true`: the failure branch), if one does.
+    fn known_branch(&self, participants: &[usize], txid: TxId) -> Option<bool> {
+        participants.iter().find_map(|&p| match &self.reports[p] {
+            Some(Report::Known {
+                committed,
+                committed_failed,
+                ..
+            }) if committed.contains(&txid) => Some(committed_failed.contains(&txid)),
+            _ => None,
+        })
     }
 
     /// Follower `f`'s status for `txid` by its report.
@@ -347,6 +376,7 @@ mod tests {
                 failed: false,
             }],
             committed: vec![id(6)],
+            committed_failed: Vec::new(),
             aborted: vec![id(7)],
             low_water: Some(id(4)),
             member_id: None,
@@ -376,7 +406,7 @@ mod tests {
     #[test]
     fn an_in_doubt_transaction_is_decided_once_the_reports_decide_it() {
         let names: Vec<String> = vec!["a".into(), "b".into()];
-        let mut r = Recovery::new(2, true);
+        let mut r = Recovery::new(2, true, false);
         assert!(!r.is_complete());
         assert!(r
             .report(0, Some(&prepared(5, &["a", "b"])), &names, |_| false)
@@ -393,6 +423,40 @@ mod tests {
     }
 
     #[test]
+    fn with_parts_a_recovered_commit_fails_if_any_part_failed_unless_a_decision_is_known() {
+        let names: Vec<String> = vec!["a".into(), "b".into(), "c".into()];
+        let with_failed = |failed| {
+            let mut report = prepared(5, &["a", "b", "c"]);
+            report.prepared[0].failed = failed;
+            report
+        };
+        let mut r = Recovery::new(3, true, true);
+        r.report(0, Some(&with_failed(false)), &names, |_| false);
+        r.report(1, Some(&with_failed(true)), &names, |_| false);
+        r.report(2, Some(&with_failed(false)), &names, |_| false);
+        let decided = r.decide();
+        assert_eq!(decided[0].1, Outcome::Commit, "parts differ by right");
+        assert!(decided[0].2.failed, "b's part failed: the failure branch");
+
+        // c already applied the decision, the success branch: that stands.
+        let mut r = Recovery::new(3, true, true);
+        r.report(0, Some(&with_failed(false)), &names, |_| false);
+        r.report(1, Some(&with_failed(false)), &names, |_| false);
+        let knows = |failed: bool| InquiryReport {
+            committed: vec![id(5)],
+            committed_failed: if failed { vec![id(5)] } else { Vec::new() },
+            ..InquiryReport::default()
+        };
+        r.report(2, Some(&knows(true)), &names, |_| false);
+        let decided = r.decide();
+        assert_eq!(decided[0].1, Outcome::Commit);
+        assert!(
+            decided[0].2.failed,
+            "as c applied it, though a and b's parts held"
+        );
+    }
+
+    #[test]
     fn a_recovered_commit_applies_the_branch_the_reports_show_and_disagreement_aborts() {
         let names: Vec<String> = vec!["a".into(), "b".into()];
         let with_failed = |seq, failed| {
@@ -400,14 +464,14 @@ mod tests {
             report.prepared[0].failed = failed;
             report
         };
-        let mut r = Recovery::new(2, true);
+        let mut r = Recovery::new(2, true, false);
         r.report(0, Some(&with_failed(5, true)), &names, |_| false);
         r.report(1, Some(&with_failed(5, true)), &names, |_| false);
         let decided = r.decide();
         assert_eq!(decided[0].1, Outcome::Commit);
         assert!(decided[0].2.failed, "the compares failed everywhere");
 
-        let mut r = Recovery::new(2, true);
+        let mut r = Recovery::new(2, true, false);
         r.report(0, Some(&with_failed(6, false)), &names, |_| false);
         r.report(1, Some(&with_failed(6, true)), &names, |_| false);
         let decided = r.decide();
@@ -421,7 +485,7 @@ mod tests {
     #[test]
     fn a_participant_that_never_voted_aborts_it_at_once() {
         let names: Vec<String> = vec!["a".into(), "b".into(), "c".into()];
-        let mut r = Recovery::new(3, true);
+        let mut r = Recovery::new(3, true, false);
         r.report(0, Some(&prepared(5, &["a", "b", "c"])), &names, |_| false);
         r.report(1, Some(&InquiryReport::default()), &names, |_| false);
         let decided = r.decide();
@@ -437,7 +501,7 @@ mod tests {
     #[test]
     fn an_empty_participant_list_means_every_follower_and_strangers_block_commit() {
         let names: Vec<String> = vec!["a".into(), "b".into()];
-        let mut r = Recovery::new(2, true);
+        let mut r = Recovery::new(2, true, false);
         r.report(0, Some(&prepared(5, &[])), &names, |_| false);
         assert_eq!(r.in_doubt()[&id(5)].participants, vec![0, 1]);
         r.report(1, Some(&prepared(6, &["b", "gone:1"])), &names, |_| false);
@@ -454,7 +518,7 @@ mod tests {
     #[test]
     fn a_decision_the_leader_holds_is_owed_not_in_doubt() {
         let names: Vec<String> = vec!["a".into()];
-        let mut r = Recovery::new(1, true);
+        let mut r = Recovery::new(1, true, false);
         let owed = r.report(0, Some(&prepared(5, &["a"])), &names, |t| t == id(5));
         assert_eq!(owed, vec![id(5)]);
         assert!(r.in_doubt().is_empty());
@@ -467,7 +531,7 @@ mod tests {
     #[test]
     fn a_fence_report_is_taken_once_and_only_by_a_restarted_leader() {
         let names: Vec<String> = vec!["a".into(), "b".into()];
-        let mut r = Recovery::new(2, true);
+        let mut r = Recovery::new(2, true, false);
         r.report(0, Some(&prepared(5, &["a", "b"])), &names, |_| false);
         let again = r.report(0, Some(&InquiryReport::default()), &names, |_| true);
         assert!(again.is_empty(), "nothing owed by a second report");
@@ -477,7 +541,7 @@ mod tests {
         assert_eq!(decided.len(), 1);
         assert_eq!((decided[0].0, decided[0].1), (id(5), Outcome::Commit));
 
-        let mut first_start = Recovery::new(1, false);
+        let mut first_start = Recovery::new(1, false, false);
         let owed = first_start.report(0, Some(&prepared(5, &["a"])), &names, |_| true);
         assert!(owed.is_empty());
         assert_eq!(first_start.status(0, id(5)), Unreported, "no report kept");
@@ -486,7 +550,7 @@ mod tests {
 
     #[test]
     fn a_first_start_has_nothing_to_recover() {
-        let r = Recovery::new(3, false);
+        let r = Recovery::new(3, false, false);
         assert!(r.is_complete() && !r.is_active() && r.has_reported(2));
     }
 }

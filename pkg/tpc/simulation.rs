@@ -233,6 +233,7 @@ use super::message::{Body, LeaderMessage, Outcome, Reply, TxId, TxnId};
 use super::records::{FollowerRecord, LeaderRecord};
 use crate::check::{check, OpKind, Operation};
 use crate::kvstore::Versioned;
+use crate::placement::{MemberId, View};
 use crate::txn::{Compare, Target, TxnOp, TxnSpec};
 use leader::LeaderNode;
 
@@ -254,6 +255,18 @@ const TORN: &str = "<torn file>";
 
 fn name(f: usize) -> String {
     format!("f{f}")
+}
+
+/// Follower `f`'s member id (as `crate::member` keeps it on disk).
+fn member_id(f: usize) -> String {
+    format!("m{f}")
+}
+
+/// A follower's core as `Follower::open` makes it.
+fn follower_core(f: usize, has_data: bool) -> FollowerCore {
+    let mut core = FollowerCore::new(has_data);
+    core.set_member_id(member_id(f));
+    core
 }
 
 /// Which faults the adversary may inject.
@@ -306,6 +319,9 @@ struct Config {
     profile: Profile,
     steps: usize,
     bugs: Bugs,
+    /// The leader's `--replication`: below [`FOLLOWERS`], each key lives on some
+    /// followers only, and its transactions run among them.
+    replication: usize,
 }
 
 impl Config {
@@ -314,6 +330,7 @@ impl Config {
             profile,
             steps: STEPS,
             bugs: Bugs::default(),
+            replication: FOLLOWERS,
         }
     }
 }
@@ -520,13 +537,31 @@ struct Sim {
     told: Vec<HashSet<TxnId>>,
     events: Option<Vec<String>>,
     stats: Stats,
+    /// Where keys live: the view the followers' member ids form (DESIGN §7).
+    placement: View,
 }
 
 impl Sim {
+    /// Whether follower `f` is one of `key`'s replicas.
+    fn holds(&self, f: usize, key: &str) -> bool {
+        self.placement.holds(&MemberId(member_id(f)), key)
+    }
+
+    /// `key`'s replicas.
+    fn replicas_of(&self, key: &str) -> Vec<usize> {
+        (0..FOLLOWERS).filter(|&f| self.holds(f, key)).collect()
+    }
+
+    /// A random replica of `key`.
+    fn random_replica(&mut self, key: &str) -> usize {
+        let replicas = self.replicas_of(key);
+        replicas[self.rng.random_range(0..replicas.len())]
+    }
+
     fn new(seed: u64, cfg: Config, trace: bool) -> Sim {
         let followers = (0..FOLLOWERS)
-            .map(|_| FollowerNode {
-                core: Some(FollowerCore::new(false)),
+            .map(|f| FollowerNode {
+                core: Some(follower_core(f, false)),
                 journal: Vec::new(),
                 kv: BTreeMap::new(),
                 unsynced: BTreeMap::new(),
@@ -558,6 +593,13 @@ impl Sim {
             told: vec![HashSet::new(); FOLLOWERS],
             events: trace.then(Vec::new),
             stats: Stats::default(),
+            placement: View::new(
+                1,
+                cfg.replication,
+                &(0..FOLLOWERS)
+                    .map(|f| MemberId(member_id(f)))
+                    .collect::<Vec<_>>(),
+            ),
         };
         sim.restart_leader();
         sim
@@ -789,7 +831,7 @@ impl Sim {
             }
             _ => {
                 conditional = true;
-                let f = self.rng.random_range(0..FOLLOWERS);
+                let f = self.random_replica(&key);
                 let target = match self.followers[f].kv.get(&key) {
                     Some(held) => Target::Value(held.clone()),
                     None => Target::Exists(false),
@@ -848,27 +890,29 @@ impl Sim {
     }
 
     fn client_read(&mut self) -> Checked {
-        let f = self.rng.random_range(0..FOLLOWERS);
         if self.rng.random_ratio(1, 3) {
+            let f = self.rng.random_range(0..FOLLOWERS);
             return self.snapshot_read_on(f);
         }
         let key = KEYS[self.rng.random_range(0..KEYS.len())];
+        let f = self.random_replica(key);
         self.read_on(f, key);
         Ok(())
     }
 
-    /// A read-only transaction of every key on follower `f`, as `FollowerService::
+    /// A read-only transaction of every key follower `f` holds, as `FollowerService::
     /// read_txn` does it: refused if any key is locked, else every key read at once.
     fn snapshot_read_on(&mut self, f: usize) -> Checked {
+        let held: Vec<&str> = KEYS.into_iter().filter(|k| self.holds(f, k)).collect();
         let node = &self.followers[f];
         let Some(core) = &node.core else {
             return Ok(());
         };
-        if KEYS.iter().any(|key| core.check_readable(key).is_err()) {
+        if held.iter().any(|key| core.check_readable(key).is_err()) {
             self.stats.unavailable_reads += 1;
             return Ok(());
         }
-        let seen: Vec<(String, Option<String>)> = KEYS
+        let seen: Vec<(String, Option<String>)> = held
             .iter()
             .map(|key| (key.to_string(), node.kv.get(*key).cloned()))
             .collect();

@@ -24,6 +24,26 @@ fn messages_replayed_across_restarts_keep_every_invariant() {
     assert_concurrent(&stats);
 }
 
+/// Each key on 2 of the 3 followers (`--replication 2`): transactions run among their
+/// keys' replicas only, a transaction of several keys spans followers none of which
+/// holds all its keys, and recovery decides from the reports of a transaction's own
+/// participants. Invariant 1 also checks that no other follower ever holds the key.
+#[test]
+fn partial_replication_keeps_every_invariant() {
+    for profile in [Profile::Tcp, Profile::Hostile, Profile::Amnesia] {
+        let cfg = Config {
+            replication: 2,
+            ..Config::new(profile)
+        };
+        let stats = run_many(0..150, cfg);
+        assert!(
+            stats.commits > 150 && stats.aborts > 15,
+            "{profile:?}: {stats:?}"
+        );
+        assert!(stats.recovered > 5, "{profile:?}: {stats:?}");
+    }
+}
+
 /// The schedules do exercise what this model is about: transactions overlapping and
 /// queueing per key, batches of several messages, unsynced store changes lost, and
 /// restarted leaders deciding transactions in doubt from the followers' reports.
@@ -38,7 +58,8 @@ fn assert_concurrent(stats: &Stats) {
 
 /// Long soak: `TPC_SIM_SEEDS` schedules (default 20,000) per profile, from seed
 /// `TPC_SIM_FIRST` (default 1,000,000), `TPC_SIM_STEPS` steps each; `TPC_SIM_PROFILE`
-/// picks one profile (default: all three). Reports every distinct failure with its
+/// picks one profile (default: all three), `TPC_SIM_REPLICATION` the replication factor
+/// (default: every follower holds every key). Reports every distinct failure with its
 /// first seed.
 #[test]
 #[ignore = "long soak; run with TPC_SIM_SEEDS=N -- --ignored --nocapture"]
@@ -54,6 +75,7 @@ fn soak() {
     for profile in profiles {
         let cfg = Config {
             steps,
+            replication: env_u64("TPC_SIM_REPLICATION").map_or(FOLLOWERS, |r| r as usize),
             ..Config::new(profile)
         };
         let started = Instant::now();
@@ -100,6 +122,7 @@ fn replay_one_seed() {
     let steps = env_u64("TPC_SIM_STEPS").map_or(STEPS, |s| s as usize);
     let cfg = Config {
         steps,
+        replication: env_u64("TPC_SIM_REPLICATION").map_or(FOLLOWERS, |r| r as usize),
         ..Config::new(profile)
     };
     let mut sim = Sim::new(seed, cfg, true);
@@ -316,8 +339,12 @@ fn carry_out(core: &mut FollowerCore, journal: &mut Vec<FollowerRecord>, effects
     for effect in effects {
         match effect {
             Effect::Persist(record) => journal.push(record),
-            Effect::Finish { txid, outcome } => {
-                core.finish(&txid, outcome);
+            Effect::Finish {
+                txid,
+                outcome,
+                failed,
+            } => {
+                core.finish(&txid, outcome, failed);
             }
             _ => {}
         }
@@ -328,8 +355,13 @@ fn restarted(journal: &[FollowerRecord], has_data: bool) -> FollowerCore {
     let mut core = FollowerCore::new(has_data);
     for record in journal {
         for effect in core.replay(record.clone()) {
-            if let Effect::Finish { txid, outcome } = effect {
-                core.finish(&txid, outcome);
+            if let Effect::Finish {
+                txid,
+                outcome,
+                failed,
+            } = effect
+            {
+                core.finish(&txid, outcome, failed);
             }
         }
     }

@@ -3,11 +3,20 @@
 use super::*;
 
 impl Sim {
-    /// Invariant 1: readable copies of a key agree.
+    /// Invariant 1: readable copies of a key agree, and only its replicas hold it.
     pub(super) fn check_agreement(&self) -> Checked {
         for key in KEYS {
             let mut first: Option<(usize, Option<&String>)> = None;
             for (f, node) in self.followers.iter().enumerate() {
+                if !self.holds(f, key) {
+                    if let Some(value) = node.kv.get(key) {
+                        return Err(self.fail(
+                            "1",
+                            format!("follower {f} holds {key:?} = {value:?}, not being a replica"),
+                        ));
+                    }
+                    continue;
+                }
                 let Some(core) = &node.core else { continue };
                 if core.check_readable(key).is_err() {
                     continue;
@@ -80,7 +89,11 @@ impl Sim {
             let Some(txid) = written.iter().find_map(|op| op.txid) else {
                 continue;
             };
-            for other in written.iter().filter(|op| op.key != *key) {
+            let was_seen = |key: &str| seen.iter().any(|(k, _)| k == key);
+            for other in written
+                .iter()
+                .filter(|op| op.key != *key && was_seen(&op.key))
+            {
                 let held = value_of(&other.key);
                 if held.as_deref() == Some(value.as_str()) {
                     continue;
@@ -223,14 +236,16 @@ impl Sim {
                 ));
             }
         }
-        for f in 1..FOLLOWERS {
-            if self.followers[f].kv != self.followers[0].kv {
+        for key in KEYS {
+            let replicas = self.replicas_of(key);
+            let copies: Vec<Option<&String>> = replicas
+                .iter()
+                .map(|&f| self.followers[f].kv.get(key))
+                .collect();
+            if copies.iter().any(|copy| *copy != copies[0]) {
                 return Err(self.fail(
                     "2",
-                    format!(
-                        "followers differ after healing: f0 {:?}, f{f} {:?}",
-                        self.followers[0].kv, self.followers[f].kv
-                    ),
+                    format!("replicas {replicas:?} of {key:?} differ after healing: {copies:?}"),
                 ));
             }
         }
@@ -254,7 +269,10 @@ impl Sim {
                     .filter(|op| op.txid > since)
                     .map(value_of),
             );
-            let actual = self.followers[0].kv.get(key).cloned();
+            let actual = self.followers[self.replicas_of(key)[0]]
+                .kv
+                .get(key)
+                .cloned();
             if !allowed.contains(&actual) {
                 return Err(self.fail(
                     "3",
@@ -268,7 +286,7 @@ impl Sim {
         }
         // Invariant 4, with a final read of every key.
         for key in KEYS {
-            let f = self.rng.random_range(0..FOLLOWERS);
+            let f = self.random_replica(key);
             if !self.read_on(f, key) {
                 return Err(self.fail(
                     "2",

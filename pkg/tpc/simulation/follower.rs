@@ -248,8 +248,12 @@ impl Sim {
             let core = self.followers[f].core.as_mut().expect("up");
             for effect in h.effects {
                 match effect {
-                    Effect::Finish { txid, outcome } => {
-                        core.finish(&txid, outcome);
+                    Effect::Finish {
+                        txid,
+                        outcome,
+                        failed,
+                    } => {
+                        core.finish(&txid, outcome, failed);
                     }
                     Effect::Reply(reply) => answer = Ok(reply),
                     Effect::Refuse(why) => answer = Err(format!("refuses the leader: {why}")),
@@ -487,7 +491,7 @@ impl Sim {
     pub(super) fn restart_follower(&mut self, f: usize) {
         let skip_applies = self.cfg.bugs.replay_skips_applies;
         let node = &mut self.followers[f];
-        let mut core = FollowerCore::new(!node.kv.is_empty() || !node.journal.is_empty());
+        let mut core = follower_core(f, !node.kv.is_empty() || !node.journal.is_empty());
         let mut changes: BTreeMap<String, Op> = BTreeMap::new();
         for record in node.journal.clone() {
             for effect in core.replay(record) {
@@ -495,8 +499,12 @@ impl Sim {
                     Effect::Apply { key, op, .. } if !skip_applies => {
                         changes.insert(key, op);
                     }
-                    Effect::Finish { txid, outcome } => {
-                        core.finish(&txid, outcome);
+                    Effect::Finish {
+                        txid,
+                        outcome,
+                        failed,
+                    } => {
+                        core.finish(&txid, outcome, failed);
                     }
                     _ => {}
                 }

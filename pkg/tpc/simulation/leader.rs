@@ -436,7 +436,7 @@ impl Sim {
         let start = LeaderCore::recover_with_bugs(
             self.leader_journal.clone(),
             names,
-            FOLLOWERS,
+            self.cfg.replication,
             VOTE_TIMEOUT,
             || CLUSTER.to_string(),
             self.cfg.bugs.leader,
