@@ -610,7 +610,7 @@ impl FollowerCore {
         records.extend(decided.into_iter().map(|(txid, d)| FollowerRecord::Decide {
             txid: txid.clone(),
             outcome: d.outcome,
-            failed: false,
+            failed: d.failed,
         }));
         let mut prepared: Vec<_> = self.prepared.iter().collect();
         prepared.sort_by(|a, b| a.0.cmp(b.0));

@@ -984,4 +984,23 @@ fn a_fence_report_tells_which_committed_transactions_took_their_failure_branch()
         vec![id("1.1")],
         "only a decision tells a part's branch (parts.rs)"
     );
+    // A checkpoint keeps it: a core rebuilt from the live records reports it too.
+    let mut rebuilt = FollowerCore::new(true);
+    for record in core.live_records() {
+        for effect in rebuilt.replay(record) {
+            if let Effect::Finish {
+                txid,
+                outcome,
+                failed,
+            } = effect
+            {
+                rebuilt.finish(&txid, outcome, failed);
+            }
+        }
+    }
+    let effects = run(&mut rebuilt, 1, fence(3));
+    let Some(Effect::Reply(Reply::Report(again))) = effects.last() else {
+        panic!("a report: {effects:?}");
+    };
+    assert_eq!(again.committed_failed, vec![id("1.1")]);
 }
