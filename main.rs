@@ -104,10 +104,39 @@ enum Command {
     Client(ClientArgs),
     /// Show a leader's view of its cluster: followers, in-flight transactions, journal.
     Status(StatusArgs),
+    /// The cluster's members: which followers hold keys, in which view (DESIGN §8).
+    Members(MembersArgs),
     /// Forward between the leader and one follower, injecting faults (for tests).
     Proxy(ProxyArgs),
     /// Load a leader with requests and report throughput, latency and errors.
     Bench(BenchArgs),
+}
+
+#[derive(Args, Debug)]
+struct MembersArgs {
+    #[command(subcommand)]
+    command: MembersCommand,
+}
+
+#[derive(Subcommand, Debug)]
+enum MembersCommand {
+    /// Show the view: its epoch, the replication factor, and each member's id, address
+    /// and state (active, down; joining or leaving while the view changes).
+    List(MembersListArgs),
+}
+
+#[derive(Args, Debug)]
+struct MembersListArgs {
+    /// The leader's address, host:port or unix:/path.
+    #[arg(long, default_value = client::DEFAULT_LEADER, value_name = "ADDR")]
+    leader: String,
+    /// Print one JSON object: {"epoch", "replication", "members": [{"id", "address",
+    /// "state"}], "moving_keys"}.
+    #[arg(long)]
+    json: bool,
+    /// How long to wait for the answer.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    timeout: Duration,
 }
 
 #[derive(Args, Debug)]
@@ -422,6 +451,7 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Client(args)) => runtime.block_on(client_main(args)),
         Some(Command::Status(args)) => runtime.block_on(status_main(args)),
+        Some(Command::Members(args)) => runtime.block_on(members_main(args)),
         Some(Command::Bench(args)) => runtime.block_on(bench_main(args)),
         Some(Command::Proxy(args)) => {
             init_logging();
@@ -588,6 +618,24 @@ async fn status_main(args: StatusArgs) -> ExitCode {
         }
         Err(e) => {
             eprintln!("tpc status: {}: {e}", args.leader);
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn members_main(args: MembersArgs) -> ExitCode {
+    let MembersCommand::List(args) = args.command;
+    match client::members::fetch(&args.leader, args.timeout).await {
+        Ok(view) if args.json => {
+            println!("{}", client::members::render_json(&view));
+            ExitCode::SUCCESS
+        }
+        Ok(view) => {
+            print!("{}", client::members::render_text(&view));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tpc members list: {}: {e}", args.leader);
             ExitCode::from(2)
         }
     }

@@ -264,3 +264,49 @@ async fn a_transaction_over_keys_on_different_replicas_commits_whole_and_each_pa
     assert_eq!(client.get(&y).await.unwrap(), "21");
     assert_eq!(holders(&cluster, &y, "21").await, replicas(&cluster, 2, &y));
 }
+
+/// Runs `tpc members list --leader ADDR --json` and parses its output.
+fn members_json(leader: &str) -> serde_json::Value {
+    let output = std::process::Command::new(support::tpc_binary())
+        .args(["members", "list", "--leader", leader, "--json"])
+        .output()
+        .expect("run tpc members list");
+    assert!(
+        output.status.success(),
+        "tpc members list failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("tpc members list --json prints JSON")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_list_shows_the_view_and_which_members_are_down() {
+    let mut cluster = cluster(4, 3).started().await;
+    support::wait_view(&cluster.leader_addr()).await;
+    let view = members_json(&cluster.leader_addr());
+    assert_eq!(view["epoch"], 1);
+    assert_eq!(view["replication"], 3);
+    assert_eq!(view["moving_keys"], 0);
+    let members = view["members"].as_array().expect("members");
+    assert_eq!(members.len(), 4);
+    for (i, member) in members.iter().enumerate() {
+        assert_eq!(member["id"], member_id(&cluster, i).0.as_str());
+        assert_eq!(member["address"], cluster.follower_addr(i).as_str());
+        assert_eq!(member["state"], "active");
+    }
+
+    cluster.kill_follower(2);
+    let view = poll("f3 shown down", POLL_TIMEOUT, || async {
+        let view = members_json(&cluster.leader_addr());
+        match view["members"][2]["state"].as_str() {
+            Some("down") => Ok(view),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert_eq!(view["members"][0]["state"], "active");
+    assert_eq!(
+        view["epoch"], 1,
+        "no view change (membership changes are not built yet)"
+    );
+}

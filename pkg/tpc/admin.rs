@@ -112,6 +112,42 @@ impl AdminService {
     }
 }
 
+impl AdminService {
+    /// The view, each member with its state.
+    pub fn members(&self) -> rpc::MembersReply {
+        let core = self.coordinator.core();
+        let membership = core.membership();
+        let Some(view) = membership.current() else {
+            return rpc::MembersReply {
+                replication: membership.replication() as u32,
+                ..Default::default()
+            };
+        };
+        let members = view
+            .members
+            .iter()
+            .map(|(id, address)| {
+                let connected = self
+                    .links
+                    .iter()
+                    .find(|link| link.name() == address)
+                    .is_some_and(|link| link.status().connected);
+                rpc::Member {
+                    id: id.to_string(),
+                    address: address.clone(),
+                    state: if connected { "active" } else { "down" }.into(),
+                }
+            })
+            .collect();
+        rpc::MembersReply {
+            epoch: view.epoch,
+            replication: view.replication as u32,
+            members,
+            moving_keys: 0,
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl rpc::admin_server::Admin for AdminService {
     async fn status(
@@ -119,5 +155,12 @@ impl rpc::admin_server::Admin for AdminService {
         _: Request<rpc::StatusRequest>,
     ) -> std::result::Result<Response<rpc::StatusReply>, Status> {
         Ok(Response::new(self.snapshot()))
+    }
+
+    async fn members(
+        &self,
+        _: Request<rpc::MembersRequest>,
+    ) -> std::result::Result<Response<rpc::MembersReply>, Status> {
+        Ok(Response::new(self.members()))
     }
 }
