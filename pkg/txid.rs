@@ -24,6 +24,15 @@ impl TxId {
     pub fn fence(epoch: u64) -> TxId {
         TxId { epoch, seq: 0 }
     }
+
+    /// The message that hands a follower view `epoch` (`0.<epoch>`: leader epochs, and so
+    /// every transaction's, start at 1).
+    pub fn view(epoch: u64) -> TxId {
+        TxId {
+            epoch: 0,
+            seq: epoch,
+        }
+    }
 }
 
 impl fmt::Display for TxId {

@@ -15,7 +15,7 @@ use tonic::Code;
 use tpc::client::Txn;
 use tpc::placement::{MemberId, View};
 
-use support::{poll, settled_get, wait_leader_ready, Cluster, POLL_TIMEOUT};
+use support::{get, poll, wait_leader_ready, Cluster, POLL_TIMEOUT};
 
 /// A cluster of `n` followers, each key on `replication` of them; not started.
 fn cluster(n: usize, replication: usize) -> Cluster {
@@ -46,11 +46,21 @@ fn replicas(cluster: &Cluster, replication: usize, key: &str) -> BTreeSet<usize>
 }
 
 /// The followers whose own copy holds `key` with `value`, read directly on each (once
-/// the key's decision is applied there: the client hears OK at the last vote).
+/// the key's decision is applied there: the client hears OK at the last vote). A
+/// follower that does not hold the key refuses the read (FAILED_PRECONDITION).
 async fn holders(cluster: &Cluster, key: &str, value: &str) -> BTreeSet<usize> {
     let mut holders = BTreeSet::new();
     for i in 0..cluster.follower_dirs.len() {
-        if settled_get(&cluster.follower_addr(i), key).await.as_deref() == Some(value) {
+        let addr = cluster.follower_addr(i);
+        let held = poll("a settled direct read", POLL_TIMEOUT, || async {
+            match get(&addr, key).await {
+                Ok(held) => Ok(held),
+                Err(s) if s.code() == Code::FailedPrecondition => Ok(None),
+                Err(s) => Err(format!("{s:?}")),
+            }
+        })
+        .await;
+        if held.as_deref() == Some(value) {
             holders.insert(i);
         }
     }
@@ -78,6 +88,17 @@ async fn each_key_lives_on_exactly_its_replicas_and_nowhere_else() {
         }
     }
     assert_eq!(per_follower.iter().sum::<usize>(), 120);
+    // A follower read directly refuses a key it does not hold, naming the view.
+    let key = "key-0";
+    let outsider = (0..5)
+        .find(|i| !replicas(&cluster, 3, key).contains(i))
+        .unwrap();
+    let refused = support::client(&cluster.follower_addr(outsider))
+        .get(key)
+        .await
+        .expect_err("not a replica");
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(refused.message().contains("view 1"), "{refused:?}");
     assert!(
         per_follower.iter().all(|&n| n < 40),
         "no follower holds every key: {per_follower:?}"

@@ -241,14 +241,14 @@ impl Owner {
                 event,
             } => match event {
                 StreamEvent::Replies(replies) => {
-                    let acks = replies.iter().any(|r| {
-                        matches!(
-                            r,
-                            Ok(FollowerReply {
-                                answer: Answer::Ack,
-                                ..
-                            })
-                        )
+                    // An ACK of a decision (a view's id, `0.<epoch>`, is no decision's).
+                    let acks = replies.iter().any(|r| match r {
+                        Ok(FollowerReply {
+                            answer: Answer::Ack,
+                            txid,
+                            ..
+                        }) => !txid.ordered().is_some_and(|t| t.epoch == 0),
+                        _ => false,
                     });
                     if acks {
                         crash_point("leader-after-first-ack");

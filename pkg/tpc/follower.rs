@@ -455,6 +455,12 @@ impl api::key_value_api_server::KeyValueApi for FollowerService {
         request: Request<api::GetRequest>,
     ) -> std::result::Result<Response<api::Response>, Status> {
         let key = request.into_inner().key;
+        limits::check_key(&key).map_err(Status::invalid_argument)?;
+        // A client's read: only of a key this follower holds in its view (DESIGN §7).
+        self.shared
+            .core()
+            .check_direct_read(&key)
+            .map_err(Status::failed_precondition)?;
         self.read(&key).map(|held| {
             Response::new(api::Response {
                 value: held.value,

@@ -42,11 +42,13 @@
 
 use std::collections::{HashMap, HashSet};
 
+use super::membership::ViewRecord;
 use super::message::{
     Body, InquiryReport, LeaderMessage, Op, Outcome, Recipient, Reply, ReportedTxn, TxId, TxnId,
 };
 use super::records::FollowerRecord;
 use crate::kvstore::Versioned;
+use crate::placement::{MemberId, View};
 use crate::txn::{Evaluation, TxnSpec};
 
 /// Identifies one incoming stream, for the per-stream legacy rule.
@@ -114,6 +116,8 @@ pub struct FollowerCore {
     member_id: Option<String>,
     /// The newest view epoch a PREPARE has carried (DESIGN §7).
     view_epoch: u64,
+    /// The newest view the leader handed this follower, and its placement.
+    view: Option<(ViewRecord, View)>,
     /// True if the store holds data (or ever committed here): such a follower may join a
     /// cluster that has data.
     has_data: bool,
@@ -205,6 +209,7 @@ impl FollowerCore {
             (true, Body::Prepare { txn, .. }) => self.prepare_legacy(stream, txn, problem),
             (false, Body::Decide { outcome, failed }) => self.decide(msg.txid, outcome, failed),
             (_, Body::Fence) => vec![Effect::Reply(Reply::Report(self.report(msg.epoch)))],
+            (_, Body::View(view)) => self.take_view(view),
             (true, Body::Decide { outcome, failed }) => {
                 if self.legacy_refused.remove(&stream)
                     || !self.prepared.contains_key(&TxnId::Legacy)
@@ -280,6 +285,52 @@ impl FollowerCore {
             }),
             Effect::Reply(reply),
         ]
+    }
+
+    /// Keeps `view` if it is newer than the one held (journaled first), and ACKs.
+    fn take_view(&mut self, view: ViewRecord) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        if self
+            .view
+            .as_ref()
+            .is_none_or(|(held, _)| held.epoch < view.epoch)
+        {
+            effects.push(Effect::Persist(FollowerRecord::View(view.clone())));
+            self.hold_view(view);
+        }
+        effects.push(Effect::Reply(Reply::Ack));
+        effects
+    }
+
+    fn hold_view(&mut self, view: ViewRecord) {
+        self.view_epoch = self.view_epoch.max(view.epoch);
+        let placement = View::new(
+            view.epoch,
+            view.replication,
+            view.members.iter().map(|(id, _)| id),
+        );
+        self.view = Some((view, placement));
+    }
+
+    /// Whether a client's direct read of `key` may be answered from this follower's
+    /// copy (DESIGN §7): not if the view it holds does not place `key` here, since its
+    /// copy, if any, is no replica's. A follower that holds no view (classic tooling
+    /// drives it, or its leader has formed none yet) answers for every key.
+    pub fn check_direct_read(&self, key: &str) -> Result<(), String> {
+        let (Some((view, placement)), Some(me)) = (&self.view, &self.member_id) else {
+            return Ok(());
+        };
+        if placement.holds(&MemberId(me.clone()), key) {
+            return Ok(());
+        }
+        Err(format!(
+            "this follower does not hold key {} in view {} (each key lives on {} of the {} \
+             followers, DESIGN §7): read it through the leader",
+            crate::limits::quote_key(key),
+            view.epoch,
+            view.replication.min(view.members.len()),
+            view.members.len()
+        ))
     }
 
     /// Why a PREPARE meant for `recipient` is not for this follower, if it is not
@@ -571,6 +622,16 @@ impl FollowerCore {
                 .into_iter()
                 .filter(|e| matches!(e, Effect::Apply { .. } | Effect::Finish { .. }))
                 .collect(),
+            FollowerRecord::View(view) => {
+                if self
+                    .view
+                    .as_ref()
+                    .is_none_or(|(held, _)| held.epoch < view.epoch)
+                {
+                    self.hold_view(view);
+                }
+                Vec::new()
+            }
         }
     }
 
@@ -605,6 +666,11 @@ impl FollowerCore {
     /// could still name, and every undecided transaction.
     pub fn live_records(&self) -> Vec<FollowerRecord> {
         let mut records = vec![self.meta_record()];
+        records.extend(
+            self.view
+                .iter()
+                .map(|(view, _)| FollowerRecord::View(view.clone())),
+        );
         let mut decided: Vec<_> = self.decided.iter().collect();
         decided.sort_by(|a, b| a.0.cmp(b.0));
         records.extend(decided.into_iter().map(|(txid, d)| FollowerRecord::Decide {

@@ -1004,3 +1004,76 @@ fn a_fence_report_tells_which_committed_transactions_took_their_failure_branch()
     };
     assert_eq!(again.committed_failed, vec![id("1.1")]);
 }
+
+fn view_message(epoch: u64, replication: usize, members: &[&str]) -> LeaderMessage {
+    let view = crate::tpc::membership::ViewRecord {
+        epoch,
+        replication,
+        members: members
+            .iter()
+            .map(|m| (crate::placement::MemberId(m.to_string()), format!("{m}:1")))
+            .collect(),
+    };
+    msg(&TxId::view(epoch).to_string(), Body::View(view))
+}
+
+#[test]
+fn a_follower_answers_direct_reads_only_for_the_keys_its_view_places_on_it() {
+    let mut core = FollowerCore::new(false);
+    core.set_member_id("m0".into());
+    let members = ["m0", "m1", "m2", "m3"];
+    assert!(
+        core.check_direct_read("anything").is_ok(),
+        "no view: every key"
+    );
+    let effects = run(&mut core, 1, view_message(2, 1, &members));
+    assert!(matches!(
+        &effects[..],
+        [Effect::Persist(FollowerRecord::View(v)), ACK] if v.epoch == 2
+    ));
+    let placement = crate::placement::View::new(
+        2,
+        1,
+        &members
+            .iter()
+            .map(|m| crate::placement::MemberId(m.to_string()))
+            .collect::<Vec<_>>(),
+    );
+    let me = crate::placement::MemberId("m0".into());
+    let (mut held, mut refused) = (0, 0);
+    for k in 0..40 {
+        let key = format!("k{k}");
+        match core.check_direct_read(&key) {
+            Ok(()) => {
+                assert!(placement.holds(&me, &key));
+                held += 1;
+            }
+            Err(why) => {
+                assert!(!placement.holds(&me, &key));
+                assert!(why.contains("view 2"), "{why}");
+                refused += 1;
+            }
+        }
+    }
+    assert!(held > 0 && refused > 0);
+    assert_eq!(
+        run(&mut core, 1, view_message(1, 4, &members)),
+        vec![ACK],
+        "an older view is ACKed and not taken"
+    );
+    assert!(core.check_direct_read("k0").is_ok() == placement.holds(&me, "k0"));
+
+    // A restart keeps it.
+    let mut rebuilt = FollowerCore::new(true);
+    rebuilt.set_member_id("m0".into());
+    for record in core.live_records() {
+        rebuilt.replay(record);
+    }
+    for k in 0..40 {
+        let key = format!("k{k}");
+        assert_eq!(
+            rebuilt.check_direct_read(&key).is_ok(),
+            placement.holds(&me, &key)
+        );
+    }
+}

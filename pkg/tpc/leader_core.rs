@@ -609,6 +609,11 @@ impl LeaderCore {
             (Job::Meta { view }, Ok(())) => {
                 if let Some(epoch) = view {
                     self.membership.durable(epoch);
+                    for f in 0..self.links.len() {
+                        if self.links[f].speaks_protocol_2() == Some(true) {
+                            self.send_view(f);
+                        }
+                    }
                     self.unpark();
                 }
             }
@@ -1122,6 +1127,16 @@ impl LeaderCore {
         }
     }
 
+    /// Hands follower `f` the view in force, if there is one: it answers direct reads by
+    /// it (DESIGN §7).
+    fn send_view(&mut self, f: usize) {
+        let Some(view) = self.membership.current() else {
+            return;
+        };
+        let msg = self.message(TxId::view(view.epoch), Body::View(view.clone()), f);
+        self.links[f].queue(msg);
+    }
+
     /// Queues `txid`'s decision on the link of every follower it is owed to.
     fn deliver(&mut self, txid: TxId, outcome: Outcome) {
         self.progress += 1;
@@ -1189,6 +1204,11 @@ impl LeaderCore {
                 "new view"
             );
             self.journal_meta();
+        }
+        if report.is_some() {
+            // It speaks protocol 2: it takes the view (a classic peer would take the
+            // message for a decision).
+            self.send_view(f);
         }
         let txns = &self.txns;
         let owed = self

@@ -18,7 +18,7 @@ fn id(epoch: u64, seq: u64) -> TxId {
 }
 /// A leader at its first start, its followers' answers to the first fence (which tells
 /// it they speak protocol 2 and their member ids) handled, and the view they form
-/// durable (journal job 1): the next journal job is 2.
+/// durable (journal job 1: the next journal job is 2) and handed to them.
 fn fresh(n: usize) -> LeaderCore {
     let mut core = LeaderCore::recover(Vec::new(), names(n), n, TIMEOUT, || "C".into())
         .unwrap()
@@ -34,7 +34,11 @@ fn fresh(n: usize) -> LeaderCore {
     }
     core.journaled(1, Ok(()), Duration::ZERO);
     assert_eq!(core.membership().current(), Some(&view_of(n)));
-    core.take_effects(Duration::ZERO);
+    let effects = core.take_effects(Duration::ZERO);
+    for f in 0..n {
+        assert_eq!(views_sent(&effects, f), vec![1], "once in force");
+        answer(&mut core, f, TxId::view(1), Answer::Ack);
+    }
     core
 }
 /// The view `n` followers that tell no member id form (each known by its address), with
@@ -56,8 +60,15 @@ fn del(key: &str) -> TxnSpec {
     TxnSpec::write(key.into(), None)
 }
 
-/// The messages sent to follower `f`, flattened, in order.
+/// The messages sent to follower `f`, flattened, in order, but for the views handed to
+/// it (`views_sent` has those).
 fn sent(effects: &[Effect], f: usize) -> Vec<LeaderMessage> {
+    all_sent(effects, f)
+        .into_iter()
+        .filter(|m| !matches!(m.body, Body::View(_)))
+        .collect()
+}
+fn all_sent(effects: &[Effect], f: usize) -> Vec<LeaderMessage> {
     effects
         .iter()
         .filter_map(|e| match e {
@@ -68,6 +79,19 @@ fn sent(effects: &[Effect], f: usize) -> Vec<LeaderMessage> {
             _ => None,
         })
         .flatten()
+        .collect()
+}
+/// The epochs of the views handed to follower `f`.
+fn views_sent(effects: &[Effect], f: usize) -> Vec<u64> {
+    all_sent(effects, f)
+        .into_iter()
+        .filter_map(|m| match m.body {
+            Body::View(view) => {
+                assert_eq!(m.txid, TxId::view(view.epoch).into());
+                Some(view.epoch)
+            }
+            _ => None,
+        })
         .collect()
 }
 fn bodies(effects: &[Effect], f: usize) -> Vec<(TxnId, Body)> {
@@ -1129,4 +1153,29 @@ fn with_partial_replication_each_participant_runs_its_part_and_the_branch_needs_
             "the GET, read where its key lives"
         );
     }
+}
+
+#[test]
+fn the_view_goes_to_every_follower_that_speaks_protocol_2_and_to_no_classic_peer() {
+    let mut core = restarted(vec![meta(1)], 2).core;
+    core.take_effects(Duration::ZERO);
+    let fence = TxId::fence(2);
+    let effects = answer(&mut core, 0, fence, report(&[]));
+    assert_eq!(
+        views_sent(&effects, 0),
+        vec![1],
+        "the journaled view, once it reported"
+    );
+    let classic = Ok(FollowerReply {
+        txid: TxnId::Legacy,
+        answer: Answer::Ack,
+        cluster_id: None,
+        protocol: 0,
+    });
+    core.replies(1, 1, vec![classic], Duration::ZERO);
+    let effects = core.take_effects(Duration::ZERO);
+    assert!(
+        views_sent(&effects, 1).is_empty(),
+        "a classic peer would take it for a decision"
+    );
 }

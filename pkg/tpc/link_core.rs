@@ -105,7 +105,7 @@ impl Expect {
     fn of(body: &Body) -> Expect {
         match body {
             Body::Prepare { .. } => Expect::Vote,
-            Body::Decide { .. } => Expect::Ack,
+            Body::Decide { .. } | Body::View(_) => Expect::Ack,
             Body::Fence => Expect::Report,
         }
     }

@@ -4,6 +4,7 @@
 
 use std::fmt;
 
+use super::membership::ViewRecord;
 use crate::kvstore::Versioned;
 use crate::limits;
 use crate::placement::MemberId;
@@ -141,6 +142,9 @@ pub enum Body {
     /// transaction has): refuse every PREPARE of an older epoch from now on, durably,
     /// and report what is known of the older epochs' transactions.
     Fence,
+    /// The view in force (DESIGN §7; on the wire a GLOBAL COMMIT of `0.<view epoch>`
+    /// carrying it): keep it, durably, and answer direct reads by it.
+    View(ViewRecord),
 }
 
 impl Body {
@@ -306,6 +310,16 @@ impl TryFrom<rpc::LeaderMsg> for LeaderMessage {
                     recipient,
                 }
             }
+            (rpc::MessageType::Global, rpc::Action::Commit) if m.view.is_some() => {
+                let view = view_of(m.view.unwrap_or_default())?;
+                if txid != TxId::view(view.epoch).into() {
+                    return Err(format!(
+                        "a view message's id must be 0.{} (its epoch), not {txid}",
+                        view.epoch
+                    ));
+                }
+                Body::View(view)
+            }
             (rpc::MessageType::Global, rpc::Action::Commit) => Body::Decide {
                 outcome: Outcome::Commit,
                 failed: m.failed,
@@ -350,6 +364,7 @@ impl From<LeaderMessage> for rpc::LeaderMsg {
         let mut txn = None;
         let mut failed = false;
         let mut to = None;
+        let mut view = None;
         let (msg_type, action, key, value, op) = match m.body {
             Body::Prepare {
                 txn: spec,
@@ -390,6 +405,21 @@ impl From<LeaderMessage> for rpc::LeaderMsg {
                 String::new(),
                 rpc::Operation::Put,
             ),
+            Body::View(v) => {
+                view = Some(rpc::ViewInfo {
+                    epoch: v.epoch,
+                    replication: v.replication as u32,
+                    member_ids: v.members.iter().map(|(id, _)| id.0.clone()).collect(),
+                    addresses: v.members.into_iter().map(|(_, a)| a).collect(),
+                });
+                (
+                    rpc::MessageType::Global,
+                    rpc::Action::Commit,
+                    String::new(),
+                    String::new(),
+                    rpc::Operation::Put,
+                )
+            }
         };
         let (cluster_id, cluster_has_data) = match m.cluster {
             Some(c) => (c.id, c.has_data),
@@ -413,6 +443,7 @@ impl From<LeaderMessage> for rpc::LeaderMsg {
             failed,
             view_epoch: to.as_ref().map_or(0, |r| r.view_epoch),
             member_id: to.map(|r| r.member_id.0).unwrap_or_default(),
+            view,
         }
     }
 }
@@ -547,6 +578,36 @@ impl TryFrom<rpc::InquiryReport> for InquiryReport {
             },
         })
     }
+}
+
+/// Validates a view from the wire.
+fn view_of(v: rpc::ViewInfo) -> Result<ViewRecord, String> {
+    if v.epoch == 0 || v.replication == 0 {
+        return Err("a view's epoch and replication start at 1".into());
+    }
+    if v.member_ids.len() != v.addresses.len() || v.member_ids.len() > MAX_PARTICIPANTS {
+        return Err(format!(
+            "a view of {} member ids and {} addresses (at most {MAX_PARTICIPANTS}, as many of each)",
+            v.member_ids.len(),
+            v.addresses.len()
+        ));
+    }
+    let mut members = Vec::with_capacity(v.member_ids.len());
+    for (id, address) in v.member_ids.into_iter().zip(v.addresses) {
+        check_member_id(&id)?;
+        if address.is_empty() || address.len() > MAX_PARTICIPANT_BYTES {
+            return Err(format!(
+                "a member address of {} bytes (1 to {MAX_PARTICIPANT_BYTES})",
+                address.len()
+            ));
+        }
+        members.push((MemberId(id), address));
+    }
+    Ok(ViewRecord {
+        epoch: v.epoch,
+        replication: v.replication as usize,
+        members,
+    })
 }
 
 /// A member id as it arrives on the wire: 1 to 64 printable ASCII characters (ours are
@@ -721,6 +782,35 @@ mod tests {
             "an ABORT of <epoch>.0 on the wire, which classic peers just ACK"
         );
         assert_eq!(LeaderMessage::try_from(wire).unwrap(), fence);
+
+        let view = ViewRecord {
+            epoch: 3,
+            replication: 2,
+            members: vec![(MemberId("m-1".into()), "a:1".into())],
+        };
+        let view = LeaderMessage {
+            txid: TxId::view(3).into(),
+            body: Body::View(view),
+            ..fence
+        };
+        let wire: rpc::LeaderMsg = view.clone().into();
+        assert_eq!(
+            (wire.action, wire.txid.as_str()),
+            (rpc::Action::Commit as i32, "0.3")
+        );
+        assert_eq!(LeaderMessage::try_from(wire.clone()).unwrap(), view);
+        let mut bad = wire.clone();
+        bad.txid = "0.4".into();
+        assert!(LeaderMessage::try_from(bad).unwrap_err().contains("0.3"));
+        let mut bad = wire.clone();
+        bad.view.as_mut().unwrap().addresses.clear();
+        assert!(
+            LeaderMessage::try_from(bad).is_err(),
+            "an address per member"
+        );
+        let mut bad = wire;
+        bad.view.as_mut().unwrap().member_ids[0] = "no spaces".into();
+        assert!(LeaderMessage::try_from(bad).is_err());
     }
 
     #[test]

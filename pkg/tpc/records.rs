@@ -13,6 +13,8 @@
 //!   its compares, its success and its failure branch, each counted
 //! - `decide TXID commit|abort`, or `decide TXID commit failed` when the failure branch
 //!   applies
+//! - `view VIEW_EPOCH REPLICATION (MEMBER_ID ADDRESS)...`: the view the leader handed it
+//!   (DESIGN §7)
 //!
 //! Leader journal (it holds no record of a commit that every participant voted for,
 //! DESIGN §1.4):
@@ -90,6 +92,8 @@ pub enum FollowerRecord {
         outcome: Outcome,
         failed: bool,
     },
+    /// The view the leader handed this follower (DESIGN §7).
+    View(ViewRecord),
 }
 
 /// A record in the leader's journal.
@@ -216,7 +220,15 @@ fn parse_txn<'a>(fields: &'a [&'a str]) -> Result<(TxnSpec, &'a [&'a str]), Stri
     Ok((txn, rest))
 }
 
-/// Reads the view fields of a leader's `meta` record (none: no view yet).
+/// Appends a view as fields: `EPOCH REPLICATION (MEMBER_ID ADDRESS)...`.
+fn view_fields(view: &ViewRecord, fields: &mut Vec<String>) {
+    fields.extend([view.epoch.to_string(), view.replication.to_string()]);
+    for (id, address) in &view.members {
+        fields.extend([id.0.clone(), address.clone()]);
+    }
+}
+
+/// Reads `view` and what [`view_fields`] wrote (none: no view).
 fn parse_view(fields: &[&str]) -> Result<Option<ViewRecord>, String> {
     match fields {
         [] => Ok(None),
@@ -287,6 +299,11 @@ impl From<&FollowerRecord> for Record {
                 }
                 fields
             }
+            FollowerRecord::View(view) => {
+                let mut fields = vec!["view".into()];
+                view_fields(view, &mut fields);
+                fields
+            }
         }
     }
 }
@@ -343,6 +360,10 @@ impl TryFrom<Record> for FollowerRecord {
                 outcome: parse_outcome(outcome)?,
                 failed: true,
             }),
+            ["view", ..] => match parse_view(&fields)? {
+                Some(view) => Ok(FollowerRecord::View(view)),
+                None => Err("an empty view record".into()),
+            },
             _ => Err(format!("not a follower record: {:?}", fields.first())),
         }
     }
@@ -364,14 +385,8 @@ impl From<&LeaderRecord> for Record {
                     if *has_data { "1" } else { "0" }.into(),
                 ];
                 if let Some(view) = view {
-                    fields.extend([
-                        "view".into(),
-                        view.epoch.to_string(),
-                        view.replication.to_string(),
-                    ]);
-                    for (id, address) in &view.members {
-                        fields.extend([id.0.clone(), address.clone()]);
-                    }
+                    fields.push("view".into());
+                    view_fields(view, &mut fields);
                 }
                 fields
             }
@@ -429,6 +444,11 @@ mod tests {
                 max_epoch: 3,
                 low_water: Some(TxId { epoch: 3, seq: 9 }),
             },
+            FollowerRecord::View(ViewRecord {
+                epoch: 2,
+                replication: 3,
+                members: vec![(MemberId("m1".into()), "unix:/a b".into())],
+            }),
             FollowerRecord::Meta {
                 cluster_id: None,
                 max_epoch: 0,

@@ -977,6 +977,7 @@ fn brief(msg: &LeaderMessage) -> String {
             )
         }
         Body::Fence => "FENCE".to_string(),
+        Body::View(view) => format!("VIEW {}", view.epoch),
     };
     let mark = msg.low_water.map(|m| m.to_string()).unwrap_or_default();
     format!("{} {body} (epoch {}, mark {mark})", msg.txid, msg.epoch)

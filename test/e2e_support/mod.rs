@@ -358,6 +358,8 @@ pub async fn wait_follower_ready(addr: &str) {
         || async {
             match get(addr, PROBE_KEY).await {
                 Ok(_) => Ok(()),
+                // Its view places the probe key elsewhere: it answered, so it is ready.
+                Err(s) if s.code() == Code::FailedPrecondition => Ok(()),
                 Err(s)
                     if matches!(
                         s.code(),
