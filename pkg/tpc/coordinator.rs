@@ -247,7 +247,7 @@ impl Owner {
                             answer: Answer::Ack,
                             txid,
                             ..
-                        }) => !txid.ordered().is_some_and(|t| t.epoch == 0),
+                        }) => txid.ordered().is_none_or(|t| t.epoch != 0),
                         _ => false,
                     });
                     if acks {
