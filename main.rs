@@ -339,6 +339,12 @@ enum ClientOp {
     /// COND: KEY = VALUE | KEY != VALUE | KEY exists | KEY missing | KEY version = E.S
     /// | KEY version != E.S; OP: get KEY | put KEY VALUE | del KEY. Prints the branch
     /// that ran, what its GETs read and the version it wrote.
+    ///
+    /// Each argument is one word as your shell passes it: spaces, quotes and commas in
+    /// it are data, and an empty argument ("") is the empty value. A comma at the end of
+    /// an argument separates two ops when the next argument is get, put or del (put a
+    /// 1, put b 2); a comma of its own always does. Any other comma is data: put k "x,"
+    /// as the last op, or put k "x," , put j y.
     Txn {
         /// The transaction, in the syntax above (quote words with spaces for your shell).
         #[arg(

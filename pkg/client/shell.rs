@@ -12,7 +12,7 @@ use std::path::PathBuf;
 
 use rustyline::error::ReadlineError;
 
-use super::txn_syntax::{parse_txn, Word, TXN_USAGE};
+use super::txn_syntax::{argument_words, parse_txn, Word, TXN_USAGE};
 use super::{describe, Client, Swap, Txn};
 use crate::proto::api;
 
@@ -61,19 +61,27 @@ commands (any case):
                    a transaction: if every COND holds, the ops after then, else those
                    after else; atomic on every follower; e.g.
                    txn if a = 1 and b exists then put a 2, del b else get a
+                   a comma ends an op, alone or at the end of a word; quote a
+                   value that ends with one: txn put a \"x,\", put b \"\"
   help             this text
   exit             leave (also: quit, Ctrl-D)
-quote keys or values with spaces: put \"my key\" \"a value\"  (escapes: \\\" \\\\ \\n \\t)"
+quote keys or values with spaces: put \"my key\" \"a value\"  (escapes: \\\" \\\\ \\n \\t);
+\"\" is the empty value"
     )
 }
 
 /// Splits a line into words, honouring quotes.
 pub fn split_words(line: &str) -> Result<Vec<String>, String> {
-    Ok(split_quoted(line)?.into_iter().map(|w| w.text).collect())
+    Ok(split_quoted(line, false)?
+        .into_iter()
+        .map(|w| w.text)
+        .collect())
 }
 
-/// Splits a line into words, saying which were quoted.
-fn split_quoted(line: &str) -> Result<Vec<Word>, String> {
+/// Splits a line into words, saying which were quoted. A quoted word must be followed
+/// by a space or the end of the line, or, if `commas_end_ops` (a `txn`), by the commas
+/// that end an op: they become a word of their own.
+fn split_quoted(line: &str, commas_end_ops: bool) -> Result<Vec<Word>, String> {
     let mut words = Vec::new();
     let mut chars = line.chars().peekable();
     loop {
@@ -119,32 +127,54 @@ fn split_quoted(line: &str) -> Result<Vec<Word>, String> {
                 chars.next();
             }
         }
-        if chars.peek().is_some_and(|c| !c.is_whitespace()) {
-            return Err("a quoted word must be followed by a space".into());
-        }
         words.push(Word { text: word, quoted });
+        let mut commas = String::new();
+        while commas_end_ops && chars.peek() == Some(&',') {
+            commas.push(',');
+            chars.next();
+        }
+        if chars.peek().is_some_and(|c| !c.is_whitespace()) {
+            return Err(if commas_end_ops {
+                "a quoted word must be followed by a space or a comma".into()
+            } else {
+                "a quoted word must be followed by a space".into()
+            });
+        }
+        if !commas.is_empty() {
+            words.push(Word {
+                text: commas,
+                quoted: false,
+            });
+        }
     }
 }
 
 /// Parses one shell line.
 pub fn parse(line: &str) -> Result<Command, String> {
-    let quoted = split_quoted(line)?;
-    let Some((verb, rest)) = quoted.split_first() else {
+    let words = split_quoted(line, true)?;
+    let Some((verb, rest)) = words.split_first() else {
         return Ok(Command::Nothing);
     };
+    if !verb.text.eq_ignore_ascii_case("txn") {
+        // Commas end ops in a txn only: elsewhere `"a",` is a mistake, said as such.
+        split_quoted(line, false)?;
+    }
     parse_words(&verb.text, rest)
 }
 
-/// Parses a command given as words (the one-shot mode's arguments are words already:
-/// none is quoted).
+/// Parses a command given as words: the one-shot mode's arguments, which the shell that
+/// ran `tpc` has split and unquoted already (see `txn_syntax::argument_words`).
 pub fn parse_args(verb: &str, args: &[String]) -> Result<Command, String> {
-    let words: Vec<Word> = args
-        .iter()
-        .map(|text| Word {
-            text: text.clone(),
-            quoted: false,
-        })
-        .collect();
+    let words: Vec<Word> = if verb.eq_ignore_ascii_case("txn") {
+        argument_words(args)
+    } else {
+        args.iter()
+            .map(|text| Word {
+                text: text.clone(),
+                quoted: false,
+            })
+            .collect()
+    };
     parse_words(verb, &words)
 }
 
@@ -414,6 +444,37 @@ mod tests {
         assert_eq!(
             parse(r"put 'a\b' x"),
             Ok(Command::Put(r"a\b".into(), "x".into()))
+        );
+    }
+
+    #[test]
+    fn in_a_transaction_a_quoted_word_may_end_an_op_and_be_empty() {
+        assert_eq!(
+            parse(r#"txn put a "x", put 'b' '', del "c",get d"#).unwrap_err(),
+            "a quoted word must be followed by a space or a comma"
+        );
+        assert_eq!(
+            parse(r#"txn put a "x", put 'b' '', del "c",, get d"#)
+                .unwrap_err()
+                .split('\n')
+                .next(),
+            Some("expected get, put or del, found a comma")
+        );
+        assert_eq!(
+            parse(r#"txn if "a," = "" then put a "x,", put 'b' '' else del "c", get "d""#),
+            Ok(Command::Txn(
+                Txn::new()
+                    .if_value("a,", "")
+                    .then_put("a", "x,")
+                    .then_put("b", "")
+                    .else_delete("c")
+                    .else_get("d")
+            ))
+        );
+        assert_eq!(
+            parse(r#"mdel "a", b"#).unwrap_err(),
+            "a quoted word must be followed by a space",
+            "a comma after a quote ends a txn op only"
         );
     }
 

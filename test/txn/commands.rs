@@ -1,5 +1,5 @@
 //! The shell's one-shot commands (`cas`, `mput`, `mdel`, `txn`, `get -v`): output and
-//! exit codes.
+//! exit codes; and the interactive shell, its lines given on stdin.
 
 use super::*;
 
@@ -14,6 +14,26 @@ fn tpc_client(leader: &str, args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("run tpc client")
+}
+
+/// Runs the interactive shell, `tpc client --leader LEADER`, with `lines` on its stdin
+/// (not a terminal: the shell reads them as they come) and a HOME of its own, for its
+/// history file.
+fn tpc_shell(leader: &str, lines: &str) -> Output {
+    use std::io::Write;
+    let home = tempfile::tempdir().expect("a HOME for the shell");
+    let mut child = std::process::Command::new(support::tpc_binary())
+        .args(["client", "--leader", leader])
+        .env("HOME", home.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run tpc client");
+    let mut stdin = child.stdin.take().expect("the shell's stdin");
+    stdin.write_all(lines.as_bytes()).expect("write the lines");
+    drop(stdin);
+    child.wait_with_output().expect("the shell's output")
 }
 
 fn stdout(out: &Output) -> String {
@@ -142,4 +162,42 @@ async fn one_shot_cas_mput_mdel_and_txn_commands_print_and_exit_as_documented() 
     }
     assert_replicas(&cluster, "x", None).await;
     assert_replicas(&cluster, "my key", Some(("a value", &v1))).await;
+}
+
+/// `txn` writes the empty value and values that end with a comma: in the shell with
+/// quotes (a comma right after a quoted word ends the op), in one-shot mode with one
+/// argument per word (a comma ending an argument separates ops only before the next op).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn txn_writes_empty_values_and_values_that_end_with_a_comma() {
+    let cluster = Cluster::start(1).await;
+    let leader = cluster.leader_addr();
+
+    let out = tpc_client(
+        &leader,
+        &[
+            "txn", "put", "empty", "", ",", "put", "comma", "x,", ",", "put", "one,", "1,", "put",
+            "last", "y,",
+        ],
+    );
+    assert_exit(&out, 0, "one-shot txn");
+    let (_, v) = settled_version(&leader, "empty").await.expect("empty");
+    for (key, value) in [
+        ("empty", ""),
+        ("comma", "x,"),
+        ("one,", "1"),
+        ("last", "y,"),
+    ] {
+        assert_replicas(&cluster, key, Some((value, &v))).await;
+    }
+
+    let out = tpc_shell(
+        &leader,
+        "txn put a \"x\", put 'b' \"\", put c 'z,', put d w\nget b\nget c\n",
+    );
+    assert_exit(&out, 0, "the shell");
+    assert!(!stdout(&out).contains("error"), "{out:?}");
+    let (_, v) = settled_version(&leader, "a").await.expect("a");
+    for (key, value) in [("a", "x"), ("b", ""), ("c", "z,"), ("d", "w")] {
+        assert_replicas(&cluster, key, Some((value, &v))).await;
+    }
 }
