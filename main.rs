@@ -13,6 +13,7 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 use tracing::Instrument;
 
 use tpc::bench::{self, Workload};
+use tpc::client::output::{self, eprint_line};
 use tpc::client::{self, shell, Client};
 use tpc::net::{Address, ListenAddr, Listener};
 use tpc::proxy::{self, Faults, Proxy, ProxyConfig};
@@ -416,7 +417,7 @@ fn main() -> ExitCode {
     {
         Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("tpc: error: cannot start the async runtime: {e}");
+            eprint_line(&format!("tpc: error: cannot start the async runtime: {e}"));
             return ExitCode::from(2);
         }
     };
@@ -430,7 +431,7 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e}");
-                    eprintln!("tpc proxy: error: {e}");
+                    eprint_line(&format!("tpc proxy: error: {e}"));
                     ExitCode::FAILURE
                 }
             }
@@ -441,7 +442,7 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e}");
-                    eprintln!("tpc: error: {e}");
+                    eprint_line(&format!("tpc: error: {e}"));
                     ExitCode::FAILURE
                 }
             }
@@ -575,20 +576,24 @@ async fn shutdown_signal() {
 }
 
 async fn status_main(args: StatusArgs) -> ExitCode {
-    match client::status::fetch(&args.leader, args.timeout).await {
-        Ok(status) if args.json => {
-            println!("{}", client::status::render_json(&status));
-            ExitCode::SUCCESS
-        }
-        Ok(status) => {
-            print!(
-                "{}",
-                client::status::render_text(&status, std::time::SystemTime::now())
-            );
-            ExitCode::SUCCESS
-        }
+    let text = match client::status::fetch(&args.leader, args.timeout).await {
+        Ok(status) if args.json => client::status::render_json(&status) + "\n",
+        Ok(status) => client::status::render_text(&status, std::time::SystemTime::now()),
         Err(e) => {
-            eprintln!("tpc status: {}: {e}", args.leader);
+            eprint_line(&format!("tpc status: {}: {e}", args.leader));
+            return ExitCode::from(2);
+        }
+    };
+    printed("tpc status", output::print(&text))
+}
+
+/// The exit status of a tool that has done its work and printed what `result` says:
+/// 0, or 2 if stdout failed (then said on stderr, unless it was a closed pipe).
+fn printed(tool: &str, result: std::io::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            output::report_stdout_error(tool, &e);
             ExitCode::from(2)
         }
     }
@@ -603,27 +608,22 @@ async fn bench_main(args: BenchArgs) -> ExitCode {
             std::future::pending::<()>().await;
         }
     };
-    match bench::run(&config, interrupt).await {
-        Ok(report) if args.json => {
-            println!("{}", bench::report::render_json(&report));
-            ExitCode::SUCCESS
-        }
-        Ok(report) => {
-            print!("{}", bench::report::render_text(&report));
-            ExitCode::SUCCESS
-        }
+    let text = match bench::run(&config, interrupt).await {
+        Ok(report) if args.json => format!("{}\n", bench::report::render_json(&report)),
+        Ok(report) => bench::report::render_text(&report),
         Err(e) => {
-            eprintln!("tpc bench: {e}");
-            ExitCode::from(2)
+            eprint_line(&format!("tpc bench: {e}"));
+            return ExitCode::from(2);
         }
-    }
+    };
+    printed("tpc bench", output::print(&text))
 }
 
 async fn client_main(args: ClientArgs) -> ExitCode {
     let mut client = match Client::new(&args.leader, args.timeout) {
         Ok(client) => client,
         Err(e) => {
-            eprintln!("tpc client: {e}");
+            eprint_line(&format!("tpc client: {e}"));
             return ExitCode::from(2);
         }
     };
@@ -631,11 +631,13 @@ async fn client_main(args: ClientArgs) -> ExitCode {
         None => {
             return match shell::interactive(client, &args.leader).await {
                 Ok(()) => ExitCode::SUCCESS,
+                // A closed pipe on stdout: the reader wanted no more.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::from(2),
                 Err(e) => {
-                    eprintln!("tpc client: {e}");
+                    eprint_line(&format!("tpc client: {e}"));
                     ExitCode::from(2)
                 }
-            }
+            };
         }
         Some(ClientOp::Get { key, with_version }) => shell::Command::Get { key, with_version },
         Some(ClientOp::Put { key, value }) => shell::Command::Put(key, value),
@@ -653,14 +655,10 @@ async fn client_main(args: ClientArgs) -> ExitCode {
     };
     let prints = matches!(command, shell::Command::Get { .. } | shell::Command::Txn(_));
     match shell::run(&mut client, command).await {
-        Ok(text) => {
-            if prints {
-                println!("{text}");
-            }
-            ExitCode::SUCCESS
-        }
+        Ok(text) if prints => printed("tpc client", output::print_line(&text)),
+        Ok(_) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error}");
+            eprint_line(&format!("error: {error}"));
             if error.starts_with("NOT_FOUND") || error.starts_with(shell::NOT_SWAPPED) {
                 ExitCode::from(1)
             } else {
@@ -671,7 +669,7 @@ async fn client_main(args: ClientArgs) -> ExitCode {
 }
 
 fn usage_error(error: &str) -> ExitCode {
-    eprintln!("tpc client: {error}");
+    eprint_line(&format!("tpc client: {error}"));
     ExitCode::from(2)
 }
 

@@ -2,6 +2,7 @@
 //! tests and the tools. Errors are the server's `tonic::Status` (code and message), so
 //! callers can tell `NOT_FOUND` from `ABORTED` from `UNAVAILABLE`.
 
+pub mod output;
 pub mod shell;
 pub mod status;
 mod txn;

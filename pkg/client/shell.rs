@@ -8,10 +8,12 @@
 //! that has spaces with `"..."` (escapes `\"`, `\\`, `\n`, `\t`) or `'...'` (taken
 //! literally).
 
+use std::io;
 use std::path::PathBuf;
 
 use rustyline::error::ReadlineError;
 
+use super::output::print_line;
 use super::txn_syntax::{argument_words, parse_txn, Word, TXN_USAGE};
 use super::{describe, Client, Swap, Txn};
 use crate::proto::api;
@@ -314,19 +316,23 @@ fn history_path() -> Option<PathBuf> {
 }
 
 /// The interactive loop: reads lines with history and editing until `exit` or Ctrl-D.
-pub async fn interactive(mut client: Client, leader: &str) -> Result<(), String> {
-    let mut editor = rustyline::DefaultEditor::new().map_err(|e| format!("terminal: {e}"))?;
+/// An error is the terminal's, or stdout's (a closed pipe: the loop ends there).
+pub async fn interactive(mut client: Client, leader: &str) -> io::Result<()> {
+    let terminal = |e: ReadlineError| io::Error::other(format!("terminal: {e}"));
+    let mut editor = rustyline::DefaultEditor::new().map_err(terminal)?;
     let history = history_path();
     if let Some(path) = &history {
         let _ = editor.load_history(path);
     }
-    println!("tpc shell, leader {leader}. Type help for commands, exit or Ctrl-D to leave.");
+    print_line(&format!(
+        "tpc shell, leader {leader}. Type help for commands, exit or Ctrl-D to leave."
+    ))?;
     loop {
         let line = match editor.readline("tpc> ") {
             Ok(line) => line,
             Err(ReadlineError::Interrupted) => continue,
             Err(ReadlineError::Eof) => break,
-            Err(e) => return Err(format!("terminal: {e}")),
+            Err(e) => return Err(terminal(e)),
         };
         if !line.trim().is_empty() {
             let _ = editor.add_history_entry(line.as_str());
@@ -335,10 +341,10 @@ pub async fn interactive(mut client: Client, leader: &str) -> Result<(), String>
             Ok(Command::Exit) => break,
             Ok(Command::Nothing) => {}
             Ok(command) => match run(&mut client, command).await {
-                Ok(text) => println!("{text}"),
-                Err(error) => println!("error: {error}"),
+                Ok(text) => print_line(&text)?,
+                Err(error) => print_line(&format!("error: {error}"))?,
             },
-            Err(error) => println!("error: {error}"),
+            Err(error) => print_line(&format!("error: {error}"))?,
         }
     }
     if let Some(path) = &history {

@@ -201,3 +201,69 @@ async fn txn_writes_empty_values_and_values_that_end_with_a_comma() {
         assert_replicas(&cluster, key, Some((value, &v))).await;
     }
 }
+
+/// A pipe whose reader is gone: writing to it fails with EPIPE.
+fn closed_pipe() -> std::process::Stdio {
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
+    writer.into()
+}
+
+/// Runs `tpc client --leader LEADER ARGS...` with `lines` on stdin, stdout or stderr
+/// (`closed`) a closed pipe, and the other one captured.
+fn tpc_client_into_closed_pipe(leader: &str, args: &[&str], lines: &str, closed: &str) -> Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let home = tempfile::tempdir().expect("a HOME for the shell");
+    let mut command = std::process::Command::new(support::tpc_binary());
+    command
+        .args(["client", "--leader", leader])
+        .args(args)
+        .env("HOME", home.path())
+        .stdin(Stdio::piped());
+    match closed {
+        "stdout" => command.stdout(closed_pipe()).stderr(Stdio::piped()),
+        "stderr" => command.stdout(Stdio::piped()).stderr(closed_pipe()),
+        other => panic!("{other}: not stdout or stderr"),
+    };
+    let mut child = command.spawn().expect("run tpc client");
+    let mut stdin = child.stdin.take().expect("the client's stdin");
+    stdin.write_all(lines.as_bytes()).expect("write the lines");
+    drop(stdin);
+    child.wait_with_output().expect("the client's output")
+}
+
+/// With stdout or stderr a closed pipe (`tpc client get k | head -c0`), `tpc client`
+/// ends with its usual error status, quietly: no panic (status 101), nothing said
+/// about the pipe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_pipe_on_stdout_or_stderr_ends_the_client_with_an_error_status_not_a_panic() {
+    let cluster = Cluster::start(1).await;
+    let leader = cluster.leader_addr();
+    assert_exit(&tpc_client(&leader, &["put", "k", "v"]), 0, "put");
+
+    for (args, lines, closed, code) in [
+        (vec!["get", "k"], "", "stdout", 2),
+        (vec!["txn", "get", "k"], "", "stdout", 2),
+        (vec!["get", "absent"], "", "stderr", 1),
+        (vec!["cas", "k", "x", "y"], "", "stderr", 1),
+        (vec!["mput", "k"], "", "stderr", 2),
+        (vec![], "get k\nget k\n", "stdout", 2),
+        // Not a closed pipe's fault: done, and its own status.
+        (vec!["put", "k", "w"], "", "stdout", 0),
+        (vec!["put", "k", "w"], "", "stderr", 0),
+    ] {
+        let out = tpc_client_into_closed_pipe(&leader, &args, lines, closed);
+        let what = format!("{args:?} with {closed} closed");
+        assert_exit(&out, code, &what);
+        assert!(out.stderr.is_empty(), "{what}: {out:?}");
+    }
+    // `tpc status` too.
+    let out = std::process::Command::new(support::tpc_binary())
+        .args(["status", "--leader", &leader])
+        .stdout(closed_pipe())
+        .output()
+        .expect("run tpc status");
+    assert_exit(&out, 2, "tpc status with stdout closed");
+    assert!(out.stderr.is_empty(), "{out:?}");
+}
