@@ -307,7 +307,7 @@ enum ClientOp {
     Get {
         /// Also print the key's version (the id of the transaction that last wrote it)
         /// on a second line, `version <epoch>.<seq>`.
-        #[arg(short = 'v', long = "version")]
+        #[arg(short = 'v', long)]
         with_version: bool,
         key: String,
     },
@@ -323,13 +323,16 @@ enum ClientOp {
         expected: String,
         new: String,
     },
-    /// Set several keys in one transaction: mput K1 V1 K2 V2 ...
+    /// Set one key or more in one transaction: mput K1 V1 [K2 V2]...
+    #[command(override_usage = "tpc client mput <KEY> <VALUE> [<KEY> <VALUE>]...")]
     Mput {
-        #[arg(required = true, num_args = 2.., value_name = "KEY VALUE")]
+        /// A key and its value, then any more pairs (each key once).
+        #[arg(required = true, num_args = 2.., value_names = ["KEY", "VALUE"])]
         pairs: Vec<String>,
     },
-    /// Delete several keys in one transaction.
+    /// Delete one key or more in one transaction.
     Mdel {
+        /// The keys (each once).
         #[arg(required = true, value_name = "KEY")]
         keys: Vec<String>,
     },
@@ -647,7 +650,10 @@ async fn client_main(args: ClientArgs) -> ExitCode {
             Ok(command) => command,
             Err(e) => return usage_error(&e),
         },
-        Some(ClientOp::Mdel { keys }) => shell::Command::Mdel(keys),
+        Some(ClientOp::Mdel { keys }) => match shell::parse_args("mdel", &keys) {
+            Ok(command) => command,
+            Err(e) => return usage_error(&e),
+        },
         Some(ClientOp::Txn { words }) => match shell::parse_args("txn", &words) {
             Ok(command) => command,
             Err(e) => return usage_error(&e),

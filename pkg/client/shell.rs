@@ -1,13 +1,14 @@
 //! The interactive shell (`tpc client`) and the command parser it shares with the
 //! one-shot mode.
 //!
-//! Commands are case-insensitive: `get KEY` (`get -v KEY` also prints its version),
-//! `put KEY VALUE`, `del KEY` (or `delete`), the transactions of DESIGN §6 (`cas KEY
-//! EXPECTED NEW`, `mput K1 V1 K2 V2 ...`, `mdel K1 K2 ...`, and `txn` with the syntax of
+//! Commands and flags are case-insensitive: `get KEY` (`get -v KEY` also prints its
+//! version), `put KEY VALUE`, `del KEY` (or `delete`), the transactions of DESIGN §6 (`cas
+//! KEY EXPECTED NEW`, `mput K1 V1 [K2 V2]...`, `mdel K1 [K2]...`, and `txn` with the syntax of
 //! `txn_syntax.rs`), `help`, `exit`. Words are split on spaces; quote a key or value
 //! that has spaces with `"..."` (escapes `\"`, `\\`, `\n`, `\t`) or `'...'` (taken
 //! literally).
 
+use std::collections::BTreeSet;
 use std::io;
 use std::path::PathBuf;
 
@@ -16,6 +17,7 @@ use rustyline::error::ReadlineError;
 use super::output::print_line;
 use super::txn_syntax::{argument_words, parse_txn, Word, TXN_USAGE};
 use super::{describe, Client, Swap, Txn};
+use crate::limits::quote_key;
 use crate::proto::api;
 
 /// A parsed shell command.
@@ -51,14 +53,14 @@ pub enum Command {
 pub fn help() -> String {
     format!(
         "\
-commands (any case):
+commands (any case, and their flags too):
   get KEY          print the value of KEY
   get -v KEY       the value, then its version (the transaction that last wrote it)
   put KEY VALUE    set KEY to VALUE on every follower
   del KEY          delete KEY (also: delete)
   cas KEY OLD NEW  set KEY to NEW only if its value is OLD, atomically
-  mput K1 V1 K2 V2 ...   set several keys in one transaction
-  mdel K1 K2 ...   delete several keys in one transaction
+  mput K1 V1 [K2 V2]...  set one key or more in one transaction (each key once)
+  mdel K1 [K2]...  delete one key or more in one transaction (each key once)
   {TXN_USAGE}
                    a transaction: if every COND holds, the ops after then, else those
                    after else; atomic on every follower; e.g.
@@ -184,24 +186,30 @@ fn parse_words(verb: &str, words: &[Word]) -> Result<Command, String> {
     let args: Vec<String> = words.iter().map(|w| w.text.clone()).collect();
     let args = args.as_slice();
     let verb = verb.to_lowercase();
-    let arity = |n: usize, usage: &str| {
+    let usage = |usage: &str| format!("usage: {usage} (quote words that have spaces)");
+    let arity = |n: usize, text: &str| {
         if args.len() == n {
             Ok(())
         } else {
-            Err(format!("usage: {usage} (quote words that have spaces)"))
+            Err(usage(text))
         }
     };
     match verb.as_str() {
-        "get" => match args {
-            [flag, key] if flag == "-v" => Ok(Command::Get {
-                key: key.clone(),
-                with_version: true,
-            }),
-            _ => arity(1, "get [-v] KEY").map(|_| Command::Get {
-                key: args[0].clone(),
-                with_version: false,
-            }),
-        },
+        "get" => {
+            // A flag only unquoted: `get '-v'` reads the key -v.
+            let is_flag = |word: &Word| !word.quoted && word.text.eq_ignore_ascii_case("-v");
+            match words {
+                [flag, key] if is_flag(flag) => Ok(Command::Get {
+                    key: key.text.clone(),
+                    with_version: true,
+                }),
+                [key] if !is_flag(key) => Ok(Command::Get {
+                    key: key.text.clone(),
+                    with_version: false,
+                }),
+                _ => Err(usage("get [-v] KEY")),
+            }
+        }
         "put" | "set" => {
             arity(2, "put KEY VALUE").map(|_| Command::Put(args[0].clone(), args[1].clone()))
         }
@@ -215,6 +223,7 @@ fn parse_words(verb: &str, words: &[Word]) -> Result<Command, String> {
             if args.is_empty() || !args.len().is_multiple_of(2) {
                 return Err("usage: mput K1 V1 [K2 V2]... (pairs of key and value)".into());
             }
+            no_key_twice(args.iter().step_by(2))?;
             Ok(Command::Mput(
                 args.chunks(2)
                     .map(|pair| (pair[0].clone(), pair[1].clone()))
@@ -225,6 +234,7 @@ fn parse_words(verb: &str, words: &[Word]) -> Result<Command, String> {
             if args.is_empty() {
                 return Err("usage: mdel K1 [K2]...".into());
             }
+            no_key_twice(args.iter())?;
             Ok(Command::Mdel(args.to_vec()))
         }
         "txn" => parse_txn(words).map(Command::Txn),
@@ -232,6 +242,18 @@ fn parse_words(verb: &str, words: &[Word]) -> Result<Command, String> {
         "exit" | "quit" => Ok(Command::Exit),
         other => Err(format!("unknown command {other:?}; type help")),
     }
+}
+
+/// `mput` and `mdel` write each key once (a transaction may write a key once per
+/// branch): the error names a key given twice.
+fn no_key_twice<'a>(keys: impl Iterator<Item = &'a String>) -> Result<(), String> {
+    let mut seen = BTreeSet::new();
+    for key in keys {
+        if !seen.insert(key) {
+            return Err(format!("key {} appears twice", quote_key(key)));
+        }
+    }
+    Ok(())
 }
 
 /// What the shell prints when `cas` did not swap (one-shot mode exits with 1).
@@ -365,6 +387,11 @@ mod tests {
         };
         assert_eq!(parse("GET k"), Ok(get("k", false)));
         assert_eq!(parse("get -v k"), Ok(get("k", true)));
+        assert_eq!(
+            parse("GET -V k"),
+            Ok(get("k", true)),
+            "flags in any case too"
+        );
         assert_eq!(parse("get '-v'"), Ok(get("-v", false)), "a key named -v");
         assert_eq!(parse("Put k v"), Ok(Command::Put("k".into(), "v".into())));
         assert_eq!(parse("del k"), Ok(Command::Delete("k".into())));
@@ -487,11 +514,19 @@ mod tests {
     #[test]
     fn bad_lines_get_clear_errors() {
         assert!(parse("put k").unwrap_err().contains("usage: put KEY VALUE"));
-        assert!(parse("get -v").is_ok_and(|c| c
-            == Command::Get {
-                key: "-v".into(),
-                with_version: false
-            }));
+        assert!(parse("get -v").unwrap_err().contains("usage: get [-v] KEY"));
+        assert!(parse("get -v a b")
+            .unwrap_err()
+            .contains("usage: get [-v] KEY"));
+        assert_eq!(
+            parse("mput a 1 b 2 a 3").unwrap_err(),
+            "key \"a\" appears twice"
+        );
+        assert_eq!(parse("MDEL a b b").unwrap_err(), "key \"b\" appears twice");
+        assert_eq!(
+            parse_args("mdel", &["k".into(), "k".into()]).unwrap_err(),
+            "key \"k\" appears twice"
+        );
         assert!(parse("get -x k")
             .unwrap_err()
             .contains("usage: get [-v] KEY"));

@@ -69,9 +69,15 @@ async fn one_shot_cas_mput_mdel_and_txn_commands_print_and_exit_as_documented() 
     assert_replicas(&cluster, "b", Some(("2", &v1))).await;
     assert_replicas(&cluster, "my key", Some(("a value", &v1))).await;
 
-    let out = run(&["get", "-v", "a"]);
-    assert_exit(&out, 0, "get -v");
-    assert_eq!(stdout(&out), format!("1\nversion {v1}\n"));
+    for flag in ["-v", "--with-version"] {
+        let out = run(&["get", flag, "a"]);
+        assert_exit(&out, 0, flag);
+        assert_eq!(stdout(&out), format!("1\nversion {v1}\n"), "{flag}");
+    }
+    // One pair is enough.
+    let out = run(&["mput", "one", "1"]);
+    assert_exit(&out, 0, "mput of one pair");
+    assert!(settled_version(&leader, "one").await.is_some());
 
     // cas: 0 when swapped; 1 when not, naming the current value and version.
     let out = run(&["cas", "a", "1", "5"]);
@@ -147,6 +153,12 @@ async fn one_shot_cas_mput_mdel_and_txn_commands_print_and_exit_as_documented() 
         ),
         (vec!["txn", "then", "put", "x"], "usage: txn"),
         (vec!["mput", "x", "1", "y"], "usage: mput"),
+        (vec!["mput", "x", "1", "x", "2"], "key \"x\" appears twice"),
+        (vec!["mdel", "x", "y", "x"], "key \"x\" appears twice"),
+        (
+            vec!["get", "--version", "x"],
+            "unexpected argument '--version'",
+        ),
         (vec!["mput", "x"], "Usage"),
         (vec!["mdel"], "Usage"),
         (vec!["cas", "x", "1"], "Usage"),
