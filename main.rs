@@ -312,7 +312,16 @@ enum ClientOp {
         key: String,
     },
     /// Set KEY to VALUE on every follower.
-    Put { key: String, value: String },
+    Put {
+        key: String,
+        /// The value; or give --value-file.
+        #[arg(required_unless_present = "value_file")]
+        value: Option<String>,
+        /// Read the value from PATH instead (`-`: stdin), byte for byte, a last newline
+        /// included: UTF-8 text of at most 3 MiB. For values longer than an argument may be.
+        #[arg(long, value_name = "PATH", conflicts_with = "value")]
+        value_file: Option<PathBuf>,
+    },
     /// Delete KEY.
     #[command(alias = "delete")]
     Del { key: String },
@@ -643,7 +652,18 @@ async fn client_main(args: ClientArgs) -> ExitCode {
             };
         }
         Some(ClientOp::Get { key, with_version }) => shell::Command::Get { key, with_version },
-        Some(ClientOp::Put { key, value }) => shell::Command::Put(key, value),
+        Some(ClientOp::Put {
+            key,
+            value,
+            value_file,
+        }) => match (value, value_file) {
+            (Some(value), _) => shell::Command::Put(key, value),
+            (None, Some(path)) => match read_value_file(&path) {
+                Ok(value) => shell::Command::Put(key, value),
+                Err(e) => return usage_error(&e),
+            },
+            (None, None) => unreachable!("clap requires a value or --value-file"),
+        },
         Some(ClientOp::Del { key }) => shell::Command::Delete(key),
         Some(ClientOp::Cas { key, expected, new }) => shell::Command::Cas { key, expected, new },
         Some(ClientOp::Mput { pairs }) => match shell::parse_args("mput", &pairs) {
@@ -672,6 +692,34 @@ async fn client_main(args: ClientArgs) -> ExitCode {
             }
         }
     }
+}
+
+/// The value in the file `path` (`-`: stdin), which must be UTF-8 (values are strings)
+/// and at most the value limit; reading stops just past the limit.
+fn read_value_file(path: &std::path::Path) -> Result<String, String> {
+    use std::io::Read;
+    let limit = tpc::limits::MAX_VALUE_BYTES;
+    let (name, read) = if path.as_os_str() == "-" {
+        (
+            "stdin".to_string(),
+            Box::new(std::io::stdin()) as Box<dyn Read>,
+        )
+    } else {
+        let file = std::fs::File::open(path)
+            .map_err(|e| format!("--value-file {}: {e}", path.display()))?;
+        (path.display().to_string(), Box::new(file) as Box<dyn Read>)
+    };
+    let mut bytes = Vec::new();
+    read.take(limit as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("--value-file {name}: {e}"))?;
+    if bytes.len() > limit {
+        return Err(format!(
+            "--value-file {name}: over the value limit of 3 MiB ({limit} bytes)"
+        ));
+    }
+    String::from_utf8(bytes)
+        .map_err(|_| format!("--value-file {name}: not UTF-8 text (values are strings)"))
 }
 
 fn usage_error(error: &str) -> ExitCode {
@@ -862,6 +910,64 @@ mod tests {
                 .contains("Usage: tpc bench [OPTIONS]"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn put_takes_its_value_or_a_value_file_not_both() {
+        let put = |args: &[&str]| {
+            let argv = ["tpc", "client", "put"].iter().chain(args);
+            match Cli::try_parse_from(argv)?.command {
+                Some(Command::Client(ClientArgs {
+                    op:
+                        Some(ClientOp::Put {
+                            key,
+                            value,
+                            value_file,
+                        }),
+                    ..
+                })) => Ok::<_, clap::Error>((key, value, value_file)),
+                other => panic!("not client put: {other:?}"),
+            }
+        };
+        assert_eq!(
+            put(&["k", ""]).expect("valid"),
+            ("k".into(), Some(String::new()), None)
+        );
+        assert_eq!(
+            put(&["k", "--value-file", "-"]).expect("valid"),
+            ("k".into(), None, Some(PathBuf::from("-")))
+        );
+        for bad in [
+            &["k"][..],
+            &["k", "v", "--value-file", "f"],
+            &["--value-file", "f"],
+        ] {
+            assert!(put(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_value_file_is_utf8_within_the_value_limit() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let file = |name: &str, bytes: &[u8]| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, bytes).expect("write");
+            path
+        };
+        let limit = tpc::limits::MAX_VALUE_BYTES;
+        assert_eq!(read_value_file(&file("empty", b"")), Ok(String::new()));
+        assert_eq!(
+            read_value_file(&file("line", "é, x\n".as_bytes())),
+            Ok("é, x\n".into())
+        );
+        let most = "v".repeat(limit);
+        assert_eq!(read_value_file(&file("most", most.as_bytes())), Ok(most));
+        let error = read_value_file(&file("over", &vec![b'v'; limit + 1])).unwrap_err();
+        assert!(error.contains("over the value limit of 3 MiB"), "{error}");
+        let error = read_value_file(&file("binary", &[0xff, 0xfe])).unwrap_err();
+        assert!(error.contains("not UTF-8"), "{error}");
+        let error = read_value_file(&dir.path().join("absent")).unwrap_err();
+        assert!(error.contains("absent"), "{error}");
     }
 
     #[test]

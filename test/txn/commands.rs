@@ -279,3 +279,82 @@ async fn a_closed_pipe_on_stdout_or_stderr_ends_the_client_with_an_error_status_
     assert_exit(&out, 2, "tpc status with stdout closed");
     assert!(out.stderr.is_empty(), "{out:?}");
 }
+
+/// `put KEY --value-file PATH` (`-`: stdin) writes a value longer than one argument may
+/// be (128 KiB on Linux), byte for byte; a file over the value limit is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_writes_a_value_from_a_file_or_stdin_longer_than_an_argument_may_be() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let cluster = Cluster::start(1).await;
+    let leader = cluster.leader_addr();
+    let dir = tempfile::tempdir().expect("a temp dir");
+    // 300 KiB of lines, ending with a newline, which is part of the value.
+    let value: String = (0..300 * KIB / 10)
+        .map(|i| format!("{:9}\n", i % 1_000_000_000))
+        .collect();
+    assert!(value.len() > 128 * KIB);
+    let path = dir.path().join("value");
+    std::fs::write(&path, &value).expect("write the value file");
+
+    let out = tpc_client(
+        &leader,
+        &[
+            "put",
+            "from-file",
+            "--value-file",
+            path.to_str().expect("a UTF-8 path"),
+        ],
+    );
+    assert_exit(&out, 0, "put --value-file PATH");
+    let mut child = std::process::Command::new(support::tpc_binary())
+        .args([
+            "client",
+            "--leader",
+            &leader,
+            "put",
+            "from-stdin",
+            "--value-file",
+            "-",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run tpc client");
+    let mut stdin = child.stdin.take().expect("the client's stdin");
+    stdin.write_all(value.as_bytes()).expect("write the value");
+    drop(stdin);
+    let out = child.wait_with_output().expect("the client's output");
+    assert_exit(&out, 0, "put --value-file -");
+
+    for key in ["from-file", "from-stdin"] {
+        let out = tpc_client(&leader, &["get", key]);
+        assert_exit(&out, 0, key);
+        assert!(
+            out.stdout == format!("{value}\n").as_bytes(),
+            "{key}: not the value"
+        );
+        let (held, _) = settled_version(&cluster.follower_addr(0), key)
+            .await
+            .expect(key);
+        assert!(held == value, "{key} on the follower: not the value");
+    }
+
+    std::fs::write(&path, "v".repeat(3 * MIB + 1)).expect("write the value file");
+    let out = tpc_client(
+        &leader,
+        &[
+            "put",
+            "too-big",
+            "--value-file",
+            path.to_str().expect("a UTF-8 path"),
+        ],
+    );
+    assert_exit(&out, 2, "a value over the limit");
+    assert!(
+        stderr(&out).contains("over the value limit of 3 MiB"),
+        "{out:?}"
+    );
+    assert_replicas(&cluster, "too-big", None).await;
+}
