@@ -13,6 +13,7 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 use tracing::Instrument;
 
 use tpc::bench::{self, Workload};
+use tpc::client::output::{self, eprint_line};
 use tpc::client::{self, shell, Client};
 use tpc::net::{Address, ListenAddr, Listener};
 use tpc::proxy::{self, Faults, Proxy, ProxyConfig};
@@ -340,12 +341,21 @@ enum ClientOp {
     Get {
         /// Also print the key's version (the id of the transaction that last wrote it)
         /// on a second line, `version <epoch>.<seq>`.
-        #[arg(short = 'v', long = "version")]
+        #[arg(short = 'v', long)]
         with_version: bool,
         key: String,
     },
     /// Set KEY to VALUE on every follower.
-    Put { key: String, value: String },
+    Put {
+        key: String,
+        /// The value; or give --value-file.
+        #[arg(required_unless_present = "value_file")]
+        value: Option<String>,
+        /// Read the value from PATH instead (`-`: stdin), byte for byte, a last newline
+        /// included: UTF-8 text of at most 3 MiB. For values longer than an argument may be.
+        #[arg(long, value_name = "PATH", conflicts_with = "value")]
+        value_file: Option<PathBuf>,
+    },
     /// Delete KEY.
     #[command(alias = "delete")]
     Del { key: String },
@@ -356,13 +366,16 @@ enum ClientOp {
         expected: String,
         new: String,
     },
-    /// Set several keys in one transaction: mput K1 V1 K2 V2 ...
+    /// Set one key or more in one transaction: mput K1 V1 [K2 V2]...
+    #[command(override_usage = "tpc client mput <KEY> <VALUE> [<KEY> <VALUE>]...")]
     Mput {
-        #[arg(required = true, num_args = 2.., value_name = "KEY VALUE")]
+        /// A key and its value, then any more pairs (each key once).
+        #[arg(required = true, num_args = 2.., value_names = ["KEY", "VALUE"])]
         pairs: Vec<String>,
     },
-    /// Delete several keys in one transaction.
+    /// Delete one key or more in one transaction.
     Mdel {
+        /// The keys (each once).
         #[arg(required = true, value_name = "KEY")]
         keys: Vec<String>,
     },
@@ -373,6 +386,12 @@ enum ClientOp {
     /// COND: KEY = VALUE | KEY != VALUE | KEY exists | KEY missing | KEY version = E.S
     /// | KEY version != E.S; OP: get KEY | put KEY VALUE | del KEY. Prints the branch
     /// that ran, what its GETs read and the version it wrote.
+    ///
+    /// Each argument is one word as your shell passes it: spaces, quotes and commas in
+    /// it are data, and an empty argument ("") is the empty value. A comma at the end of
+    /// an argument separates two ops when the next argument is get, put or del (put a
+    /// 1, put b 2); a comma of its own always does. Any other comma is data: put k "x,"
+    /// as the last op, or put k "x," , put j y.
     Txn {
         /// The transaction, in the syntax above (quote words with spaces for your shell).
         #[arg(
@@ -444,7 +463,7 @@ fn main() -> ExitCode {
     {
         Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("tpc: error: cannot start the async runtime: {e}");
+            eprint_line(&format!("tpc: error: cannot start the async runtime: {e}"));
             return ExitCode::from(2);
         }
     };
@@ -459,7 +478,7 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e}");
-                    eprintln!("tpc proxy: error: {e}");
+                    eprint_line(&format!("tpc proxy: error: {e}"));
                     ExitCode::FAILURE
                 }
             }
@@ -470,7 +489,7 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e}");
-                    eprintln!("tpc: error: {e}");
+                    eprint_line(&format!("tpc: error: {e}"));
                     ExitCode::FAILURE
                 }
             }
@@ -604,20 +623,24 @@ async fn shutdown_signal() {
 }
 
 async fn status_main(args: StatusArgs) -> ExitCode {
-    match client::status::fetch(&args.leader, args.timeout).await {
-        Ok(status) if args.json => {
-            println!("{}", client::status::render_json(&status));
-            ExitCode::SUCCESS
-        }
-        Ok(status) => {
-            print!(
-                "{}",
-                client::status::render_text(&status, std::time::SystemTime::now())
-            );
-            ExitCode::SUCCESS
-        }
+    let text = match client::status::fetch(&args.leader, args.timeout).await {
+        Ok(status) if args.json => client::status::render_json(&status) + "\n",
+        Ok(status) => client::status::render_text(&status, std::time::SystemTime::now()),
         Err(e) => {
-            eprintln!("tpc status: {}: {e}", args.leader);
+            eprint_line(&format!("tpc status: {}: {e}", args.leader));
+            return ExitCode::from(2);
+        }
+    };
+    printed("tpc status", output::print(&text))
+}
+
+/// The exit status of a tool that has done its work and printed what `result` says:
+/// 0, or 2 if stdout failed (then said on stderr, unless it was a closed pipe).
+fn printed(tool: &str, result: std::io::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            output::report_stdout_error(tool, &e);
             ExitCode::from(2)
         }
     }
@@ -625,20 +648,15 @@ async fn status_main(args: StatusArgs) -> ExitCode {
 
 async fn members_main(args: MembersArgs) -> ExitCode {
     let MembersCommand::List(args) = args.command;
-    match client::members::fetch(&args.leader, args.timeout).await {
-        Ok(view) if args.json => {
-            println!("{}", client::members::render_json(&view));
-            ExitCode::SUCCESS
-        }
-        Ok(view) => {
-            print!("{}", client::members::render_text(&view));
-            ExitCode::SUCCESS
-        }
+    let text = match client::members::fetch(&args.leader, args.timeout).await {
+        Ok(view) if args.json => client::members::render_json(&view) + "\n",
+        Ok(view) => client::members::render_text(&view),
         Err(e) => {
-            eprintln!("tpc members list: {}: {e}", args.leader);
-            ExitCode::from(2)
+            eprint_line(&format!("tpc members list: {}: {e}", args.leader));
+            return ExitCode::from(2);
         }
-    }
+    };
+    printed("tpc members list", output::print(&text))
 }
 
 async fn bench_main(args: BenchArgs) -> ExitCode {
@@ -650,27 +668,22 @@ async fn bench_main(args: BenchArgs) -> ExitCode {
             std::future::pending::<()>().await;
         }
     };
-    match bench::run(&config, interrupt).await {
-        Ok(report) if args.json => {
-            println!("{}", bench::report::render_json(&report));
-            ExitCode::SUCCESS
-        }
-        Ok(report) => {
-            print!("{}", bench::report::render_text(&report));
-            ExitCode::SUCCESS
-        }
+    let text = match bench::run(&config, interrupt).await {
+        Ok(report) if args.json => format!("{}\n", bench::report::render_json(&report)),
+        Ok(report) => bench::report::render_text(&report),
         Err(e) => {
-            eprintln!("tpc bench: {e}");
-            ExitCode::from(2)
+            eprint_line(&format!("tpc bench: {e}"));
+            return ExitCode::from(2);
         }
-    }
+    };
+    printed("tpc bench", output::print(&text))
 }
 
 async fn client_main(args: ClientArgs) -> ExitCode {
     let mut client = match Client::new(&args.leader, args.timeout) {
         Ok(client) => client,
         Err(e) => {
-            eprintln!("tpc client: {e}");
+            eprint_line(&format!("tpc client: {e}"));
             return ExitCode::from(2);
         }
     };
@@ -678,21 +691,37 @@ async fn client_main(args: ClientArgs) -> ExitCode {
         None => {
             return match shell::interactive(client, &args.leader).await {
                 Ok(()) => ExitCode::SUCCESS,
+                // A closed pipe on stdout: the reader wanted no more.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::from(2),
                 Err(e) => {
-                    eprintln!("tpc client: {e}");
+                    eprint_line(&format!("tpc client: {e}"));
                     ExitCode::from(2)
                 }
-            }
+            };
         }
         Some(ClientOp::Get { key, with_version }) => shell::Command::Get { key, with_version },
-        Some(ClientOp::Put { key, value }) => shell::Command::Put(key, value),
+        Some(ClientOp::Put {
+            key,
+            value,
+            value_file,
+        }) => match (value, value_file) {
+            (Some(value), _) => shell::Command::Put(key, value),
+            (None, Some(path)) => match read_value_file(&path) {
+                Ok(value) => shell::Command::Put(key, value),
+                Err(e) => return usage_error(&e),
+            },
+            (None, None) => unreachable!("clap requires a value or --value-file"),
+        },
         Some(ClientOp::Del { key }) => shell::Command::Delete(key),
         Some(ClientOp::Cas { key, expected, new }) => shell::Command::Cas { key, expected, new },
         Some(ClientOp::Mput { pairs }) => match shell::parse_args("mput", &pairs) {
             Ok(command) => command,
             Err(e) => return usage_error(&e),
         },
-        Some(ClientOp::Mdel { keys }) => shell::Command::Mdel(keys),
+        Some(ClientOp::Mdel { keys }) => match shell::parse_args("mdel", &keys) {
+            Ok(command) => command,
+            Err(e) => return usage_error(&e),
+        },
         Some(ClientOp::Txn { words }) => match shell::parse_args("txn", &words) {
             Ok(command) => command,
             Err(e) => return usage_error(&e),
@@ -700,14 +729,10 @@ async fn client_main(args: ClientArgs) -> ExitCode {
     };
     let prints = matches!(command, shell::Command::Get { .. } | shell::Command::Txn(_));
     match shell::run(&mut client, command).await {
-        Ok(text) => {
-            if prints {
-                println!("{text}");
-            }
-            ExitCode::SUCCESS
-        }
+        Ok(text) if prints => printed("tpc client", output::print_line(&text)),
+        Ok(_) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error}");
+            eprint_line(&format!("error: {error}"));
             if error.starts_with("NOT_FOUND") || error.starts_with(shell::NOT_SWAPPED) {
                 ExitCode::from(1)
             } else {
@@ -717,8 +742,36 @@ async fn client_main(args: ClientArgs) -> ExitCode {
     }
 }
 
+/// The value in the file `path` (`-`: stdin), which must be UTF-8 (values are strings)
+/// and at most the value limit; reading stops just past the limit.
+fn read_value_file(path: &std::path::Path) -> Result<String, String> {
+    use std::io::Read;
+    let limit = tpc::limits::MAX_VALUE_BYTES;
+    let (name, read) = if path.as_os_str() == "-" {
+        (
+            "stdin".to_string(),
+            Box::new(std::io::stdin()) as Box<dyn Read>,
+        )
+    } else {
+        let file = std::fs::File::open(path)
+            .map_err(|e| format!("--value-file {}: {e}", path.display()))?;
+        (path.display().to_string(), Box::new(file) as Box<dyn Read>)
+    };
+    let mut bytes = Vec::new();
+    read.take(limit as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("--value-file {name}: {e}"))?;
+    if bytes.len() > limit {
+        return Err(format!(
+            "--value-file {name}: over the value limit of 3 MiB ({limit} bytes)"
+        ));
+    }
+    String::from_utf8(bytes)
+        .map_err(|_| format!("--value-file {name}: not UTF-8 text (values are strings)"))
+}
+
 fn usage_error(error: &str) -> ExitCode {
-    eprintln!("tpc client: {error}");
+    eprint_line(&format!("tpc client: {error}"));
     ExitCode::from(2)
 }
 
@@ -905,6 +958,64 @@ mod tests {
                 .contains("Usage: tpc bench [OPTIONS]"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn put_takes_its_value_or_a_value_file_not_both() {
+        let put = |args: &[&str]| {
+            let argv = ["tpc", "client", "put"].iter().chain(args);
+            match Cli::try_parse_from(argv)?.command {
+                Some(Command::Client(ClientArgs {
+                    op:
+                        Some(ClientOp::Put {
+                            key,
+                            value,
+                            value_file,
+                        }),
+                    ..
+                })) => Ok::<_, clap::Error>((key, value, value_file)),
+                other => panic!("not client put: {other:?}"),
+            }
+        };
+        assert_eq!(
+            put(&["k", ""]).expect("valid"),
+            ("k".into(), Some(String::new()), None)
+        );
+        assert_eq!(
+            put(&["k", "--value-file", "-"]).expect("valid"),
+            ("k".into(), None, Some(PathBuf::from("-")))
+        );
+        for bad in [
+            &["k"][..],
+            &["k", "v", "--value-file", "f"],
+            &["--value-file", "f"],
+        ] {
+            assert!(put(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_value_file_is_utf8_within_the_value_limit() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let file = |name: &str, bytes: &[u8]| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, bytes).expect("write");
+            path
+        };
+        let limit = tpc::limits::MAX_VALUE_BYTES;
+        assert_eq!(read_value_file(&file("empty", b"")), Ok(String::new()));
+        assert_eq!(
+            read_value_file(&file("line", "é, x\n".as_bytes())),
+            Ok("é, x\n".into())
+        );
+        let most = "v".repeat(limit);
+        assert_eq!(read_value_file(&file("most", most.as_bytes())), Ok(most));
+        let error = read_value_file(&file("over", &vec![b'v'; limit + 1])).unwrap_err();
+        assert!(error.contains("over the value limit of 3 MiB"), "{error}");
+        let error = read_value_file(&file("binary", &[0xff, 0xfe])).unwrap_err();
+        assert!(error.contains("not UTF-8"), "{error}");
+        let error = read_value_file(&dir.path().join("absent")).unwrap_err();
+        assert!(error.contains("absent"), "{error}");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! callers can tell `NOT_FOUND` from `ABORTED` from `UNAVAILABLE`.
 
 pub mod members;
+pub mod output;
 pub mod shell;
 pub mod status;
 mod txn;

@@ -1,19 +1,23 @@
 //! The interactive shell (`tpc client`) and the command parser it shares with the
 //! one-shot mode.
 //!
-//! Commands are case-insensitive: `get KEY` (`get -v KEY` also prints its version),
-//! `put KEY VALUE`, `del KEY` (or `delete`), the transactions of DESIGN §6 (`cas KEY
-//! EXPECTED NEW`, `mput K1 V1 K2 V2 ...`, `mdel K1 K2 ...`, and `txn` with the syntax of
+//! Commands and flags are case-insensitive: `get KEY` (`get -v KEY` also prints its
+//! version), `put KEY VALUE`, `del KEY` (or `delete`), the transactions of DESIGN §6 (`cas
+//! KEY EXPECTED NEW`, `mput K1 V1 [K2 V2]...`, `mdel K1 [K2]...`, and `txn` with the syntax of
 //! `txn_syntax.rs`), `help`, `exit`. Words are split on spaces; quote a key or value
 //! that has spaces with `"..."` (escapes `\"`, `\\`, `\n`, `\t`) or `'...'` (taken
 //! literally).
 
+use std::collections::BTreeSet;
+use std::io;
 use std::path::PathBuf;
 
 use rustyline::error::ReadlineError;
 
-use super::txn_syntax::{parse_txn, Word, TXN_USAGE};
+use super::output::print_line;
+use super::txn_syntax::{argument_words, parse_txn, Word, TXN_USAGE};
 use super::{describe, Client, Swap, Txn};
+use crate::limits::quote_key;
 use crate::proto::api;
 
 /// A parsed shell command.
@@ -49,31 +53,39 @@ pub enum Command {
 pub fn help() -> String {
     format!(
         "\
-commands (any case):
+commands (any case, and their flags too):
   get KEY          print the value of KEY
   get -v KEY       the value, then its version (the transaction that last wrote it)
   put KEY VALUE    set KEY to VALUE on every follower
   del KEY          delete KEY (also: delete)
   cas KEY OLD NEW  set KEY to NEW only if its value is OLD, atomically
-  mput K1 V1 K2 V2 ...   set several keys in one transaction
-  mdel K1 K2 ...   delete several keys in one transaction
+  mput K1 V1 [K2 V2]...  set one key or more in one transaction (each key once)
+  mdel K1 [K2]...  delete one key or more in one transaction (each key once)
   {TXN_USAGE}
                    a transaction: if every COND holds, the ops after then, else those
                    after else; atomic on every follower; e.g.
                    txn if a = 1 and b exists then put a 2, del b else get a
+                   a comma ends an op, alone or at the end of a word; quote a
+                   value that ends with one: txn put a \"x,\", put b \"\"
   help             this text
   exit             leave (also: quit, Ctrl-D)
-quote keys or values with spaces: put \"my key\" \"a value\"  (escapes: \\\" \\\\ \\n \\t)"
+quote keys or values with spaces: put \"my key\" \"a value\"  (escapes: \\\" \\\\ \\n \\t);
+\"\" is the empty value"
     )
 }
 
 /// Splits a line into words, honouring quotes.
 pub fn split_words(line: &str) -> Result<Vec<String>, String> {
-    Ok(split_quoted(line)?.into_iter().map(|w| w.text).collect())
+    Ok(split_quoted(line, false)?
+        .into_iter()
+        .map(|w| w.text)
+        .collect())
 }
 
-/// Splits a line into words, saying which were quoted.
-fn split_quoted(line: &str) -> Result<Vec<Word>, String> {
+/// Splits a line into words, saying which were quoted. A quoted word must be followed
+/// by a space or the end of the line, or, if `commas_end_ops` (a `txn`), by the commas
+/// that end an op: they become a word of their own.
+fn split_quoted(line: &str, commas_end_ops: bool) -> Result<Vec<Word>, String> {
     let mut words = Vec::new();
     let mut chars = line.chars().peekable();
     loop {
@@ -119,32 +131,54 @@ fn split_quoted(line: &str) -> Result<Vec<Word>, String> {
                 chars.next();
             }
         }
-        if chars.peek().is_some_and(|c| !c.is_whitespace()) {
-            return Err("a quoted word must be followed by a space".into());
-        }
         words.push(Word { text: word, quoted });
+        let mut commas = String::new();
+        while commas_end_ops && chars.peek() == Some(&',') {
+            commas.push(',');
+            chars.next();
+        }
+        if chars.peek().is_some_and(|c| !c.is_whitespace()) {
+            return Err(if commas_end_ops {
+                "a quoted word must be followed by a space or a comma".into()
+            } else {
+                "a quoted word must be followed by a space".into()
+            });
+        }
+        if !commas.is_empty() {
+            words.push(Word {
+                text: commas,
+                quoted: false,
+            });
+        }
     }
 }
 
 /// Parses one shell line.
 pub fn parse(line: &str) -> Result<Command, String> {
-    let quoted = split_quoted(line)?;
-    let Some((verb, rest)) = quoted.split_first() else {
+    let words = split_quoted(line, true)?;
+    let Some((verb, rest)) = words.split_first() else {
         return Ok(Command::Nothing);
     };
+    if !verb.text.eq_ignore_ascii_case("txn") {
+        // Commas end ops in a txn only: elsewhere `"a",` is a mistake, said as such.
+        split_quoted(line, false)?;
+    }
     parse_words(&verb.text, rest)
 }
 
-/// Parses a command given as words (the one-shot mode's arguments are words already:
-/// none is quoted).
+/// Parses a command given as words: the one-shot mode's arguments, which the shell that
+/// ran `tpc` has split and unquoted already (see `txn_syntax::argument_words`).
 pub fn parse_args(verb: &str, args: &[String]) -> Result<Command, String> {
-    let words: Vec<Word> = args
-        .iter()
-        .map(|text| Word {
-            text: text.clone(),
-            quoted: false,
-        })
-        .collect();
+    let words: Vec<Word> = if verb.eq_ignore_ascii_case("txn") {
+        argument_words(args)
+    } else {
+        args.iter()
+            .map(|text| Word {
+                text: text.clone(),
+                quoted: false,
+            })
+            .collect()
+    };
     parse_words(verb, &words)
 }
 
@@ -152,24 +186,30 @@ fn parse_words(verb: &str, words: &[Word]) -> Result<Command, String> {
     let args: Vec<String> = words.iter().map(|w| w.text.clone()).collect();
     let args = args.as_slice();
     let verb = verb.to_lowercase();
-    let arity = |n: usize, usage: &str| {
+    let usage = |usage: &str| format!("usage: {usage} (quote words that have spaces)");
+    let arity = |n: usize, text: &str| {
         if args.len() == n {
             Ok(())
         } else {
-            Err(format!("usage: {usage} (quote words that have spaces)"))
+            Err(usage(text))
         }
     };
     match verb.as_str() {
-        "get" => match args {
-            [flag, key] if flag == "-v" => Ok(Command::Get {
-                key: key.clone(),
-                with_version: true,
-            }),
-            _ => arity(1, "get [-v] KEY").map(|_| Command::Get {
-                key: args[0].clone(),
-                with_version: false,
-            }),
-        },
+        "get" => {
+            // A flag only unquoted: `get '-v'` reads the key -v.
+            let is_flag = |word: &Word| !word.quoted && word.text.eq_ignore_ascii_case("-v");
+            match words {
+                [flag, key] if is_flag(flag) => Ok(Command::Get {
+                    key: key.text.clone(),
+                    with_version: true,
+                }),
+                [key] if !is_flag(key) => Ok(Command::Get {
+                    key: key.text.clone(),
+                    with_version: false,
+                }),
+                _ => Err(usage("get [-v] KEY")),
+            }
+        }
         "put" | "set" => {
             arity(2, "put KEY VALUE").map(|_| Command::Put(args[0].clone(), args[1].clone()))
         }
@@ -183,6 +223,7 @@ fn parse_words(verb: &str, words: &[Word]) -> Result<Command, String> {
             if args.is_empty() || !args.len().is_multiple_of(2) {
                 return Err("usage: mput K1 V1 [K2 V2]... (pairs of key and value)".into());
             }
+            no_key_twice(args.iter().step_by(2))?;
             Ok(Command::Mput(
                 args.chunks(2)
                     .map(|pair| (pair[0].clone(), pair[1].clone()))
@@ -193,6 +234,7 @@ fn parse_words(verb: &str, words: &[Word]) -> Result<Command, String> {
             if args.is_empty() {
                 return Err("usage: mdel K1 [K2]...".into());
             }
+            no_key_twice(args.iter())?;
             Ok(Command::Mdel(args.to_vec()))
         }
         "txn" => parse_txn(words).map(Command::Txn),
@@ -200,6 +242,18 @@ fn parse_words(verb: &str, words: &[Word]) -> Result<Command, String> {
         "exit" | "quit" => Ok(Command::Exit),
         other => Err(format!("unknown command {other:?}; type help")),
     }
+}
+
+/// `mput` and `mdel` write each key once (a transaction may write a key once per
+/// branch): the error names a key given twice.
+fn no_key_twice<'a>(keys: impl Iterator<Item = &'a String>) -> Result<(), String> {
+    let mut seen = BTreeSet::new();
+    for key in keys {
+        if !seen.insert(key) {
+            return Err(format!("key {} appears twice", quote_key(key)));
+        }
+    }
+    Ok(())
 }
 
 /// What the shell prints when `cas` did not swap (one-shot mode exits with 1).
@@ -284,19 +338,23 @@ fn history_path() -> Option<PathBuf> {
 }
 
 /// The interactive loop: reads lines with history and editing until `exit` or Ctrl-D.
-pub async fn interactive(mut client: Client, leader: &str) -> Result<(), String> {
-    let mut editor = rustyline::DefaultEditor::new().map_err(|e| format!("terminal: {e}"))?;
+/// An error is the terminal's, or stdout's (a closed pipe: the loop ends there).
+pub async fn interactive(mut client: Client, leader: &str) -> io::Result<()> {
+    let terminal = |e: ReadlineError| io::Error::other(format!("terminal: {e}"));
+    let mut editor = rustyline::DefaultEditor::new().map_err(terminal)?;
     let history = history_path();
     if let Some(path) = &history {
         let _ = editor.load_history(path);
     }
-    println!("tpc shell, leader {leader}. Type help for commands, exit or Ctrl-D to leave.");
+    print_line(&format!(
+        "tpc shell, leader {leader}. Type help for commands, exit or Ctrl-D to leave."
+    ))?;
     loop {
         let line = match editor.readline("tpc> ") {
             Ok(line) => line,
             Err(ReadlineError::Interrupted) => continue,
             Err(ReadlineError::Eof) => break,
-            Err(e) => return Err(format!("terminal: {e}")),
+            Err(e) => return Err(terminal(e)),
         };
         if !line.trim().is_empty() {
             let _ = editor.add_history_entry(line.as_str());
@@ -305,10 +363,10 @@ pub async fn interactive(mut client: Client, leader: &str) -> Result<(), String>
             Ok(Command::Exit) => break,
             Ok(Command::Nothing) => {}
             Ok(command) => match run(&mut client, command).await {
-                Ok(text) => println!("{text}"),
-                Err(error) => println!("error: {error}"),
+                Ok(text) => print_line(&text)?,
+                Err(error) => print_line(&format!("error: {error}"))?,
             },
-            Err(error) => println!("error: {error}"),
+            Err(error) => print_line(&format!("error: {error}"))?,
         }
     }
     if let Some(path) = &history {
@@ -329,6 +387,11 @@ mod tests {
         };
         assert_eq!(parse("GET k"), Ok(get("k", false)));
         assert_eq!(parse("get -v k"), Ok(get("k", true)));
+        assert_eq!(
+            parse("GET -V k"),
+            Ok(get("k", true)),
+            "flags in any case too"
+        );
         assert_eq!(parse("get '-v'"), Ok(get("-v", false)), "a key named -v");
         assert_eq!(parse("Put k v"), Ok(Command::Put("k".into(), "v".into())));
         assert_eq!(parse("del k"), Ok(Command::Delete("k".into())));
@@ -418,13 +481,52 @@ mod tests {
     }
 
     #[test]
+    fn in_a_transaction_a_quoted_word_may_end_an_op_and_be_empty() {
+        assert_eq!(
+            parse(r#"txn put a "x", put 'b' '', del "c",get d"#).unwrap_err(),
+            "a quoted word must be followed by a space or a comma"
+        );
+        assert_eq!(
+            parse(r#"txn put a "x", put 'b' '', del "c",, get d"#)
+                .unwrap_err()
+                .split('\n')
+                .next(),
+            Some("expected get, put or del, found a comma")
+        );
+        assert_eq!(
+            parse(r#"txn if "a," = "" then put a "x,", put 'b' '' else del "c", get "d""#),
+            Ok(Command::Txn(
+                Txn::new()
+                    .if_value("a,", "")
+                    .then_put("a", "x,")
+                    .then_put("b", "")
+                    .else_delete("c")
+                    .else_get("d")
+            ))
+        );
+        assert_eq!(
+            parse(r#"mdel "a", b"#).unwrap_err(),
+            "a quoted word must be followed by a space",
+            "a comma after a quote ends a txn op only"
+        );
+    }
+
+    #[test]
     fn bad_lines_get_clear_errors() {
         assert!(parse("put k").unwrap_err().contains("usage: put KEY VALUE"));
-        assert!(parse("get -v").is_ok_and(|c| c
-            == Command::Get {
-                key: "-v".into(),
-                with_version: false
-            }));
+        assert!(parse("get -v").unwrap_err().contains("usage: get [-v] KEY"));
+        assert!(parse("get -v a b")
+            .unwrap_err()
+            .contains("usage: get [-v] KEY"));
+        assert_eq!(
+            parse("mput a 1 b 2 a 3").unwrap_err(),
+            "key \"a\" appears twice"
+        );
+        assert_eq!(parse("MDEL a b b").unwrap_err(), "key \"b\" appears twice");
+        assert_eq!(
+            parse_args("mdel", &["k".into(), "k".into()]).unwrap_err(),
+            "key \"k\" appears twice"
+        );
         assert!(parse("get -x k")
             .unwrap_err()
             .contains("usage: get [-v] KEY"));

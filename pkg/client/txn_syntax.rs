@@ -9,8 +9,14 @@
 //!
 //! For example `txn if a = 1 and b exists then put a 2, del b else get a`. Keywords
 //! (`if`, `and`, `then`, `else`, the ops and the comparisons) are recognised only where
-//! the grammar expects one, and never in a quoted word; a comma ends an op, alone or at
-//! the end of an unquoted word (quote a value that ends with a comma).
+//! the grammar expects one, and never in a quoted word; a comma ends an op, alone, at
+//! the end of an unquoted word, or right after a quoted one (`put a "x", put b y`);
+//! quote a value that ends with a comma. `""` is the empty value.
+//!
+//! One-shot mode (`tpc client txn ...`) has no quotes of its own: the shell that ran it
+//! has split the line already, so each argument is one word as it stands (spaces,
+//! quotes and commas in it are data; an empty argument is the empty value). Its commas
+//! that end an op are those of [`argument_words`].
 
 use super::Txn;
 
@@ -20,11 +26,38 @@ pub const TXN_USAGE: &str = "txn [if COND [and COND]...] then OP[, OP]... [else 
             | KEY version = E.S | KEY version != E.S
       OP:   get KEY | put KEY VALUE | del KEY";
 
-/// One word of a command line, and whether it was quoted (then it is never a keyword).
+/// One word of a command line, and whether it was quoted (then it is never a keyword,
+/// and a comma at its end is part of it).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Word {
     pub text: String,
     pub quoted: bool,
+}
+
+/// The words of a one-shot `txn`, one per argument. A comma that ends an argument
+/// separates two ops when the next argument starts one (`get`, `put` or `del`), as in
+/// `put a 1, put b 2`; any other comma is data: a value that ends with a comma is
+/// written `put k "x,"` as the last op, or `put k "x," , put j y` before another (a
+/// comma of its own always separates).
+pub fn argument_words(args: &[String]) -> Vec<Word> {
+    let starts_op = |arg: &String| {
+        ["get", "put", "set", "del", "delete"]
+            .iter()
+            .any(|op| arg.eq_ignore_ascii_case(op))
+    };
+    args.iter()
+        .enumerate()
+        .map(|(i, arg)| {
+            let comma_is_data = arg.ends_with(',')
+                && !arg.trim_end_matches(',').is_empty()
+                && !args.get(i + 1).is_some_and(starts_op);
+            // Marked quoted to keep its commas: ending with one, it is no keyword anyway.
+            Word {
+                text: arg.clone(),
+                quoted: comma_is_data,
+            }
+        })
+        .collect()
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -50,7 +83,7 @@ fn tokens(words: &[Word]) -> Vec<Token> {
         }
         let text = word.text.as_str();
         let stripped = text.trim_end_matches(',');
-        if !stripped.is_empty() {
+        if !stripped.is_empty() || text.is_empty() {
             tokens.push(Token::Word(Word {
                 text: stripped.to_string(),
                 quoted: false,
@@ -260,6 +293,63 @@ mod tests {
         line.push(quoted("else"));
         line.push(quoted("a, b,"));
         assert_eq!(parse_txn(&line), Ok(Txn::new().then_put("else", "a, b,")));
+    }
+
+    #[test]
+    fn the_empty_word_is_a_value() {
+        let mut line = words("put k");
+        line.push(Word {
+            text: String::new(),
+            quoted: false,
+        });
+        assert_eq!(parse_txn(&line), Ok(Txn::new().then_put("k", "")));
+    }
+
+    fn arguments(args: &[&str]) -> Result<Txn, String> {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        parse_txn(&argument_words(&args))
+    }
+
+    #[test]
+    fn one_shot_arguments_are_words_whose_commas_end_an_op_only_before_the_next() {
+        assert_eq!(
+            arguments(&["put", "a", "1,", "PUT", "b", "2", "else", "del", "c,", "get", "d"]),
+            Ok(Txn::new()
+                .then_put("a", "1")
+                .then_put("b", "2")
+                .else_delete("c")
+                .else_get("d")),
+            "a comma ending an argument before an op separates"
+        );
+        assert_eq!(
+            arguments(&["put", "a", "x,", ",", "put", "b", "y,"]),
+            Ok(Txn::new().then_put("a", "x,").then_put("b", "y,")),
+            "before a comma of its own, or last, a comma is data"
+        );
+        assert_eq!(
+            arguments(&["if", "k,", "=", "v,", "then", "put", "k,", ",,x,", "else", "get", "k,"]),
+            Ok(Txn::new()
+                .if_value("k,", "v,")
+                .then_put("k,", ",,x,")
+                .else_get("k,")),
+            "commas are data in compares and keys"
+        );
+        assert_eq!(
+            arguments(&["put", "", "", ",", "put", "a b", "\"q\" 'r'"]),
+            Ok(Txn::new().then_put("", "").then_put("a b", "\"q\" 'r'")),
+            "empty arguments, spaces and quotes are data"
+        );
+        assert_eq!(
+            arguments(&["put", "else", "then", ",", "get", "if"]),
+            Ok(Txn::new().then_put("else", "then").then_get("if")),
+            "keywords only where the grammar expects one"
+        );
+        assert!(arguments(&["put", "a", "1", "put", "b", "2"])
+            .unwrap_err()
+            .contains("expected a comma"));
+        assert!(arguments(&["put", "a", "1,,", "get", "b"])
+            .unwrap_err()
+            .contains("found a comma"));
     }
 
     #[test]
