@@ -11,8 +11,14 @@
 //!   such read, a key holding a transaction's value at version V means every other key
 //!   of that transaction is at a version after V, or at V with the same value;
 //! - every acknowledged write is there (the final reads are part of the history);
-//! - all followers hold identical data, values and versions (their key-value directories
-//!   are compared file by file after the nodes stop).
+//! - every replica of a key holds the same value and version, and no other follower
+//!   holds the key (their key-value directories are compared after the nodes stop; with
+//!   every follower a replica of every key, all are identical).
+//!
+//! Odd seeds run 3 followers that each hold every key; even seeds 4 followers with 3
+//! replicas per key (`--replication 3`, DESIGN §7), so a transaction's participants are
+//! some of the followers and a transaction of several keys spans followers none of which
+//! holds all its keys.
 //!
 //! The same seed gives the same nemesis schedule and the same client operations (their
 //! interleaving with real processes is up to the machine). A failure prints the seed and
@@ -20,7 +26,8 @@
 //!
 //! CI runs a bounded version. For a soak: `TPC_CHAOS_SEEDS=1,2,3,4 TPC_CHAOS_SECONDS=600
 //! cargo test --release --test chaos -- --nocapture` (also `TPC_CHAOS_CLIENTS`,
-//! `TPC_CHAOS_KEYS`, and `TPC_CHAOS_LINK_FAULTS=0` to kill nodes only).
+//! `TPC_CHAOS_KEYS`, `TPC_CHAOS_FOLLOWERS` and `TPC_CHAOS_REPLICATION` for every seed,
+//! and `TPC_CHAOS_LINK_FAULTS=0` to kill nodes only).
 
 #[path = "e2e_support/mod.rs"]
 mod support;
@@ -35,10 +42,11 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tonic::Code;
 
-use support::{spawn, Node, NodeDirs, Role};
+use support::{spawn, spawn_with_args, Node, NodeDirs, Role};
 use tpc::check::{self, OpKind, Operation};
 use tpc::client::{Client, Txn};
 use tpc::kvstore::{KvStore, Versioned};
+use tpc::placement::{MemberId, View};
 use tpc::proto::api;
 use tpc::txid::TxId;
 
@@ -65,6 +73,8 @@ struct Config {
     clients: usize,
     keys: usize,
     followers: usize,
+    /// The leader's `--replication`.
+    replication: usize,
     link_faults: bool,
 }
 
@@ -86,7 +96,8 @@ fn configs() -> Vec<Config> {
             duration: Duration::from_secs_f64(seconds),
             clients: env_or("TPC_CHAOS_CLIENTS", 6),
             keys: env_or("TPC_CHAOS_KEYS", 4),
-            followers: 3,
+            followers: env_or("TPC_CHAOS_FOLLOWERS", 3 + (seed % 2 == 0) as usize),
+            replication: env_or("TPC_CHAOS_REPLICATION", 3),
             link_faults: env_or("TPC_CHAOS_LINK_FAULTS", 1u8) != 0,
         })
         .collect()
@@ -204,6 +215,8 @@ struct Nodes {
     leader_dirs: NodeDirs,
     follower_dirs: Vec<NodeDirs>,
     vote_timeout: String,
+    /// The leader's `--replication`.
+    replication: String,
 }
 
 impl Nodes {
@@ -241,7 +254,13 @@ impl Nodes {
             followers: targets,
             vote_timeout: vote_timeout.clone(),
         };
-        let leader = spawn(&leader_dirs, role, &leader_dirs.addr(), &[]);
+        let replication = config.replication.to_string();
+        let leader = spawn_with_args(
+            &leader_dirs,
+            role,
+            &leader_dirs.addr(),
+            &[("--replication", &replication)],
+        );
         Nodes {
             leader,
             followers,
@@ -249,6 +268,7 @@ impl Nodes {
             leader_dirs,
             follower_dirs,
             vote_timeout,
+            replication,
         }
     }
 
@@ -262,7 +282,12 @@ impl Nodes {
             followers: follower_targets(&self.follower_dirs, &self.proxies),
             vote_timeout: self.vote_timeout.clone(),
         };
-        self.leader = spawn(&self.leader_dirs, role, &self.leader_dirs.addr(), &[]);
+        self.leader = spawn_with_args(
+            &self.leader_dirs,
+            role,
+            &self.leader_dirs.addr(),
+            &[("--replication", &self.replication)],
+        );
     }
 
     fn restart_follower(&mut self, i: usize) {
@@ -543,6 +568,19 @@ async fn final_snapshot(leader: &str, keys: usize, seed: u64) -> Snapshot {
 }
 
 /// One chaos run; returns the number of operations in its history.
+/// A follower's member id, from its journal directory.
+fn member_id(dirs: &NodeDirs) -> MemberId {
+    let id = std::fs::read_to_string(dirs.journal_dir().join(tpc::member::FILE))
+        .expect("a started follower has a member id");
+    MemberId(id.trim().to_string())
+}
+
+/// Where the cluster's keys live: its first (and only) view.
+fn placement_of(follower_dirs: &[NodeDirs], replication: usize) -> View {
+    let ids: Vec<MemberId> = follower_dirs.iter().map(member_id).collect();
+    View::new(1, replication, &ids)
+}
+
 async fn run(config: Config) -> usize {
     let plan = schedule(&config);
     let mut nodes = Nodes::start(&config);
@@ -647,14 +685,20 @@ async fn run(config: Config) -> usize {
         panic!("chaos seed {}: {torn}", config.seed);
     }
 
-    // Every follower answers every key (no lock left), then all hold the same files.
-    for dirs in &nodes.follower_dirs {
+    // Every replica answers every key it holds (no lock left), then the replicas of each
+    // key hold the same value and version (DESIGN §1.8), and no other follower holds it.
+    let placement = placement_of(&nodes.follower_dirs, config.replication);
+    let ids: Vec<MemberId> = nodes.follower_dirs.iter().map(member_id).collect();
+    let holds = |f: usize, key: &str| placement.holds(&ids[f], key);
+    for (f, dirs) in nodes.follower_dirs.iter().enumerate() {
         for k in 0..config.keys {
-            support::settled_get(&dirs.addr(), &format!("key{k}")).await;
+            let key = format!("key{k}");
+            if holds(f, &key) {
+                support::settled_get(&dirs.addr(), &key).await;
+            }
         }
     }
     nodes.stop_all();
-    // Values and versions alike (DESIGN §1.8).
     let dumps: Vec<BTreeMap<String, Versioned>> = nodes
         .follower_dirs
         .iter()
@@ -664,14 +708,25 @@ async fn run(config: Config) -> usize {
                 .expect("read a follower's kv dir")
         })
         .collect();
-    for (i, dump) in dumps.iter().enumerate().skip(1) {
-        assert_eq!(
-            dump,
-            &dumps[0],
-            "chaos seed {}: follower {} differs from follower 1",
-            config.seed,
-            i + 1
+    for k in 0..config.keys {
+        let key = format!("key{k}");
+        let copies: Vec<(usize, Option<&Versioned>)> = (0..dumps.len())
+            .filter(|&f| holds(f, &key))
+            .map(|f| (f + 1, dumps[f].get(&key)))
+            .collect();
+        assert!(
+            copies.iter().all(|(_, copy)| *copy == copies[0].1),
+            "chaos seed {}: the replicas of {key} differ: {copies:?}",
+            config.seed
         );
+        for (f, dump) in dumps.iter().enumerate() {
+            assert!(
+                holds(f, &key) || !dump.contains_key(&key),
+                "chaos seed {}: follower {} holds {key}, which it is no replica of",
+                config.seed,
+                f + 1
+            );
+        }
     }
     history.len()
 }
