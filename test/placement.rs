@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use tonic::Code;
-use tpc::client::Txn;
+use tpc::client::{Swap, Txn};
 use tpc::placement::{MemberId, View};
 
 use support::{get, poll, wait_leader_ready, Cluster, POLL_TIMEOUT};
@@ -330,4 +330,67 @@ async fn members_list_shows_the_view_and_which_members_are_down() {
         view["epoch"], 1,
         "no view change (membership changes are not built yet)"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_increments_of_one_key_on_its_replicas_lose_none() {
+    let cluster = cluster(5, 2).started().await;
+    let mut client = cluster.client();
+    client.put("counter", "0").await.expect("put");
+    let workers: Vec<_> = (0..6)
+        .map(|_| {
+            let mut client = cluster.client();
+            tokio::spawn(async move {
+                let mut swapped = 0;
+                while swapped < 5 {
+                    let Ok(held) = client.get("counter").await else {
+                        continue;
+                    };
+                    let next = (held.parse::<u64>().unwrap() + 1).to_string();
+                    if let Ok(Swap::Done(_)) = client.cas("counter", Some(&held), &next).await {
+                        swapped += 1;
+                    }
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.await.expect("worker");
+    }
+    assert_eq!(
+        client.get("counter").await.unwrap(),
+        "30",
+        "every swap counted once"
+    );
+    assert_eq!(
+        holders(&cluster, "counter", "30").await,
+        replicas(&cluster, 2, "counter")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_that_fails_on_one_replica_is_aborted_on_the_others() {
+    let mut cluster = cluster(4, 3).started().await;
+    let mut client = cluster.client();
+    client.put("k", "before").await.expect("put");
+    let replicas = replicas(&cluster, 3, "k");
+    let down = *replicas.iter().next().unwrap();
+    cluster.kill_follower(down);
+    let err = client
+        .put("k", "after")
+        .await
+        .expect_err("a replica is down");
+    assert!(
+        matches!(err.code(), Code::Unavailable | Code::Aborted),
+        "{err:?}"
+    );
+    // The others got the PREPARE, and then the ABORT: unlocked, unchanged.
+    for &f in replicas.iter().filter(|&&f| f != down) {
+        let addr = cluster.follower_addr(f);
+        let held = poll("the replica unlocked", POLL_TIMEOUT, || async {
+            get(&addr, "k").await.map_err(|s| format!("{s:?}"))
+        })
+        .await;
+        assert_eq!(held.as_deref(), Some("before"), "follower {f}");
+    }
 }

@@ -215,6 +215,22 @@ impl Leader {
     }
 }
 
+/// The followers `pick` chooses from `core`'s view, each with the member id a read of it
+/// names (empty before the view: whoever answers).
+fn members(
+    core: &LeaderCore,
+    pick: impl FnOnce(&Membership) -> Vec<usize>,
+) -> Vec<(usize, String)> {
+    let membership = core.membership();
+    pick(membership)
+        .into_iter()
+        .map(|f| {
+            let member = membership.recipient(f).map(|r| r.member_id.0);
+            (f, member.unwrap_or_default())
+        })
+        .collect()
+}
+
 struct ServiceInner {
     coordinator: Arc<Coordinator>,
     readers: Vec<(String, Arc<FollowerReader>)>,
@@ -252,7 +268,7 @@ impl LeaderService {
         }
         let request = api::TxnRequest::from(&txn);
         let inner = &self.inner;
-        let mut order = self.members(|m| m.holders(txn.keys()));
+        let mut order = members(&inner.coordinator.core(), |m| m.holders(txn.keys()));
         order.shuffle(&mut rand::rng());
         let mut classic = Vec::new();
         for (i, member) in &order {
@@ -280,20 +296,6 @@ impl LeaderService {
         let asked = txn.clone();
         let committed = self.write(txn).await?;
         Ok(asked.response(committed.succeeded, committed.results, None))
-    }
-
-    /// The followers `pick` chooses from the view, each with the member id a read of it
-    /// names (empty before the view: whoever answers).
-    fn members(&self, pick: impl FnOnce(&Membership) -> Vec<usize>) -> Vec<(usize, String)> {
-        let core = self.inner.coordinator.core();
-        let membership = core.membership();
-        pick(membership)
-            .into_iter()
-            .map(|f| {
-                let member = membership.recipient(f).map(|r| r.member_id.0);
-                (f, member.unwrap_or_default())
-            })
-            .collect()
     }
 
     /// `txn` evaluated on the leader's committed writes, if it holds one for each of its
@@ -326,21 +328,21 @@ impl api::key_value_api_server::KeyValueApi for LeaderService {
         let inner = &self.inner;
         let deadline = tokio::time::Instant::now() + 2 * inner.vote_timeout;
         let mut progress = inner.progress.clone();
-        let mut order = self.members(|m| m.replicas(&key));
-        let mut last_error = if order.is_empty() {
-            "the cluster has no view yet, so the key's replicas are unknown".to_string()
-        } else {
-            String::new()
-        };
+        let mut last_error = String::new();
         let not_found = || Status::not_found(format!("key not found: {}", limits::quote_key(&key)));
         loop {
             progress.borrow_and_update();
-            // Committed, and maybe not applied (so locked) on some follower yet.
-            let committed = inner
-                .coordinator
-                .core()
-                .committed_value(&key)
-                .map(|(value, version)| (value.map(str::to_string), version));
+            // Committed, and maybe not applied (so locked) on some follower yet; else
+            // the key's replicas, to ask.
+            let (committed, mut order) = {
+                let core = inner.coordinator.core();
+                match core.committed_value(&key) {
+                    Some((value, version)) => {
+                        (Some((value.map(str::to_string), version)), Vec::new())
+                    }
+                    None => (None, members(&core, |m| m.replicas(&key))),
+                }
+            };
             if let Some((value, version)) = committed {
                 return match value {
                     Some(value) => Ok(Response::new(api::Response {
@@ -349,6 +351,10 @@ impl api::key_value_api_server::KeyValueApi for LeaderService {
                     })),
                     None => Err(not_found()),
                 };
+            }
+            if order.is_empty() {
+                last_error =
+                    "the cluster has no view yet, so the key's replicas are unknown".into();
             }
             order.shuffle(&mut rand::rng());
             for (i, member) in &order {
