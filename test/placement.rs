@@ -394,3 +394,41 @@ async fn a_write_that_fails_on_one_replica_is_aborted_on_the_others() {
         assert_eq!(held.as_deref(), Some("before"), "follower {f}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_to_a_follower_restarted_empty_at_its_address_fails_cleanly() {
+    let mut cluster = cluster(4, 2).started().await;
+    let mut client = cluster.client();
+    client.put("k", "before").await.expect("put");
+    let replicas = replicas(&cluster, 2, "k");
+    let emptied = *replicas.iter().next().unwrap();
+    cluster.kill_follower(emptied);
+    for dir in [
+        cluster.follower_dirs[emptied].journal_dir(),
+        cluster.follower_dirs[emptied].kv_dir(),
+    ] {
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+    cluster.start_follower(emptied, &[]);
+    support::wait_follower_ready(&cluster.follower_addr(emptied)).await;
+    let err = client
+        .put("k", "after")
+        .await
+        .expect_err("an empty replica");
+    assert!(
+        matches!(err.code(), Code::Unavailable | Code::Aborted),
+        "fails cleanly: {err:?}"
+    );
+    assert_eq!(
+        client.get("k").await.unwrap(),
+        "before",
+        "never half applied"
+    );
+    let other = *replicas.iter().find(|&&f| f != emptied).unwrap();
+    let addr = cluster.follower_addr(other);
+    let held = poll("the other replica unlocked", POLL_TIMEOUT, || async {
+        get(&addr, "k").await.map_err(|s| format!("{s:?}"))
+    })
+    .await;
+    assert_eq!(held.as_deref(), Some("before"));
+}
