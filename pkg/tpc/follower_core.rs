@@ -290,26 +290,30 @@ impl FollowerCore {
     /// Keeps `view` if it is newer than the one held (journaled first), and ACKs.
     fn take_view(&mut self, view: ViewRecord) -> Vec<Effect> {
         let mut effects = Vec::new();
-        if self
-            .view
-            .as_ref()
-            .is_none_or(|(held, _)| held.epoch < view.epoch)
-        {
-            effects.push(Effect::Persist(FollowerRecord::View(view.clone())));
-            self.hold_view(view);
+        if self.hold_view(&view) {
+            effects.push(Effect::Persist(FollowerRecord::View(view)));
         }
         effects.push(Effect::Reply(Reply::Ack));
         effects
     }
 
-    fn hold_view(&mut self, view: ViewRecord) {
+    /// Holds `view` if it is newer than the one held; returns whether it did.
+    fn hold_view(&mut self, view: &ViewRecord) -> bool {
+        if self
+            .view
+            .as_ref()
+            .is_some_and(|(held, _)| held.epoch >= view.epoch)
+        {
+            return false;
+        }
         self.view_epoch = self.view_epoch.max(view.epoch);
         let placement = View::new(
             view.epoch,
             view.replication,
             view.members.iter().map(|(id, _)| id),
         );
-        self.view = Some((view, placement));
+        self.view = Some((view.clone(), placement));
+        true
     }
 
     /// Whether a client's direct read of `key` may be answered from this follower's
@@ -623,13 +627,7 @@ impl FollowerCore {
                 .filter(|e| matches!(e, Effect::Apply { .. } | Effect::Finish { .. }))
                 .collect(),
             FollowerRecord::View(view) => {
-                if self
-                    .view
-                    .as_ref()
-                    .is_none_or(|(held, _)| held.epoch < view.epoch)
-                {
-                    self.hold_view(view);
-                }
+                self.hold_view(&view);
                 Vec::new()
             }
         }

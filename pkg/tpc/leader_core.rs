@@ -12,7 +12,8 @@
 //!   first and unlocks the key before it sees the second). Transactions on other keys
 //!   run at once, many in flight on each stream.
 //! - **Votes.** A transaction's participants are the replicas of its keys
-//!   (`membership.rs`), and nothing starts before they are known. An ABORT vote, a
+//!   (`membership.rs`; with fewer replicas than followers nothing starts before the
+//!   view is in force, and each runs its part of it, `parts.rs`). An ABORT vote, a
 //!   PREPARE that could not be sent or a missing answer decides ABORT at once; the last
 //!   COMMIT vote decides COMMIT.
 //! - **Commit at the last vote.** A COMMIT every participant voted for with protocol 2
