@@ -21,6 +21,8 @@
 //! - [`member`]: a follower's member id, kept in its journal directory.
 //! - [`net`], [`limits`], [`dirlock`], [`txid`]: addresses and sockets, input limits,
 //!   directory locks, transaction ids (which are also versions).
+//! - [`wire`]: what every gRPC server accepts off the wire: the codec of the generated
+//!   code, so bytes that do not decode get `INVALID_ARGUMENT`.
 
 use std::path::PathBuf;
 
@@ -42,6 +44,7 @@ pub mod server;
 pub mod tpc;
 pub mod txid;
 pub mod txn;
+pub mod wire;
 
 #[cfg(test)]
 mod test_disk;

@@ -8,6 +8,11 @@ pub const MAX_VALUE_BYTES: usize = 3 * 1024 * 1024;
 /// request, so an oversized key or value reaches validation and gets an error naming the
 /// limit instead of a transport error.
 pub const MAX_GRPC_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+/// What a tpc server reads of one request before refusing it unread. A request between
+/// [`MAX_GRPC_MESSAGE_BYTES`] and this is read and refused with `INVALID_ARGUMENT` naming
+/// the 16 MiB limit ([`crate::wire`]); a longer one gets tonic's `OUT_OF_RANGE` from its
+/// length prefix alone, so no client makes a server buffer more than this per call.
+pub const MAX_GRPC_REQUEST_READ_BYTES: usize = 4 * MAX_GRPC_MESSAGE_BYTES;
 
 /// Checks a key against the limits; the error names the limit.
 pub fn check_key(key: &str) -> Result<(), String> {

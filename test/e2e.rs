@@ -52,6 +52,65 @@ fn assert_status(result: Result<impl std::fmt::Debug, tonic::Status>, code: Code
     }
 }
 
+/// Sends `bytes`, as they are, as the request of the unary `api.KeyValueAPI/METHOD`.
+async fn raw_unary(addr: &str, method: &str, bytes: Vec<u8>) -> Result<Vec<u8>, tonic::Status> {
+    let address: tpc::net::Address = addr.parse().expect("address");
+    let channel = tpc::net::connect(&address, Duration::from_secs(10))
+        .await
+        .map_err(tonic::Status::unavailable)?;
+    let mut grpc = tonic::client::Grpc::new(channel).max_encoding_message_size(usize::MAX);
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let path = format!("/api.KeyValueAPI/{method}").parse().expect("path");
+    grpc.unary(tonic::Request::new(bytes), path, RawCodec)
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// A codec that sends and receives bytes unexamined, to send what no client would.
+#[derive(Clone, Copy)]
+struct RawCodec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+    fn encoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+    fn decoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+}
+
+impl tonic::codec::Encoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        prost::bytes::BufMut::put_slice(dst, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Vec<u8>>, tonic::Status> {
+        let mut out = vec![0; prost::bytes::Buf::remaining(src)];
+        prost::bytes::Buf::copy_to_slice(src, &mut out);
+        Ok(Some(out))
+    }
+}
+
 /// Names in `dir` that are directories.
 fn subdirectories(dir: &std::path::Path) -> Vec<String> {
     std::fs::read_dir(dir)
@@ -192,6 +251,32 @@ async fn writes_through_the_leader_reach_every_follower_any_key_round_trips_and_
     assert_status(c.put("", "v").await, Code::InvalidArgument, "");
     assert_status(c.get("").await, Code::InvalidArgument, "");
     assert_status(c.delete("").await, Code::InvalidArgument, "");
+    // Bytes that are no protobuf, and a request over the 16 MiB message limit, get
+    // INVALID_ARGUMENT from the leader and from a follower, and change nothing.
+    let not_utf8_key = vec![0x0a, 0x02, 0xff, 0xfe];
+    let limited_to_17_mib = {
+        let value = vec![b'v'; 17 * MIB];
+        let mut bytes = vec![0x0a, 0x07];
+        bytes.extend_from_slice(b"limited");
+        bytes.push(0x12);
+        prost::encoding::encode_varint(value.len() as u64, &mut bytes);
+        bytes.extend_from_slice(&value);
+        bytes
+    };
+    for addr in [cluster.leader_addr(), cluster.follower_addr(0)] {
+        for method in ["Put", "Get"] {
+            assert_status(
+                raw_unary(&addr, method, not_utf8_key.clone()).await,
+                Code::InvalidArgument,
+                "not a valid api.",
+            );
+            assert_status(
+                raw_unary(&addr, method, limited_to_17_mib.clone()).await,
+                Code::InvalidArgument,
+                "16 MiB",
+            );
+        }
+    }
     assert_eq!(c.get("limited").await.expect("get limited"), "before");
     assert_followers(&cluster, "limited", Some("before")).await;
 

@@ -119,7 +119,10 @@ async fn the_live_view_shows_followers_transactions_and_a_follower_going_down() 
     assert!(dom.contains("key greeting"), "{dom}");
     support::wait_view(&l.addr()).await;
     let dom = rendered_dom(&url, profile.path());
-    assert!(dom.contains("view 1, each key on 3 of 3 followers"), "{dom}");
+    assert!(
+        dom.contains("view 1, each key on 3 of 3 followers"),
+        "{dom}"
+    );
     for label in ["PREPARE", "vote COMMIT", "GLOBAL COMMIT", "ACK"] {
         assert!(dom.contains(label), "no {label} in the diagram:\n{dom}");
     }

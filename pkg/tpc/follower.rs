@@ -35,7 +35,7 @@ use super::message::{frame_of_responses, messages_of_frame, PROTOCOL};
 use super::records::{open_journal, FollowerRecord};
 use crate::dirlock::DirLock;
 use crate::kvstore::{KvStore, Versioned};
-use crate::limits::{self, MAX_GRPC_MESSAGE_BYTES};
+use crate::limits::{self, MAX_GRPC_MESSAGE_BYTES, MAX_GRPC_REQUEST_READ_BYTES};
 use crate::member;
 use crate::metrics::RequestTimer;
 use crate::net::Listener;
@@ -147,17 +147,17 @@ impl Follower {
         let router = router
             .add_service(
                 rpc::two_phase_commit_server::TwoPhaseCommitServer::new(service.clone())
-                    .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
+                    .max_decoding_message_size(MAX_GRPC_REQUEST_READ_BYTES)
                     .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES),
             )
             .add_service(
                 rpc::follower_reads_server::FollowerReadsServer::new(service.clone())
-                    .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
+                    .max_decoding_message_size(MAX_GRPC_REQUEST_READ_BYTES)
                     .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES),
             )
             .add_service(
                 api::key_value_api_server::KeyValueApiServer::new(service)
-                    .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
+                    .max_decoding_message_size(MAX_GRPC_REQUEST_READ_BYTES)
                     .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES),
             );
         drop(self.inbox);

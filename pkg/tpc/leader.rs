@@ -46,7 +46,7 @@ use crate::dirlock::DirLock;
 use crate::http::LeaderPages;
 use crate::journal::{GroupJournal, Record};
 use crate::kvstore::Versioned;
-use crate::limits::{self, MAX_GRPC_MESSAGE_BYTES};
+use crate::limits::{self, MAX_GRPC_MESSAGE_BYTES, MAX_GRPC_REQUEST_READ_BYTES};
 use crate::metrics::{self, RequestTimer};
 use crate::net::{self, Address, Listener};
 use crate::proto::{api, rpc};
@@ -200,7 +200,7 @@ impl Leader {
         let router = router
             .add_service(
                 api::key_value_api_server::KeyValueApiServer::new(self.service)
-                    .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
+                    .max_decoding_message_size(MAX_GRPC_REQUEST_READ_BYTES)
                     .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES),
             )
             .add_service(rpc::admin_server::AdminServer::new(self.admin));
