@@ -124,6 +124,28 @@ enum MembersCommand {
     /// Show the view: its epoch, the replication factor, and each member's id, address
     /// and state (active, down; joining or leaving while the view changes).
     List(MembersListArgs),
+    /// Make a follower a member (DESIGN §8): it catches up on the keys it gains from the
+    /// other members, then holds them. The follower must be one the leader dials
+    /// (--follower) and must have answered it; an empty one is fine. Returns once the
+    /// change is journaled; `members list` shows it under way.
+    Add(MembersChangeArgs),
+    /// Take a member out of the view (DESIGN §8): its keys move to the others, which
+    /// catch up first; it then drops them. Refused for the last member. Returns once
+    /// the change is journaled.
+    Remove(MembersChangeArgs),
+}
+
+#[derive(Args, Debug)]
+struct MembersChangeArgs {
+    /// The follower's address, exactly as the leader dials it (its --follower value).
+    #[arg(value_name = "FOLLOWER_ADDR")]
+    address: String,
+    /// The leader's address, host:port or unix:/path.
+    #[arg(long, default_value = client::DEFAULT_LEADER, value_name = "ADDR")]
+    leader: String,
+    /// How long to wait for the answer.
+    #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = parse_duration)]
+    timeout: Duration,
 }
 
 #[derive(Args, Debug)]
@@ -647,7 +669,29 @@ fn printed(tool: &str, result: std::io::Result<()>) -> ExitCode {
 }
 
 async fn members_main(args: MembersArgs) -> ExitCode {
-    let MembersCommand::List(args) = args.command;
+    let (args, add) = match args.command {
+        MembersCommand::List(args) => return members_list(args).await,
+        MembersCommand::Add(args) => (args, true),
+        MembersCommand::Remove(args) => (args, false),
+    };
+    let verb = if add { "add" } else { "remove" };
+    match client::members::change(&args.leader, &args.address, add, args.timeout).await {
+        Ok(epoch) => {
+            let text = format!(
+                "view {epoch}: {} {}; the keys that move are being copied (see `tpc members list`)\n",
+                args.address,
+                if add { "joins" } else { "leaves" }
+            );
+            printed("tpc members", output::print(&text))
+        }
+        Err(e) => {
+            eprint_line(&format!("tpc members {verb} {}: {e}", args.address));
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn members_list(args: MembersListArgs) -> ExitCode {
     let text = match client::members::fetch(&args.leader, args.timeout).await {
         Ok(view) if args.json => client::members::render_json(&view) + "\n",
         Ok(view) => client::members::render_text(&view),

@@ -9,8 +9,9 @@ use std::sync::LazyLock;
 use std::time::Instant;
 
 use prometheus::{
-    register_histogram, register_histogram_vec, register_int_counter_vec, register_int_gauge,
-    Encoder, Histogram, HistogramVec, IntCounterVec, IntGauge, TextEncoder,
+    register_histogram, register_histogram_vec, register_int_counter, register_int_counter_vec,
+    register_int_gauge, Encoder, Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    TextEncoder,
 };
 
 /// Latency buckets from 100 µs to 10 s.
@@ -92,6 +93,40 @@ pub static CHECKPOINT_DURATION: LazyLock<Histogram> = LazyLock::new(|| {
             BUCKETS.to_vec()
         ),
         "tpc_checkpoint_duration_seconds",
+    )
+});
+
+/// Keys a follower wrote from copies while catching up on a next view (DESIGN §8).
+pub static CATCH_UP_KEYS: LazyLock<IntCounter> = LazyLock::new(|| {
+    checked(
+        register_int_counter!(
+            "tpc_catch_up_keys_total",
+            "Keys this follower wrote from other members' copies while catching up on a next view."
+        ),
+        "tpc_catch_up_keys_total",
+    )
+});
+
+/// Bytes (keys and values) a follower received in copies while catching up.
+pub static CATCH_UP_BYTES: LazyLock<IntCounter> = LazyLock::new(|| {
+    checked(
+        register_int_counter!(
+            "tpc_catch_up_bytes_total",
+            "Bytes of keys and values this follower received from other members while catching up."
+        ),
+        "tpc_catch_up_bytes_total",
+    )
+});
+
+/// Time of one catch-up on a next view, from taking it to holding every key durably.
+pub static CATCH_UP_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
+    checked(
+        register_histogram!(
+            "tpc_catch_up_duration_seconds",
+            "Time of one catch-up on a next view: from taking it to holding its keys durably.",
+            vec![0.01, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0]
+        ),
+        "tpc_catch_up_duration_seconds",
     )
 });
 

@@ -147,7 +147,7 @@ async fn a_get_works_after_a_keys_first_replica_died_and_other_keys_take_writes(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_prepare_meant_for_one_member_is_refused_by_another_at_its_address() {
+async fn a_write_to_a_member_answered_by_another_process_aborts_or_runs_in_the_next_view() {
     let mut cluster = cluster(3, 2).started().await;
     let mut client = cluster.client();
     client.put("seed", "1").await.expect("the cluster has data");
@@ -171,21 +171,25 @@ async fn a_prepare_meant_for_one_member_is_refused_by_another_at_its_address() {
     cluster.start_follower(owner, &[]);
     support::wait_follower_ready(&cluster.follower_addr(owner)).await;
 
-    let err = poll("the write refused", POLL_TIMEOUT, || {
-        let mut client = client.clone();
-        async move {
-            match client.put(key, "new").await {
-                Err(status) if status.code() == Code::Aborted => Ok(status),
-                other => Err(format!("{other:?}")),
-            }
+    // The leader hears of the new member when it reconnects (DESIGN §8): until then a
+    // PREPARE meant for the old member is refused there and the write aborts, applied
+    // nowhere; from then on the write runs in the next view. Never half.
+    let value = match client.put(key, "new").await {
+        Ok(_) => "new",
+        Err(err) => {
+            assert_eq!(err.code(), Code::Aborted, "{err:?}");
+            assert!(
+                err.message().contains("member"),
+                "names the reason: {err:?}"
+            );
+            "old"
         }
-    })
-    .await;
-    assert!(
-        err.message().contains("member"),
-        "names the reason: {err:?}"
+    };
+    assert_eq!(
+        client.get(key).await.unwrap(),
+        value,
+        "applied whole or nowhere"
     );
-    assert_eq!(client.get(key).await.unwrap(), "old", "applied nowhere");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -396,7 +400,8 @@ async fn a_write_that_fails_on_one_replica_is_aborted_on_the_others() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_write_to_a_follower_restarted_empty_at_its_address_fails_cleanly() {
+async fn a_write_to_a_follower_restarted_empty_at_its_address_fails_cleanly_or_lands_in_the_new_view(
+) {
     let mut cluster = cluster(4, 2).started().await;
     let mut client = cluster.client();
     client.put("k", "before").await.expect("put");
@@ -411,17 +416,22 @@ async fn a_write_to_a_follower_restarted_empty_at_its_address_fails_cleanly() {
     }
     cluster.start_follower(emptied, &[]);
     support::wait_follower_ready(&cluster.follower_addr(emptied)).await;
-    let err = client
-        .put("k", "after")
-        .await
-        .expect_err("an empty replica");
-    assert!(
-        matches!(err.code(), Code::Unavailable | Code::Aborted),
-        "fails cleanly: {err:?}"
-    );
+    // The new process replaces the member (DESIGN §8): a write either fails cleanly
+    // (under the old view, the PREPARE meant for the old member is refused) or runs in
+    // the next view, where the empty follower takes the key's writes; never half.
+    let expected = match client.put("k", "after").await {
+        Ok(_) => "after",
+        Err(err) => {
+            assert!(
+                matches!(err.code(), Code::Unavailable | Code::Aborted),
+                "fails cleanly: {err:?}"
+            );
+            "before"
+        }
+    };
     assert_eq!(
         client.get("k").await.unwrap(),
-        "before",
+        expected,
         "never half applied"
     );
     let other = *replicas.iter().find(|&&f| f != emptied).unwrap();
@@ -430,5 +440,31 @@ async fn a_write_to_a_follower_restarted_empty_at_its_address_fails_cleanly() {
         get(&addr, "k").await.map_err(|s| format!("{s:?}"))
     })
     .await;
-    assert_eq!(held.as_deref(), Some("before"));
+    assert_eq!(held.as_deref(), Some(expected));
+    // The replacement catches up; then the key lives on its replicas of the new view
+    // (the new member's id places other keys on it than the old one's).
+    let leader = cluster.leader_addr();
+    let view = poll("the replacement's view in force", POLL_TIMEOUT, || async {
+        let view = tpc::client::members::fetch(&leader, Duration::from_secs(5)).await?;
+        match (view.epoch, view.moving_keys) {
+            (2, 0) => Ok(view),
+            other => Err(format!("epoch and moving keys {other:?}")),
+        }
+    })
+    .await;
+    let ids: Vec<MemberId> = view
+        .members
+        .iter()
+        .map(|m| MemberId(m.id.clone()))
+        .collect();
+    assert!(
+        ids.contains(&member_id(&cluster, emptied)),
+        "the new member is in"
+    );
+    let new_replicas: BTreeSet<usize> = View::new(2, 2, &ids)
+        .replicas("k")
+        .into_iter()
+        .map(|id| (0..4).find(|&i| member_id(&cluster, i) == *id).unwrap())
+        .collect();
+    assert_eq!(holders(&cluster, "k", expected).await, new_replicas);
 }

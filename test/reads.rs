@@ -233,6 +233,22 @@ type ReplyStream = Pin<Box<dyn Stream<Item = Result<ReadReply, Status>> + Send>>
 #[tonic::async_trait]
 impl FollowerReads for ReadMock {
     type ReadsStream = ReplyStream;
+    type CopyStream =
+        Pin<Box<dyn Stream<Item = Result<tpc::proto::rpc::CopyBatch, Status>> + Send>>;
+
+    async fn copy(
+        &self,
+        _: Request<tpc::proto::rpc::CopyRequest>,
+    ) -> Result<tonic::Response<Self::CopyStream>, Status> {
+        Err(Status::unimplemented("a read mock copies nothing"))
+    }
+
+    async fn catch_up(
+        &self,
+        _: Request<tpc::proto::rpc::CatchUpRequest>,
+    ) -> Result<tonic::Response<tpc::proto::rpc::CatchUpReply>, Status> {
+        Err(Status::unimplemented("a read mock catches up on nothing"))
+    }
 
     async fn reads(
         &self,

@@ -25,6 +25,30 @@ pub async fn fetch(addr: &str, timeout: Duration) -> Result<rpc::MembersReply, S
     Ok(reply.into_inner())
 }
 
+/// Asks the leader at `addr` that follower `follower` join the members (`add`) or
+/// leave them; the next view's epoch once journaled.
+pub async fn change(
+    addr: &str,
+    follower: &str,
+    add: bool,
+    timeout: Duration,
+) -> Result<u64, String> {
+    let addr: Address = addr.parse()?;
+    let channel = net::connect(&addr, timeout).await?;
+    let mut client = rpc::admin_client::AdminClient::new(channel)
+        .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES);
+    let mut request = Request::new(rpc::ChangeMembersRequest {
+        address: follower.to_string(),
+        add,
+    });
+    request.set_timeout(timeout);
+    let reply = client
+        .change_members(request)
+        .await
+        .map_err(|s: Status| super::describe(&s))?;
+    Ok(reply.into_inner().epoch)
+}
+
 /// The view as text.
 pub fn render_text(view: &rpc::MembersReply) -> String {
     if view.epoch == 0 {
@@ -44,7 +68,10 @@ pub fn render_text(view: &rpc::MembersReply) -> String {
         out.push_str(&format!("  {:<28} {:<8} {}\n", m.address, m.state, m.id));
     }
     if view.moving_keys > 0 {
-        out.push_str(&format!("moving: {} keys\n", view.moving_keys));
+        out.push_str(&format!(
+            "changing to this view: {} keys ({} bytes) copied to new replicas so far\n",
+            view.moving_keys, view.moving_bytes
+        ));
     }
     out
 }
@@ -86,6 +113,7 @@ mod tests {
                 },
             ],
             moving_keys: 0,
+            moving_bytes: 0,
         }
     }
 

@@ -51,6 +51,12 @@ pub fn render_text(status: &rpc::StatusReply, now: SystemTime) -> String {
         )),
         epoch => out.push_str(&format!("view {epoch}: each key on {held_by}\n")),
     }
+    if status.next_view_epoch > 0 {
+        out.push_str(&format!(
+            "changing to view {}: {} keys ({} bytes) copied to new replicas so far\n",
+            status.next_view_epoch, status.moving_keys, status.moving_bytes
+        ));
+    }
     out.push_str(&format!("followers ({}):\n", status.followers.len()));
     for f in &status.followers {
         let state = if f.connected {
@@ -125,6 +131,8 @@ pub fn render_json(status: &rpc::StatusReply) -> String {
         "epoch": status.epoch,
         "view_epoch": status.view_epoch,
         "replication": status.replication,
+        "next_view_epoch": status.next_view_epoch,
+        "moving_keys": status.moving_keys,
         "journal": { "bytes": status.journal_bytes, "records": status.journal_records },
         "followers": followers,
         "transactions": transactions,
@@ -170,6 +178,9 @@ mod tests {
             journal_records: 4,
             view_epoch: 2,
             replication: 1,
+            next_view_epoch: 3,
+            moving_keys: 17,
+            moving_bytes: 4096,
         }
     }
 
@@ -185,7 +196,8 @@ mod tests {
         assert!(text.contains("waiting for 127.0.0.1:50002"), "{text}");
         assert!(text.contains("epoch 3"), "{text}");
         assert!(
-            text.contains("view 2: each key on 1 of 2 followers"),
+            text.contains("view 2: each key on 1 of 2 followers")
+                && text.contains("changing to view 3: 17 keys (4096 bytes) copied"),
             "{text}"
         );
         let no_view = rpc::StatusReply {

@@ -742,6 +742,34 @@ impl KvStore {
         Ok(true)
     }
 
+    /// Every key, unsorted, read from the file names (and from the files of hashed
+    /// names). Files that are not key files are ignored.
+    pub fn keys(&self) -> Result<Vec<String>> {
+        let mut keys = Vec::new();
+        for entry in fs::read_dir(&self.dir).map_err(|e| io_err(&self.dir, e))? {
+            let entry = entry.map_err(|e| io_err(&self.dir, e))?;
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            match classify(&name) {
+                EntryKind::Plain(key) => keys.push(key),
+                EntryKind::Hashed => {
+                    let path = self.dir.join(&name);
+                    let Some(content) = read_optional(&path)? else {
+                        continue;
+                    };
+                    let (_, rest) = split_version(&path, &content)?;
+                    let (key_bytes, _) = split_hashed(&path, rest)?;
+                    let key = String::from_utf8(key_bytes)
+                        .map_err(|_| corrupt(&path, "stored key is not valid UTF-8"))?;
+                    keys.push(key);
+                }
+                _ => {}
+            }
+        }
+        Ok(keys)
+    }
+
     /// Every key with its value, sorted by key (for tests and for comparing
     /// followers). Files that are not key files are ignored; a key file whose
     /// content does not match its name is [`Error::Corrupt`].

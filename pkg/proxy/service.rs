@@ -138,6 +138,39 @@ impl rpc::follower_reads_server::FollowerReads for ProxyService {
         })
         .await
     }
+
+    type CopyStream = Streaming<rpc::CopyBatch>;
+
+    /// A copy between followers while the members change (their view names the
+    /// proxy's address when the leader dials it): passed on without faults.
+    async fn copy(
+        &self,
+        request: Request<rpc::CopyRequest>,
+    ) -> std::result::Result<Response<Self::CopyStream>, Status> {
+        self.target_reads().await?.copy(request.into_inner()).await
+    }
+
+    async fn catch_up(
+        &self,
+        request: Request<rpc::CatchUpRequest>,
+    ) -> std::result::Result<Response<rpc::CatchUpReply>, Status> {
+        self.target_reads()
+            .await?
+            .catch_up(request.into_inner())
+            .await
+    }
+}
+
+impl ProxyService {
+    /// A `FollowerReads` client of the target.
+    async fn target_reads(&self) -> std::result::Result<FollowerReadsClient<Channel>, Status> {
+        let channel = net::connect(&self.inner.target, CONNECT_TIMEOUT)
+            .await
+            .map_err(|e| Status::unavailable(format!("proxy: target unreachable: {e}")))?;
+        Ok(FollowerReadsClient::new(channel)
+            .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES))
+    }
 }
 
 impl ProxyService {

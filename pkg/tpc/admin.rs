@@ -6,13 +6,15 @@
 //! transaction shows up from its start on, while it votes.
 
 use std::sync::Arc;
-use std::time::UNIX_EPOCH;
+use std::time::{Duration, UNIX_EPOCH};
 
 use tonic::{Request, Response, Status};
 
 use super::coordinator::Coordinator;
 use super::leader_core::{LeaderCore, Phase};
 use super::link::Link;
+use super::view_change::Moves;
+use crate::placement::MemberId;
 use crate::proto::rpc;
 
 /// The transactions of `core` as `tpc status` shows them, oldest first.
@@ -62,6 +64,8 @@ pub struct AdminService {
     pub cluster_id: String,
     /// This leader's epoch.
     pub epoch: u64,
+    /// The change of the members under way, as its followers report it.
+    pub moves: Arc<Moves>,
 }
 
 impl AdminService {
@@ -97,6 +101,7 @@ impl AdminService {
             })
             .collect();
         let membership = core.membership();
+        let progress = self.moves.progress();
         rpc::StatusReply {
             version: env!("CARGO_PKG_VERSION").to_string(),
             role: "leader".into(),
@@ -108,6 +113,9 @@ impl AdminService {
             journal_records,
             view_epoch: membership.current().map_or(0, |v| v.epoch),
             replication: membership.replication() as u32,
+            next_view_epoch: membership.next().map_or(0, |v| v.epoch),
+            moving_keys: progress.keys,
+            moving_bytes: progress.bytes,
         }
     }
 }
@@ -123,27 +131,54 @@ impl AdminService {
                 ..Default::default()
             };
         };
-        let members = view
+        let next = membership.next();
+        let connected = |address: &str| {
+            self.links
+                .iter()
+                .find(|link| link.name() == address)
+                .is_some_and(|link| link.status().connected)
+        };
+        let member = |(id, address): &(MemberId, String), state: &str| rpc::Member {
+            id: id.to_string(),
+            address: address.clone(),
+            state: match connected(address) {
+                true => state.into(),
+                false => "down".into(),
+            },
+        };
+        let newest = next.unwrap_or(view);
+        let mut members: Vec<rpc::Member> = newest
             .members
             .iter()
-            .map(|(id, address)| {
-                let connected = self
-                    .links
-                    .iter()
-                    .find(|link| link.name() == address)
-                    .is_some_and(|link| link.status().connected);
-                rpc::Member {
-                    id: id.to_string(),
-                    address: address.clone(),
-                    state: if connected { "active" } else { "down" }.into(),
-                }
+            .map(|m| {
+                member(
+                    m,
+                    if view.members.contains(m) {
+                        "active"
+                    } else {
+                        "joining"
+                    },
+                )
             })
             .collect();
+        members.extend(
+            view.members
+                .iter()
+                .filter(|m| !newest.members.contains(m))
+                .map(|m| member(m, "leaving")),
+        );
+        let progress = self.moves.progress();
+        let (moving_keys, moving_bytes) = match next {
+            Some(next) if next.epoch == progress.epoch => (progress.keys.max(1), progress.bytes),
+            Some(_) => (1, 0),
+            None => (0, 0),
+        };
         rpc::MembersReply {
-            epoch: view.epoch,
+            epoch: newest.epoch,
             replication: view.replication as u32,
             members,
-            moving_keys: 0,
+            moving_keys,
+            moving_bytes,
         }
     }
 }
@@ -162,5 +197,40 @@ impl rpc::admin_server::Admin for AdminService {
         _: Request<rpc::MembersRequest>,
     ) -> std::result::Result<Response<rpc::MembersReply>, Status> {
         Ok(Response::new(self.members()))
+    }
+
+    /// Starts the change, and answers once its next view is durable.
+    async fn change_members(
+        &self,
+        request: Request<rpc::ChangeMembersRequest>,
+    ) -> std::result::Result<Response<rpc::ChangeMembersReply>, Status> {
+        let rpc::ChangeMembersRequest { address, add } = request.into_inner();
+        if address.is_empty() || address.len() > 1024 {
+            return Err(Status::invalid_argument(
+                "give the follower's address, as the leader dials it (1 to 1024 bytes)",
+            ));
+        }
+        let epoch = self
+            .coordinator
+            .change_members(address, add)
+            .await
+            .map_err(Status::failed_precondition)?;
+        let durable = || {
+            let core = self.coordinator.core();
+            let membership = core.membership();
+            membership.next().map(|v| v.epoch) == Some(epoch)
+                || membership.current().is_some_and(|v| v.epoch >= epoch)
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !durable() {
+            if tokio::time::Instant::now() > deadline {
+                return Err(Status::unavailable(format!(
+                    "view {epoch} is not durable in the leader's journal after 10 s; see \
+                     `tpc members list`"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Ok(Response::new(rpc::ChangeMembersReply { epoch }))
     }
 }

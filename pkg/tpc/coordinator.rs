@@ -74,6 +74,14 @@ pub enum Event {
         stream: StreamId,
         event: StreamEvent,
     },
+    /// An operator's change of the members (`LeaderCore::change_members`).
+    ChangeMembers {
+        address: String,
+        add: bool,
+        reply: oneshot::Sender<Result<u64, String>>,
+    },
+    /// Every follower catching up on the next view of `epoch` has (`view_change.rs`).
+    CaughtUp { epoch: u64 },
     /// A journal write ended.
     Journaled {
         job: JobId,
@@ -134,6 +142,27 @@ impl Coordinator {
         {
             let _ = reply.send(Err(Status::unavailable("leader is shutting down")));
         }
+    }
+
+    /// Asks that follower `address` join the members (`add`) or leave them; the
+    /// answer is the next view's epoch, or why the change cannot start.
+    pub async fn change_members(&self, address: String, add: bool) -> Result<u64, String> {
+        let (reply, answer) = oneshot::channel();
+        self.events
+            .send(Event::ChangeMembers {
+                address,
+                add,
+                reply,
+            })
+            .map_err(|_| "the leader is shutting down".to_string())?;
+        answer
+            .await
+            .map_err(|_| "the leader is shutting down".to_string())?
+    }
+
+    /// Every follower catching up on the next view of `epoch` has.
+    pub fn caught_up(&self, epoch: u64) {
+        let _ = self.events.send(Event::CaughtUp { epoch });
     }
 
     /// The core, for a look (reads and status); held briefly.
@@ -259,6 +288,14 @@ impl Owner {
                 StreamEvent::OpenFailed(why) => core.open_failed(follower, stream, why, now),
             },
             Event::Journaled { job, result } => core.journaled(job, result, now),
+            Event::ChangeMembers {
+                address,
+                add,
+                reply,
+            } => {
+                let _ = reply.send(core.change_members(&address, add));
+            }
+            Event::CaughtUp { epoch } => core.caught_up(epoch),
         }
     }
 

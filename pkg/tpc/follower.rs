@@ -29,8 +29,10 @@ use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
+use super::catch_up;
 pub use super::follower_state::CHECKPOINT_RECORDS;
 use super::follower_state::{Answer, Command, Shared, StateOwner};
+use super::message::check_member_id;
 use super::message::{frame_of_responses, messages_of_frame, PROTOCOL};
 use super::records::{open_journal, FollowerRecord};
 use crate::dirlock::DirLock;
@@ -144,6 +146,8 @@ impl Follower {
                 health.set_serving(true).await;
             }
         });
+        let catch_up =
+            tokio::spawn(catch_up::run(self.shared.clone(), self.inbox.clone()).in_current_span());
         let router = router
             .add_service(
                 rpc::two_phase_commit_server::TwoPhaseCommitServer::new(service.clone())
@@ -168,9 +172,11 @@ impl Follower {
         let mut owner_done = self.owner_done;
         tokio::select! {
             served = listener.serve(router, shutdown) => {
+                // Every stream has ended; with the catch-up stopped too, the state
+                // owner's queue is closed: it finishes what it was given and stops.
+                catch_up.abort();
+                let _ = catch_up.await;
                 served?;
-                // Every stream has ended, so the state owner's queue is closed: it
-                // finishes what it was given and stops.
                 owner_result(owner_done.await)
             }
             stopped = &mut owner_done => owner_result(stopped),
@@ -238,6 +244,7 @@ impl FollowerService {
         }
         let core = self.shared.core();
         for key in txn.keys() {
+            core.check_direct_read(key).map_err(Status::unavailable)?;
             core.check_readable(key).map_err(Status::unavailable)?;
         }
         let evaluation = txn.evaluate(|key| self.shared.read(key));
@@ -252,6 +259,28 @@ const READ_STREAM_DEPTH: usize = 256;
 #[tonic::async_trait]
 impl rpc::follower_reads_server::FollowerReads for FollowerService {
     type ReadsStream = ReceiverStream<std::result::Result<rpc::ReadReply, Status>>;
+    type CopyStream = catch_up::CopyStream;
+
+    async fn copy(
+        &self,
+        request: Request<rpc::CopyRequest>,
+    ) -> std::result::Result<Response<Self::CopyStream>, Status> {
+        let request = request.into_inner();
+        check_member_id(&request.member_id).map_err(Status::invalid_argument)?;
+        if request.view_epoch == 0 {
+            return Err(Status::invalid_argument("a view epoch starts at 1"));
+        }
+        catch_up::copy_stream(self.shared.clone(), request.member_id, request.view_epoch)
+            .map(Response::new)
+    }
+
+    async fn catch_up(
+        &self,
+        request: Request<rpc::CatchUpRequest>,
+    ) -> std::result::Result<Response<rpc::CatchUpReply>, Status> {
+        let epoch = request.into_inner().view_epoch;
+        Ok(Response::new(self.shared.catch_up.reply(epoch)))
+    }
 
     async fn reads(
         &self,
@@ -268,11 +297,15 @@ impl rpc::follower_reads_server::FollowerReads for FollowerService {
                     _ = async { stopping.wait_for(|stopping| *stopping).await.is_ok() } => break,
                 };
                 let Some(Ok(request)) = item else { break };
-                let meant_for_me = service
-                    .shared
-                    .core()
-                    .check_read_for(&request.member_id)
-                    .map_err(Status::unavailable);
+                let meant_for_me = {
+                    let core = service.shared.core();
+                    core.check_read_for(&request.member_id)
+                        .and_then(|()| match &request.txn {
+                            Some(_) => Ok(()),
+                            None => core.check_direct_read(&request.key),
+                        })
+                        .map_err(Status::unavailable)
+                };
                 let answer = match (meant_for_me, request.txn) {
                     (Err(status), _) => Err(status),
                     (Ok(()), Some(txn)) => service.read_txn(txn).map(|txn| rpc::ReadReply {

@@ -73,7 +73,7 @@ impl<H: Pending> Batch<H> {
                 self.finishing.contains(&msg.txid)
                     || txn.keys().iter().any(|key| self.unlocking.contains(*key))
             }
-            Body::Decide { .. } | Body::Fence | Body::View(_) => false,
+            Body::Decide { .. } | Body::Fence | Body::View { .. } => false,
         }
     }
 }

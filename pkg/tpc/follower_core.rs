@@ -106,6 +106,9 @@ pub enum Effect {
     Reply(Reply),
     /// Refuse the leader: end the stream with FAILED_PRECONDITION and this message.
     Refuse(String),
+    /// A new view is in force and durable: delete every key this follower no longer
+    /// [keeps](FollowerCore::keeps) (DESIGN §8), from the copy of the store.
+    DropUnheld,
 }
 
 /// The follower's protocol state. See the module documentation for the rules.
@@ -118,6 +121,11 @@ pub struct FollowerCore {
     view_epoch: u64,
     /// The newest view the leader handed this follower, and its placement.
     view: Option<(ViewRecord, View)>,
+    /// The next view while the members change (DESIGN §8), and its placement.
+    next: Option<(ViewRecord, View)>,
+    /// Keys a decision wrote since this follower took the next view: a copy from
+    /// another member, read before that decision, must not overwrite it (`copied`).
+    written: HashSet<String>,
     /// True if the store holds data (or ever committed here): such a follower may join a
     /// cluster that has data.
     has_data: bool,
@@ -209,7 +217,7 @@ impl FollowerCore {
             (true, Body::Prepare { txn, .. }) => self.prepare_legacy(stream, txn, problem),
             (false, Body::Decide { outcome, failed }) => self.decide(msg.txid, outcome, failed),
             (_, Body::Fence) => vec![Effect::Reply(Reply::Report(self.report(msg.epoch)))],
-            (_, Body::View(view)) => self.take_view(view),
+            (_, Body::View { view, next }) => self.take_view(view, next),
             (true, Body::Decide { outcome, failed }) => {
                 if self.legacy_refused.remove(&stream)
                     || !self.prepared.contains_key(&TxnId::Legacy)
@@ -287,23 +295,30 @@ impl FollowerCore {
         ]
     }
 
-    /// Keeps `view` if it is newer than the one held (journaled first), and ACKs.
-    fn take_view(&mut self, view: ViewRecord) -> Vec<Effect> {
+    /// Keeps `view` (the next view, if `next`) if it is newer than the one held
+    /// (journaled first), and ACKs. A new view in force drops, after it is durable, the
+    /// keys this follower no longer holds ([`Effect::DropUnheld`]).
+    fn take_view(&mut self, view: ViewRecord, next: bool) -> Vec<Effect> {
         let mut effects = Vec::new();
-        if self.hold_view(&view) {
-            effects.push(Effect::Persist(FollowerRecord::View(view)));
+        if self.hold_view(&view, next) {
+            effects.push(Effect::Persist(match next {
+                true => FollowerRecord::NextView(view),
+                false => FollowerRecord::View(view),
+            }));
+            if !next {
+                effects.push(Effect::DropUnheld);
+            }
         }
         effects.push(Effect::Reply(Reply::Ack));
         effects
     }
 
-    /// Holds `view` if it is newer than the one held; returns whether it did.
-    fn hold_view(&mut self, view: &ViewRecord) -> bool {
-        if self
-            .view
-            .as_ref()
-            .is_some_and(|(held, _)| held.epoch >= view.epoch)
-        {
+    /// Holds `view` (as the next view, if `next`) if it is newer than the one held;
+    /// returns whether it did. A view in force as new as the next one ends the change.
+    fn hold_view(&mut self, view: &ViewRecord, next: bool) -> bool {
+        let held = |slot: &Option<(ViewRecord, View)>| slot.as_ref().map_or(0, |(v, _)| v.epoch);
+        let newer = view.epoch > held(&self.view) && (!next || view.epoch > held(&self.next));
+        if !newer {
             return false;
         }
         self.view_epoch = self.view_epoch.max(view.epoch);
@@ -312,8 +327,120 @@ impl FollowerCore {
             view.replication,
             view.members.iter().map(|(id, _)| id),
         );
-        self.view = Some((view.clone(), placement));
+        if next {
+            self.next = Some((view.clone(), placement));
+            self.written.clear();
+        } else {
+            self.view = Some((view.clone(), placement));
+            if held(&self.next) <= view.epoch {
+                self.next = None;
+                self.written.clear();
+            }
+        }
         true
+    }
+
+    /// The next view's epoch, while the members change.
+    pub fn next_view(&self) -> Option<&ViewRecord> {
+        self.next.as_ref().map(|(view, _)| view)
+    }
+
+    /// The view in force, if the leader handed one.
+    pub fn view(&self) -> Option<&ViewRecord> {
+        self.view.as_ref().map(|(view, _)| view)
+    }
+
+    /// Whether this follower keeps `key`: it holds no view (classic tooling, or no view
+    /// formed yet), or it holds `key` in the view in force or in the next one. A
+    /// decision's write to a key it keeps not is not applied: it was a replica when the
+    /// transaction began, and has since stopped being one (DESIGN §8).
+    pub fn keeps(&self, key: &str) -> bool {
+        let Some(me) = &self.member_id else {
+            return true;
+        };
+        let me = MemberId(me.clone());
+        match (&self.view, &self.next) {
+            (None, None) => true,
+            (view, next) => [view, next]
+                .into_iter()
+                .flatten()
+                .any(|(_, placement)| placement.holds(&me, key)),
+        }
+    }
+
+    /// Whether this follower, as a member of the view in force, streams `key` to member
+    /// `to` catching up on the next view of epoch `epoch` (DESIGN §8): it holds `key`
+    /// now and `to` holds it only in the next view. `Err` if this follower cannot serve
+    /// the copy at all (it has not taken that next view, or is not a member in force).
+    /// The caller must also wait until no prepared transaction holds the key
+    /// ([`FollowerCore::is_locked`]): a copy must include every decision of the view in
+    /// force, and after this follower took the next view it prepares no more of them.
+    pub fn copies_to(&self, to: &MemberId, epoch: u64, key: &str) -> Result<bool, String> {
+        let (Some((_, now)), Some((next_view, next)), Some(me)) =
+            (&self.view, &self.next, &self.member_id)
+        else {
+            return Err(format!(
+                "this follower holds no next view {epoch} yet (the leader hands it over the \
+                 stream)"
+            ));
+        };
+        if next_view.epoch != epoch {
+            return Err(format!(
+                "the next view here is {}, not {epoch}",
+                next_view.epoch
+            ));
+        }
+        let me = MemberId(me.clone());
+        if !now.members().contains(&me) {
+            return Err(format!(
+                "this follower ({me}) is not a member of the view in force, so it holds no \
+                 keys to copy"
+            ));
+        }
+        let gained = next.holds(to, key) && !now.holds(to, key);
+        Ok(gained && now.holds(&me, key))
+    }
+
+    /// Whether this follower is a member of the view in force it holds.
+    pub fn is_member_in_force(&self) -> bool {
+        match (&self.view, &self.member_id) {
+            (Some((_, placement)), Some(me)) => placement.members().contains(&MemberId(me.clone())),
+            _ => false,
+        }
+    }
+
+    /// Whether a prepared transaction holds `key`'s lock.
+    pub fn is_locked(&self, key: &str) -> bool {
+        self.locks.contains_key(key)
+    }
+
+    /// Of `entries` copied from another member for the next view of epoch `epoch`
+    /// (`(key, value, version)`), those to write here: a copy never replaces a newer
+    /// version, nor a key a decision wrote since this follower took the next view (the
+    /// copy may have been read before that decision, and the key may have been
+    /// deleted since).
+    pub fn copied<'e>(
+        &self,
+        epoch: u64,
+        entries: &'e [(String, String, TxId)],
+        store: StoreView,
+    ) -> Result<Vec<&'e (String, String, TxId)>, String> {
+        match &self.next {
+            Some((next, _)) if next.epoch == epoch => {}
+            _ => {
+                return Err(format!(
+                    "this follower is no longer catching up on view {epoch}"
+                ))
+            }
+        }
+        Ok(entries
+            .iter()
+            .filter(|(key, _, version)| {
+                !self.written.contains(key)
+                    && self.keeps(key)
+                    && store(key).is_none_or(|held| held.version < *version)
+            })
+            .collect())
     }
 
     /// Whether a client's direct read of `key` may be answered from this follower's
@@ -434,16 +561,28 @@ impl FollowerCore {
             }));
             if outcome == Outcome::Commit {
                 let version = txid.ordered().unwrap_or_default();
-                for (key, value) in prepared.txn.writes(!failed) {
-                    effects.push(Effect::Apply {
+                let applies: Vec<Effect> = prepared
+                    .txn
+                    .writes(!failed)
+                    .into_iter()
+                    .filter(|(key, _)| self.keeps(key))
+                    .map(|(key, value)| Effect::Apply {
                         key: key.to_string(),
                         op: match value {
                             Some(value) => Op::Put(value.to_string()),
                             None => Op::Delete,
                         },
                         version,
-                    });
+                    })
+                    .collect();
+                if self.next.is_some() {
+                    for apply in &applies {
+                        if let Effect::Apply { key, .. } = apply {
+                            self.written.insert(key.clone());
+                        }
+                    }
                 }
+                effects.extend(applies);
             }
             effects.push(Effect::Finish {
                 txid,
@@ -627,7 +766,11 @@ impl FollowerCore {
                 .filter(|e| matches!(e, Effect::Apply { .. } | Effect::Finish { .. }))
                 .collect(),
             FollowerRecord::View(view) => {
-                self.hold_view(&view);
+                self.hold_view(&view, false);
+                Vec::new()
+            }
+            FollowerRecord::NextView(view) => {
+                self.hold_view(&view, true);
                 Vec::new()
             }
         }
@@ -669,6 +812,11 @@ impl FollowerCore {
                 .iter()
                 .map(|(view, _)| FollowerRecord::View(view.clone())),
         );
+        records.extend(
+            self.next
+                .iter()
+                .map(|(view, _)| FollowerRecord::NextView(view.clone())),
+        );
         let mut decided: Vec<_> = self.decided.iter().collect();
         decided.sort_by(|a, b| a.0.cmp(b.0));
         records.extend(decided.into_iter().map(|(txid, d)| FollowerRecord::Decide {
@@ -694,6 +842,11 @@ impl FollowerCore {
     /// The undecided transactions, for status and tests.
     pub fn prepared(&self) -> &HashMap<TxnId, PreparedTxn> {
         &self.prepared
+    }
+
+    /// This follower's member id, once set.
+    pub fn member_id(&self) -> Option<&str> {
+        self.member_id.as_deref()
     }
 
     /// The cluster this follower belongs to, if it joined one.

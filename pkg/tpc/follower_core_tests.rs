@@ -1006,6 +1006,12 @@ fn a_fence_report_tells_which_committed_transactions_took_their_failure_branch()
 }
 
 fn view_message(epoch: u64, replication: usize, members: &[&str]) -> LeaderMessage {
+    view_message_of(epoch, replication, members, false)
+}
+fn next_view_message(epoch: u64, replication: usize, members: &[&str]) -> LeaderMessage {
+    view_message_of(epoch, replication, members, true)
+}
+fn view_message_of(epoch: u64, replication: usize, members: &[&str], next: bool) -> LeaderMessage {
     let view = crate::tpc::membership::ViewRecord {
         epoch,
         replication,
@@ -1014,7 +1020,7 @@ fn view_message(epoch: u64, replication: usize, members: &[&str]) -> LeaderMessa
             .map(|m| (crate::placement::MemberId(m.to_string()), format!("{m}:1")))
             .collect(),
     };
-    msg(&TxId::view(epoch).to_string(), Body::View(view))
+    msg(&TxId::view(epoch).to_string(), Body::View { view, next })
 }
 
 #[test]
@@ -1029,7 +1035,7 @@ fn a_follower_answers_direct_reads_only_for_the_keys_its_view_places_on_it() {
     let effects = run(&mut core, 1, view_message(2, 1, &members));
     assert!(matches!(
         &effects[..],
-        [Effect::Persist(FollowerRecord::View(v)), ACK] if v.epoch == 2
+        [Effect::Persist(FollowerRecord::View(v)), Effect::DropUnheld, ACK] if v.epoch == 2
     ));
     let placement = crate::placement::View::new(
         2,
@@ -1076,4 +1082,175 @@ fn a_follower_answers_direct_reads_only_for_the_keys_its_view_places_on_it() {
             placement.holds(&me, &key)
         );
     }
+}
+
+fn placement_of(epoch: u64, replication: usize, members: &[&str]) -> crate::placement::View {
+    crate::placement::View::new(
+        epoch,
+        replication,
+        &members
+            .iter()
+            .map(|m| crate::placement::MemberId(m.to_string()))
+            .collect::<Vec<_>>(),
+    )
+}
+
+/// A key that `member` holds in `view` and, if `before` is given, not in `before`.
+fn key_gained(
+    member: &str,
+    view: &crate::placement::View,
+    before: Option<&crate::placement::View>,
+) -> String {
+    let me = crate::placement::MemberId(member.into());
+    (0..1000)
+        .map(|k| format!("k{k}"))
+        .find(|k| view.holds(&me, k) && before.is_none_or(|b| !b.holds(&me, k)))
+        .expect("some key")
+}
+
+#[test]
+fn a_next_view_takes_writes_of_gained_keys_and_reads_stay_with_the_view_in_force() {
+    let mut core = FollowerCore::new(false);
+    core.set_member_id("m3".into());
+    run(&mut core, 1, view_message(1, 1, &["m0", "m1", "m2"]));
+    assert!(
+        !core.keeps("k1") || !core.keeps("k2"),
+        "m3 is no member yet"
+    );
+    let effects = run(
+        &mut core,
+        1,
+        next_view_message(2, 1, &["m0", "m1", "m2", "m3"]),
+    );
+    assert!(
+        matches!(&effects[..], [Effect::Persist(FollowerRecord::NextView(v)), ACK] if v.epoch == 2),
+        "journaled, no keys dropped: {effects:?}"
+    );
+    assert_eq!(core.next_view().map(|v| v.epoch), Some(2));
+    let next = placement_of(2, 1, &["m0", "m1", "m2", "m3"]);
+    let gained = key_gained("m3", &next, None);
+    assert!(core.keeps(&gained));
+    assert!(
+        core.check_direct_read(&gained).is_err(),
+        "its copy is not filled yet"
+    );
+    // A decision on a gained key is applied, and remembered as written.
+    let mut p = prepare("2.1", &gained, "new");
+    if let Body::Prepare { recipient, .. } = &mut p.body {
+        *recipient = Some(Recipient {
+            view_epoch: 2,
+            member_id: crate::placement::MemberId("m3".into()),
+        });
+    }
+    assert_eq!(run(&mut core, 1, p).last(), Some(&vote(Commit)));
+    let effects = run(&mut core, 1, decide("2.1", Commit));
+    assert!(effects
+        .iter()
+        .any(|e| matches!(e, Effect::Apply { key, .. } if *key == gained)));
+    // A copy read before that decision does not overwrite it; other keys are taken if
+    // newer than what is held.
+    let other = (0..1000)
+        .map(|k| format!("k{k}"))
+        .find(|k| *k != gained && next.holds(&crate::placement::MemberId("m3".into()), k))
+        .unwrap();
+    let old = TxId { epoch: 1, seq: 5 };
+    let entries = vec![
+        (gained.clone(), "stale".to_string(), old),
+        (other.clone(), "copied".to_string(), old),
+    ];
+    let held = |key: &str| {
+        (key == other).then(|| Versioned {
+            value: "older".into(),
+            version: TxId { epoch: 1, seq: 4 },
+        })
+    };
+    let taken = core.copied(2, &entries, &held).unwrap();
+    assert_eq!(taken, vec![&entries[1]]);
+    let newer = |_: &str| {
+        Some(Versioned {
+            value: "newer".into(),
+            version: TxId { epoch: 1, seq: 9 },
+        })
+    };
+    assert!(
+        core.copied(2, &entries[1..], &newer).unwrap().is_empty(),
+        "never older over newer"
+    );
+    assert!(
+        core.copied(3, &entries, &no_store).is_err(),
+        "another change"
+    );
+    // A restart keeps the next view (the catch-up starts over, nothing written yet).
+    let mut rebuilt = FollowerCore::new(true);
+    rebuilt.set_member_id("m3".into());
+    for record in core.live_records() {
+        rebuilt.replay(record);
+    }
+    assert_eq!(rebuilt.next_view().map(|v| v.epoch), Some(2));
+    assert_eq!(rebuilt.copied(2, &entries, &no_store).unwrap().len(), 2);
+    // The next view in force ends the change: keys not held are dropped.
+    let effects = run(&mut core, 1, view_message(2, 1, &["m0", "m1", "m2", "m3"]));
+    assert!(matches!(
+        &effects[..],
+        [Effect::Persist(FollowerRecord::View(v)), Effect::DropUnheld, ACK] if v.epoch == 2
+    ));
+    assert_eq!(core.next_view(), None);
+    assert!(core.check_direct_read(&gained).is_ok());
+    assert!(core.copied(2, &entries, &no_store).is_err());
+}
+
+#[test]
+fn a_member_copies_the_keys_the_next_view_gives_another_and_keeps_only_its_own() {
+    let mut core = FollowerCore::new(true);
+    core.set_member_id("m0".into());
+    let to = crate::placement::MemberId("m3".into());
+    assert!(core.copies_to(&to, 2, "k").is_err(), "no next view yet");
+    run(&mut core, 1, view_message(1, 2, &["m0", "m1", "m2"]));
+    run(
+        &mut core,
+        1,
+        next_view_message(2, 2, &["m0", "m1", "m2", "m3"]),
+    );
+    assert!(core.copies_to(&to, 3, "k").is_err(), "another next view");
+    let now = placement_of(1, 2, &["m0", "m1", "m2"]);
+    let next = placement_of(2, 2, &["m0", "m1", "m2", "m3"]);
+    let me = crate::placement::MemberId("m0".into());
+    let (mut copied, mut lost) = (0, 0);
+    for k in 0..300 {
+        let key = format!("k{k}");
+        let expected = now.holds(&me, &key) && next.holds(&to, &key);
+        assert_eq!(core.copies_to(&to, 2, &key), Ok(expected), "{key}");
+        copied += usize::from(expected);
+        assert_eq!(
+            core.keeps(&key),
+            now.holds(&me, &key) || next.holds(&me, &key)
+        );
+        lost += usize::from(now.holds(&me, &key) && !next.holds(&me, &key));
+    }
+    assert!(copied > 0 && lost > 0);
+    // A decision of a key this follower no longer keeps is not applied.
+    run(&mut core, 1, view_message(2, 2, &["m0", "m1", "m2", "m3"]));
+    let gone = (0..300)
+        .map(|k| format!("k{k}"))
+        .find(|k| now.holds(&me, k) && !next.holds(&me, k))
+        .unwrap();
+    assert!(!core.keeps(&gone));
+    let mut p = prepare("2.1", &gone, "late");
+    p.epoch = 2;
+    run(&mut core, 1, p);
+    let effects = run(&mut core, 1, decide("2.1", Commit));
+    assert!(
+        !effects.iter().any(|e| matches!(e, Effect::Apply { .. })),
+        "{effects:?}"
+    );
+    // Not a member in force: nothing to copy from here.
+    let mut outsider = FollowerCore::new(true);
+    outsider.set_member_id("m9".into());
+    run(&mut outsider, 1, view_message(1, 2, &["m0", "m1", "m2"]));
+    run(
+        &mut outsider,
+        1,
+        next_view_message(2, 2, &["m0", "m1", "m2", "m3"]),
+    );
+    assert!(outsider.copies_to(&to, 2, "k1").is_err());
 }

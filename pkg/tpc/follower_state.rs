@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 use tonic::Status;
 
+use super::catch_up::{apply_copied, CatchUp};
 use super::follower_batch::{handled_alone, Batch, Pending};
 use super::follower_core::{Effect, FollowerCore, StreamId};
 use super::message::{LeaderMessage, Op, TxId, TxnId};
@@ -69,6 +70,11 @@ pub struct Shared {
     pub stopping: watch::Sender<bool>,
     /// Numbers the incoming streams.
     pub next_stream: AtomicU64,
+    /// The epoch of the next view while the members change (DESIGN §8): the catch-up
+    /// task (`catch_up.rs`) watches it.
+    pub next_view: watch::Sender<Option<u64>>,
+    /// Where the catch-up on the next view stands.
+    pub catch_up: CatchUp,
 }
 
 impl Shared {
@@ -84,6 +90,8 @@ impl Shared {
             ready_signal: watch::Sender::new(false),
             stopping: watch::Sender::new(false),
             next_stream: AtomicU64::new(1),
+            next_view: watch::Sender::new(None),
+            catch_up: CatchUp::default(),
         }
     }
 
@@ -106,6 +114,29 @@ impl Shared {
     }
 }
 
+/// Deletes, durably, every key of `kv` that `core` no longer keeps (a view in force
+/// moved it elsewhere, DESIGN §8). Run by the state owner, the store's one writer, when
+/// a new view is in force and at every start (a crash may have interrupted it).
+fn drop_unheld_keys(kv: &KvStore, core: &FollowerCore) -> Result<()> {
+    if core.view().is_none() {
+        return Ok(());
+    }
+    let keys = kv.keys()?;
+    let unheld: Vec<Change<'_>> = keys
+        .iter()
+        .filter(|key| !core.keeps(key))
+        .map(|key| (key.as_str(), None))
+        .collect();
+    if !unheld.is_empty() {
+        kv.apply_batch(&unheld)?;
+        tracing::info!(
+            keys = unheld.len(),
+            "dropped the keys this follower no longer holds"
+        );
+    }
+    Ok(())
+}
+
 /// What the streams hand the state owner, in arrival order.
 pub enum Command {
     /// A leader message from stream `stream`; its answer goes to `reply`.
@@ -116,6 +147,13 @@ pub enum Command {
     },
     /// A stream ended.
     StreamClosed(StreamId),
+    /// Keys copied from another member for the next view of `epoch` (`catch_up.rs`):
+    /// the answer says how many were written.
+    Copied {
+        epoch: u64,
+        entries: Vec<(String, String, TxId)>,
+        reply: oneshot::Sender<std::result::Result<usize, String>>,
+    },
 }
 
 /// One handled message whose effects wait for the batch to be carried out.
@@ -168,6 +206,9 @@ impl StateOwner {
         let count = records.len();
         crate::crash::pause_point("follower-before-replay");
         self.replay(records)?;
+        drop_unheld_keys(&self.shared.kv, &self.shared.core())?;
+        let next = self.shared.core().next_view().map(|v| v.epoch);
+        self.shared.next_view.send_replace(next);
         let prepared = self.shared.core().prepared().len();
         metrics::PREPARED_TRANSACTIONS.set(prepared as i64);
         self.shared.ready.store(true, Ordering::Release);
@@ -196,6 +237,15 @@ impl StateOwner {
                     Command::StreamClosed(stream) => {
                         self.carry_out(std::mem::take(&mut batch))?;
                         self.shared.core().stream_closed(stream);
+                    }
+                    Command::Copied {
+                        epoch,
+                        entries,
+                        reply,
+                    } => {
+                        self.carry_out(std::mem::take(&mut batch))?;
+                        let core = self.shared.core();
+                        let _ = reply.send(apply_copied(&self.shared, &core, epoch, &entries));
                     }
                 }
                 next = if batch.handled.len() < MAX_BATCH {
@@ -238,7 +288,12 @@ impl StateOwner {
         for (key, (op, version)) in &changes {
             let wanted = op.value().map(|value| (value, *version));
             // A file the crash left torn reads as corrupt: it is rewritten like a stale one.
+            // A newer version than the journal's is kept: a copy from another member
+            // wrote it (`catch_up.rs`) after this follower had lost and regained the key.
             let up_to_date = match (self.shared.kv.get(key), wanted) {
+                (Ok(Some(held)), _) if *version != TxId::default() && held.version > *version => {
+                    true
+                }
                 (Ok(Some(held)), Some((value, version))) => {
                     held.value == value && held.version == version
                 }
@@ -308,6 +363,7 @@ impl StateOwner {
                 continue;
             }
             let mut answer = Err(Status::internal("no reply produced"));
+            let mut drop_unheld = false;
             for effect in handled.effects {
                 match effect {
                     Effect::Finish {
@@ -328,11 +384,23 @@ impl StateOwner {
                         tracing::error!(reason = %why, "refusing the leader");
                         answer = Err(Status::failed_precondition(why));
                     }
+                    Effect::DropUnheld => drop_unheld = true,
                     Effect::Persist(_) | Effect::Apply { .. } => {}
+                }
+            }
+            if drop_unheld {
+                if let Err(error) = drop_unheld_keys(&self.shared.kv, &core) {
+                    answer = Err(Status::unavailable(format!(
+                        "dropping the keys this follower no longer holds failed: {error}"
+                    )));
                 }
             }
             let _ = handled.reply.send(answer);
         }
+        self.shared.next_view.send_if_modified(|epoch| {
+            let next = core.next_view().map(|v| v.epoch);
+            std::mem::replace(epoch, next) != next
+        });
         metrics::PREPARED_TRANSACTIONS.set(core.prepared().len() as i64);
         drop(core);
         self.checkpoint_if_due();

@@ -33,6 +33,7 @@ use std::time::Duration;
 use rand::seq::SliceRandom;
 use tokio::sync::{mpsc, oneshot, watch};
 use tonic::{Code, Request, Response, Status};
+use tracing::Instrument;
 
 use super::admin::AdminService;
 use super::coordinator::Coordinator;
@@ -42,6 +43,7 @@ use super::membership::Membership;
 use super::reads::FollowerReader;
 use super::records::{open_journal, LeaderRecord};
 use super::trace::Trace;
+use super::view_change::{self, Moves};
 use crate::dirlock::DirLock;
 use crate::http::LeaderPages;
 use crate::journal::{GroupJournal, Record};
@@ -65,6 +67,15 @@ pub struct LeaderConfig {
     pub replication: usize,
     /// How long to wait for each follower's vote (and any answer on a stream).
     pub vote_timeout: Duration,
+}
+
+/// Stops a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// A leader with its journal recovered, ready to serve.
@@ -152,6 +163,7 @@ impl Leader {
             coordinator: coordinator.clone(),
             cluster_id,
             epoch,
+            moves: Arc::new(Moves::default()),
         };
         let service = LeaderService {
             inner: Arc::new(ServiceInner {
@@ -203,8 +215,12 @@ impl Leader {
                     .max_decoding_message_size(MAX_GRPC_REQUEST_READ_BYTES)
                     .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES),
             )
-            .add_service(rpc::admin_server::AdminServer::new(self.admin));
+            .add_service(rpc::admin_server::AdminServer::new(self.admin.clone()));
         let mut fatal = self.coordinator.fatal();
+        let moves = self.admin.moves.clone();
+        let _watch = AbortOnDrop(tokio::spawn(
+            view_change::watch(self.coordinator.clone(), moves).in_current_span(),
+        ));
         tokio::select! {
             served = listener.serve(router, shutdown) => served.map_err(Error::from),
             failed = fatal.wait_for(Option::is_some) => Err(Error::Config(match failed {

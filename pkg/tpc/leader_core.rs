@@ -41,7 +41,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
 
 use super::link_core::{LinkCore, LinkEffect, LinkEvent, LinkView, StreamId, VoteResult};
-use super::membership::{Membership, Participants};
+use super::membership::{Membership, Participants, Views};
 use super::message::{
     Body, ClusterInfo, FollowerReply, InquiryReport, LeaderMessage, Outcome, TxId, PROTOCOL,
 };
@@ -264,9 +264,10 @@ enum Readiness {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Job {
     Decision(TxId),
-    /// The meta record, with the view of this epoch if it holds one.
+    /// The meta record, with the views of this generation (`membership.rs`) if it
+    /// holds any.
     Meta {
-        view: Option<u64>,
+        views: Option<u64>,
     },
     Checkpoint,
 }
@@ -392,7 +393,7 @@ impl LeaderCore {
         let mut cluster_id = None;
         let mut epoch = 0;
         let mut has_data = false;
-        let mut view = None;
+        let mut views = None;
         let mut decided: BTreeMap<TxId, (Outcome, Vec<String>)> = BTreeMap::new();
         let restarted = !records.is_empty();
         let count = records.len() as u64;
@@ -402,12 +403,12 @@ impl LeaderCore {
                     cluster_id: id,
                     epoch: e,
                     has_data: d,
-                    view: v,
+                    views: v,
                 } => {
                     cluster_id = Some(id);
                     epoch = epoch.max(e);
                     has_data |= d;
-                    view = v.or(view);
+                    views = v.or(views);
                 }
                 LeaderRecord::Decide {
                     txid,
@@ -422,7 +423,7 @@ impl LeaderCore {
                 LeaderRecord::Begin { .. } => {}
             }
         }
-        let membership = Membership::new(followers.clone(), replication, view)?;
+        let membership = Membership::new(followers.clone(), replication, views)?;
         let cluster_id = cluster_id.unwrap_or_else(new_cluster_id);
         let links = followers
             .iter()
@@ -518,7 +519,8 @@ impl LeaderCore {
         if !self.fence_disabled() {
             for f in 0..self.links.len() {
                 let fence = self.message(TxId::fence(self.epoch), Body::Fence, f);
-                self.links[f].queue(fence);
+                self.links[f].queue(fence.clone());
+                self.links[f].fence_every_stream(fence);
             }
         }
     }
@@ -607,15 +609,9 @@ impl LeaderCore {
                 self.retry.insert(txid);
                 self.schedule_retry(now);
             }
-            (Job::Meta { view }, Ok(())) => {
-                if let Some(epoch) = view {
-                    self.membership.durable(epoch);
-                    for f in 0..self.links.len() {
-                        if self.links[f].speaks_protocol_2() == Some(true) {
-                            self.send_view(f);
-                        }
-                    }
-                    self.unpark();
+            (Job::Meta { views }, Ok(())) => {
+                if let Some(generation) = views {
+                    self.views_durable(generation);
                 }
             }
             (Job::Meta { .. }, Err(_)) => {
@@ -927,7 +923,11 @@ impl LeaderCore {
         let specs: Vec<TxnSpec> = participants
             .iter()
             .map(|&f| match split {
-                true => parts::part(&txn, |key| self.membership.replicas(key).contains(&f)),
+                true => parts::part_of(
+                    &txn,
+                    |key| self.membership.evaluates(f, key),
+                    |key| self.membership.writes(f, key),
+                ),
                 false => txn.clone(),
             })
             .collect();
@@ -968,6 +968,7 @@ impl LeaderCore {
                 LinkEvent::Vote { txid, vote } => self.vote(f, txid, vote),
                 LinkEvent::Acked(txid) => self.acked(f, txid),
                 LinkEvent::Reported(report) => self.reported(f, report),
+                LinkEvent::Refencing => self.membership.unreachable(f),
             }
         }
     }
@@ -1131,11 +1132,75 @@ impl LeaderCore {
     /// Hands follower `f` the view in force, if there is one: it answers direct reads by
     /// it (DESIGN §7).
     fn send_view(&mut self, f: usize) {
-        let Some(view) = self.membership.current() else {
+        let Some(view) = self.membership.current().cloned() else {
             return;
         };
-        let msg = self.message(TxId::view(view.epoch), Body::View(view.clone()), f);
+        let epoch = view.epoch;
+        let msg = self.message(TxId::view(epoch), Body::View { view, next: false }, f);
         self.links[f].queue(msg);
+        if let Some(view) = self.membership.next().cloned() {
+            let epoch = view.epoch;
+            let msg = self.message(TxId::view(epoch), Body::View { view, next: true }, f);
+            self.links[f].queue(msg);
+        }
+    }
+
+    // ------------------------------------------------------------------ view changes
+
+    /// An operator asks that follower `address` join the members (`add`) or leave
+    /// them (DESIGN §8). Returns the epoch of the next view, which is being journaled,
+    /// or why the change cannot start (`membership.rs`).
+    pub fn change_members(&mut self, address: &str, add: bool) -> Result<u64, String> {
+        let views = self.membership.change(address, add)?;
+        self.journal_views(&views);
+        Ok(views.next.map_or(views.current.epoch, |next| next.epoch))
+    }
+
+    /// Every member of the next view of epoch `epoch` reports that it holds its keys
+    /// (the runtime asks them): the next view is journaled as the one in force.
+    pub fn caught_up(&mut self, epoch: u64) {
+        if let Some(views) = self.membership.caught_up(epoch) {
+            self.journal_views(&views);
+        }
+    }
+
+    /// Journals new views (`membership.rs`); they are in force once durable.
+    fn journal_views(&mut self, views: &Views) {
+        let (epoch, change) = match &views.next {
+            Some(next) => (next.epoch, "the members change: next view"),
+            None => (views.current.epoch, "view in force"),
+        };
+        let members: Vec<&str> = views
+            .next
+            .as_ref()
+            .unwrap_or(&views.current)
+            .members
+            .iter()
+            .map(|(_, address)| address.as_str())
+            .collect();
+        tracing::info!(
+            epoch,
+            replication = views.current.replication,
+            ?members,
+            "{change}"
+        );
+        self.journal_meta();
+    }
+
+    /// Views of generation `generation` are durable: they are in force, every follower
+    /// that speaks protocol 2 is handed them, and writes parked for a view go on. A
+    /// change due meanwhile (a member replaced) starts.
+    fn views_durable(&mut self, generation: u64) {
+        self.membership.durable(generation);
+        for f in 0..self.links.len() {
+            if self.links[f].speaks_protocol_2() == Some(true) {
+                self.send_view(f);
+            }
+        }
+        self.unpark();
+        if let Some(views) = self.membership.revisit() {
+            self.journal_views(&views);
+        }
     }
 
     /// Queues `txid`'s decision on the link of every follower it is owed to.
@@ -1197,14 +1262,8 @@ impl LeaderCore {
 
     fn reported(&mut self, f: usize, report: Option<InquiryReport>) {
         let id = report.as_ref().and_then(|r| r.member_id.as_deref());
-        if let Some(view) = self.membership.told(f, id) {
-            tracing::info!(
-                epoch = view.epoch,
-                replication = view.replication,
-                members = view.members.len(),
-                "new view"
-            );
-            self.journal_meta();
+        if let Some(views) = self.membership.told(f, id) {
+            self.journal_views(&views);
         }
         if report.is_some() {
             // It speaks protocol 2: it takes the view (a classic peer would take the
@@ -1316,8 +1375,8 @@ impl LeaderCore {
 
     fn journal_meta(&mut self) {
         let meta = self.meta_record();
-        let view = self.membership.record().map(|v| v.epoch);
-        self.journal(Some(Job::Meta { view }), vec![meta]);
+        let views = self.membership.record().map(|(generation, _)| generation);
+        self.journal(Some(Job::Meta { views }), vec![meta]);
     }
 
     fn schedule_retry(&mut self, now: Duration) {
@@ -1332,7 +1391,7 @@ impl LeaderCore {
             cluster_id: self.cluster_id.clone(),
             epoch: self.epoch,
             has_data: self.has_data,
-            view: self.membership.record().cloned(),
+            views: self.membership.record().map(|(_, views)| views),
         }
     }
 
@@ -1347,7 +1406,9 @@ impl LeaderCore {
             low_water: self.low_water(f),
             cluster: Some(ClusterInfo {
                 id: self.cluster_id.clone(),
-                has_data: self.has_data,
+                // With a view in force an empty follower is welcome: it is no member, or
+                // it replaces one, until it has caught up (DESIGN §8).
+                has_data: self.has_data && self.membership.current().is_none(),
             }),
             protocol: PROTOCOL,
         }

@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::placement::MemberId;
-use crate::tpc::membership::{Recipient, ViewRecord};
+use crate::tpc::membership::{Recipient, ViewRecord, Views};
 use crate::tpc::message::{Answer, ReportedTxn, TxnId};
 use crate::txn::TxnOp;
 
@@ -53,6 +53,13 @@ fn view_of(n: usize) -> ViewRecord {
             .collect(),
     }
 }
+/// [`view_of`] `n`, in force, no change under way.
+fn views_of(n: usize) -> Views {
+    Views {
+        current: view_of(n),
+        next: None,
+    }
+}
 fn put(key: &str, value: &str) -> TxnSpec {
     TxnSpec::write(key.into(), Some(value.into()))
 }
@@ -65,7 +72,7 @@ fn del(key: &str) -> TxnSpec {
 fn sent(effects: &[Effect], f: usize) -> Vec<LeaderMessage> {
     all_sent(effects, f)
         .into_iter()
-        .filter(|m| !matches!(m.body, Body::View(_)))
+        .filter(|m| !matches!(m.body, Body::View { .. }))
         .collect()
 }
 fn all_sent(effects: &[Effect], f: usize) -> Vec<LeaderMessage> {
@@ -86,7 +93,7 @@ fn views_sent(effects: &[Effect], f: usize) -> Vec<u64> {
     all_sent(effects, f)
         .into_iter()
         .filter_map(|m| match m.body {
-            Body::View(view) => {
+            Body::View { view, .. } => {
                 assert_eq!(m.txid, TxId::view(view.epoch).into());
                 Some(view.epoch)
             }
@@ -156,7 +163,7 @@ fn a_first_start_creates_a_cluster_in_epoch_one_and_asks_every_follower_its_prot
             cluster_id: "C".into(),
             epoch: 1,
             has_data: false,
-            view: None,
+            views: None,
         }]
     );
     let mut core = start.core;
@@ -498,7 +505,7 @@ fn a_checkpoint_keeps_the_meta_and_every_unfinished_journaled_decision() {
                 cluster_id: "C".into(),
                 epoch: 1,
                 has_data: true,
-                view: Some(view_of(1)),
+                views: Some(views_of(1)),
             },
             LeaderRecord::Decide {
                 txid: id(1, 2),
@@ -512,8 +519,8 @@ fn a_checkpoint_keeps_the_meta_and_every_unfinished_journaled_decision() {
 
 /// `record`, if a meta record without a view, with the view of `n` followers.
 fn with_view(mut record: LeaderRecord, n: usize) -> LeaderRecord {
-    if let LeaderRecord::Meta { view, .. } = &mut record {
-        view.get_or_insert_with(|| view_of(n));
+    if let LeaderRecord::Meta { views, .. } = &mut record {
+        views.get_or_insert_with(|| views_of(n));
     }
     record
 }
@@ -530,7 +537,7 @@ fn meta(epoch: u64) -> LeaderRecord {
         cluster_id: "C".into(),
         epoch,
         has_data: true,
-        view: None,
+        views: None,
     }
 }
 
@@ -977,7 +984,7 @@ fn partial(n: usize, replication: usize) -> LeaderCore {
         panic!("the last id forms the view, journaled: {effects:?}");
     };
     assert!(
-        matches!(&records[..], [LeaderRecord::Meta { view: Some(v), .. }] if v.members.len() == n)
+        matches!(&records[..], [LeaderRecord::Meta { views: Some(v), .. }] if v.current.members.len() == n)
     );
     core.journaled(*job, Ok(()), Duration::ZERO);
     core.take_effects(Duration::ZERO);

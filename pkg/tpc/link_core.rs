@@ -75,6 +75,9 @@ pub enum LinkEvent {
     Acked(TxId),
     /// The follower answered the fence (`None`: a classic peer's plain ACK).
     Reported(Option<InquiryReport>),
+    /// The stream was lost, and the fence is pending again: until it is answered,
+    /// which member answers there is not known.
+    Refencing,
 }
 
 /// What the runtime must do on the link's stream.
@@ -105,7 +108,7 @@ impl Expect {
     fn of(body: &Body) -> Expect {
         match body {
             Body::Prepare { .. } => Expect::Vote,
-            Body::Decide { .. } | Body::View(_) => Expect::Ack,
+            Body::Decide { .. } | Body::View { .. } => Expect::Ack,
             Body::Fence => Expect::Report,
         }
     }
@@ -148,6 +151,9 @@ pub struct LinkCore {
     modern: Option<bool>,
     /// The member id the follower reported in its answer to the fence.
     member_id: Option<String>,
+    /// The fence sent again after every lost stream, if set
+    /// ([`LinkCore::fence_every_stream`]).
+    fence: Option<LeaderMessage>,
     effects: Vec<LinkEffect>,
 }
 
@@ -182,8 +188,17 @@ impl LinkCore {
             last_contact: None,
             modern: None,
             member_id: None,
+            fence: None,
             effects: Vec::new(),
         }
+    }
+
+    /// After every lost stream, `fence` is pending again (first, and tried until
+    /// answered, like a decision), and the loss is reported ([`LinkEvent::Refencing`]):
+    /// the leader hears again which member answers at the follower's address, since a
+    /// follower restarted with an empty disk is a new member (DESIGN §8).
+    pub fn fence_every_stream(&mut self, fence: LeaderMessage) {
+        self.fence = Some(fence);
     }
 
     /// Queues a message: a PREPARE goes out at the next flush (opening a stream if
@@ -465,6 +480,13 @@ impl LinkCore {
                 },
             })
             .collect();
+        let mut events: Vec<LinkEvent> = events;
+        if let Some(fence) = &self.fence {
+            if !self.pending.iter().any(|m| m.body == Body::Fence) {
+                self.pending.push_front(fence.clone());
+            }
+            events.push(LinkEvent::Refencing);
+        }
         if !self.pending.is_empty() {
             self.retry_at = Some(now + self.backoff);
         }

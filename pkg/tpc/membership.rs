@@ -17,6 +17,16 @@
 //!   the first view is in force. A restarted leader takes the journaled view as it is;
 //!   the followers and the replication factor must then be those of the view
 //!   (membership changes are view changes, DESIGN §8).
+//! - **Views change** (DESIGN §8) one at a time, through a *next* view journaled beside
+//!   the one in force: explicitly (`tpc members add|remove`, [`Membership::change`]),
+//!   or when a follower at a member's address tells another id (it was replaced, or
+//!   restarted with an empty disk: the new process replaces the member). While the next
+//!   view is pending, a transaction's participants are its keys' replicas in both views;
+//!   a follower that holds a key only in the next view gets that key's writes but not
+//!   its compares or reads ([`Membership::evaluates`]), since its copy is still being
+//!   filled, and reads go to the replicas in force. Once every member of the next view
+//!   has caught up ([`Membership::caught_up`]) the next view is journaled as the one in
+//!   force, and followers drop the keys they no longer hold.
 //! - **Every PREPARE names its member and view** ([`Recipient`]): a follower whose id
 //!   differs (a different process answers at the member's address, for example one
 //!   restarted with an empty disk) or that has seen a newer view votes ABORT, so such a
@@ -41,6 +51,18 @@ impl ViewRecord {
     fn is_full(&self) -> bool {
         self.replication >= self.members.len()
     }
+
+    fn addresses(&self) -> BTreeSet<&str> {
+        self.members.iter().map(|(_, a)| a.as_str()).collect()
+    }
+}
+
+/// The views a leader journals: the one in force and, while the members change, the
+/// next one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Views {
+    pub current: ViewRecord,
+    pub next: Option<ViewRecord>,
 }
 
 /// Who must take part in a transaction.
@@ -53,7 +75,7 @@ pub enum Participants {
     NoView { waiting_for: usize },
 }
 
-/// The view in force, with each member's follower index.
+/// A view with each member's follower index.
 #[derive(Clone, Debug)]
 struct Installed {
     record: ViewRecord,
@@ -68,20 +90,22 @@ pub struct Membership {
     replication: usize,
     addresses: Vec<String>,
     current: Option<Installed>,
-    /// A view being journaled; it is in force once durable.
-    pending: Option<ViewRecord>,
+    next: Option<Installed>,
+    /// Views being journaled, numbered by `generation`; they are in force once durable.
+    pending: Option<(u64, Views)>,
+    generation: u64,
     /// Per follower, the member id it told this leader.
     told: Vec<Option<MemberId>>,
 }
 
 impl Membership {
     /// The members of a leader of `addresses` replicating each key `replication` times,
-    /// from the view its journal holds, if any. Refuses a journaled view of partial
-    /// replication that the configuration no longer matches.
+    /// from the views its journal holds, if any. Refuses journaled views the
+    /// configuration no longer matches.
     pub fn new(
         addresses: Vec<String>,
         replication: usize,
-        journaled: Option<ViewRecord>,
+        journaled: Option<Views>,
     ) -> Result<Membership, String> {
         if replication == 0 {
             return Err("--replication must be at least 1".into());
@@ -91,29 +115,34 @@ impl Membership {
             replication,
             addresses,
             current: None,
+            next: None,
             pending: None,
+            generation: 0,
         };
-        if let Some(view) = journaled {
-            if !(view.is_full() && membership.is_full()) {
-                membership.check_matches(&view)?;
+        if let Some(views) = journaled {
+            if !(views.current.is_full() && views.next.is_none() && membership.full_config()) {
+                membership.check_matches(&views.current)?;
+                if let Some(next) = &views.next {
+                    membership.check_matches(next)?;
+                }
             }
-            membership.install(view);
+            membership.install(views);
         }
         Ok(membership)
     }
 
-    /// A journaled view of partial replication holds each key on some members only: a
-    /// leader with other followers or another replication factor would look for keys
-    /// where they are not.
+    /// A journaled view holds each key on its members only: a leader that does not dial
+    /// them all, or replicates another number of times, would look for keys where they
+    /// are not. More followers than members is fine: the others are not members yet.
     fn check_matches(&self, view: &ViewRecord) -> Result<(), String> {
         let configured: BTreeSet<&str> = self.addresses.iter().map(String::as_str).collect();
-        let members: BTreeSet<&str> = view.members.iter().map(|(_, a)| a.as_str()).collect();
-        if configured != members || view.replication != self.replication {
+        let members = view.addresses();
+        if !members.is_subset(&configured) || view.replication != self.replication {
             return Err(format!(
                 "the leader's journal holds view {} (--replication {}, followers {}); this \
-                 start gives --replication {} and followers {}. With fewer replicas than \
-                 followers each key lives on some followers only, so start the leader with \
-                 the view's followers and replication factor",
+                 start gives --replication {} and followers {}. Each key lives on the view's \
+                 members only, so start the leader with the view's replication factor and \
+                 at least its followers",
                 view.epoch,
                 view.replication,
                 members.into_iter().collect::<Vec<_>>().join(","),
@@ -124,9 +153,19 @@ impl Membership {
         Ok(())
     }
 
-    /// True if every follower holds every key.
-    pub fn is_full(&self) -> bool {
+    /// Every configured follower would hold every key.
+    fn full_config(&self) -> bool {
         self.replication >= self.addresses.len()
+    }
+
+    /// True if every participant of every transaction runs all of it, so no transaction
+    /// is split in parts (`parts.rs`): full replication with no view change under way.
+    pub fn is_full(&self) -> bool {
+        self.next.is_none()
+            && match &self.current {
+                None => self.full_config(),
+                Some(current) => current.record.is_full(),
+            }
     }
 
     /// The replication factor.
@@ -135,60 +174,188 @@ impl Membership {
     }
 
     /// Follower `f` told its member id (its answer to the fence; a classic peer, which
-    /// has none, is known by its address). Returns a view to journal, if one is now
-    /// due: the first, once every follower has told its id, or with full replication a
-    /// new one when the members differ from the view's.
-    pub fn told(&mut self, f: usize, id: Option<&str>) -> Option<ViewRecord> {
+    /// has none, is known by its address). Returns views to journal, if now due: the
+    /// first view, once every follower has told its id, or a change that replaces a
+    /// member whose address now answers with another id.
+    pub fn told(&mut self, f: usize, id: Option<&str>) -> Option<Views> {
         let id = MemberId(match id {
             Some(id) => id.to_string(),
             None => format!("address:{}", self.addresses[f]),
         });
         self.told[f] = Some(id);
-        if self.pending.is_some() {
+        self.revisit()
+    }
+
+    /// Views to journal, if a change is now due (see [`Membership::told`]); none while
+    /// views are being journaled or the members change.
+    pub fn revisit(&mut self) -> Option<Views> {
+        if self.pending.is_some() || self.next.is_some() {
             return None;
         }
-        let told: Option<Vec<MemberId>> = self.told.iter().cloned().collect();
-        let told = told?;
-        let distinct: BTreeSet<&MemberId> = told.iter().collect();
-        if distinct.len() != told.len() {
-            tracing::error!(?told, "two followers told the same member id (a copied data directory?); no view is formed until each has its own");
-            return None;
+        match &self.current {
+            None => self.first_view(),
+            Some(_) => self.replacements(),
         }
+    }
+
+    /// The first view: every follower, once each has told a distinct id.
+    fn first_view(&mut self) -> Option<Views> {
+        let told: Vec<MemberId> = self.told.iter().cloned().collect::<Option<_>>()?;
         let members: Vec<(MemberId, String)> = told
             .into_iter()
             .zip(self.addresses.iter().cloned())
             .collect();
-        let epoch = match &self.current {
-            None => 1,
-            Some(current) if self.is_full() && current.record.members != members => {
-                current.record.epoch + 1
-            }
-            Some(current) => {
-                for (f, (id, address)) in members.iter().enumerate() {
-                    if current.member_of[f].as_ref().is_some_and(|m| m != id) {
-                        tracing::warn!(follower = %address, member = %id, "this follower is not the member the view has at its address (restarted empty?); PREPAREs meant for that member are refused there until the view changes");
-                    }
-                }
-                return None;
-            }
-        };
-        let view = ViewRecord {
-            epoch,
+        if !distinct(&members) {
+            return None;
+        }
+        self.propose(Views {
+            current: ViewRecord {
+                epoch: 1,
+                replication: self.replication,
+                members,
+            },
+            next: None,
+        })
+    }
+
+    /// A change replacing every member whose address told another id, if any did.
+    fn replacements(&mut self) -> Option<Views> {
+        let current = &self.current.as_ref()?.record;
+        let members: Vec<(MemberId, String)> = current
+            .members
+            .iter()
+            .map(|(id, address)| {
+                let told = self
+                    .addresses
+                    .iter()
+                    .position(|a| a == address)
+                    .and_then(|f| self.told[f].clone());
+                (told.unwrap_or_else(|| id.clone()), address.clone())
+            })
+            .collect();
+        if members == current.members || !distinct(&members) {
+            return None;
+        }
+        tracing::warn!(?members, "a follower at a member's address told another id (replaced, or restarted empty): it replaces that member and catches up");
+        self.begin(members)
+    }
+
+    /// Starts a change to the members `members`: the next view, to journal.
+    fn begin(&mut self, members: Vec<(MemberId, String)>) -> Option<Views> {
+        let current = self.current.as_ref()?.record.clone();
+        let next = ViewRecord {
+            epoch: current.epoch + 1,
             replication: self.replication,
             members,
         };
-        self.pending = Some(view.clone());
-        Some(view)
+        self.propose(Views {
+            current,
+            next: Some(next),
+        })
     }
 
-    /// The view of epoch `epoch` is durable: it is in force.
-    pub fn durable(&mut self, epoch: u64) {
-        if let Some(view) = self.pending.take_if(|v| v.epoch == epoch) {
-            self.install(view);
+    fn propose(&mut self, views: Views) -> Option<Views> {
+        self.generation += 1;
+        self.pending = Some((self.generation, views.clone()));
+        Some(views)
+    }
+
+    /// An operator's change: follower `address` joins the members (`add`) or leaves
+    /// them. Returns the views to journal, or why the change cannot start.
+    pub fn change(&mut self, address: &str, add: bool) -> Result<Views, String> {
+        let Some(current) = self.current.as_ref().map(|c| c.record.clone()) else {
+            return Err(
+                "the cluster has no view yet: every follower must answer once first".into(),
+            );
+        };
+        if let Some((_, views)) = &self.pending {
+            return Err(format!(
+                "view {} is being journaled; try again in a moment",
+                views.next.as_ref().unwrap_or(&views.current).epoch
+            ));
+        }
+        if let Some(next) = &self.next {
+            return Err(format!(
+                "the change to view {} is still under way (its new replicas are catching \
+                 up); one change at a time",
+                next.record.epoch
+            ));
+        }
+        let member = current.members.iter().position(|(_, a)| a == address);
+        let mut members = current.members.clone();
+        match (add, member) {
+            (true, Some(_)) => {
+                return Err(format!(
+                    "{address} is already a member of view {}",
+                    current.epoch
+                ))
+            }
+            (false, None) => {
+                return Err(format!(
+                    "{address} is not a member of view {}",
+                    current.epoch
+                ))
+            }
+            (false, Some(_)) if members.len() == 1 => {
+                return Err(format!("{address} is the last member; a cluster needs one"))
+            }
+            (false, Some(i)) => {
+                members.remove(i);
+            }
+            (true, None) => {
+                let Some(f) = self.addresses.iter().position(|a| a == address) else {
+                    return Err(format!(
+                        "{address} is not one of the leader's followers ({}); restart the \
+                         leader with --follower {address} added, then add it",
+                        self.addresses.join(",")
+                    ));
+                };
+                let Some(id) = self.told[f].clone() else {
+                    return Err(format!(
+                        "follower {address} has not answered since the leader started; start \
+                         it (an empty one is fine: it catches up), then add it"
+                    ));
+                };
+                members.push((id, address.to_string()));
+                if !distinct(&members) {
+                    return Err(format!(
+                        "follower {address} told a member id another member has (a copied \
+                         data directory?); give it empty directories"
+                    ));
+                }
+            }
+        }
+        self.begin(members)
+            .ok_or_else(|| "no view in force".to_string())
+    }
+
+    /// Every member of the next view of epoch `epoch` holds its keys: returns the views
+    /// to journal that put it in force.
+    pub fn caught_up(&mut self, epoch: u64) -> Option<Views> {
+        let next = self.next.as_ref()?;
+        if next.record.epoch != epoch || self.pending.is_some() {
+            return None;
+        }
+        let current = next.record.clone();
+        self.propose(Views {
+            current,
+            next: None,
+        })
+    }
+
+    /// The views of generation `generation` are durable: they are in force.
+    pub fn durable(&mut self, generation: u64) {
+        if let Some((_, views)) = self.pending.take_if(|(g, _)| *g == generation) {
+            self.install(views);
         }
     }
 
-    fn install(&mut self, view: ViewRecord) {
+    fn install(&mut self, views: Views) {
+        self.current = Some(self.installed(views.current));
+        self.next = views.next.map(|next| self.installed(next));
+    }
+
+    fn installed(&self, view: ViewRecord) -> Installed {
         let member_of = self
             .addresses
             .iter()
@@ -204,19 +371,22 @@ impl Membership {
             view.replication,
             view.members.iter().map(|(id, _)| id),
         );
-        self.current = Some(Installed {
+        Installed {
             record: view,
             placement,
             member_of,
-        });
+        }
     }
 
-    /// The view to journal with the leader's meta record: the one being journaled, else
-    /// the one in force.
-    pub fn record(&self) -> Option<&ViewRecord> {
-        self.pending
-            .as_ref()
-            .or(self.current.as_ref().map(|c| &c.record))
+    /// The views to journal with the leader's meta record, and their generation: those
+    /// being journaled, else those in force.
+    pub fn record(&self) -> Option<(u64, Views)> {
+        if let Some(pending) = &self.pending {
+            return Some(pending.clone());
+        }
+        let current = self.current.as_ref()?.record.clone();
+        let next = self.next.as_ref().map(|n| n.record.clone());
+        Some((self.generation, Views { current, next }))
     }
 
     /// The view in force.
@@ -224,47 +394,100 @@ impl Membership {
         self.current.as_ref().map(|c| &c.record)
     }
 
-    /// The participants of a transaction on `keys`.
-    pub fn participants<'k>(&self, keys: impl IntoIterator<Item = &'k str>) -> Participants {
-        if self.is_full() {
-            return Participants::Followers((0..self.addresses.len()).collect());
-        }
-        match &self.current {
-            None => Participants::NoView {
-                waiting_for: self.told.iter().position(Option::is_none).unwrap_or(0),
-            },
-            Some(current) => {
-                let members = current.placement.participants(keys);
-                Participants::Followers(current.followers_of(members))
-            }
-        }
+    /// The next view, while the members change.
+    pub fn next(&self) -> Option<&ViewRecord> {
+        self.next.as_ref().map(|n| &n.record)
     }
 
-    /// The followers a read of `key` may ask, its replicas (none before the first view,
-    /// with partial replication).
+    /// The followers that are members of the next view: those that must catch up.
+    pub fn catching_up(&self) -> Vec<usize> {
+        self.next.as_ref().map_or_else(Vec::new, |next| {
+            (0..self.addresses.len())
+                .filter(|&f| next.member_of[f].is_some())
+                .collect()
+        })
+    }
+
+    /// The participants of a transaction on `keys`: its keys' replicas in the view in
+    /// force and, during a change, in the next view.
+    pub fn participants<'k>(
+        &self,
+        keys: impl IntoIterator<Item = &'k str> + Clone,
+    ) -> Participants {
+        let Some(current) = &self.current else {
+            if self.full_config() {
+                return Participants::Followers((0..self.addresses.len()).collect());
+            }
+            return Participants::NoView {
+                waiting_for: self.told.iter().position(Option::is_none).unwrap_or(0),
+            };
+        };
+        let mut followers: BTreeSet<usize> = current.replicas(keys.clone()).collect();
+        if let Some(next) = &self.next {
+            followers.extend(next.replicas(keys));
+        }
+        Participants::Followers(followers.into_iter().collect())
+    }
+
+    /// Whether follower `f` holds `key` with its data: it is a replica of `key` in the
+    /// view in force and still the member it was then. Such a participant evaluates the
+    /// compares and reads on `key`; any other participant only writes it.
+    pub fn evaluates(&self, f: usize, key: &str) -> bool {
+        let Some(current) = &self.current else {
+            return self.full_config();
+        };
+        let Some(member) = &current.member_of[f] else {
+            return false;
+        };
+        let replaced = self.told[f].as_ref().is_some_and(|told| told != member);
+        !replaced && current.placement.holds(member, key)
+    }
+
+    /// Whether follower `f` takes `key`'s writes: it [evaluates](Self::evaluates) it,
+    /// or it holds `key` in the next view.
+    pub fn writes(&self, f: usize, key: &str) -> bool {
+        self.evaluates(f, key)
+            || self.next.as_ref().is_some_and(|next| {
+                next.member_of[f]
+                    .as_ref()
+                    .is_some_and(|member| next.placement.holds(member, key))
+            })
+    }
+
+    /// The followers a read of `key` may ask: its replicas that hold it with its data
+    /// (none before the first view, with partial replication).
     pub fn replicas(&self, key: &str) -> Vec<usize> {
         self.holders([key])
     }
 
-    /// The followers that hold every key of `keys`: those a read of them all may ask.
+    /// The followers that hold every key of `keys` with its data: those a read of them
+    /// all may ask.
     pub fn holders<'k>(&self, keys: impl IntoIterator<Item = &'k str>) -> Vec<usize> {
-        let mut holders = (0..self.addresses.len()).collect::<Vec<_>>();
+        let mut holders: Vec<usize> = (0..self.addresses.len()).collect();
         for key in keys {
-            match self.participants([key]) {
-                Participants::Followers(replicas) => holders.retain(|f| replicas.contains(f)),
-                Participants::NoView { .. } => return Vec::new(),
-            }
+            holders.retain(|&f| self.evaluates(f, key));
         }
         holders
     }
 
-    /// What a PREPARE to follower `f` says it is for, once a view is in force.
+    /// What a PREPARE to follower `f` says it is for, once a view is in force: the
+    /// newest view, and the member `f` is in it.
     pub fn recipient(&self, f: usize) -> Option<Recipient> {
         let current = self.current.as_ref()?;
+        let newest = self.next.as_ref().unwrap_or(current);
+        let member_id = newest.member_of[f]
+            .clone()
+            .or_else(|| current.member_of[f].clone())?;
         Some(Recipient {
-            view_epoch: current.record.epoch,
-            member_id: current.member_of[f].clone()?,
+            view_epoch: newest.record.epoch,
+            member_id,
         })
+    }
+
+    /// Follower `f` was lost: until it answers again, which member answers at its
+    /// address is not known (an operator may not add it meanwhile).
+    pub fn unreachable(&mut self, f: usize) {
+        self.told[f] = None;
     }
 
     /// The member id follower `f` told, if it has.
@@ -274,15 +497,31 @@ impl Membership {
 }
 
 impl Installed {
-    /// The followers (indices, sorted) that are `members`.
-    fn followers_of(&self, members: Vec<&MemberId>) -> Vec<usize> {
-        self.member_of
+    /// The followers that are replicas of a key of `keys`.
+    fn replicas<'k>(
+        &self,
+        keys: impl IntoIterator<Item = &'k str>,
+    ) -> impl Iterator<Item = usize> + '_ {
+        let members = self.placement.participants(keys);
+        let followers: Vec<usize> = self
+            .member_of
             .iter()
             .enumerate()
             .filter(|(_, m)| m.as_ref().is_some_and(|m| members.contains(&m)))
             .map(|(f, _)| f)
-            .collect()
+            .collect();
+        followers.into_iter()
     }
+}
+
+/// True if no two members share an id; logs it if two do.
+fn distinct(members: &[(MemberId, String)]) -> bool {
+    let ids: BTreeSet<&MemberId> = members.iter().map(|(id, _)| id).collect();
+    if ids.len() != members.len() {
+        tracing::error!(?members, "two followers told the same member id (a copied data directory?); no view is formed until each has its own");
+        return false;
+    }
+    true
 }
 
 #[cfg(test)]

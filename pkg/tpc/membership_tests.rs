@@ -6,16 +6,32 @@ fn addresses(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("f{i}:1")).collect()
 }
 
+/// Makes the views being journaled durable.
+fn make_durable(m: &mut Membership) {
+    let (generation, _) = m.record().expect("views being journaled");
+    m.durable(generation);
+}
+
 /// A membership of `n` followers that have all told their ids `m0`, `m1`, ... and
 /// whose first view is durable.
 fn formed(n: usize, replication: usize) -> Membership {
     let mut m = Membership::new(addresses(n), replication, None).unwrap();
-    let mut view = None;
+    let mut views = None;
     for f in 0..n {
-        view = m.told(f, Some(&format!("m{f}")));
+        views = m.told(f, Some(&format!("m{f}")));
     }
-    m.durable(view.expect("the last id forms the view").epoch);
+    assert_eq!(views.expect("the last id forms the view").current.epoch, 1);
+    make_durable(&mut m);
+    assert_eq!(m.replication(), replication);
     m
+}
+
+/// `views` with no change under way.
+fn in_force(view: &ViewRecord) -> Views {
+    Views {
+        current: view.clone(),
+        next: None,
+    }
 }
 
 #[test]
@@ -26,10 +42,10 @@ fn with_full_replication_every_follower_takes_part_before_and_after_the_view() {
     assert_eq!(m.recipient(0), None, "no view yet: PREPAREs name no member");
     assert_eq!(m.told(0, Some("m0")), None);
     assert_eq!(m.told(1, Some("m1")), None);
-    let view = m.told(2, Some("m2")).expect("every follower told its id");
-    assert_eq!(view.epoch, 1);
+    let views = m.told(2, Some("m2")).expect("every follower told its id");
+    assert_eq!((views.current.epoch, views.next), (1, None));
     assert_eq!(m.recipient(1), None, "not in force before it is durable");
-    m.durable(1);
+    make_durable(&mut m);
     assert_eq!(
         m.recipient(1),
         Some(Recipient {
@@ -37,10 +53,8 @@ fn with_full_replication_every_follower_takes_part_before_and_after_the_view() {
             member_id: MemberId("m1".into())
         })
     );
-    assert_eq!(
-        m.participants(["k"]),
-        Participants::Followers(vec![0, 1, 2])
-    );
+    assert_eq!(m.participants(["k"]), all);
+    assert!(m.is_full());
     assert!(Membership::new(addresses(3), 5, None).unwrap().is_full());
 }
 
@@ -59,13 +73,14 @@ fn with_partial_replication_nothing_runs_before_the_first_view_is_durable() {
         Participants::NoView { waiting_for: 4 }
     );
     assert!(m.replicas("k").is_empty());
-    let view = m.told(4, Some("m4")).unwrap();
+    m.told(4, Some("m4")).unwrap();
     assert_eq!(
         m.participants(["k"]),
         Participants::NoView { waiting_for: 0 }
     );
-    m.durable(view.epoch);
+    make_durable(&mut m);
     assert!(matches!(m.participants(["k"]), Participants::Followers(_)));
+    assert!(!m.is_full());
 }
 
 #[test]
@@ -89,6 +104,7 @@ fn a_transactions_participants_are_its_keys_replicas() {
                 placement.holds(&member, key),
                 "{key} {f}"
             );
+            assert_eq!(m.writes(f, key), m.evaluates(f, key), "no change under way");
         }
     }
     let Participants::Followers(both) = m.participants(["a", "b"]) else {
@@ -106,58 +122,173 @@ fn a_transactions_participants_are_its_keys_replicas() {
 }
 
 #[test]
-fn a_journaled_partial_view_must_match_the_followers_and_replication() {
+fn a_journaled_view_needs_its_members_dialled_and_its_replication() {
     let view = formed(4, 3).current().unwrap().clone();
-    assert!(Membership::new(addresses(4), 3, Some(view.clone())).is_ok());
-    let other_r = Membership::new(addresses(4), 2, Some(view.clone())).unwrap_err();
+    assert!(Membership::new(addresses(4), 3, Some(in_force(&view))).is_ok());
+    let other_r = Membership::new(addresses(4), 2, Some(in_force(&view))).unwrap_err();
     assert!(other_r.contains("--replication 3"), "{other_r}");
-    let other_followers = Membership::new(addresses(5), 3, Some(view.clone())).unwrap_err();
-    assert!(other_followers.contains("f4:1"), "{other_followers}");
-    let now_full = Membership::new(addresses(4), 4, Some(view)).unwrap_err();
+    let fewer = Membership::new(addresses(3), 3, Some(in_force(&view))).unwrap_err();
+    assert!(fewer.contains("f3:1"), "{fewer}");
+    // More followers than members: the others are not members yet.
+    let more = Membership::new(addresses(5), 3, Some(in_force(&view))).unwrap();
+    assert_eq!(more.recipient(4), None);
+    assert!(!more.replicas("k").contains(&4));
+    let now_full = Membership::new(addresses(4), 4, Some(in_force(&view))).unwrap_err();
     assert!(now_full.contains("view 1"), "{now_full}");
     // Full then and full now: every follower holds every key either way.
     let full = formed(3, 3).current().unwrap().clone();
-    let m = Membership::new(addresses(4), 4, Some(full)).unwrap();
-    let all = Participants::Followers(vec![0, 1, 2, 3]);
-    assert_eq!(m.participants(["k"]), all, "writes run before the new view");
+    let m = Membership::new(addresses(4), 4, Some(in_force(&full))).unwrap();
+    assert_eq!(
+        m.participants(["k"]),
+        Participants::Followers(vec![0, 1, 2])
+    );
     assert_eq!(m.recipient(3), None, "not a member of the journaled view");
     assert_eq!(m.recipient(0).unwrap().view_epoch, 1);
     assert!(Membership::new(addresses(3), 0, None).is_err());
 }
 
 #[test]
-fn a_restarted_partial_leader_keeps_its_view_whatever_ids_it_is_told() {
+fn a_follower_answering_with_another_id_starts_a_change_that_replaces_its_member() {
     let view = formed(4, 3).current().unwrap().clone();
-    let mut m = Membership::new(addresses(4), 3, Some(view)).unwrap();
+    let mut m = Membership::new(addresses(4), 3, Some(in_force(&view))).unwrap();
     for f in 0..3 {
-        assert_eq!(m.told(f, Some(&format!("m{f}"))), None);
+        assert_eq!(m.told(f, Some(&format!("m{f}"))), None, "the same members");
     }
-    assert_eq!(m.told(3, Some("someone-else")), None, "no view change");
-    assert_eq!(m.recipient(3).unwrap().member_id, MemberId("m3".into()));
-}
-
-#[test]
-fn with_full_replication_other_members_make_a_new_view() {
-    let view = formed(3, 3).current().unwrap().clone();
-    let mut m = Membership::new(addresses(3), 3, Some(view)).unwrap();
-    assert_eq!(m.told(0, Some("m0")), None);
-    assert_eq!(m.told(1, Some("m1")), None);
-    let next = m.told(2, Some("fresh")).expect("the members changed");
+    let views = m.told(3, Some("fresh")).expect("m3 replaced");
+    assert_eq!(views.current, view);
+    let next = views.next.clone().unwrap();
     assert_eq!(next.epoch, 2);
-    assert_eq!(m.recipient(2).unwrap().member_id, MemberId("m2".into()));
-    m.durable(2);
     assert_eq!(
-        m.recipient(2),
+        next.members[3],
+        (MemberId("fresh".into()), "f3:1".to_string())
+    );
+    assert_eq!(
+        m.recipient(3).unwrap().member_id,
+        MemberId("m3".into()),
+        "not under way before it is durable"
+    );
+    make_durable(&mut m);
+    assert_eq!(m.next(), Some(&next));
+    assert_eq!(
+        m.recipient(3),
         Some(Recipient {
             view_epoch: 2,
             member_id: MemberId("fresh".into())
         })
     );
-    // The same members again: no new view.
-    let mut again = Membership::new(addresses(3), 3, m.current().cloned()).unwrap();
-    for (f, id) in ["m0", "m1", "fresh"].into_iter().enumerate() {
-        assert_eq!(again.told(f, Some(id)), None);
+    // The replaced member's data is gone: follower 3 writes its keys but reads none.
+    let key = (0..100)
+        .map(|i| format!("k{i}"))
+        .find(|k| next_holds(&m, 3, k))
+        .unwrap();
+    assert!(m.writes(3, &key) && !m.evaluates(3, &key));
+    assert!(!m.replicas(&key).contains(&3));
+    assert_eq!(m.catching_up(), vec![0, 1, 2, 3]);
+}
+
+fn next_holds(m: &Membership, f: usize, key: &str) -> bool {
+    let next = m.next().unwrap();
+    let placement = View::new(
+        next.epoch,
+        next.replication,
+        next.members.iter().map(|(id, _)| id),
+    );
+    placement.holds(&next.members[f].0, key)
+}
+
+#[test]
+fn adding_a_member_writes_to_old_and_new_replicas_and_reads_the_old_until_caught_up() {
+    let mut m = formed(3, 2);
+    let view = m.current().unwrap().clone();
+    let mut more = Membership::new(addresses(4), 2, Some(in_force(&view))).unwrap();
+    assert!(more
+        .change("f3:1", true)
+        .unwrap_err()
+        .contains("not answered"));
+    assert_eq!(
+        more.told(3, Some("m3")),
+        None,
+        "not a member: no change by itself"
+    );
+    assert!(more
+        .change("f9:1", true)
+        .unwrap_err()
+        .contains("--follower f9:1"));
+    assert!(more
+        .change("f0:1", true)
+        .unwrap_err()
+        .contains("already a member"));
+    let views = more.change("f3:1", true).unwrap();
+    assert_eq!(views.next.as_ref().unwrap().epoch, 2);
+    assert!(more
+        .change("f3:1", false)
+        .unwrap_err()
+        .contains("being journaled"));
+    make_durable(&mut more);
+    assert!(more
+        .change("f2:1", false)
+        .unwrap_err()
+        .contains("still under way"));
+    let moving: Vec<String> = (0..200)
+        .map(|i| format!("k{i}"))
+        .filter(|k| next_holds(&more, 3, k))
+        .collect();
+    assert!(!moving.is_empty());
+    for key in &moving {
+        let Participants::Followers(participants) = more.participants([key.as_str()]) else {
+            panic!()
+        };
+        let old = more.replicas(key);
+        assert_eq!(old.len(), 2);
+        assert!(old.iter().all(|f| participants.contains(f)), "old replicas");
+        assert!(participants.contains(&3), "and the new one");
+        assert!(more.writes(3, key) && !more.evaluates(3, key));
+        assert!(!old.contains(&3), "reads stay with the old replicas");
     }
+    assert_eq!(more.caught_up(1), None, "not the next view's epoch");
+    let done = more.caught_up(2).unwrap();
+    assert_eq!((done.current.epoch, done.next), (2, None));
+    make_durable(&mut more);
+    assert_eq!(more.next(), None);
+    for key in &moving {
+        assert!(
+            more.replicas(key).contains(&3),
+            "reads switch after the copy"
+        );
+        assert_eq!(more.replicas(key).len(), 2);
+    }
+    let _ = m.told(0, Some("m0"));
+}
+
+#[test]
+fn removing_a_member_keeps_the_last_and_is_resumed_from_the_journal() {
+    let mut m = formed(3, 3);
+    let views = m.change("f1:1", false).unwrap();
+    let next = views.next.clone().unwrap();
+    assert_eq!(next.members.len(), 2);
+    assert!(!next.members.iter().any(|(_, a)| a == "f1:1"));
+    // A leader restarted before the change was done resumes it.
+    let mut resumed = Membership::new(addresses(3), 3, Some(views)).unwrap();
+    assert_eq!(resumed.next(), Some(&next));
+    assert_eq!(resumed.catching_up(), vec![0, 2]);
+    assert!(!resumed.is_full(), "parts while the members change");
+    resumed.caught_up(2).unwrap();
+    make_durable(&mut resumed);
+    assert_eq!(
+        resumed.participants(["k"]),
+        Participants::Followers(vec![0, 2])
+    );
+    assert_eq!(resumed.recipient(1), None, "no longer a member");
+    assert!(
+        resumed.is_full(),
+        "3 replicas of 2 members: each holds every key"
+    );
+    resumed.change("f0:1", false).unwrap();
+    make_durable(&mut resumed);
+    resumed.caught_up(3).unwrap();
+    make_durable(&mut resumed);
+    let last = resumed.change("f2:1", false).unwrap_err();
+    assert!(last.contains("last member"), "{last}");
 }
 
 #[test]
@@ -165,25 +296,30 @@ fn two_followers_with_one_id_form_no_view() {
     let mut m = Membership::new(addresses(2), 1, None).unwrap();
     assert_eq!(m.told(0, Some("same")), None);
     assert_eq!(m.told(1, Some("same")), None);
-    assert_eq!(m.told(1, Some("other")).map(|v| v.epoch), Some(1));
+    assert_eq!(m.told(1, Some("other")).map(|v| v.current.epoch), Some(1));
 }
 
 #[test]
 fn a_classic_follower_is_known_by_its_address() {
     let mut m = Membership::new(addresses(2), 1, None).unwrap();
     assert_eq!(m.told(0, None), None);
-    let view = m.told(1, Some("m1")).unwrap();
-    assert_eq!(view.members[0].0, MemberId("address:f0:1".into()));
+    let views = m.told(1, Some("m1")).unwrap();
+    assert_eq!(views.current.members[0].0, MemberId("address:f0:1".into()));
     assert_eq!(m.told_id(0), Some(&MemberId("address:f0:1".into())));
 }
 
 #[test]
-fn only_the_pending_view_becomes_durable() {
+fn only_the_views_being_journaled_become_durable() {
     let mut m = Membership::new(addresses(1), 1, None).unwrap();
-    let view = m.told(0, Some("m0")).unwrap();
-    m.durable(view.epoch + 1);
+    let views = m.told(0, Some("m0")).unwrap();
+    let (generation, _) = m.record().unwrap();
+    m.durable(generation + 1);
     assert_eq!(m.current(), None);
-    assert_eq!(m.record(), Some(&view), "still being journaled");
-    m.durable(view.epoch);
-    assert_eq!(m.current(), Some(&view));
+    assert_eq!(
+        m.record().map(|(_, v)| v),
+        Some(views.clone()),
+        "still being journaled"
+    );
+    m.durable(generation);
+    assert_eq!(m.current(), Some(&views.current));
 }

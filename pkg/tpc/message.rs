@@ -143,8 +143,10 @@ pub enum Body {
     /// and report what is known of the older epochs' transactions.
     Fence,
     /// The view in force (DESIGN §7; on the wire a GLOBAL COMMIT of `0.<view epoch>`
-    /// carrying it): keep it, durably, and answer direct reads by it.
-    View(ViewRecord),
+    /// carrying it): keep it, durably, and answer direct reads by it. With `next`, the
+    /// next view while the members change (DESIGN §8): keep it, durably, and catch up
+    /// on the keys it places here.
+    View { view: ViewRecord, next: bool },
 }
 
 impl Body {
@@ -311,14 +313,16 @@ impl TryFrom<rpc::LeaderMsg> for LeaderMessage {
                 }
             }
             (rpc::MessageType::Global, rpc::Action::Commit) if m.view.is_some() => {
-                let view = view_of(m.view.unwrap_or_default())?;
+                let info = m.view.unwrap_or_default();
+                let next = info.next;
+                let view = view_of(info)?;
                 if txid != TxId::view(view.epoch).into() {
                     return Err(format!(
                         "a view message's id must be 0.{} (its epoch), not {txid}",
                         view.epoch
                     ));
                 }
-                Body::View(view)
+                Body::View { view, next }
             }
             (rpc::MessageType::Global, rpc::Action::Commit) => Body::Decide {
                 outcome: Outcome::Commit,
@@ -405,8 +409,9 @@ impl From<LeaderMessage> for rpc::LeaderMsg {
                 String::new(),
                 rpc::Operation::Put,
             ),
-            Body::View(v) => {
+            Body::View { view: v, next } => {
                 view = Some(rpc::ViewInfo {
+                    next,
                     epoch: v.epoch,
                     replication: v.replication as u32,
                     member_ids: v.members.iter().map(|(id, _)| id.0.clone()).collect(),
@@ -612,7 +617,8 @@ fn view_of(v: rpc::ViewInfo) -> Result<ViewRecord, String> {
 
 /// A member id as it arrives on the wire: 1 to 64 printable ASCII characters (ours are
 /// UUIDs, `crate::member`).
-fn check_member_id(id: &str) -> Result<&str, String> {
+/// Validates a member id from the wire.
+pub fn check_member_id(id: &str) -> Result<&str, String> {
     if (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic()) {
         Ok(id)
     } else {
@@ -790,7 +796,7 @@ mod tests {
         };
         let view = LeaderMessage {
             txid: TxId::view(3).into(),
-            body: Body::View(view),
+            body: Body::View { view, next: true },
             ..fence
         };
         let wire: rpc::LeaderMsg = view.clone().into();

@@ -197,6 +197,7 @@
 //!   transaction ids once; [`records`] encodes journal records.
 
 pub mod admin;
+mod catch_up;
 pub mod coordinator;
 pub mod follower;
 mod follower_batch;
@@ -213,6 +214,7 @@ mod reads;
 pub mod records;
 pub mod recovery;
 pub mod trace;
+pub mod view_change;
 
 #[cfg(test)]
 mod simulation;

@@ -21,8 +21,22 @@ use std::collections::BTreeMap;
 use crate::kvstore::Versioned;
 use crate::txn::{Evaluation, TxnOp, TxnSpec};
 
-/// The part of `txn` that a participant holding exactly the keys `holds` accepts runs.
+/// The part of `txn` that a participant holding exactly the keys `holds` runs.
 pub fn part(txn: &TxnSpec, holds: impl Fn(&str) -> bool) -> TxnSpec {
+    part_of(txn, &holds, &holds)
+}
+
+/// The part of `txn` for a participant that holds the keys `evaluates` with their data
+/// and takes the writes of the keys `writes` (a superset: during a view change a new
+/// replica takes a key's writes while its copy is still being filled, DESIGN §8). It
+/// compares and reads only the keys it evaluates; its vote's compares are then true
+/// when it evaluates none.
+pub fn part_of(
+    txn: &TxnSpec,
+    evaluates: impl Fn(&str) -> bool,
+    writes: impl Fn(&str) -> bool,
+) -> TxnSpec {
+    let holds = |key: &str| evaluates(key);
     let mut reads: Vec<&str> = Vec::new();
     for op in txn.success.iter().chain(&txn.failure) {
         if let TxnOp::Get(key) = op {
@@ -34,7 +48,7 @@ pub fn part(txn: &TxnSpec, holds: impl Fn(&str) -> bool) -> TxnSpec {
     let branch = |ops: &[TxnOp]| -> Vec<TxnOp> {
         let writes = ops
             .iter()
-            .filter(|op| !matches!(op, TxnOp::Get(_)) && holds(op.key()))
+            .filter(|op| !matches!(op, TxnOp::Get(_)) && writes(op.key()))
             .cloned();
         writes
             .chain(reads.iter().map(|key| TxnOp::Get(key.to_string())))

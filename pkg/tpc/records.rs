@@ -14,13 +14,14 @@
 //! - `decide TXID commit|abort`, or `decide TXID commit failed` when the failure branch
 //!   applies
 //! - `view VIEW_EPOCH REPLICATION (MEMBER_ID ADDRESS)...`: the view the leader handed it
-//!   (DESIGN §7)
+//!   (DESIGN §7); `next-view ...` likewise, the next view while the members change (§8)
 //!
 //! Leader journal (it holds no record of a commit that every participant voted for,
 //! DESIGN §1.4):
 //! - `meta CLUSTER_ID EPOCH HAS_DATA` (HAS_DATA is `0` or `1`), at every start, followed
 //!   by `view VIEW_EPOCH REPLICATION (MEMBER_ID ADDRESS)...` once the cluster has a view
-//!   (DESIGN §7, `membership.rs`)
+//!   (DESIGN §7, `membership.rs`), and while the members change by `next` and the next
+//!   view's `VIEW_EPOCH REPLICATION (MEMBER_ID ADDRESS)...` (§8)
 //! - `decide TXID commit|abort FOLLOWER...`: an ABORT, or the decision of a transaction
 //!   with a classic participant, durable before it is sent or answered; the followers
 //!   that still need it
@@ -29,7 +30,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::membership::ViewRecord;
+use super::membership::{ViewRecord, Views};
 use super::message::{Outcome, TxId, TxnId};
 use crate::dirlock::DirLock;
 use crate::journal::{Journal, Record};
@@ -94,6 +95,8 @@ pub enum FollowerRecord {
     },
     /// The view the leader handed this follower (DESIGN §7).
     View(ViewRecord),
+    /// The next view the leader handed this follower while the members change (§8).
+    NextView(ViewRecord),
 }
 
 /// A record in the leader's journal.
@@ -105,7 +108,8 @@ pub enum LeaderRecord {
         cluster_id: String,
         epoch: u64,
         has_data: bool,
-        view: Option<ViewRecord>,
+        /// The view in force and, during a change, the next one (`membership.rs`).
+        views: Option<Views>,
     },
     /// Written by revisions before protocol 2 (a transaction about to send its first
     /// PREPARE); read and ignored: recovery asks the followers instead.
@@ -228,21 +232,47 @@ fn view_fields(view: &ViewRecord, fields: &mut Vec<String>) {
     }
 }
 
+/// Reads a meta record's views: `view` and what [`view_fields`] wrote, then optionally
+/// `next` and the next view's fields (none: no view).
+fn parse_views(fields: &[&str]) -> Result<Option<Views>, String> {
+    let (current, next) = match fields.iter().position(|f| *f == "next") {
+        Some(at) => (&fields[..at], Some(&fields[at + 1..])),
+        None => (fields, None),
+    };
+    let Some(current) = parse_view(current)? else {
+        return match next {
+            None => Ok(None),
+            Some(_) => Err("a meta record has a next view and no view".into()),
+        };
+    };
+    let next = match next {
+        None => None,
+        Some(fields) => Some(parse_view_fields(fields)?),
+    };
+    Ok(Some(Views { current, next }))
+}
+
 /// Reads `view` and what [`view_fields`] wrote (none: no view).
 fn parse_view(fields: &[&str]) -> Result<Option<ViewRecord>, String> {
     match fields {
         [] => Ok(None),
-        ["view", epoch, replication, members @ ..] if members.len() % 2 == 0 => {
-            Ok(Some(ViewRecord {
-                epoch: parse_u64(epoch, "view epoch")?,
-                replication: parse_u64(replication, "replication")? as usize,
-                members: members
-                    .chunks(2)
-                    .map(|pair| (MemberId(pair[0].to_string()), pair[1].to_string()))
-                    .collect(),
-            }))
-        }
+        ["view", rest @ ..] => parse_view_fields(rest).map(Some),
         _ => Err("a meta record's view ends early".into()),
+    }
+}
+
+/// Reads what [`view_fields`] wrote.
+fn parse_view_fields(fields: &[&str]) -> Result<ViewRecord, String> {
+    match fields {
+        [epoch, replication, members @ ..] if members.len() % 2 == 0 => Ok(ViewRecord {
+            epoch: parse_u64(epoch, "view epoch")?,
+            replication: parse_u64(replication, "replication")? as usize,
+            members: members
+                .chunks(2)
+                .map(|pair| (MemberId(pair[0].to_string()), pair[1].to_string()))
+                .collect(),
+        }),
+        _ => Err("a view ends early".into()),
     }
 }
 
@@ -301,6 +331,11 @@ impl From<&FollowerRecord> for Record {
             }
             FollowerRecord::View(view) => {
                 let mut fields = vec!["view".into()];
+                view_fields(view, &mut fields);
+                fields
+            }
+            FollowerRecord::NextView(view) => {
+                let mut fields = vec!["next-view".into()];
                 view_fields(view, &mut fields);
                 fields
             }
@@ -364,6 +399,7 @@ impl TryFrom<Record> for FollowerRecord {
                 Some(view) => Ok(FollowerRecord::View(view)),
                 None => Err("an empty view record".into()),
             },
+            ["next-view", view @ ..] => Ok(FollowerRecord::NextView(parse_view_fields(view)?)),
             _ => Err(format!("not a follower record: {:?}", fields.first())),
         }
     }
@@ -376,7 +412,7 @@ impl From<&LeaderRecord> for Record {
                 cluster_id,
                 epoch,
                 has_data,
-                view,
+                views,
             } => {
                 let mut fields = vec![
                     "meta".into(),
@@ -384,9 +420,13 @@ impl From<&LeaderRecord> for Record {
                     epoch.to_string(),
                     if *has_data { "1" } else { "0" }.into(),
                 ];
-                if let Some(view) = view {
+                if let Some(views) = views {
                     fields.push("view".into());
-                    view_fields(view, &mut fields);
+                    view_fields(&views.current, &mut fields);
+                    if let Some(next) = &views.next {
+                        fields.push("next".into());
+                        view_fields(next, &mut fields);
+                    }
                 }
                 fields
             }
@@ -414,7 +454,7 @@ impl TryFrom<Record> for LeaderRecord {
                 cluster_id: cluster.to_string(),
                 epoch: parse_u64(epoch, "epoch")?,
                 has_data: *has_data == "1",
-                view: parse_view(view)?,
+                views: parse_views(view)?,
             }),
             ["begin", txid, ..] => Ok(LeaderRecord::Begin {
                 txid: parse_txid(txid)?,
@@ -448,6 +488,11 @@ mod tests {
                 epoch: 2,
                 replication: 3,
                 members: vec![(MemberId("m1".into()), "unix:/a b".into())],
+            }),
+            FollowerRecord::NextView(ViewRecord {
+                epoch: 3,
+                replication: 3,
+                members: vec![(MemberId("m2".into()), "b:1".into())],
             }),
             FollowerRecord::Meta {
                 cluster_id: None,
@@ -536,19 +581,42 @@ mod tests {
                 cluster_id: "c".into(),
                 epoch: 2,
                 has_data: true,
-                view: None,
+                views: None,
             },
             LeaderRecord::Meta {
                 cluster_id: "c".into(),
                 epoch: 3,
                 has_data: false,
-                view: Some(ViewRecord {
-                    epoch: 4,
-                    replication: 3,
-                    members: vec![
-                        (MemberId("m 1".into()), "a:1".into()),
-                        (MemberId("m2".into()), "unix:/x".into()),
-                    ],
+                views: Some(Views {
+                    current: ViewRecord {
+                        epoch: 4,
+                        replication: 3,
+                        members: vec![
+                            (MemberId("m 1".into()), "a:1".into()),
+                            (MemberId("m2".into()), "unix:/x".into()),
+                        ],
+                    },
+                    next: None,
+                }),
+            },
+            LeaderRecord::Meta {
+                cluster_id: "c".into(),
+                epoch: 3,
+                has_data: true,
+                views: Some(Views {
+                    current: ViewRecord {
+                        epoch: 4,
+                        replication: 1,
+                        members: vec![(MemberId("m1".into()), "a:1".into())],
+                    },
+                    next: Some(ViewRecord {
+                        epoch: 5,
+                        replication: 1,
+                        members: vec![
+                            (MemberId("m1".into()), "a:1".into()),
+                            (MemberId("m2".into()), "b:2".into()),
+                        ],
+                    }),
                 }),
             },
             LeaderRecord::Begin { txid },

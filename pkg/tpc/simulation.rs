@@ -977,7 +977,9 @@ fn brief(msg: &LeaderMessage) -> String {
             )
         }
         Body::Fence => "FENCE".to_string(),
-        Body::View(view) => format!("VIEW {}", view.epoch),
+        Body::View { view, next } => {
+            format!("VIEW {}{}", view.epoch, if *next { " (next)" } else { "" })
+        }
     };
     let mark = msg.low_water.map(|m| m.to_string()).unwrap_or_default();
     format!("{} {body} (epoch {}, mark {mark})", msg.txid, msg.epoch)

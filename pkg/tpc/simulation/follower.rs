@@ -245,7 +245,8 @@ impl Sim {
                 continue;
             }
             let mut answer = Err("no reply produced".to_string());
-            let core = self.followers[f].core.as_mut().expect("up");
+            let node = &mut self.followers[f];
+            let core = node.core.as_mut().expect("up");
             for effect in h.effects {
                 match effect {
                     Effect::Finish {
@@ -257,6 +258,11 @@ impl Sim {
                     }
                     Effect::Reply(reply) => answer = Ok(reply),
                     Effect::Refuse(why) => answer = Err(format!("refuses the leader: {why}")),
+                    // `drop_unheld_keys`: durable deletes (`KvStore::apply_batch`).
+                    Effect::DropUnheld => {
+                        node.kv.retain(|key, _| core.keeps(key));
+                        node.unsynced.retain(|key, _| core.keeps(key));
+                    }
                     Effect::Persist(_) | Effect::Apply { .. } => {}
                 }
             }
