@@ -9,8 +9,10 @@
 # get` writes every key first), removes the last follower and waits for the view to
 # change (its keys move to the others), then adds it back, empty, while `tpc bench
 # --op put` writes 1,000 of the keys (moving or not, as placement has it), and prints: each change's
-# duration and the keys and bytes the followers copied (their tpc_catch_up_* metrics),
-# the copy rate, and the Put throughput before and during the add. It stops what it
+# duration, the keys the followers wrote from copies and the bytes they received (their
+# tpc_catch_up_* metrics: a gainer asks every member in force, so a key arrives from
+# each of its old replicas and is written once), and the Put throughput before and
+# during the add. It stops what it
 # started (by PID) and deletes its data.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -82,7 +84,8 @@ measure_change() { # verb follower epoch
   read -r k1 b1 <<<"$(copied)"
   python3 -c "
 k, b, s = $k1 - $k0, $b1 - $b0, $t1 - $t0
-print(f'$1 f$2: view $3 in force after {s:.2f} s; {k} keys, {b / 1e6:.1f} MB copied: {b / 1e6 / s:.1f} MB/s')"
+w = k * $value / 1e6
+print(f'$1 f$2: view $3 in force after {s:.2f} s; {k} keys written ({w:.1f} MB of values: {w / s:.1f} MB/s), {b / 1e6:.1f} MB received from all sources ({b / 1e6 / s:.1f} MB/s)')"
 }
 
 measure_change remove "$n" 2
@@ -116,5 +119,6 @@ read -r k1 b1 <<<"$(copied)"
 wait "$bench"
 python3 -c "
 k, b, s = $k1 - $k0, $b1 - $b0, $t1 - $t0
-print(f'add f$n (empty): view 3 in force after {s:.2f} s; {k} keys, {b / 1e6:.1f} MB copied: {b / 1e6 / s:.1f} MB/s')"
+w = k * $value / 1e6
+print(f'add f$n (empty): view 3 in force after {s:.2f} s; {k} keys written ({w:.1f} MB of values: {w / s:.1f} MB/s), {b / 1e6:.1f} MB received from all sources ({b / 1e6 / s:.1f} MB/s)')"
 echo "Puts/s: steady $steady, during the add $(cat "$data/during") (8 s run spanning it)"

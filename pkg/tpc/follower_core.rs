@@ -451,7 +451,20 @@ impl FollowerCore {
         let (Some((view, placement)), Some(me)) = (&self.view, &self.member_id) else {
             return Ok(());
         };
-        if placement.holds(&MemberId(me.clone()), key) {
+        let me = MemberId(me.clone());
+        if let Some((next, next_placement)) = &self.next {
+            if placement.holds(&me, key) && !next_placement.holds(&me, key) {
+                // Once the next view is in force the key's writes skip this follower,
+                // which may not hear of it at once: stop answering now (DESIGN §8).
+                return Err(format!(
+                    "key {} moves off this follower in view {} (DESIGN §8): read it through \
+                     the leader",
+                    crate::limits::quote_key(key),
+                    next.epoch
+                ));
+            }
+        }
+        if placement.holds(&me, key) {
             return Ok(());
         }
         Err(format!(

@@ -1228,6 +1228,13 @@ fn a_member_copies_the_keys_the_next_view_gives_another_and_keeps_only_its_own()
         lost += usize::from(now.holds(&me, &key) && !next.holds(&me, &key));
     }
     assert!(copied > 0 && lost > 0);
+    // A key that moves off this follower is no longer read here directly: the next
+    // view may be in force before this follower hears of it.
+    for k in 0..300 {
+        let key = format!("k{k}");
+        let readable = now.holds(&me, &key) && next.holds(&me, &key);
+        assert_eq!(core.check_direct_read(&key).is_ok(), readable, "{key}");
+    }
     // A decision of a key this follower no longer keeps is not applied.
     run(&mut core, 1, view_message(2, 2, &["m0", "m1", "m2", "m3"]));
     let gone = (0..300)
