@@ -94,6 +94,12 @@ struct NodeArgs {
     /// every key, as classic tooling expects. Fixed once the cluster has formed its view.
     #[arg(long, value_name = "R", default_value_t = tpc::placement::DEFAULT_REPLICATION, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
     replication: usize,
+    /// Leader: a member that has not answered for this long leaves the members (its keys
+    /// move to the others) and rejoins by itself when it answers again (README,
+    /// "Changing the members"). At least 3s (a follower's lease for direct reads is 2s);
+    /// "off" never removes one.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_member_timeout)]
+    member_timeout: MemberTimeout,
     /// Accepted for compatibility with the classic tooling; logs always go to stderr.
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "BOOL")]
     logtostderr: Option<bool>,
@@ -447,6 +453,26 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(seconds))
 }
 
+/// `--member-timeout`: a duration, or off.
+#[derive(Clone, Copy, Debug)]
+struct MemberTimeout(Option<Duration>);
+
+fn parse_member_timeout(text: &str) -> Result<MemberTimeout, String> {
+    if text.trim() == "off" {
+        return Ok(MemberTimeout(None));
+    }
+    let timeout = parse_duration(text)?;
+    if timeout < tpc::tpc::lease::MIN_MEMBER_TIMEOUT {
+        return Err(format!(
+            "{text:?} is shorter than {:?}: a member must be silent longer than its lease \
+             for direct reads ({:?}) before it is removed, or say \"off\"",
+            tpc::tpc::lease::MIN_MEMBER_TIMEOUT,
+            tpc::tpc::lease::LEASE
+        ));
+    }
+    Ok(MemberTimeout(Some(timeout)))
+}
+
 /// Rewrites Go-style `-flag` into `--flag` for the long flags we know.
 fn go_style_args() -> Vec<String> {
     let command = Cli::command();
@@ -567,7 +593,13 @@ async fn node_main(args: NodeArgs) -> Result<(), String> {
             None => None,
         };
         if leader {
-            let config = LeaderConfig { journal_path, followers: args.followers.clone(), replication: args.replication, vote_timeout: args.vote_timeout };
+            let config = LeaderConfig {
+                journal_path,
+                followers: args.followers.clone(),
+                replication: args.replication,
+                vote_timeout: args.vote_timeout,
+                member_timeout: args.member_timeout.0,
+            };
             let mut node = Leader::start(config).map_err(|e| e.to_string())?;
             if let Some(http) = http {
                 node = node.with_http(http);

@@ -793,6 +793,9 @@ async fn a_corrupt_journal_line_stops_a_follower_naming_file_and_line_and_a_torn
     cluster.start_follower(0, &[]);
     let f1 = cluster.follower_addr(0);
     wait_follower_ready(&f1).await;
+    // Direct reads need the leader's lease (the follower holds a view).
+    cluster.start_leader(&[]);
+    wait_leader_ready(&cluster.leader_addr()).await;
     assert_eq!(settled_get(&f1, "a").await.as_deref(), Some("1"));
     assert_eq!(settled_get(&f1, "b").await.as_deref(), Some("2"));
     let after = journal_records(&journal);

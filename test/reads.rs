@@ -250,6 +250,13 @@ impl FollowerReads for ReadMock {
         Err(Status::unimplemented("a read mock catches up on nothing"))
     }
 
+    async fn lease(
+        &self,
+        _: Request<tpc::proto::rpc::LeaseRequest>,
+    ) -> Result<tonic::Response<tpc::proto::rpc::LeaseReply>, Status> {
+        Err(Status::unimplemented("a read mock takes no lease"))
+    }
+
     async fn reads(
         &self,
         request: Request<Streaming<ReadRequest>>,

@@ -334,8 +334,22 @@ async fn start_follower(dir: &Path) -> FollowerNode {
 }
 
 impl FollowerNode {
-    /// A direct read of the follower's own copy.
+    /// A direct read of the follower's own copy. The test plays the leader of cluster
+    /// "c1", so it first grants the lease for direct reads, as a leader's runtime does
+    /// twice a second (`view_change.rs`); a follower of no cluster yet needs none.
     async fn get(&self, key: &str) -> Result<String, Status> {
+        let address: tpc::net::Address = self.addr.to_string().parse().expect("address");
+        if let Ok(channel) = tpc::net::connect(&address, Duration::from_secs(5)).await {
+            let mut reads =
+                tpc::proto::rpc::follower_reads_client::FollowerReadsClient::new(channel);
+            let _ = reads
+                .lease(tpc::proto::rpc::LeaseRequest {
+                    cluster_id: "c1".into(),
+                    epoch: u64::MAX,
+                    view_epoch: 0,
+                })
+                .await;
+        }
         client(&self.addr.to_string()).get(key).await
     }
 

@@ -243,3 +243,71 @@ async fn a_change_is_refused_with_a_reason_and_changes_the_epoch_when_it_starts(
         .iter()
         .any(|m| m.address == cluster.follower_addr(3)));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_stops_answering_leaves_and_rejoins_by_itself() {
+    let mut cluster = cluster(4);
+    cluster
+        .leader_args
+        .push(("--member-timeout".into(), "3s".into()));
+    let mut cluster = cluster.started().await;
+    support::wait_view(&cluster.leader_addr()).await;
+    let mut client = cluster.client();
+    let mut written = BTreeMap::new();
+    for k in 0..20 {
+        let (key, value) = (format!("key-{k}"), format!("v{k}"));
+        client.put(&key, &value).await.expect("put");
+        written.insert(key, value);
+    }
+    cluster.kill_follower(3);
+    let gone = cluster.follower_addr(3);
+    let view = wait_moved(&cluster, 2).await;
+    let listed = view
+        .members
+        .iter()
+        .find(|m| m.address == gone)
+        .expect("listed");
+    assert_eq!(listed.state, "down", "{view:?}");
+    // Every key takes writes again, without the silent member.
+    for (key, value) in written.iter_mut() {
+        *value = format!("{value}+");
+        client
+            .put(key, value)
+            .await
+            .expect("put without the removed member");
+    }
+    check_placed(&cluster, &view_without_down(&view), &written).await;
+    // It comes back with its data: it rejoins and holds its keys again.
+    cluster.start_follower(3, &[]);
+    let view = wait_moved(&cluster, 3).await;
+    assert!(view.members.iter().all(|m| m.state == "active"), "{view:?}");
+    check_placed(&cluster, &view, &written).await;
+}
+
+/// `view` without the members listed down (they hold nothing).
+fn view_without_down(view: &rpc::MembersReply) -> rpc::MembersReply {
+    let mut view = view.clone();
+    view.members.retain(|m| m.state != "down");
+    view
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_cut_off_from_its_leader_stops_answering_direct_reads() {
+    let mut cluster = cluster(3).started().await;
+    support::wait_view(&cluster.leader_addr()).await;
+    cluster.client().put("k", "v").await.expect("put");
+    let follower = cluster.follower_addr(0);
+    assert_eq!(
+        support::settled_get(&follower, "k").await.as_deref(),
+        Some("v")
+    );
+    cluster.kill_leader();
+    let refused = poll("the lease to run out", POLL_TIMEOUT, || async {
+        match get(&follower, "k").await {
+            Err(s) if s.code() == Code::Unavailable => Ok(s),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert!(refused.message().contains("lease"), "{refused:?}");
+}

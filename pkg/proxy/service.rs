@@ -159,6 +159,19 @@ impl rpc::follower_reads_server::FollowerReads for ProxyService {
             .catch_up(request.into_inner())
             .await
     }
+
+    /// The leader's lease, through the faults of a unary call (dropped or delayed).
+    async fn lease(
+        &self,
+        request: Request<rpc::LeaseRequest>,
+    ) -> std::result::Result<Response<rpc::LeaseReply>, Status> {
+        let (dropped, delay) = self.unary_faults();
+        if dropped {
+            return Err(Status::unavailable("proxy dropped the call"));
+        }
+        tokio::time::sleep(delay).await;
+        self.target_reads().await?.lease(request.into_inner()).await
+    }
 }
 
 impl ProxyService {

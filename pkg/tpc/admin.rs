@@ -167,6 +167,20 @@ impl AdminService {
                 .filter(|m| !newest.members.contains(m))
                 .map(|m| member(m, "leaving")),
         );
+        // Removed for being unreachable: listed down until they rejoin.
+        for address in membership.down() {
+            if !members.iter().any(|m| m.address == address) {
+                let f = core.followers().iter().position(|a| a == address);
+                let id = f
+                    .and_then(|f| membership.told_id(f))
+                    .map(|id| id.to_string());
+                members.push(rpc::Member {
+                    id: id.unwrap_or_default(),
+                    address: address.to_string(),
+                    state: "down".into(),
+                });
+            }
+        }
         let progress = self.moves.progress();
         let (moving_keys, moving_bytes) = match next {
             Some(next) if next.epoch == progress.epoch => (progress.keys.max(1), progress.bytes),

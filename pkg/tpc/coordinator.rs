@@ -82,6 +82,11 @@ pub enum Event {
     },
     /// Every follower catching up on the next view of `epoch` has (`view_change.rs`).
     CaughtUp { epoch: u64 },
+    /// How long each follower has been unreachable (`LeaderCore::silences`).
+    Silences {
+        silent: Vec<Option<Duration>>,
+        member_timeout: Option<Duration>,
+    },
     /// A journal write ended.
     Journaled {
         job: JobId,
@@ -163,6 +168,14 @@ impl Coordinator {
     /// Every follower catching up on the next view of `epoch` has.
     pub fn caught_up(&self, epoch: u64) {
         let _ = self.events.send(Event::CaughtUp { epoch });
+    }
+
+    /// How long each follower has been unreachable (`None`: it answers).
+    pub fn silences(&self, silent: Vec<Option<Duration>>, member_timeout: Option<Duration>) {
+        let _ = self.events.send(Event::Silences {
+            silent,
+            member_timeout,
+        });
     }
 
     /// The core, for a look (reads and status); held briefly.
@@ -296,6 +309,10 @@ impl Owner {
                 let _ = reply.send(core.change_members(&address, add));
             }
             Event::CaughtUp { epoch } => core.caught_up(epoch),
+            Event::Silences {
+                silent,
+                member_timeout,
+            } => core.silences(&silent, member_timeout),
         }
     }
 

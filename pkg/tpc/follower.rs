@@ -227,6 +227,28 @@ impl FollowerService {
 }
 
 impl FollowerService {
+    /// Whether a client's direct read of `keys` may be answered here: only for keys
+    /// this follower holds in its view (else FAILED_PRECONDITION naming the view), and,
+    /// once a tpc leader drives it (it holds a view or a cluster id), only under that
+    /// leader's lease (else UNAVAILABLE): one that has not taken the view in force gets
+    /// none, so it never answers for keys it does not hold. Classic tooling needs none.
+    fn check_direct(&self, keys: &[&str]) -> std::result::Result<(), Status> {
+        let core = self.shared.core();
+        for key in keys {
+            core.check_direct_read(key)
+                .map_err(Status::failed_precondition)?;
+        }
+        let driven_by_tpc = core.view().is_some() || core.cluster_id().is_some();
+        if driven_by_tpc && !self.shared.lease.holds() {
+            return Err(Status::unavailable(format!(
+                "this follower has not heard from its leader within {:?} (its lease, DESIGN \
+                 §7), so it may have been removed from the members: read through the leader",
+                super::lease::LEASE
+            )));
+        }
+        Ok(())
+    }
+
     /// A read-only transaction the leader forwards, evaluated on one snapshot of this
     /// follower's copies of its keys: refused if any of them has an undecided
     /// transaction. The core stays locked while the keys are read, so no decision is
@@ -280,6 +302,46 @@ impl rpc::follower_reads_server::FollowerReads for FollowerService {
     ) -> std::result::Result<Response<rpc::CatchUpReply>, Status> {
         let epoch = request.into_inner().view_epoch;
         Ok(Response::new(self.shared.catch_up.reply(epoch)))
+    }
+
+    async fn lease(
+        &self,
+        request: Request<rpc::LeaseRequest>,
+    ) -> std::result::Result<Response<rpc::LeaseReply>, Status> {
+        let request = request.into_inner();
+        let core = self.shared.core();
+        match core.cluster_id() {
+            Some(mine) if mine == request.cluster_id => {}
+            Some(mine) => {
+                return Err(Status::failed_precondition(format!(
+                    "this follower belongs to cluster {mine}, not {}",
+                    request.cluster_id
+                )))
+            }
+            None => {
+                return Err(Status::failed_precondition(
+                    "this follower has joined no cluster yet",
+                ))
+            }
+        }
+        let held = core.view().map_or(0, |v| v.epoch);
+        if held < request.view_epoch {
+            return Err(Status::failed_precondition(format!(
+                "this follower holds view {held}, older than the view in force {}: no lease \
+                 until it has taken it",
+                request.view_epoch
+            )));
+        }
+        if request.epoch < core.max_epoch() {
+            return Err(Status::failed_precondition(format!(
+                "this follower has seen leader epoch {}, newer than {}",
+                core.max_epoch(),
+                request.epoch
+            )));
+        }
+        drop(core);
+        self.shared.lease.grant();
+        Ok(Response::new(rpc::LeaseReply {}))
     }
 
     async fn reads(
@@ -489,11 +551,9 @@ impl api::key_value_api_server::KeyValueApi for FollowerService {
     ) -> std::result::Result<Response<api::Response>, Status> {
         let key = request.into_inner().key;
         limits::check_key(&key).map_err(Status::invalid_argument)?;
-        // A client's read: only of a key this follower holds in its view (DESIGN §7).
-        self.shared
-            .core()
-            .check_direct_read(&key)
-            .map_err(Status::failed_precondition)?;
+        // A client's read: only of a key this follower holds in its view, and only
+        // under the leader's lease (DESIGN §7).
+        self.check_direct(&[key.as_str()])?;
         self.read(&key).map(|held| {
             Response::new(api::Response {
                 value: held.value,

@@ -79,9 +79,10 @@ impl<H: Pending> Batch<H> {
 }
 
 /// True if `msg` must be handled in a batch of its own: it may adopt the cluster id, or
-/// it is legacy.
+/// a view (both undone if their journal write fails, `FollowerCore::journal_failed`),
+/// or it is legacy.
 pub fn handled_alone(core: &FollowerCore, msg: &LeaderMessage) -> bool {
-    msg.is_legacy() || core.cluster_id().is_none()
+    msg.is_legacy() || core.cluster_id().is_none() || matches!(msg.body, Body::View { .. })
 }
 
 #[cfg(test)]

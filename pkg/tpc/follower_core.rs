@@ -67,6 +67,13 @@ pub struct PreparedTxn {
     /// What its compares and GETs found, for a repeated PREPARE (kept in memory only:
     /// after a restart the store shows its keys as they were, still locked).
     evaluation: Option<Evaluation>,
+    /// Keys whose writes its decision does not apply here: keys this follower did not
+    /// hold in the view in force when it took a next view (DESIGN §8). The copy from
+    /// the members in force brings their outcome (a source sends a key only once no
+    /// prepared transaction holds it); applied late, an old write could land on a key
+    /// deleted meanwhile, which no copy would then correct. Rebuilt by replay, since
+    /// the journal holds the next view after the PREPARE.
+    not_applied: HashSet<String>,
 }
 
 /// What the store holds, as the core may look at it: each key's value and version
@@ -106,9 +113,12 @@ pub enum Effect {
     Reply(Reply),
     /// Refuse the leader: end the stream with FAILED_PRECONDITION and this message.
     Refuse(String),
-    /// A new view is in force and durable: delete every key this follower no longer
-    /// [keeps](FollowerCore::keeps) (DESIGN §8), from the copy of the store.
+    /// A new view in force is durable: delete every key this follower no longer
+    /// [keeps](FollowerCore::keeps) (DESIGN §8) from its store.
     DropUnheld,
+    /// A next view is durable: delete every key this follower does not
+    /// [retain](FollowerCore::retains), the leftovers of an older membership.
+    DropLeftovers,
 }
 
 /// The follower's protocol state. See the module documentation for the rules.
@@ -143,6 +153,17 @@ pub struct FollowerCore {
     adoption_unconfirmed: bool,
     /// Streams whose last legacy PREPARE this follower refused.
     legacy_refused: HashSet<StreamId>,
+    /// The views as they were before the message being handled took one, not durable
+    /// yet (restored by [`FollowerCore::journal_failed`]).
+    views_unconfirmed: Option<Box<HeldViews>>,
+}
+
+/// The views a follower holds, and what goes with them.
+#[derive(Debug, Clone)]
+struct HeldViews {
+    view: Option<(ViewRecord, View)>,
+    next: Option<(ViewRecord, View)>,
+    written: HashSet<String>,
 }
 
 impl FollowerCore {
@@ -171,6 +192,7 @@ impl FollowerCore {
         let mut effects = Vec::new();
         let mut adopted_cluster = false;
         self.adoption_unconfirmed = false;
+        self.views_unconfirmed = None;
         if let Some(cluster) = &msg.cluster {
             match &self.cluster_id {
                 Some(mine) if *mine != cluster.id => {
@@ -296,18 +318,26 @@ impl FollowerCore {
     }
 
     /// Keeps `view` (the next view, if `next`) if it is newer than the one held
-    /// (journaled first), and ACKs. A new view in force drops, after it is durable, the
-    /// keys this follower no longer holds ([`Effect::DropUnheld`]).
+    /// (journaled first), and ACKs. A new view drops, after it is durable, the keys this
+    /// follower holds in neither the view in force nor the next one
+    /// ([`Effect::DropUnheld`]; a follower that missed a view may hold some).
     fn take_view(&mut self, view: ViewRecord, next: bool) -> Vec<Effect> {
         let mut effects = Vec::new();
+        let before = HeldViews {
+            view: self.view.clone(),
+            next: self.next.clone(),
+            written: self.written.clone(),
+        };
         if self.hold_view(&view, next) {
+            self.views_unconfirmed = Some(Box::new(before));
             effects.push(Effect::Persist(match next {
                 true => FollowerRecord::NextView(view),
                 false => FollowerRecord::View(view),
             }));
-            if !next {
-                effects.push(Effect::DropUnheld);
-            }
+            effects.push(match next {
+                true => Effect::DropLeftovers,
+                false => Effect::DropUnheld,
+            });
         }
         effects.push(Effect::Reply(Reply::Ack));
         effects
@@ -330,6 +360,22 @@ impl FollowerCore {
         if next {
             self.next = Some((view.clone(), placement));
             self.written.clear();
+            let unheld: Vec<(TxnId, String)> = self
+                .prepared
+                .iter()
+                .flat_map(|(txid, p)| {
+                    p.txn
+                        .keys()
+                        .into_iter()
+                        .map(move |k| (txid.clone(), k.to_string()))
+                })
+                .filter(|(_, key)| !self.holds_now(key))
+                .collect();
+            for (txid, key) in unheld {
+                if let Some(prepared) = self.prepared.get_mut(&txid) {
+                    prepared.not_applied.insert(key);
+                }
+            }
         } else {
             self.view = Some((view.clone(), placement));
             if held(&self.next) <= view.epoch {
@@ -338,6 +384,14 @@ impl FollowerCore {
             }
         }
         true
+    }
+
+    /// Whether this follower holds `key` in the view in force (every key without one).
+    fn holds_now(&self, key: &str) -> bool {
+        match (&self.view, &self.member_id) {
+            (Some((_, placement)), Some(me)) => placement.holds(&MemberId(me.clone()), key),
+            _ => true,
+        }
     }
 
     /// The next view's epoch, while the members change.
@@ -366,6 +420,22 @@ impl FollowerCore {
                 .flatten()
                 .any(|(_, placement)| placement.holds(&me, key)),
         }
+    }
+
+    /// Whether this follower's copy of `key` may stay in its store when it takes a next
+    /// view ([`Effect::DropLeftovers`]): it holds `key` in the view in force, or holds it in the
+    /// next view and a decision wrote it since then. A key it only gains in the next
+    /// view is otherwise a leftover of an older membership, stale by definition: it is
+    /// dropped, and the copy from the members in force fills it (a stale leftover of a
+    /// key deleted meanwhile would otherwise come back).
+    pub fn retains(&self, key: &str) -> bool {
+        self.holds_now(key)
+            || self.written.contains(key)
+                && self.next.as_ref().is_some_and(|(_, next)| {
+                    self.member_id
+                        .as_ref()
+                        .is_some_and(|me| next.holds(&MemberId(me.clone()), key))
+                })
     }
 
     /// Whether this follower, as a member of the view in force, streams `key` to member
@@ -524,6 +594,7 @@ impl FollowerCore {
                 participants,
                 failed,
                 evaluation,
+                not_applied: HashSet::new(),
             },
         );
     }
@@ -578,7 +649,7 @@ impl FollowerCore {
                     .txn
                     .writes(!failed)
                     .into_iter()
-                    .filter(|(key, _)| self.keeps(key))
+                    .filter(|(key, _)| self.keeps(key) && !prepared.not_applied.contains(*key))
                     .map(|(key, value)| Effect::Apply {
                         key: key.to_string(),
                         op: match value {
@@ -732,17 +803,25 @@ impl FollowerCore {
 
     /// Called by the runtime when a journal write of this message's records failed: what
     /// the core believed durable is not. An adopted cluster id is dropped (the next
-    /// message adopts it again), and the next write carries the metadata again.
+    /// message adopts it again), so is a view taken (the leader sends it again, and it
+    /// is taken, journaled and its keys dropped then), and the next write carries the
+    /// metadata again.
     pub fn journal_failed(&mut self) {
         if std::mem::take(&mut self.adoption_unconfirmed) {
             self.cluster_id = None;
+        }
+        if let Some(before) = self.views_unconfirmed.take() {
+            self.view = before.view;
+            self.next = before.next;
+            self.written = before.written;
         }
         self.journaled_marks = (0, None);
     }
 
     /// Rebuilds state from one journal record; returns the effects to carry out (only
     /// [`Effect::Apply`] and [`Effect::Finish`]: a replayed decision is re-applied, which
-    /// is idempotent).
+    /// is idempotent; and [`Effect::DropUnheld`] for a view in force: the replayed
+    /// writes so far of keys it took away are not to be re-applied).
     pub fn replay(&mut self, record: FollowerRecord) -> Vec<Effect> {
         match record {
             FollowerRecord::Meta {
@@ -778,14 +857,16 @@ impl FollowerCore {
                 .into_iter()
                 .filter(|e| matches!(e, Effect::Apply { .. } | Effect::Finish { .. }))
                 .collect(),
-            FollowerRecord::View(view) => {
-                self.hold_view(&view, false);
-                Vec::new()
-            }
-            FollowerRecord::NextView(view) => {
-                self.hold_view(&view, true);
-                Vec::new()
-            }
+            FollowerRecord::View(view) => match self.hold_view(&view, false) {
+                // The keys it no longer held were dropped then: a decision replayed
+                // before this record must not bring one back.
+                true => vec![Effect::DropUnheld],
+                false => Vec::new(),
+            },
+            FollowerRecord::NextView(view) => match self.hold_view(&view, true) {
+                true => vec![Effect::DropLeftovers],
+                false => Vec::new(),
+            },
         }
     }
 
@@ -855,6 +936,11 @@ impl FollowerCore {
     /// The undecided transactions, for status and tests.
     pub fn prepared(&self) -> &HashMap<TxnId, PreparedTxn> {
         &self.prepared
+    }
+
+    /// The newest leader epoch this follower has seen.
+    pub fn max_epoch(&self) -> u64 {
+        self.max_epoch
     }
 
     /// This follower's member id, once set.

@@ -1123,8 +1123,8 @@ fn a_next_view_takes_writes_of_gained_keys_and_reads_stay_with_the_view_in_force
         next_view_message(2, 1, &["m0", "m1", "m2", "m3"]),
     );
     assert!(
-        matches!(&effects[..], [Effect::Persist(FollowerRecord::NextView(v)), ACK] if v.epoch == 2),
-        "journaled, no keys dropped: {effects:?}"
+        matches!(&effects[..], [Effect::Persist(FollowerRecord::NextView(v)), Effect::DropLeftovers, ACK] if v.epoch == 2),
+        "journaled, then what is in neither view dropped: {effects:?}"
     );
     assert_eq!(core.next_view().map(|v| v.epoch), Some(2));
     let next = placement_of(2, 1, &["m0", "m1", "m2", "m3"]);
@@ -1260,4 +1260,24 @@ fn a_member_copies_the_keys_the_next_view_gives_another_and_keeps_only_its_own()
         next_view_message(2, 2, &["m0", "m1", "m2", "m3"]),
     );
     assert!(outsider.copies_to(&to, 2, "k1").is_err());
+}
+
+#[test]
+fn a_view_whose_journal_write_failed_is_taken_again_when_resent() {
+    let mut core = FollowerCore::new(true);
+    core.set_member_id("m0".into());
+    run(&mut core, 1, view_message(1, 1, &["m0", "m1"]));
+    let effects = core.handle(1, view_message(2, 1, &["m1"]), &no_store);
+    assert!(effects.contains(&Effect::DropUnheld));
+    core.journal_failed();
+    assert_eq!(
+        core.view().map(|v| v.epoch),
+        Some(1),
+        "not durable: not taken"
+    );
+    let again = run(&mut core, 1, view_message(2, 1, &["m1"]));
+    assert!(
+        matches!(&again[..], [Effect::Persist(FollowerRecord::View(v)), Effect::DropUnheld, ACK] if v.epoch == 2),
+        "{again:?}"
+    );
 }

@@ -36,6 +36,7 @@ use tonic::Status;
 use super::catch_up::{apply_copied, CatchUp};
 use super::follower_batch::{handled_alone, Batch, Pending};
 use super::follower_core::{Effect, FollowerCore, StreamId};
+use super::lease::Lease;
 use super::message::{LeaderMessage, Op, TxId, TxnId};
 use super::records::FollowerRecord;
 use crate::crash::crash_point;
@@ -75,6 +76,8 @@ pub struct Shared {
     pub next_view: watch::Sender<Option<u64>>,
     /// Where the catch-up on the next view stands.
     pub catch_up: CatchUp,
+    /// The leader's lease for direct reads (`lease.rs`).
+    pub lease: Lease,
 }
 
 impl Shared {
@@ -92,6 +95,7 @@ impl Shared {
             next_stream: AtomicU64::new(1),
             next_view: watch::Sender::new(None),
             catch_up: CatchUp::default(),
+            lease: Lease::default(),
         }
     }
 
@@ -114,17 +118,22 @@ impl Shared {
     }
 }
 
-/// Deletes, durably, every key of `kv` that `core` no longer keeps (a view in force
-/// moved it elsewhere, DESIGN §8). Run by the state owner, the store's one writer, when
-/// a new view is in force and at every start (a crash may have interrupted it).
-fn drop_unheld_keys(kv: &KvStore, core: &FollowerCore) -> Result<()> {
+/// Deletes, durably, every key of `kv` that `core` no longer keeps (a view moved it
+/// elsewhere), or with `leftovers` does not retain (also a leftover of an older
+/// membership: [`FollowerCore::retains`]), DESIGN §8. Run by the state owner, the
+/// store's one writer, when it takes a view, and at every start for the keys it no
+/// longer keeps (a crash may have interrupted it).
+fn drop_unheld_keys(kv: &KvStore, core: &FollowerCore, leftovers: bool) -> Result<()> {
     if core.view().is_none() {
         return Ok(());
     }
     let keys = kv.keys()?;
     let unheld: Vec<Change<'_>> = keys
         .iter()
-        .filter(|key| !core.keeps(key))
+        .filter(|key| match leftovers {
+            true => !core.retains(key),
+            false => !core.keeps(key),
+        })
         .map(|key| (key.as_str(), None))
         .collect();
     if !unheld.is_empty() {
@@ -206,7 +215,7 @@ impl StateOwner {
         let count = records.len();
         crate::crash::pause_point("follower-before-replay");
         self.replay(records)?;
-        drop_unheld_keys(&self.shared.kv, &self.shared.core())?;
+        drop_unheld_keys(&self.shared.kv, &self.shared.core(), false)?;
         let next = self.shared.core().next_view().map(|v| v.epoch);
         self.shared.next_view.send_replace(next);
         let prepared = self.shared.core().prepared().len();
@@ -280,6 +289,14 @@ impl StateOwner {
                     } => {
                         self.shared.core().finish(&txid, outcome, failed);
                     }
+                    Effect::DropUnheld => {
+                        let core = self.shared.core();
+                        changes.retain(|key, _| core.keeps(key));
+                    }
+                    Effect::DropLeftovers => {
+                        let core = self.shared.core();
+                        changes.retain(|key, _| core.retains(key));
+                    }
                     _ => {}
                 }
             }
@@ -350,6 +367,12 @@ impl StateOwner {
         }
         let apply_error = self.apply_changes(&handled);
         let mut core = self.shared.core();
+        // A store that cannot delete stops the node: a start drops them again.
+        for drop in [Effect::DropUnheld, Effect::DropLeftovers] {
+            if handled.iter().any(|h| h.effects.contains(&drop)) {
+                drop_unheld_keys(&self.shared.kv, &core, drop == Effect::DropLeftovers)?;
+            }
+        }
         for handled in handled {
             let applies = handled
                 .effects
@@ -363,7 +386,6 @@ impl StateOwner {
                 continue;
             }
             let mut answer = Err(Status::internal("no reply produced"));
-            let mut drop_unheld = false;
             for effect in handled.effects {
                 match effect {
                     Effect::Finish {
@@ -384,15 +406,10 @@ impl StateOwner {
                         tracing::error!(reason = %why, "refusing the leader");
                         answer = Err(Status::failed_precondition(why));
                     }
-                    Effect::DropUnheld => drop_unheld = true,
-                    Effect::Persist(_) | Effect::Apply { .. } => {}
-                }
-            }
-            if drop_unheld {
-                if let Err(error) = drop_unheld_keys(&self.shared.kv, &core) {
-                    answer = Err(Status::unavailable(format!(
-                        "dropping the keys this follower no longer holds failed: {error}"
-                    )));
+                    Effect::Persist(_)
+                    | Effect::Apply { .. }
+                    | Effect::DropUnheld
+                    | Effect::DropLeftovers => {}
                 }
             }
             let _ = handled.reply.send(answer);

@@ -67,6 +67,9 @@ pub struct LeaderConfig {
     pub replication: usize,
     /// How long to wait for each follower's vote (and any answer on a stream).
     pub vote_timeout: Duration,
+    /// How long a member may not answer before it is removed from the members
+    /// (`--member-timeout`, DESIGN §8); `None`: never.
+    pub member_timeout: Option<Duration>,
 }
 
 /// Stops a task when dropped.
@@ -84,6 +87,7 @@ pub struct Leader {
     admin: AdminService,
     trace: Arc<Trace>,
     coordinator: Arc<Coordinator>,
+    member_timeout: Option<Duration>,
     http: Option<tokio::net::TcpListener>,
     _lock: DirLock,
 }
@@ -178,6 +182,7 @@ impl Leader {
             admin,
             trace,
             coordinator,
+            member_timeout: config.member_timeout,
             http: None,
             _lock: lock,
         })
@@ -219,7 +224,8 @@ impl Leader {
         let mut fatal = self.coordinator.fatal();
         let moves = self.admin.moves.clone();
         let _watch = AbortOnDrop(tokio::spawn(
-            view_change::watch(self.coordinator.clone(), moves).in_current_span(),
+            view_change::watch(self.coordinator.clone(), moves, self.member_timeout)
+                .in_current_span(),
         ));
         tokio::select! {
             served = listener.serve(router, shutdown) => served.map_err(Error::from),

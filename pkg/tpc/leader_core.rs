@@ -40,6 +40,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
 
+use super::lease::LEASE;
 use super::link_core::{LinkCore, LinkEffect, LinkEvent, LinkView, StreamId, VoteResult};
 use super::membership::{Membership, Participants, Views};
 use super::message::{
@@ -298,6 +299,11 @@ pub struct LeaderCore {
     followers: Vec<String>,
     /// Which follower is which member, and the view (`membership.rs`).
     membership: Membership,
+    /// Per follower, the newest view epoch it ACKed (it took that view).
+    views_taken: Vec<u64>,
+    /// Per follower, how long it had not answered the runtime's lease probes when last
+    /// reported (`None`: it answered).
+    silent: Vec<Option<Duration>>,
     links: Vec<LinkCore>,
     txns: BTreeMap<TxId, LeaderTxn>,
     /// Per key, the client transactions that touch it, in arrival order: the first one
@@ -425,7 +431,7 @@ impl LeaderCore {
         }
         let membership = Membership::new(followers.clone(), replication, views)?;
         let cluster_id = cluster_id.unwrap_or_else(new_cluster_id);
-        let links = followers
+        let links: Vec<LinkCore> = followers
             .iter()
             .map(|_| LinkCore::new(cluster_id.clone(), vote_timeout))
             .collect();
@@ -437,6 +443,8 @@ impl LeaderCore {
             next_seq: 1,
             followers,
             membership,
+            views_taken: vec![0; links.len()],
+            silent: vec![None; links.len()],
             links,
             txns: BTreeMap::new(),
             busy: HashMap::new(),
@@ -1156,9 +1164,41 @@ impl LeaderCore {
         Ok(views.next.map_or(views.current.epoch, |next| next.epoch))
     }
 
+    /// How long each follower has been unreachable (`None`: it answers), as the
+    /// runtime's lease probes found (`view_change.rs`): a change may be due
+    /// ([`Membership::due_change`]).
+    pub fn silences(&mut self, silent: &[Option<Duration>], member_timeout: Option<Duration>) {
+        if silent.len() != self.followers.len() {
+            return;
+        }
+        self.silent = silent.to_vec();
+        let Some(member_timeout) = member_timeout else {
+            return;
+        };
+        if let Some((views, why)) = self.membership.due_change(silent, member_timeout) {
+            tracing::warn!("{why}");
+            self.journal_views(&views);
+        }
+    }
+
     /// Every member of the next view of epoch `epoch` reports that it holds its keys
     /// (the runtime asks them): the next view is journaled as the one in force.
+    ///
+    /// A member that leaves must first have taken the next view (it then answers no
+    /// direct read of the keys it loses) or have been silent longer than its lease
+    /// (it answers none): until then the view in force does not change, since the
+    /// leaving member's keys would take writes without it while it may still answer
+    /// reads of them.
     pub fn caught_up(&mut self, epoch: u64) {
+        let waiting = self
+            .membership
+            .leaving()
+            .into_iter()
+            .find(|&f| self.views_taken[f] < epoch && self.silent[f].is_none_or(|s| s < LEASE));
+        if let Some(f) = waiting {
+            tracing::debug!(follower = %self.followers[f], epoch, "waiting for a leaving member to take the next view, or for its lease to run out");
+            return;
+        }
         if let Some(views) = self.membership.caught_up(epoch) {
             self.journal_views(&views);
         }
@@ -1228,6 +1268,11 @@ impl LeaderCore {
     }
 
     fn acked(&mut self, f: usize, txid: TxId) {
+        if txid.epoch == 0 {
+            // A view's ACK (`TxId::view`): the follower took it.
+            self.views_taken[f] = self.views_taken[f].max(txid.seq);
+            return;
+        }
         self.progress += 1;
         self.trace(txid, "ack", Some(f), String::new());
         let Some(txn) = self.txns.get_mut(&txid) else {

@@ -58,6 +58,7 @@ fn views_of(n: usize) -> Views {
     Views {
         current: view_of(n),
         next: None,
+        down: Vec::new(),
     }
 }
 fn put(key: &str, value: &str) -> TxnSpec {
@@ -1184,5 +1185,65 @@ fn the_view_goes_to_every_follower_that_speaks_protocol_2_and_to_no_classic_peer
     assert!(
         views_sent(&effects, 1).is_empty(),
         "a classic peer would take it for a decision"
+    );
+}
+
+/// Makes the views journaled in `effects` durable.
+fn views_durable(core: &mut LeaderCore, effects: &[Effect]) -> Vec<Effect> {
+    let [(Some(job), records)] = &journal(effects)[..] else {
+        panic!("views journaled: {effects:?}");
+    };
+    assert!(matches!(
+        records[..],
+        [LeaderRecord::Meta { views: Some(_), .. }]
+    ));
+    core.journaled(*job, Ok(()), Duration::ZERO);
+    core.take_effects(Duration::ZERO)
+}
+
+#[test]
+fn a_change_is_in_force_once_every_leaving_member_took_it_or_its_lease_ran_out() {
+    let mut core = partial(4, 3);
+    assert_eq!(core.change_members("f3", false), Ok(2));
+    let effects = core.take_effects(Duration::ZERO);
+    let sent = views_durable(&mut core, &effects);
+    assert_eq!(core.membership().next().map(|v| v.epoch), Some(2));
+    assert!(
+        views_sent(&sent, 3).contains(&2),
+        "the leaving member is handed the next view"
+    );
+    // Every member of the next view caught up, but the leaving one neither took the
+    // next view nor went silent: it might still answer direct reads of its keys.
+    core.caught_up(2);
+    assert!(
+        journal(&core.take_effects(Duration::ZERO)).is_empty(),
+        "not yet"
+    );
+    let silent_briefly = [None, None, None, Some(LEASE / 2)];
+    core.silences(&silent_briefly, None);
+    core.caught_up(2);
+    assert!(
+        journal(&core.take_effects(Duration::ZERO)).is_empty(),
+        "not yet"
+    );
+    // It ACKs the next view: in force.
+    let effects = answer(&mut core, 3, TxId::view(2), Answer::Ack);
+    assert!(journal(&effects).is_empty());
+    core.caught_up(2);
+    let effects = core.take_effects(Duration::ZERO);
+    views_durable(&mut core, &effects);
+    assert_eq!(core.membership().current().map(|v| v.epoch), Some(2));
+
+    // Another change, whose leaving member is silent past its lease: in force without it.
+    assert_eq!(core.change_members("f2", false), Ok(3));
+    let effects = core.take_effects(Duration::ZERO);
+    views_durable(&mut core, &effects);
+    core.silences(&[None, None, Some(LEASE), None], None);
+    core.caught_up(3);
+    let effects = core.take_effects(Duration::ZERO);
+    views_durable(&mut core, &effects);
+    assert_eq!(
+        core.membership().current().map(|v| v.members.len()),
+        Some(2)
     );
 }

@@ -33,6 +33,7 @@
 //!   commit fails cleanly instead of landing on the wrong copy.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 pub use super::message::Recipient;
 use crate::placement::{MemberId, View};
@@ -63,6 +64,9 @@ impl ViewRecord {
 pub struct Views {
     pub current: ViewRecord,
     pub next: Option<ViewRecord>,
+    /// Followers (addresses) removed for being unreachable longer than the member
+    /// timeout: re-admitted by themselves when they answer again.
+    pub down: Vec<String>,
 }
 
 /// Who must take part in a transaction.
@@ -96,6 +100,8 @@ pub struct Membership {
     generation: u64,
     /// Per follower, the member id it told this leader.
     told: Vec<Option<MemberId>>,
+    /// Followers removed for being unreachable (see [`Views::down`]).
+    down: BTreeSet<String>,
 }
 
 impl Membership {
@@ -118,6 +124,7 @@ impl Membership {
             next: None,
             pending: None,
             generation: 0,
+            down: BTreeSet::new(),
         };
         if let Some(views) = journaled {
             if !(views.current.is_full() && views.next.is_none() && membership.full_config()) {
@@ -215,6 +222,7 @@ impl Membership {
                 members,
             },
             next: None,
+            down: Vec::new(),
         })
     }
 
@@ -248,9 +256,11 @@ impl Membership {
             replication: self.replication,
             members,
         };
+        let down = self.down.iter().cloned().collect();
         self.propose(Views {
             current,
             next: Some(next),
+            down,
         })
     }
 
@@ -263,6 +273,21 @@ impl Membership {
     /// An operator's change: follower `address` joins the members (`add`) or leaves
     /// them. Returns the views to journal, or why the change cannot start.
     pub fn change(&mut self, address: &str, add: bool) -> Result<Views, String> {
+        // An operator's word ends an automatic removal: an added follower is a member,
+        // a removed one stays out until added.
+        if !add && self.down.contains(address) && self.pending.is_none() {
+            self.down.remove(address);
+            let (_, views) = self.record().ok_or("no view in force")?;
+            return self
+                .propose(views)
+                .ok_or_else(|| "no view in force".to_string());
+        }
+        let views = self.change_members(address, add)?;
+        Ok(views)
+    }
+
+    /// The members change by `address` joining (`add`) or leaving; see [`Self::change`].
+    fn change_members(&mut self, address: &str, add: bool) -> Result<Views, String> {
         let Some(current) = self.current.as_ref().map(|c| c.record.clone()) else {
             return Err(
                 "the cluster has no view yet: every follower must answer once first".into(),
@@ -283,6 +308,9 @@ impl Membership {
         }
         let member = current.members.iter().position(|(_, a)| a == address);
         let mut members = current.members.clone();
+        if add {
+            self.down.remove(address);
+        }
         match (add, member) {
             (true, Some(_)) => {
                 return Err(format!(
@@ -329,6 +357,57 @@ impl Membership {
             .ok_or_else(|| "no view in force".to_string())
     }
 
+    /// A change due because of who answers (DESIGN §8), given for each follower how
+    /// long it has been unreachable (`None`: it answers): a member silent for at least
+    /// `member_timeout` leaves the members (and is listed down), unless it is the last;
+    /// a follower listed down that answers again, and has told its id since, joins
+    /// them. One change at a time, so none while one is under way. Returns the views to
+    /// journal, and what happened, for the log.
+    pub fn due_change(
+        &mut self,
+        silent: &[Option<Duration>],
+        member_timeout: Duration,
+    ) -> Option<(Views, String)> {
+        if self.pending.is_some() || self.next.is_some() {
+            return None;
+        }
+        let current = self.current.as_ref()?.record.clone();
+        for (f, address) in self.addresses.clone().iter().enumerate() {
+            if self.down.contains(address) && silent[f].is_none() && self.told[f].is_some() {
+                let views = self.change_members(address, true).ok()?;
+                return Some((
+                    views,
+                    format!("{address} answers again: it rejoins the members"),
+                ));
+            }
+        }
+        if current.members.len() < 2 {
+            return None;
+        }
+        for (f, address) in self.addresses.clone().iter().enumerate() {
+            let member = current.members.iter().any(|(_, a)| a == address);
+            if member && silent[f].is_some_and(|s| s >= member_timeout) {
+                self.down.insert(address.clone());
+                let Ok(views) = self.change_members(address, false) else {
+                    self.down.remove(address);
+                    return None;
+                };
+                return Some((
+                    views,
+                    format!(
+                        "{address} has not answered for {member_timeout:?}: it leaves the members"
+                    ),
+                ));
+            }
+        }
+        None
+    }
+
+    /// Followers removed for being unreachable, re-admitted when they answer.
+    pub fn down(&self) -> impl Iterator<Item = &str> {
+        self.down.iter().map(String::as_str)
+    }
+
     /// Every member of the next view of epoch `epoch` holds its keys: returns the views
     /// to journal that put it in force.
     pub fn caught_up(&mut self, epoch: u64) -> Option<Views> {
@@ -337,9 +416,11 @@ impl Membership {
             return None;
         }
         let current = next.record.clone();
+        let down = self.down.iter().cloned().collect();
         self.propose(Views {
             current,
             next: None,
+            down,
         })
     }
 
@@ -353,6 +434,7 @@ impl Membership {
     fn install(&mut self, views: Views) {
         self.current = Some(self.installed(views.current));
         self.next = views.next.map(|next| self.installed(next));
+        self.down = views.down.into_iter().collect();
     }
 
     fn installed(&self, view: ViewRecord) -> Installed {
@@ -386,7 +468,15 @@ impl Membership {
         }
         let current = self.current.as_ref()?.record.clone();
         let next = self.next.as_ref().map(|n| n.record.clone());
-        Some((self.generation, Views { current, next }))
+        let down = self.down.iter().cloned().collect();
+        Some((
+            self.generation,
+            Views {
+                current,
+                next,
+                down,
+            },
+        ))
     }
 
     /// The view in force.
@@ -406,6 +496,16 @@ impl Membership {
                 .filter(|&f| next.member_of[f].is_some())
                 .collect()
         })
+    }
+
+    /// The followers that are members of the view in force and not of the next one.
+    pub fn leaving(&self) -> Vec<usize> {
+        match (&self.current, &self.next) {
+            (Some(current), Some(next)) => (0..self.addresses.len())
+                .filter(|&f| current.member_of[f].is_some() && next.member_of[f].is_none())
+                .collect(),
+            _ => Vec::new(),
+        }
     }
 
     /// The participants of a transaction on `keys`: its keys' replicas in the view in

@@ -1,6 +1,7 @@
 //! The rules of `membership.rs`, one test each.
 
 use super::*;
+use std::time::Duration;
 
 fn addresses(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("f{i}:1")).collect()
@@ -31,6 +32,7 @@ fn in_force(view: &ViewRecord) -> Views {
     Views {
         current: view.clone(),
         next: None,
+        down: Vec::new(),
     }
 }
 
@@ -322,4 +324,69 @@ fn only_the_views_being_journaled_become_durable() {
     );
     m.durable(generation);
     assert_eq!(m.current(), Some(&views.current));
+}
+
+#[test]
+fn a_member_silent_past_the_timeout_leaves_and_rejoins_when_it_answers() {
+    let timeout = Duration::from_secs(10);
+    let mut m = formed(4, 3);
+    let quiet = [None, None, None, None];
+    assert_eq!(m.due_change(&quiet, timeout), None);
+    let short = [None, None, Some(Duration::from_secs(9)), None];
+    assert_eq!(m.due_change(&short, timeout), None, "not yet");
+    let long = [None, None, Some(Duration::from_secs(10)), None];
+    let (views, why) = m.due_change(&long, timeout).expect("removed");
+    assert!(why.contains("f2:1"), "{why}");
+    let next = views.next.clone().unwrap();
+    assert!(!next.members.iter().any(|(_, a)| a == "f2:1"));
+    assert_eq!(views.down, vec!["f2:1".to_string()]);
+    assert_eq!(m.due_change(&long, timeout), None, "one change at a time");
+    make_durable(&mut m);
+    m.caught_up(2).unwrap();
+    make_durable(&mut m);
+    assert_eq!(m.down().collect::<Vec<_>>(), vec!["f2:1"]);
+    // Still silent: nothing. It answers, but has not told its id since: nothing yet.
+    assert_eq!(m.due_change(&long, timeout), None);
+    m.unreachable(2);
+    assert_eq!(m.due_change(&quiet, timeout), None, "its id is not known");
+    assert_eq!(
+        m.told(2, Some("m2-new")),
+        None,
+        "not a member: no replacement"
+    );
+    let (views, why) = m.due_change(&quiet, timeout).expect("re-admitted");
+    assert!(why.contains("rejoins"), "{why}");
+    let next = views.next.unwrap();
+    assert!(next
+        .members
+        .contains(&(MemberId("m2-new".into()), "f2:1".into())));
+    assert!(views.down.is_empty());
+    make_durable(&mut m);
+    m.caught_up(3).unwrap();
+    make_durable(&mut m);
+    assert_eq!(m.current().unwrap().members.len(), 4);
+}
+
+#[test]
+fn the_last_member_is_never_removed_for_silence_and_an_operator_ends_a_removal() {
+    let timeout = Duration::from_secs(1);
+    let mut m = formed(2, 3);
+    let silent = Some(Duration::from_secs(5));
+    m.due_change(&[None, silent], timeout).expect("removed");
+    make_durable(&mut m);
+    m.caught_up(2).unwrap();
+    make_durable(&mut m);
+    assert_eq!(
+        m.due_change(&[silent, silent], timeout),
+        None,
+        "the last member stays"
+    );
+    // An operator's remove of a member listed down keeps it out for good.
+    let views = m.change("f1:1", false).expect("no longer down");
+    assert!(views.down.is_empty());
+    assert_eq!(views.current.epoch, 2, "no view change");
+    make_durable(&mut m);
+    m.told(1, Some("m1"));
+    assert_eq!(m.due_change(&[None, None], timeout), None, "stays out");
+    assert!(m.change("f1:1", true).is_ok(), "until added");
 }

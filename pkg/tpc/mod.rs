@@ -205,6 +205,7 @@ pub mod follower_core;
 mod follower_state;
 pub mod leader;
 pub mod leader_core;
+pub mod lease;
 pub mod link;
 pub mod link_core;
 pub mod membership;

@@ -21,7 +21,8 @@
 //! - `meta CLUSTER_ID EPOCH HAS_DATA` (HAS_DATA is `0` or `1`), at every start, followed
 //!   by `view VIEW_EPOCH REPLICATION (MEMBER_ID ADDRESS)...` once the cluster has a view
 //!   (DESIGN §7, `membership.rs`), and while the members change by `next` and the next
-//!   view's `VIEW_EPOCH REPLICATION (MEMBER_ID ADDRESS)...` (§8)
+//!   view's `VIEW_EPOCH REPLICATION (MEMBER_ID ADDRESS)...`, and by `down ADDRESS...`
+//!   when members were removed for being unreachable (§8)
 //! - `decide TXID commit|abort FOLLOWER...`: an ABORT, or the decision of a transaction
 //!   with a classic participant, durable before it is sent or answered; the followers
 //!   that still need it
@@ -235,6 +236,11 @@ fn view_fields(view: &ViewRecord, fields: &mut Vec<String>) {
 /// Reads a meta record's views: `view` and what [`view_fields`] wrote, then optionally
 /// `next` and the next view's fields (none: no view).
 fn parse_views(fields: &[&str]) -> Result<Option<Views>, String> {
+    let (fields, down) = match fields.iter().position(|f| *f == "down") {
+        Some(at) => (&fields[..at], &fields[at + 1..]),
+        None => (fields, &[][..]),
+    };
+    let down: Vec<String> = down.iter().map(|a| a.to_string()).collect();
     let (current, next) = match fields.iter().position(|f| *f == "next") {
         Some(at) => (&fields[..at], Some(&fields[at + 1..])),
         None => (fields, None),
@@ -249,7 +255,11 @@ fn parse_views(fields: &[&str]) -> Result<Option<Views>, String> {
         None => None,
         Some(fields) => Some(parse_view_fields(fields)?),
     };
-    Ok(Some(Views { current, next }))
+    Ok(Some(Views {
+        current,
+        next,
+        down,
+    }))
 }
 
 /// Reads `view` and what [`view_fields`] wrote (none: no view).
@@ -427,6 +437,10 @@ impl From<&LeaderRecord> for Record {
                         fields.push("next".into());
                         view_fields(next, &mut fields);
                     }
+                    if !views.down.is_empty() {
+                        fields.push("down".into());
+                        fields.extend(views.down.iter().cloned());
+                    }
                 }
                 fields
             }
@@ -597,6 +611,7 @@ mod tests {
                         ],
                     },
                     next: None,
+                    down: Vec::new(),
                 }),
             },
             LeaderRecord::Meta {
@@ -617,6 +632,7 @@ mod tests {
                             (MemberId("m2".into()), "b:2".into()),
                         ],
                     }),
+                    down: vec!["c:3".into(), "unix:/d".into()],
                 }),
             },
             LeaderRecord::Begin { txid },

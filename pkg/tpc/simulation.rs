@@ -76,6 +76,13 @@
 //! written *unsynced* where the file differs (or is torn), like a live apply: the
 //! journal still holds its record until a checkpoint has synced the store.
 //!
+//! **Members** (with `Config::changes`, `simulation/members.rs`): an operator adds and
+//! removes followers through the leader core; followers copy what they gain in the
+//! next view from the members in force, as `catch_up.rs` does, and the leader hears
+//! when all have. Invariant 1 then reads each follower's own views: a follower holds
+//! a key only if it keeps it, and answers reads only of keys it holds in the view in
+//! force it has taken (the lease is refused to one behind).
+//!
 //! **Streams** are FIFO queues per connection in both directions. When the leader side
 //! ends (cut, timeout, leader crash) its unread replies are lost, but messages already
 //! sent may still reach the follower late (buffered in the transport); when the follower
@@ -220,6 +227,7 @@
 mod checks;
 mod follower;
 mod leader;
+mod members;
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -322,6 +330,8 @@ struct Config {
     /// The leader's `--replication`: below [`FOLLOWERS`], each key lives on some
     /// followers only, and its transactions run among them.
     replication: usize,
+    /// The adversary also changes the members (`simulation/members.rs`).
+    changes: bool,
 }
 
 impl Config {
@@ -331,6 +341,7 @@ impl Config {
             steps: STEPS,
             bugs: Bugs::default(),
             replication: FOLLOWERS,
+            changes: false,
         }
     }
 }
@@ -374,6 +385,8 @@ struct Stats {
     cas_not_swapped: usize,
     /// Reads of every key on one follower's snapshot.
     snapshot_reads: usize,
+    /// Views that came into force after the first (the members changed).
+    views_in_force: usize,
 }
 
 impl Stats {
@@ -398,6 +411,7 @@ impl Stats {
         self.multi_key += o.multi_key;
         self.cas_not_swapped += o.cas_not_swapped;
         self.snapshot_reads += o.snapshot_reads;
+        self.views_in_force += o.views_in_force;
     }
 }
 
@@ -511,6 +525,12 @@ enum Action {
     Checkpoint(usize),
     Write,
     Read,
+    /// An operator adds follower `f` to the members, or removes it.
+    ChangeMembers(usize),
+    /// Follower `f` copies what it gains in the next view from one member in force.
+    Copy(usize),
+    /// The leader hears that every member of the next view caught up.
+    CaughtUp,
 }
 
 type Checked = Result<(), Failure>;
@@ -537,12 +557,16 @@ struct Sim {
     told: Vec<HashSet<TxnId>>,
     events: Option<Vec<String>>,
     stats: Stats,
-    /// Where keys live: the view the followers' member ids form (DESIGN §7).
+    /// Where keys live: the view in force at the leader, as it last was (DESIGN §7).
     placement: View,
+    /// Per follower, its catch-up on the next view (`simulation/members.rs`).
+    catch_up: Vec<members::CatchUp>,
+    /// The epoch of the view in force at the leader (0: none formed yet).
+    view_in_force: u64,
 }
 
 impl Sim {
-    /// Whether follower `f` is one of `key`'s replicas.
+    /// Whether follower `f` is one of `key`'s replicas in the view in force.
     fn holds(&self, f: usize, key: &str) -> bool {
         self.placement.holds(&MemberId(member_id(f)), key)
     }
@@ -600,6 +624,8 @@ impl Sim {
                     .map(|f| MemberId(member_id(f)))
                     .collect::<Vec<_>>(),
             ),
+            catch_up: vec![members::CatchUp::default(); FOLLOWERS],
+            view_in_force: 0,
         };
         sim.restart_leader();
         sim
@@ -663,6 +689,7 @@ impl Sim {
     /// hold at all times are checked, and finished streams are forgotten.
     fn after_step(&mut self) -> Checked {
         self.leader_pump();
+        self.follow_view_in_force();
         self.check_agreement()?;
         self.check_idempotence()?;
         self.streams.retain(|_, s| !s.finished());
@@ -720,6 +747,9 @@ impl Sim {
             None => options.push((40, Action::RestartLeader)),
         }
         options.push((30, Action::Read));
+        if self.cfg.changes {
+            self.change_options(&mut options);
+        }
         let total: u32 = options.iter().map(|(w, _)| w).sum();
         let mut pick = self.rng.random_range(0..total);
         for (w, action) in options {
@@ -798,6 +828,9 @@ impl Sim {
             Action::Checkpoint(f) => self.checkpoint_follower(f),
             Action::Write => self.client_write(),
             Action::Read => self.client_read()?,
+            Action::ChangeMembers(f) => self.change_members(f),
+            Action::Copy(f) => self.copy_step(f),
+            Action::CaughtUp => self.report_caught_up(),
         }
         Ok(())
     }
@@ -908,7 +941,10 @@ impl Sim {
         let Some(core) = &node.core else {
             return Ok(());
         };
-        if held.iter().any(|key| core.check_readable(key).is_err()) {
+        if held
+            .iter()
+            .any(|key| core.check_readable(key).is_err() || !self.may_read(f, key))
+        {
             self.stats.unavailable_reads += 1;
             return Ok(());
         }
@@ -940,6 +976,10 @@ impl Sim {
         let Some(core) = &node.core else {
             return false;
         };
+        if !self.may_read(f, key) {
+            self.stats.unavailable_reads += 1;
+            return false;
+        }
         if !self.cfg.bugs.reads_ignore_locks && core.check_readable(key).is_err() {
             self.stats.unavailable_reads += 1;
             self.log(|| format!("client: read {key:?} on follower {f}: UNAVAILABLE"));

@@ -44,6 +44,23 @@ fn partial_replication_keeps_every_invariant() {
     }
 }
 
+/// The members change under every fault (DESIGN §8): an operator adds and removes
+/// followers while writes run, the new replicas copy what they gain, and the next view
+/// comes into force; every invariant holds throughout, by the views in force.
+#[test]
+fn view_changes_keep_every_invariant() {
+    for profile in [Profile::Tcp, Profile::Hostile, Profile::Amnesia] {
+        let cfg = Config {
+            replication: 2,
+            changes: true,
+            ..Config::new(profile)
+        };
+        let stats = run_many(0..150, cfg);
+        assert!(stats.commits > 150, "{profile:?}: {stats:?}");
+        assert!(stats.views_in_force > 50, "{profile:?}: {stats:?}");
+    }
+}
+
 /// The schedules do exercise what this model is about: transactions overlapping and
 /// queueing per key, batches of several messages, unsynced store changes lost, and
 /// restarted leaders deciding transactions in doubt from the followers' reports.
@@ -58,7 +75,8 @@ fn assert_concurrent(stats: &Stats) {
 
 /// Long soak: `TPC_SIM_SEEDS` schedules (default 20,000) per profile, from seed
 /// `TPC_SIM_FIRST` (default 1,000,000), `TPC_SIM_STEPS` steps each; `TPC_SIM_PROFILE`
-/// picks one profile (default: all three), `TPC_SIM_REPLICATION` the replication factor
+/// picks one profile (default: all three), `TPC_SIM_CHANGES=1` changes the members too,
+/// `TPC_SIM_REPLICATION` the replication factor
 /// (default: every follower holds every key). Reports every distinct failure with its
 /// first seed.
 #[test]
@@ -76,6 +94,7 @@ fn soak() {
         let cfg = Config {
             steps,
             replication: env_u64("TPC_SIM_REPLICATION").map_or(FOLLOWERS, |r| r as usize),
+            changes: env_u64("TPC_SIM_CHANGES").is_some_and(|c| c != 0),
             ..Config::new(profile)
         };
         let started = Instant::now();
@@ -123,6 +142,7 @@ fn replay_one_seed() {
     let cfg = Config {
         steps,
         replication: env_u64("TPC_SIM_REPLICATION").map_or(FOLLOWERS, |r| r as usize),
+        changes: env_u64("TPC_SIM_CHANGES").is_some_and(|c| c != 0),
         ..Config::new(profile)
     };
     let mut sim = Sim::new(seed, cfg, true);

@@ -23,6 +23,7 @@ pub async fn start_leader(
         followers,
         replication: tpc::placement::DEFAULT_REPLICATION,
         vote_timeout,
+        member_timeout: None,
     })
     .expect("leader starts");
     let path = dir.join("leader.sock");

@@ -3,12 +3,18 @@
 use super::*;
 
 impl Sim {
-    /// Invariant 1: readable copies of a key agree, and only its replicas hold it.
+    /// Invariant 1: readable copies of a key agree, and only its replicas hold it (by
+    /// the follower's own views, which change with the members).
     pub(super) fn check_agreement(&self) -> Checked {
         for key in KEYS {
             let mut first: Option<(usize, Option<&String>)> = None;
             for (f, node) in self.followers.iter().enumerate() {
-                if !self.holds(f, key) {
+                let Some(core) = &node.core else { continue };
+                let replica = match self.cfg.changes {
+                    true => core.keeps(key),
+                    false => self.holds(f, key),
+                };
+                if !replica {
                     if let Some(value) = node.kv.get(key) {
                         return Err(self.fail(
                             "1",
@@ -17,8 +23,7 @@ impl Sim {
                     }
                     continue;
                 }
-                let Some(core) = &node.core else { continue };
-                if core.check_readable(key).is_err() {
+                if core.check_readable(key).is_err() || !self.may_read(f, key) {
                     continue;
                 }
                 let value = node.kv.get(key);
@@ -181,6 +186,13 @@ impl Sim {
             // dropped, a reconnection, a journal retry).
             if leader.core.next_deadline().is_some() {
                 self.leader_time_passes();
+                continue;
+            }
+            // Then a change under way goes on: copies, and the switch.
+            let moves = self.change_moves();
+            if !moves.is_empty() {
+                let action = moves[self.rng.random_range(0..moves.len())];
+                self.perform(action)?;
                 continue;
             }
             return Ok(());

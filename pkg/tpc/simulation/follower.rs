@@ -224,6 +224,19 @@ impl Sim {
             }
         }
         let apply_failed = self.apply_changes(f, &handled);
+        // `drop_unheld_keys`, after the applies: durable deletes (`KvStore::apply_batch`).
+        for drop in [Effect::DropUnheld, Effect::DropLeftovers] {
+            if handled.iter().any(|h| h.effects.contains(&drop)) {
+                let node = &mut self.followers[f];
+                let core = node.core.as_ref().expect("up");
+                let stays = |key: &String| match drop {
+                    Effect::DropLeftovers => core.retains(key),
+                    _ => core.keeps(key),
+                };
+                node.kv.retain(|key, _| stays(key));
+                node.unsynced.retain(|key, _| stays(key));
+            }
+        }
         if self.chance(400) {
             self.log(|| format!("follower {f} crashes after the store changes of a batch"));
             self.crash_follower(f);
@@ -245,8 +258,7 @@ impl Sim {
                 continue;
             }
             let mut answer = Err("no reply produced".to_string());
-            let node = &mut self.followers[f];
-            let core = node.core.as_mut().expect("up");
+            let core = self.followers[f].core.as_mut().expect("up");
             for effect in h.effects {
                 match effect {
                     Effect::Finish {
@@ -258,12 +270,10 @@ impl Sim {
                     }
                     Effect::Reply(reply) => answer = Ok(reply),
                     Effect::Refuse(why) => answer = Err(format!("refuses the leader: {why}")),
-                    // `drop_unheld_keys`: durable deletes (`KvStore::apply_batch`).
-                    Effect::DropUnheld => {
-                        node.kv.retain(|key, _| core.keeps(key));
-                        node.unsynced.retain(|key, _| core.keeps(key));
-                    }
-                    Effect::Persist(_) | Effect::Apply { .. } => {}
+                    Effect::Persist(_)
+                    | Effect::Apply { .. }
+                    | Effect::DropUnheld
+                    | Effect::DropLeftovers => {}
                 }
             }
             let finished = answer.is_ok();
@@ -380,7 +390,7 @@ impl Sim {
     }
 
     /// `KvStore::apply_unsynced`: visible now, durable at the next store sync.
-    fn kv_write_unsynced(&mut self, f: usize, key: &str, value: Option<String>) {
+    pub(super) fn kv_write_unsynced(&mut self, f: usize, key: &str, value: Option<String>) {
         let node = &mut self.followers[f];
         let before = node.kv.get(key).cloned();
         node.unsynced
@@ -460,6 +470,7 @@ impl Sim {
 
     pub(super) fn crash_follower(&mut self, f: usize) {
         self.stats.crashes += 1;
+        self.forget_catch_up(f);
         let node = &mut self.followers[f];
         node.core = None;
         node.checkpoint = None;
@@ -512,6 +523,8 @@ impl Sim {
                     } => {
                         core.finish(&txid, outcome, failed);
                     }
+                    Effect::DropUnheld => changes.retain(|key, _| core.keeps(key)),
+                    Effect::DropLeftovers => changes.retain(|key, _| core.retains(key)),
                     _ => {}
                 }
             }
@@ -533,6 +546,8 @@ impl Sim {
                 rewritten.push(key);
             }
         }
+        self.drop_unheld_at_start(f);
+        self.forget_catch_up(f);
         self.log(|| {
             format!(
                 "follower {f} restarts: {records} records replayed, {prepared} prepared, \
