@@ -139,18 +139,9 @@ fn walk(
         .keys()
         .map_err(|e| Status::internal(format!("listing the store failed: {e}")))?;
     let mut batch = Batch::default();
-    let mut locked = Vec::new();
-    for key in keys {
-        match copy_one(shared, to, epoch, &key)? {
-            Copy::Skip => {}
-            Copy::Locked => locked.push(key),
-            Copy::Send(entry) => {
-                if batch.push(entry) && out.blocking_send(Ok(batch.take())).is_err() {
-                    return Ok(());
-                }
-            }
-        }
-    }
+    let Some(mut locked) = pass(shared, to, epoch, keys, &mut batch, out)? else {
+        return Ok(());
+    };
     let started = Instant::now();
     while !locked.is_empty() {
         if started.elapsed() > LOCKED_WAIT {
@@ -160,24 +151,40 @@ fn walk(
             )));
         }
         std::thread::sleep(Duration::from_millis(5));
-        let mut still = Vec::new();
-        for key in locked {
-            match copy_one(shared, to, epoch, &key)? {
-                Copy::Skip => {}
-                Copy::Locked => still.push(key),
-                Copy::Send(entry) => {
-                    if batch.push(entry) && out.blocking_send(Ok(batch.take())).is_err() {
-                        return Ok(());
-                    }
-                }
-            }
-        }
+        let Some(still) = pass(shared, to, epoch, locked, &mut batch, out)? else {
+            return Ok(());
+        };
         locked = still;
     }
     if !batch.keys.is_empty() {
         let _ = out.blocking_send(Ok(batch.take()));
     }
     Ok(())
+}
+
+/// One pass over `keys`: sends what `to` gains into `batch` (sending full batches);
+/// returns the keys still locked, or `None` if the gainer went away.
+fn pass(
+    shared: &Shared,
+    to: &MemberId,
+    epoch: u64,
+    keys: Vec<String>,
+    batch: &mut Batch,
+    out: &mpsc::Sender<Result<rpc::CopyBatch, Status>>,
+) -> Result<Option<Vec<String>>, Status> {
+    let mut locked = Vec::new();
+    for key in keys {
+        match copy_one(shared, to, epoch, &key)? {
+            Copy::Skip => {}
+            Copy::Locked => locked.push(key),
+            Copy::Send(entry) => {
+                if batch.push(entry) && out.blocking_send(Ok(batch.take())).is_err() {
+                    return Ok(None);
+                }
+            }
+        }
+    }
+    Ok(Some(locked))
 }
 
 enum Copy {

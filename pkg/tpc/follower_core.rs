@@ -127,6 +127,8 @@ pub struct FollowerCore {
     cluster_id: Option<String>,
     /// This follower's member id, told to a leader in every fence report.
     member_id: Option<String>,
+    /// The same, as placement takes it (built once: the views ask per key).
+    me: Option<MemberId>,
     /// The newest view epoch a PREPARE has carried (DESIGN §7).
     view_epoch: u64,
     /// The newest view the leader handed this follower, and its placement.
@@ -177,6 +179,7 @@ impl FollowerCore {
 
     /// Sets the member id this follower reports (`crate::member`).
     pub fn set_member_id(&mut self, id: String) {
+        self.me = Some(MemberId(id.clone()));
         self.member_id = Some(id);
     }
 
@@ -388,8 +391,8 @@ impl FollowerCore {
 
     /// Whether this follower holds `key` in the view in force (every key without one).
     fn holds_now(&self, key: &str) -> bool {
-        match (&self.view, &self.member_id) {
-            (Some((_, placement)), Some(me)) => placement.holds(&MemberId(me.clone()), key),
+        match (&self.view, &self.me) {
+            (Some((_, placement)), Some(me)) => placement.holds(me, key),
             _ => true,
         }
     }
@@ -409,16 +412,15 @@ impl FollowerCore {
     /// decision's write to a key it keeps not is not applied: it was a replica when the
     /// transaction began, and has since stopped being one (DESIGN §8).
     pub fn keeps(&self, key: &str) -> bool {
-        let Some(me) = &self.member_id else {
+        let Some(me) = &self.me else {
             return true;
         };
-        let me = MemberId(me.clone());
         match (&self.view, &self.next) {
             (None, None) => true,
             (view, next) => [view, next]
                 .into_iter()
                 .flatten()
-                .any(|(_, placement)| placement.holds(&me, key)),
+                .any(|(_, placement)| placement.holds(me, key)),
         }
     }
 
@@ -431,11 +433,10 @@ impl FollowerCore {
     pub fn retains(&self, key: &str) -> bool {
         self.holds_now(key)
             || self.written.contains(key)
-                && self.next.as_ref().is_some_and(|(_, next)| {
-                    self.member_id
-                        .as_ref()
-                        .is_some_and(|me| next.holds(&MemberId(me.clone()), key))
-                })
+                && self
+                    .next
+                    .as_ref()
+                    .is_some_and(|(_, next)| self.me.as_ref().is_some_and(|me| next.holds(me, key)))
     }
 
     /// Whether this follower, as a member of the view in force, streams `key` to member
@@ -447,7 +448,7 @@ impl FollowerCore {
     /// force, and after this follower took the next view it prepares no more of them.
     pub fn copies_to(&self, to: &MemberId, epoch: u64, key: &str) -> Result<bool, String> {
         let (Some((_, now)), Some((next_view, next)), Some(me)) =
-            (&self.view, &self.next, &self.member_id)
+            (&self.view, &self.next, &self.me)
         else {
             return Err(format!(
                 "this follower holds no next view {epoch} yet (the leader hands it over the \
@@ -460,21 +461,20 @@ impl FollowerCore {
                 next_view.epoch
             ));
         }
-        let me = MemberId(me.clone());
-        if !now.members().contains(&me) {
+        if !now.members().contains(me) {
             return Err(format!(
                 "this follower ({me}) is not a member of the view in force, so it holds no \
                  keys to copy"
             ));
         }
         let gained = next.holds(to, key) && !now.holds(to, key);
-        Ok(gained && now.holds(&me, key))
+        Ok(gained && now.holds(me, key))
     }
 
     /// Whether this follower is a member of the view in force it holds.
     pub fn is_member_in_force(&self) -> bool {
-        match (&self.view, &self.member_id) {
-            (Some((_, placement)), Some(me)) => placement.members().contains(&MemberId(me.clone())),
+        match (&self.view, &self.me) {
+            (Some((_, placement)), Some(me)) => placement.members().contains(me),
             _ => false,
         }
     }
@@ -518,12 +518,11 @@ impl FollowerCore {
     /// copy, if any, is no replica's. A follower that holds no view (classic tooling
     /// drives it, or its leader has formed none yet) answers for every key.
     pub fn check_direct_read(&self, key: &str) -> Result<(), String> {
-        let (Some((view, placement)), Some(me)) = (&self.view, &self.member_id) else {
+        let (Some((view, placement)), Some(me)) = (&self.view, &self.me) else {
             return Ok(());
         };
-        let me = MemberId(me.clone());
         if let Some((next, next_placement)) = &self.next {
-            if placement.holds(&me, key) && !next_placement.holds(&me, key) {
+            if placement.holds(me, key) && !next_placement.holds(me, key) {
                 // Once the next view is in force the key's writes skip this follower,
                 // which may not hear of it at once: stop answering now (DESIGN §8).
                 return Err(format!(
@@ -534,7 +533,7 @@ impl FollowerCore {
                 ));
             }
         }
-        if placement.holds(&me, key) {
+        if placement.holds(me, key) {
             return Ok(());
         }
         Err(format!(
