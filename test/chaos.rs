@@ -1,33 +1,62 @@
 //! The chaos test: concurrent clients read, write and delete a small key space through
-//! the leader while a seeded nemesis kills -9 and restarts any node and the links between
+//! the leader while a seeded nemesis kills -9 and restarts any node, the links between
 //! the leader and its followers drop, duplicate, delay, replay and cut messages (through
-//! `tpc proxy`). Afterwards the network is healed and every node restarted, and:
+//! `tpc proxy`), and, when there are more followers than replicas per key, the members
+//! change (DESIGN §8): the nemesis removes a member with `tpc members remove`, later adds
+//! it back with `tpc members add` (the built binary, as an operator runs it), and often
+//! kills a node while the keys move: the follower that moves, another follower, or the
+//! leader, killed and restarted after a pause, or a follower restarted *empty* (journal
+//! and key-value directories deleted: a new member id, which replaces the member at its
+//! address and catches up: the follower that moves, one that stays a member, or one out
+//! of the members). A change the leader refuses (the follower has not answered
+//! since it restarted, another change is under way, the leader is down) is tried again
+//! until the leader accepts it or the run ends; a change whose answer was lost is known
+//! to have taken effect when the leader later says the follower already is (or is no
+//! longer) a member.
+//!
+//! Afterwards the network is healed, every node restarted, and the nemesis waits (at most
+//! [`SETTLE_TIMEOUT`]) until no change is under way (`moving_keys` 0) and every member
+//! of the view is the follower now at its address (a follower restarted empty has
+//! replaced its member). The placement is checked against that view; then every follower
+//! the view lacks is added back, and once that change is done too, the final checks run
+//! against the final view, which holds every follower:
 //!
 //! - the client history is linearizable (checked per key by `tpc::check`; writes whose
 //!   outcome a client could not learn may take effect or not; a transaction of several
-//!   keys is one write per key);
+//!   keys is one write per key; a write that fails with ABORTED, or UNAVAILABLE from the
+//!   leader's own refusal, for example across a change of the members, was not applied);
 //! - no read sees a transaction in part (DESIGN §6): the workload has transactions that
 //!   write one unique value to 2-4 keys, and read-only `Txn`s of several keys; in each
 //!   such read, a key holding a transaction's value at version V means every other key
 //!   of that transaction is at a version after V, or at V with the same value;
-//! - every acknowledged write is there (the final reads are part of the history);
-//! - every replica of a key holds the same value and version, and no other follower
-//!   holds the key (their key-value directories are compared after the nodes stop; with
-//!   every follower a replica of every key, all are identical).
+//! - every acknowledged write is there (the final reads, through the leader once the
+//!   members are settled, are part of the history);
+//! - replicas converge on the view in force (computed with `tpc::placement::View` from
+//!   the member ids the leader lists, each member mapped to its follower by the address
+//!   the leader dials it at, a proxy's): every replica of a key answers a direct read
+//!   of it with the same value and version, and every other follower answers
+//!   FAILED_PRECONDITION naming the view's epoch; after the final view, the nodes are
+//!   stopped and their key-value directories compared: the replicas of each key hold
+//!   the same value and version, and no other follower holds the key.
 //!
 //! Odd seeds run 3 followers that each hold every key; even seeds 4 followers with 3
 //! replicas per key (`--replication 3`, DESIGN §7), so a transaction's participants are
 //! some of the followers and a transaction of several keys spans followers none of which
-//! holds all its keys.
+//! holds all its keys; the nemesis changes the members in these runs only (its first
+//! fault is a removal, so even a short run has one), with at most `followers -
+//! replication + 1` members out at once (2 of 4: the other 2 then hold every key).
 //!
 //! The same seed gives the same nemesis schedule and the same client operations (their
-//! interleaving with real processes is up to the machine). A failure prints the seed and
-//! the offending key's history.
+//! interleaving with real processes is up to the machine, and so is how long a change
+//! takes to be accepted). A failure prints the seed, the offending key's history, what
+//! the nemesis did and when, and the nodes' logs.
 //!
 //! CI runs a bounded version. For a soak: `TPC_CHAOS_SEEDS=1,2,3,4 TPC_CHAOS_SECONDS=600
 //! cargo test --release --test chaos -- --nocapture` (also `TPC_CHAOS_CLIENTS`,
 //! `TPC_CHAOS_KEYS`, `TPC_CHAOS_FOLLOWERS` and `TPC_CHAOS_REPLICATION` for every seed,
-//! and `TPC_CHAOS_LINK_FAULTS=0` to kill nodes only).
+//! `TPC_CHAOS_LINK_FAULTS=0` to kill nodes only, `TPC_CHAOS_MEMBERS=0` to leave the
+//! members alone, and `TPC_CHAOS_VERBOSE=1` to print the nemesis's actions
+//! as they happen).
 
 #[path = "e2e_support/mod.rs"]
 mod support;
@@ -44,10 +73,10 @@ use tonic::Code;
 
 use support::{spawn, spawn_with_args, Node, NodeDirs, Role};
 use tpc::check::{self, OpKind, Operation};
-use tpc::client::{Client, Txn};
+use tpc::client::{members, Client, Txn};
 use tpc::kvstore::{KvStore, Versioned};
 use tpc::placement::{MemberId, View};
-use tpc::proto::api;
+use tpc::proto::{api, rpc};
 use tpc::txid::TxId;
 
 /// What one read-only transaction saw: each key, its value and version (`None`: absent).
@@ -76,6 +105,22 @@ struct Config {
     /// The leader's `--replication`.
     replication: usize,
     link_faults: bool,
+    /// Whether the nemesis may change the members (only with more followers than
+    /// replicas per key).
+    members: bool,
+}
+
+impl Config {
+    /// The nemesis changes the members: there are more followers than replicas per key.
+    fn changes_members(&self) -> bool {
+        self.members && self.followers > self.replication
+    }
+
+    /// How many followers may be out of the members at once: as many as leave every key
+    /// on at least `replication - 1` members, and one member at least.
+    fn most_out(&self) -> usize {
+        (self.followers - self.replication + 1).min(self.followers - 1)
+    }
 }
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -99,6 +144,7 @@ fn configs() -> Vec<Config> {
             followers: env_or("TPC_CHAOS_FOLLOWERS", 3 + (seed % 2 == 0) as usize),
             replication: env_or("TPC_CHAOS_REPLICATION", 3),
             link_faults: env_or("TPC_CHAOS_LINK_FAULTS", 1u8) != 0,
+            members: env_or("TPC_CHAOS_MEMBERS", 1u8) != 0,
         })
         .collect()
 }
@@ -112,26 +158,100 @@ enum Fault {
     KillLeader,
     /// Cut every stream of one link (restart its proxy), with new fault rates.
     CutLink(usize),
+    /// `tpc members remove` follower `follower` (`add: false`) or `tpc members add` it,
+    /// tried until the leader accepts it or the run ends; once accepted, after `after`,
+    /// `then` while its keys move, the pause being how long a killed node stays down.
+    Members {
+        follower: usize,
+        add: bool,
+        after: Duration,
+        then: Option<InMove>,
+    },
+}
+
+/// What the nemesis does to a node while a change of the members is under way.
+#[derive(Clone, Debug, PartialEq)]
+enum InMove {
+    /// kill -9 follower `i`, restart it after the pause.
+    KillFollower(usize),
+    /// kill -9 follower `i`, delete its journal and key-value directories, and restart
+    /// it after the pause: a new member id, which replaces its member and catches up.
+    EmptyFollower(usize),
+    /// kill -9 the leader, restart it after the pause.
+    KillLeader,
 }
 
 /// The nemesis schedule: (wait before, fault, pause before the restart).
+///
+/// With more followers than replicas per key, the first fault and about 3 in 10 of the
+/// others change the members ([`members_fault`]), some right after the fault before.
 fn schedule(config: &Config) -> Vec<(Duration, Fault, Duration)> {
     let mut rng = StdRng::seed_from_u64(config.seed ^ 0x6e656d65);
     let mut plan = Vec::new();
     let mut at = Duration::ZERO;
+    // The followers out of the members, as planned.
+    let mut out = Vec::new();
     while at < config.duration {
-        let wait = Duration::from_millis(rng.random_range(400..1600));
-        let fault = match rng.random_range(0..10) {
-            0..=4 => Fault::KillFollower(rng.random_range(0..config.followers)),
-            5..=7 => Fault::KillLeader,
-            _ if config.link_faults => Fault::CutLink(rng.random_range(0..config.followers)),
-            _ => Fault::KillFollower(rng.random_range(0..config.followers)),
+        let change = config.changes_members() && (plan.is_empty() || rng.random_range(0..10) < 3);
+        // A change may come right after the fault before it: the leader may refuse it
+        // (the change before still under way, the follower not answered since it
+        // restarted), and it is tried again.
+        let wait = Duration::from_millis(match change {
+            true => rng.random_range(50..1600),
+            false => rng.random_range(400..1600),
+        });
+        let fault = if change {
+            members_fault(config, &mut rng, &mut out)
+        } else {
+            match rng.random_range(0..10) {
+                0..=4 => Fault::KillFollower(rng.random_range(0..config.followers)),
+                5..=7 => Fault::KillLeader,
+                _ if config.link_faults => Fault::CutLink(rng.random_range(0..config.followers)),
+                _ => Fault::KillFollower(rng.random_range(0..config.followers)),
+            }
         };
         let pause = Duration::from_millis(rng.random_range(20..400));
         at += wait + pause;
         plan.push((wait, fault, pause));
     }
     plan
+}
+
+/// A change of the members: adds back a follower of `out` (the followers out of the
+/// members), or removes a member (the first time, or when none is out, or sometimes
+/// when fewer than [`Config::most_out`] are out), then maybe hits a node while the
+/// keys move.
+fn members_fault(config: &Config, rng: &mut StdRng, out: &mut Vec<usize>) -> Fault {
+    let add = !out.is_empty() && (out.len() >= config.most_out() || rng.random_bool(0.6));
+    let follower = if add {
+        out.swap_remove(rng.random_range(0..out.len()))
+    } else {
+        let members: Vec<usize> = (0..config.followers).filter(|f| !out.contains(f)).collect();
+        let f = members[rng.random_range(0..members.len())];
+        out.push(f);
+        f
+    };
+    let other = (follower + rng.random_range(1..config.followers)) % config.followers;
+    // Another follower to restart empty: any other (a member that stays, or one out of
+    // the members), or one in neither view.
+    let others_out: Vec<usize> = out.iter().copied().filter(|&f| f != follower).collect();
+    let then = match rng.random_range(0..10) {
+        0..=1 => None,
+        2..=3 => Some(InMove::KillFollower(follower)),
+        4..=5 => Some(InMove::EmptyFollower(follower)),
+        6 => Some(InMove::KillFollower(other)),
+        7 => Some(InMove::EmptyFollower(other)),
+        8 if !others_out.is_empty() => Some(InMove::EmptyFollower(
+            others_out[rng.random_range(0..others_out.len())],
+        )),
+        _ => Some(InMove::KillLeader),
+    };
+    Fault::Members {
+        follower,
+        add,
+        after: Duration::from_millis(rng.random_range(0..250)),
+        then,
+    }
 }
 
 /// The link fault rates of a proxy, by flag.
@@ -294,6 +414,26 @@ impl Nodes {
         self.followers[i].kill();
         let d = &self.follower_dirs[i];
         self.followers[i] = spawn(d, Role::Follower, &d.addr(), &[]);
+    }
+
+    /// Kills follower `i` and deletes its journal and key-value directories (a new
+    /// disk): restarted, it has a new member id.
+    fn empty_follower(&mut self, i: usize) {
+        self.followers[i].kill();
+        let d = &self.follower_dirs[i];
+        for dir in [d.journal_dir(), d.kv_dir()] {
+            match std::fs::remove_dir_all(&dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    panic!("remove {}: {e}", dir.display())
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The addresses the leader dials its followers at, in follower order.
+    fn targets(&self) -> Vec<String> {
+        follower_targets(&self.follower_dirs, &self.proxies)
     }
 
     /// Restarts every proxy without faults.
@@ -567,20 +707,308 @@ async fn final_snapshot(leader: &str, keys: usize, seed: u64) -> Snapshot {
     }
 }
 
+/// How long the members may take to settle once every node is healed and running: a
+/// change under way waits for its new replicas to catch up (and for a leaving member that
+/// does not answer to be given up on), a follower restarted empty then replaces its
+/// member and catches up, and each follower the final view lacks is added back.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// How long a direct read of a follower may take to give the answer the placement
+/// calls for (the follower may not have taken the newest view yet).
+const PLACED_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What the nemesis did, and when: printed if the run fails (and as it goes with
+/// `TPC_CHAOS_VERBOSE=1`).
+struct Events {
+    seed: u64,
+    start: Instant,
+    verbose: bool,
+    lines: Vec<String>,
+}
+
+impl Events {
+    fn new(seed: u64, start: Instant) -> Events {
+        Events {
+            seed,
+            start,
+            verbose: env_or("TPC_CHAOS_VERBOSE", 0u8) != 0,
+            lines: Vec::new(),
+        }
+    }
+
+    fn note(&mut self, what: impl Into<String>) {
+        let line = format!(
+            "chaos seed {} +{:.3}s: {}",
+            self.seed,
+            self.start.elapsed().as_secs_f64(),
+            what.into()
+        );
+        if self.verbose {
+            eprintln!("{line}");
+        }
+        self.lines.push(line);
+    }
+}
+
+impl Drop for Events {
+    fn drop(&mut self) {
+        if std::thread::panicking() && !self.verbose {
+            eprintln!("---------- what the nemesis did ----------");
+            for line in &self.lines {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
+
+/// How many faults of each kind a run had.
+#[derive(Default)]
+struct Counts {
+    kills: usize,
+    cuts: usize,
+    /// Changes of the members the leader accepted.
+    changes: usize,
+    /// Refusals of a change (tried again).
+    refusals: usize,
+    /// Nodes killed (or emptied) after a change was accepted...
+    hits: usize,
+    /// ...of which with the change seen still under way just before.
+    hits_in_move: usize,
+    /// Followers restarted with empty directories.
+    emptied: usize,
+}
+
+/// `tpc members add|remove FOLLOWER --leader LEADER`, through the built binary as an
+/// operator runs it: its standard output, or its standard error if it failed.
+async fn members_command(leader: &str, verb: &str, follower: &str) -> Result<String, String> {
+    let mut command = Command::new(support::tpc_binary());
+    command
+        .args(["members", verb, follower, "--leader", leader])
+        .args(["--timeout", "5s"])
+        .stdin(Stdio::null());
+    let out = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .expect("the tpc members task")
+        .expect("run tpc members");
+    let text = |b: &[u8]| String::from_utf8_lossy(b).trim().to_string();
+    match out.status.success() {
+        true => Ok(text(&out.stdout)),
+        false => Err(text(&out.stderr)),
+    }
+}
+
+/// Asks the leader that `follower` (as the leader dials it) join the members (`add`)
+/// or leave them, until it accepts or `until`; `None` if it had not by then. A refusal
+/// saying it already is (or no longer is) a member means an earlier try whose answer
+/// was lost (the leader was killed, or answered late) took effect: done too.
+async fn change_members(
+    leader: &str,
+    follower: &str,
+    add: bool,
+    until: Instant,
+    refusals: &mut usize,
+) -> Option<String> {
+    let verb = if add { "add" } else { "remove" };
+    let done = if add {
+        "already a member"
+    } else {
+        "is not a member"
+    };
+    loop {
+        match members_command(leader, verb, follower).await {
+            Ok(said) => return Some(said),
+            Err(why) if why.contains(done) => return Some(format!("done before: {why}")),
+            Err(_) => *refusals += 1,
+        }
+        if Instant::now() >= until {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A follower's member id, from its journal directory (`None`: it has none yet).
+fn member_id(dirs: &NodeDirs) -> Option<MemberId> {
+    std::fs::read_to_string(dirs.journal_dir().join(tpc::member::FILE))
+        .ok()
+        .map(|id| MemberId(id.trim().to_string()))
+        .filter(|id| !id.0.is_empty())
+}
+
+/// Why the view `view` is not settled, if it is not: no view yet, a change under way,
+/// or a member the follower at its address no longer is (restarted empty, it has a
+/// new id, and replaces the member once the leader hears it).
+fn unsettled(view: &rpc::MembersReply, nodes: &Nodes) -> Option<String> {
+    if view.epoch == 0 {
+        return Some("no view yet".into());
+    }
+    if view.moving_keys > 0 {
+        return Some(format!("the change to view {} is under way", view.epoch));
+    }
+    let targets = nodes.targets();
+    for m in &view.members {
+        let f = targets.iter().position(|t| *t == m.address)?;
+        let on_disk = member_id(&nodes.follower_dirs[f]);
+        if on_disk.as_ref().map(|id| id.0.as_str()) != Some(m.id.as_str()) {
+            return Some(format!(
+                "view {} names member {} at follower {} ({}), which is {on_disk:?} now",
+                view.epoch,
+                m.id,
+                f + 1,
+                m.address
+            ));
+        }
+    }
+    None
+}
+
+/// Waits, at most [`SETTLE_TIMEOUT`], until the leader's view is settled (see
+/// [`unsettled`]), and returns it.
+async fn settle(nodes: &Nodes, seed: u64) -> rpc::MembersReply {
+    let leader = nodes.leader_addr();
+    let deadline = Instant::now() + SETTLE_TIMEOUT;
+    loop {
+        let why = match members::fetch(&leader, Duration::from_secs(3)).await {
+            Ok(view) => match unsettled(&view, nodes) {
+                None => return view,
+                Some(why) => format!("{why}: {view:?}"),
+            },
+            Err(e) => format!("the leader does not list its members: {e}"),
+        };
+        assert!(
+            Instant::now() < deadline,
+            "chaos seed {seed}: the members did not settle within {SETTLE_TIMEOUT:?} after \
+             every node was healed and restarted; last: {why}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Where the keys live in a view the leader listed: each follower's member id in it,
+/// by the address the leader dials it at.
+struct Placement {
+    epoch: u64,
+    view: View,
+    /// Per follower, its member id in the view (`None`: not a member).
+    member_of: Vec<Option<MemberId>>,
+}
+
+impl Placement {
+    fn of(listed: &rpc::MembersReply, targets: &[String], seed: u64) -> Placement {
+        let ids: Vec<MemberId> = listed
+            .members
+            .iter()
+            .map(|m| MemberId(m.id.clone()))
+            .collect();
+        let mut member_of = vec![None; targets.len()];
+        for m in &listed.members {
+            let f = targets
+                .iter()
+                .position(|t| *t == m.address)
+                .unwrap_or_else(|| panic!("chaos seed {seed}: a member at no follower: {m:?}"));
+            assert!(
+                member_of[f].is_none(),
+                "chaos seed {seed}: two members at {}: {listed:?}",
+                m.address
+            );
+            member_of[f] = Some(MemberId(m.id.clone()));
+        }
+        Placement {
+            epoch: listed.epoch,
+            view: View::new(listed.epoch, listed.replication as usize, &ids),
+            member_of,
+        }
+    }
+
+    /// Whether follower `f` is one of `key`'s replicas.
+    fn holds(&self, f: usize, key: &str) -> bool {
+        self.member_of[f]
+            .as_ref()
+            .is_some_and(|id| self.view.holds(id, key))
+    }
+
+    fn members(&self) -> usize {
+        self.member_of.iter().flatten().count()
+    }
+}
+
+/// A key's value and version, as a follower holds it (`None`: absent).
+type Held = Option<(String, String)>;
+
+/// A direct read of `key` on a replica, once the replica answers it (its lock released,
+/// the view taken).
+async fn replica_read(addr: &str, key: &str) -> Held {
+    support::poll(
+        &format!("{addr}, a replica, to answer a direct Get({key:?})"),
+        PLACED_TIMEOUT,
+        || async {
+            let mut client = Client::new(addr, Duration::from_secs(3)).expect("client");
+            match client.get_versioned(key).await {
+                Ok(held) => Ok(Some(held)),
+                Err(s) if s.code() == Code::NotFound => Ok(None),
+                Err(s) => Err(format!("{:?}: {}", s.code(), s.message())),
+            }
+        },
+    )
+    .await
+}
+
+/// Polls a direct read of `key` on a follower that is no replica of it in the view of
+/// `epoch` until it answers FAILED_PRECONDITION naming that view.
+async fn refused_read(addr: &str, key: &str, epoch: u64) {
+    let names_view = format!("in view {epoch} (");
+    support::poll(
+        &format!("{addr}, no replica, to refuse a direct Get({key:?}) in view {epoch}"),
+        PLACED_TIMEOUT,
+        || async {
+            let mut client = Client::new(addr, Duration::from_secs(3)).expect("client");
+            match client.get_versioned(key).await {
+                Err(s)
+                    if s.code() == Code::FailedPrecondition
+                        && s.message().contains(&names_view) =>
+                {
+                    Ok(())
+                }
+                Ok(held) => Err(format!("it answered {held:?}")),
+                Err(s) => Err(format!("{:?}: {}", s.code(), s.message())),
+            }
+        },
+    )
+    .await
+}
+
+/// Checks the running followers against `placement`: every replica of every key answers
+/// a direct read of it with the same value and version, and every other follower
+/// refuses it (FAILED_PRECONDITION naming the view).
+async fn check_placement_live(nodes: &Nodes, placement: &Placement, config: &Config) {
+    for k in 0..config.keys {
+        let key = format!("key{k}");
+        let mut copies = Vec::new();
+        for (f, dirs) in nodes.follower_dirs.iter().enumerate() {
+            if placement.holds(f, &key) {
+                copies.push((f + 1, replica_read(&dirs.addr(), &key).await));
+            } else {
+                refused_read(&dirs.addr(), &key, placement.epoch).await;
+            }
+        }
+        assert_eq!(
+            copies.len(),
+            config.replication.min(placement.members()),
+            "chaos seed {}: {key}'s replicas in view {}",
+            config.seed,
+            placement.epoch
+        );
+        assert!(
+            copies.iter().all(|(_, copy)| *copy == copies[0].1),
+            "chaos seed {}: the replicas of {key} in view {} answer differently (follower, \
+             value and version): {copies:?}",
+            config.seed,
+            placement.epoch
+        );
+    }
+}
+
 /// One chaos run; returns the number of operations in its history.
-/// A follower's member id, from its journal directory.
-fn member_id(dirs: &NodeDirs) -> MemberId {
-    let id = std::fs::read_to_string(dirs.journal_dir().join(tpc::member::FILE))
-        .expect("a started follower has a member id");
-    MemberId(id.trim().to_string())
-}
-
-/// Where the cluster's keys live: its first (and only) view.
-fn placement_of(follower_dirs: &[NodeDirs], replication: usize) -> View {
-    let ids: Vec<MemberId> = follower_dirs.iter().map(member_id).collect();
-    View::new(1, replication, &ids)
-}
-
 async fn run(config: Config) -> usize {
     let plan = schedule(&config);
     let mut nodes = Nodes::start(&config);
@@ -603,8 +1031,8 @@ async fn run(config: Config) -> usize {
 
     // The nemesis, on this task.
     let mut rng = StdRng::seed_from_u64(config.seed ^ 0x6c696e6b);
-    let mut kills = 0;
-    let mut cuts = 0;
+    let mut events = Events::new(config.seed, start);
+    let mut counts = Counts::default();
     for (wait, fault, pause) in &plan {
         if start.elapsed() + *wait >= config.duration {
             break;
@@ -612,22 +1040,91 @@ async fn run(config: Config) -> usize {
         tokio::time::sleep(*wait).await;
         match fault {
             Fault::KillFollower(i) => {
+                events.note(format!("kill follower {}", i + 1));
                 nodes.followers[*i].kill();
                 tokio::time::sleep(*pause).await;
                 nodes.restart_follower(*i);
-                kills += 1;
+                counts.kills += 1;
             }
             Fault::KillLeader => {
+                events.note("kill the leader");
                 nodes.leader.kill();
                 tokio::time::sleep(*pause).await;
                 nodes.restart_leader();
-                kills += 1;
+                counts.kills += 1;
             }
             Fault::CutLink(i) => {
+                events.note(format!("cut the link to follower {}", i + 1));
                 let flags = link_fault_flags(&mut rng);
                 let seed = rng.random();
                 nodes.proxies[*i].restart(&nodes.follower_dirs[*i], &flags, seed);
-                cuts += 1;
+                counts.cuts += 1;
+            }
+            Fault::Members {
+                follower,
+                add,
+                after,
+                then,
+            } => {
+                let verb = if *add { "add" } else { "remove" };
+                let target = nodes.targets()[*follower].clone();
+                let until = start + config.duration;
+                let tried = counts.refusals;
+                let accepted =
+                    change_members(&leader, &target, *add, until, &mut counts.refusals).await;
+                let refused = counts.refusals - tried;
+                let Some(said) = accepted else {
+                    events.note(format!(
+                        "members {verb} follower {}: refused {refused} times, the run ended",
+                        follower + 1
+                    ));
+                    break;
+                };
+                events.note(format!(
+                    "members {verb} follower {} (refused {refused} times first): {said}",
+                    follower + 1
+                ));
+                counts.changes += 1;
+                let Some(then) = then else {
+                    continue;
+                };
+                tokio::time::sleep(*after).await;
+                let moving = members::fetch(&leader, Duration::from_secs(1))
+                    .await
+                    .is_ok_and(|view| view.moving_keys > 0);
+                let hit = match then {
+                    InMove::KillFollower(i) => format!("kill follower {}", i + 1),
+                    InMove::EmptyFollower(i) => format!("empty follower {}", i + 1),
+                    InMove::KillLeader => "kill the leader".to_string(),
+                };
+                events.note(format!(
+                    "{hit}, down {pause:?} ({})",
+                    match moving {
+                        true => "the change under way",
+                        false => "the change not seen under way",
+                    }
+                ));
+                counts.hits += 1;
+                counts.hits_in_move += moving as usize;
+                counts.kills += 1;
+                match then {
+                    InMove::KillFollower(i) => {
+                        nodes.followers[*i].kill();
+                        tokio::time::sleep(*pause).await;
+                        nodes.restart_follower(*i);
+                    }
+                    InMove::EmptyFollower(i) => {
+                        nodes.empty_follower(*i);
+                        tokio::time::sleep(*pause).await;
+                        nodes.restart_follower(*i);
+                        counts.emptied += 1;
+                    }
+                    InMove::KillLeader => {
+                        nodes.leader.kill();
+                        tokio::time::sleep(*pause).await;
+                        nodes.restart_leader();
+                    }
+                }
             }
         }
     }
@@ -647,16 +1144,59 @@ async fn run(config: Config) -> usize {
         attempts += tried;
     }
 
-    // Heal: every node up, links without faults; then read every key.
+    // Heal: every node up, links without faults; wait until the members settle, and
+    // check where the keys are in that view.
+    events.note("heal: links without faults, every node restarted");
     nodes.heal_links(config.seed);
     for i in 0..config.followers {
         nodes.restart_follower(i);
     }
     nodes.restart_leader();
+    let targets = nodes.targets();
+    let mut view = settle(&nodes, config.seed).await;
+    events.note(format!("settled on view {}", view.epoch));
+    let mut placement = Placement::of(&view, &targets, config.seed);
+    assert_eq!(view.replication as usize, config.replication);
+    check_placement_live(&nodes, &placement, &config).await;
+    // Then add back every follower the view lacks, so that the final checks see every
+    // follower a member.
+    let mut settled_views = vec![view.epoch];
+    let missing: Vec<usize> = (0..config.followers)
+        .filter(|&f| placement.member_of[f].is_none())
+        .collect();
+    for &f in &missing {
+        let until = Instant::now() + SETTLE_TIMEOUT;
+        let said = change_members(&leader, &targets[f], true, until, &mut counts.refusals)
+            .await
+            .unwrap_or_else(|| {
+                panic!(
+                    "chaos seed {}: the leader did not add follower {} back within \
+                     {SETTLE_TIMEOUT:?}",
+                    config.seed,
+                    f + 1
+                )
+            });
+        events.note(format!("members add follower {}: {said}", f + 1));
+        counts.changes += 1;
+    }
+    if !missing.is_empty() {
+        view = settle(&nodes, config.seed).await;
+        events.note(format!("settled on view {}", view.epoch));
+        placement = Placement::of(&view, &targets, config.seed);
+        settled_views.push(view.epoch);
+    }
+    assert_eq!(
+        placement.members(),
+        config.followers,
+        "chaos seed {}: every follower is a member of the final view: {view:?}",
+        config.seed
+    );
+
+    // Read every key through the leader, one by one and all at once: what the nodes
+    // hold is all-or-nothing for every transaction.
     for k in 0..config.keys {
         history.push(final_read(&leader, &format!("key{k}"), config.clients, start).await);
     }
-    // And every key at once: what the nodes hold is all-or-nothing for every transaction.
     snapshots.push(final_snapshot(&leader, config.keys, config.seed).await);
 
     let acked = history
@@ -665,12 +1205,19 @@ async fn run(config: Config) -> usize {
         .count();
     let unknown = history.iter().filter(|op| op.ret.is_none()).count();
     eprintln!(
-        "chaos seed {}: {} operations attempted, {} in the history ({acked} acknowledged writes, {unknown} unknown), {} transactions of several keys, {} snapshot reads, {kills} kills, {cuts} link cuts, {:.1} s",
+        "chaos seed {}: {} operations attempted, {} in the history ({acked} acknowledged writes, {unknown} unknown), {} transactions of several keys, {} snapshot reads, {} kills, {} link cuts, {} member changes ({} refusals retried; {} nodes hit after a change, {} with it seen under way, {} restarted empty), views settled {settled_views:?}, {:.1} s",
         config.seed,
         attempts,
         history.len(),
         written.len(),
         snapshots.len(),
+        counts.kills,
+        counts.cuts,
+        counts.changes,
+        counts.refusals,
+        counts.hits,
+        counts.hits_in_move,
+        counts.emptied,
         start.elapsed().as_secs_f64()
     );
     if let Err(violation) = check::check(&history) {
@@ -685,19 +1232,13 @@ async fn run(config: Config) -> usize {
         panic!("chaos seed {}: {torn}", config.seed);
     }
 
-    // Every replica answers every key it holds (no lock left), then the replicas of each
-    // key hold the same value and version (DESIGN §1.8), and no other follower holds it.
-    let placement = placement_of(&nodes.follower_dirs, config.replication);
-    let ids: Vec<MemberId> = nodes.follower_dirs.iter().map(member_id).collect();
-    let holds = |f: usize, key: &str| placement.holds(&ids[f], key);
-    for (f, dirs) in nodes.follower_dirs.iter().enumerate() {
-        for k in 0..config.keys {
-            let key = format!("key{k}");
-            if holds(f, &key) {
-                support::settled_get(&dirs.addr(), &key).await;
-            }
-        }
-    }
+    // The replicas of each key in the final view hold the same value and version (DESIGN
+    // §1.8), and every other follower refuses it; then, in their key-value directories,
+    // no other follower holds it. A follower deletes the keys it no longer holds right
+    // after it journals the view that says so, which may come just after it answers by
+    // that view: give it a moment.
+    check_placement_live(&nodes, &placement, &config).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     nodes.stop_all();
     let dumps: Vec<BTreeMap<String, Versioned>> = nodes
         .follower_dirs
@@ -711,7 +1252,7 @@ async fn run(config: Config) -> usize {
     for k in 0..config.keys {
         let key = format!("key{k}");
         let copies: Vec<(usize, Option<&Versioned>)> = (0..dumps.len())
-            .filter(|&f| holds(f, &key))
+            .filter(|&f| placement.holds(f, &key))
             .map(|f| (f + 1, dumps[f].get(&key)))
             .collect();
         assert!(
@@ -721,10 +1262,11 @@ async fn run(config: Config) -> usize {
         );
         for (f, dump) in dumps.iter().enumerate() {
             assert!(
-                holds(f, &key) || !dump.contains_key(&key),
-                "chaos seed {}: follower {} holds {key}, which it is no replica of",
+                placement.holds(f, &key) || !dump.contains_key(&key),
+                "chaos seed {}: follower {} holds {key}, which it is no replica of in view {}",
                 config.seed,
-                f + 1
+                f + 1,
+                placement.epoch
             );
         }
     }
@@ -754,6 +1296,74 @@ fn the_same_seed_gives_the_same_schedule() {
         ..config.clone()
     };
     assert_ne!(describe(&config), describe(&other));
+}
+
+#[test]
+fn the_schedule_changes_the_members_only_with_more_followers_than_replicas() {
+    let config = |seed, followers| Config {
+        seed,
+        duration: Duration::from_secs(300),
+        clients: 1,
+        keys: 4,
+        followers,
+        replication: 3,
+        link_faults: true,
+        members: true,
+    };
+    let changes = |c: &Config| -> Vec<(usize, bool, Option<InMove>)> {
+        schedule(c)
+            .into_iter()
+            .filter_map(|(_, fault, _)| match fault {
+                Fault::Members {
+                    follower,
+                    add,
+                    then,
+                    ..
+                } => Some((follower, add, then)),
+                _ => None,
+            })
+            .collect()
+    };
+    assert!(
+        changes(&config(1, 3)).is_empty(),
+        "every follower holds every key"
+    );
+    let mut staying_emptied = 0;
+    for seed in [2, 4, 6, 8] {
+        let c = config(seed, 4);
+        let plan = schedule(&c);
+        assert!(
+            matches!(plan[0].1, Fault::Members { add: false, .. }),
+            "seed {seed}: a removal first: {:?}",
+            plan[0]
+        );
+        // Each removal names a member, each addition a follower out; never more than
+        // `most_out` out at once.
+        let mut out = Vec::new();
+        for (follower, add, then) in changes(&c) {
+            match add {
+                true => assert!(out.contains(&follower), "seed {seed}: add {follower}"),
+                false => assert!(!out.contains(&follower), "seed {seed}: remove {follower}"),
+            }
+            match add {
+                true => out.retain(|&f| f != follower),
+                false => out.push(follower),
+            }
+            assert!(out.len() <= c.most_out(), "seed {seed}: {out:?} out");
+            if let Some(InMove::EmptyFollower(f)) = then {
+                staying_emptied += usize::from(f != follower && !out.contains(&f));
+            }
+        }
+        let hits = plan
+            .iter()
+            .filter(|(_, f, _)| matches!(f, Fault::Members { then: Some(_), .. }))
+            .count();
+        assert!(hits > 0, "seed {seed}: some node is hit while keys move");
+    }
+    assert!(
+        staying_emptied > 0,
+        "some member that stays is restarted empty while keys move"
+    );
 }
 
 #[test]

@@ -13,6 +13,8 @@
 //!   answer: its keys may have no other live copy; one that is leaving is given up after
 //!   [`LEAVING_ATTEMPTS`] failed tries (it may be the dead member being removed; every
 //!   key it held has other replicas that stay, unless R members were removed at once).
+//!   A member replaced by a new process at its address while the change is under way
+//!   becomes a leaving one: the leader revises the change (`Membership::replacements`).
 //!   A crash starts the catch-up over.
 //! - **The source** ([`copy_stream`]) walks its store and streams the keys
 //!   [`FollowerCore::copies_to`] names, in batches, through a bounded channel: the copy
@@ -276,17 +278,22 @@ async fn catch_up_on(
     let (me, sources) = {
         let core = shared.core();
         let me = core.member_id().map(str::to_string).unwrap_or_default();
-        let next: Vec<MemberId> = core
+        let next: Vec<(MemberId, String)> = core
             .next_view()
-            .map(|v| v.members.iter().map(|(id, _)| id.clone()).collect())
+            .map(|v| v.members.clone())
             .unwrap_or_default();
+        // A member this follower replaced (it restarted empty) was at its own address.
+        let my_address = next.iter().find(|(id, _)| id.0 == me).map(|(_, a)| a);
         let sources: Vec<(String, bool)> = core
             .view()
             .map(|v| {
                 v.members
                     .iter()
-                    .filter(|(id, _)| id.0 != me)
-                    .map(|(id, address)| (address.clone(), !next.contains(id)))
+                    .filter(|(id, address)| id.0 != me && Some(address) != my_address)
+                    .map(|(id, address)| {
+                        let leaving = !next.iter().any(|(next_id, _)| next_id == id);
+                        (address.clone(), leaving)
+                    })
                     .collect()
             })
             .unwrap_or_default();

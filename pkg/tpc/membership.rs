@@ -194,9 +194,9 @@ impl Membership {
     }
 
     /// Views to journal, if a change is now due (see [`Membership::told`]); none while
-    /// views are being journaled or the members change.
+    /// views are being journaled.
     pub fn revisit(&mut self) -> Option<Views> {
-        if self.pending.is_some() || self.next.is_some() {
+        if self.pending.is_some() {
             return None;
         }
         match &self.current {
@@ -227,9 +227,16 @@ impl Membership {
     }
 
     /// A change replacing every member whose address told another id, if any did.
+    ///
+    /// While a change is under way, it is the change's target that is revised: the
+    /// next view is replaced by one a newer epoch with the new process in the member's
+    /// place. The gone process cannot serve its copies nor catch up, so the change as
+    /// it stood would never end; in the revised one it is a leaving member of the view
+    /// in force, whose keys come from their other replicas. Every write of the view in
+    /// force still reaches its members, so the copies from them stay complete.
     fn replacements(&mut self) -> Option<Views> {
-        let current = &self.current.as_ref()?.record;
-        let members: Vec<(MemberId, String)> = current
+        let target = &self.next.as_ref().or(self.current.as_ref())?.record;
+        let members: Vec<(MemberId, String)> = target
             .members
             .iter()
             .map(|(id, address)| {
@@ -241,18 +248,20 @@ impl Membership {
                 (told.unwrap_or_else(|| id.clone()), address.clone())
             })
             .collect();
-        if members == current.members || !distinct(&members) {
+        if members == target.members || !distinct(&members) {
             return None;
         }
         tracing::warn!(?members, "a follower at a member's address told another id (replaced, or restarted empty): it replaces that member and catches up");
         self.begin(members)
     }
 
-    /// Starts a change to the members `members`: the next view, to journal.
+    /// Starts a change to the members `members` (or revises the one under way): the
+    /// next view, to journal.
     fn begin(&mut self, members: Vec<(MemberId, String)>) -> Option<Views> {
         let current = self.current.as_ref()?.record.clone();
+        let newest = self.next.as_ref().map_or(current.epoch, |n| n.record.epoch);
         let next = ViewRecord {
-            epoch: current.epoch + 1,
+            epoch: newest + 1,
             replication: self.replication,
             members,
         };

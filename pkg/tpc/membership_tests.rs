@@ -188,6 +188,40 @@ fn a_follower_answering_with_another_id_starts_a_change_that_replaces_its_member
     assert_eq!(m.catching_up(), vec![0, 1, 2, 3]);
 }
 
+#[test]
+fn a_member_replaced_while_a_change_is_under_way_revises_the_change() {
+    let mut m = formed(4, 3);
+    let view = m.current().unwrap().clone();
+    m.change("f3:1", false).unwrap();
+    make_durable(&mut m);
+    assert_eq!(m.next().unwrap().epoch, 2);
+    assert_eq!(
+        m.told(0, Some("m0")),
+        None,
+        "the same member: nothing to do"
+    );
+    let views = m.told(1, Some("fresh")).expect("m1 replaced in the change");
+    assert_eq!(views.current, view, "the view in force stays");
+    let next = views.next.clone().unwrap();
+    assert_eq!(next.epoch, 3, "newer than the next view it revises");
+    assert_eq!(
+        next.members,
+        vec![
+            (MemberId("m0".into()), "f0:1".to_string()),
+            (MemberId("fresh".into()), "f1:1".to_string()),
+            (MemberId("m2".into()), "f2:1".to_string()),
+        ],
+        "the change's target, with the new process in the member's place"
+    );
+    make_durable(&mut m);
+    assert_eq!(m.next(), Some(&next));
+    assert_eq!(m.catching_up(), vec![0, 1, 2]);
+    assert_eq!(m.caught_up(2), None, "the revised change's epoch only");
+    assert!(m.caught_up(3).is_some());
+    make_durable(&mut m);
+    assert_eq!((m.current(), m.next()), (Some(&next), None));
+}
+
 fn next_holds(m: &Membership, f: usize, key: &str) -> bool {
     let next = m.next().unwrap();
     let placement = View::new(
