@@ -18,8 +18,10 @@
 //!   COMMIT vote decides COMMIT.
 //! - **Commit at the last vote.** A COMMIT every participant voted for with protocol 2
 //!   is answered at once and journaled nowhere: the votes are its durable record (DESIGN
-//!   §1.4). Every other decision, an ABORT or the decision of a transaction with a
-//!   classic voter, is journaled first and sent and answered only once durable; a
+//!   §1.4). Every other decision, an ABORT, the decision of a transaction with a
+//!   classic voter, or a COMMIT of the failure branch of a transaction split in parts
+//!   (a part that did not evaluate the compares that failed cannot tell its branch at
+//!   recovery), is journaled first and sent and answered only once durable; a
 //!   journal write that fails cleanly is retried, and one that breaks stops the leader.
 //! - **Delivery.** A decision goes to every participant that may have got the PREPARE
 //!   and is pending on its link until that follower ACKs it (once durable there); when
@@ -400,7 +402,7 @@ impl LeaderCore {
         let mut epoch = 0;
         let mut has_data = false;
         let mut views = None;
-        let mut decided: BTreeMap<TxId, (Outcome, Vec<String>)> = BTreeMap::new();
+        let mut decided: BTreeMap<TxId, (Outcome, bool, Vec<String>)> = BTreeMap::new();
         let restarted = !records.is_empty();
         let count = records.len() as u64;
         for record in records {
@@ -419,9 +421,10 @@ impl LeaderCore {
                 LeaderRecord::Decide {
                     txid,
                     outcome,
+                    failed,
                     followers,
                 } => {
-                    decided.insert(txid, (outcome, followers));
+                    decided.insert(txid, (outcome, failed, followers));
                 }
                 LeaderRecord::Done { txid } => {
                     decided.remove(&txid);
@@ -468,7 +471,7 @@ impl LeaderCore {
             bugs: Bugs::default(),
         };
         let mut persist = vec![core.meta_record()];
-        for (txid, (outcome, names)) in decided {
+        for (txid, (outcome, failed, names)) in decided {
             let mut owed = BTreeSet::new();
             let mut strangers = Vec::new();
             for name in names {
@@ -495,7 +498,7 @@ impl LeaderCore {
                     txn: None,
                     evaluation: None,
                     parts: None,
-                    failed: false,
+                    failed,
                     problem: None,
                     participants: owed.iter().copied().collect(),
                     votes: vec![None; owed.len()],
@@ -769,6 +772,7 @@ impl LeaderCore {
             records.push(LeaderRecord::Decide {
                 txid: *txid,
                 outcome,
+                failed: txn.failed,
                 followers: self.owed_names(txn, followers),
             });
         }
@@ -1065,8 +1069,15 @@ impl LeaderCore {
         txn.failed =
             outcome == Outcome::Commit && txn.evaluation.as_ref().is_some_and(|e| !e.succeeded);
         txn.phase = Phase::Journaling { outcome };
+        let split = txn.parts.is_some();
+        let failed = txn.failed;
         self.trace(txid, "decide", None, outcome.as_str().to_string());
-        let durable_now = outcome == Outcome::Commit && !classic;
+        // A COMMIT of the failure branch split in parts is journaled: a part without
+        // the compares that failed does not know its branch, and once the parts that
+        // do have finished (forgotten below their marks), a recovery could not learn it
+        // from the fence reports (`recovery.rs`) and would apply the success branch.
+        let branch_known = !(failed && split);
+        let durable_now = outcome == Outcome::Commit && !classic && branch_known;
         #[cfg(test)]
         let durable_now = durable_now || self.bugs.abort_before_durable;
         if durable_now {
@@ -1088,6 +1099,7 @@ impl LeaderCore {
         let record = LeaderRecord::Decide {
             txid,
             outcome,
+            failed: txn.failed,
             followers: self.owed_names(txn, &txn.owed),
         };
         let mut records = vec![record];

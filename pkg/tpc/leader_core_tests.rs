@@ -276,6 +276,7 @@ fn an_abort_vote_decides_at_once_and_the_abort_is_durable_before_it_is_sent_or_a
             vec![LeaderRecord::Decide {
                 txid: t,
                 outcome: Abort,
+                failed: false,
                 followers: names(3)
             }]
         )],
@@ -378,6 +379,7 @@ fn a_follower_the_prepare_never_reached_is_not_owed_the_abort() {
         vec![LeaderRecord::Decide {
             txid: t,
             outcome: Abort,
+            failed: false,
             followers: vec!["f0".into()]
         }]
     );
@@ -411,6 +413,7 @@ fn a_missing_vote_aborts_and_its_follower_is_owed_the_abort() {
         vec![LeaderRecord::Decide {
             txid: t,
             outcome: Abort,
+            failed: false,
             followers: names(2)
         }]
     );
@@ -511,6 +514,7 @@ fn a_checkpoint_keeps_the_meta_and_every_unfinished_journaled_decision() {
             LeaderRecord::Decide {
                 txid: id(1, 2),
                 outcome: Abort,
+                failed: false,
                 followers: names(1)
             }
         ],
@@ -549,11 +553,13 @@ fn a_restart_bumps_the_epoch_delivers_its_journaled_decisions_then_fences() {
         LeaderRecord::Decide {
             txid: id(4, 2),
             outcome: Abort,
+            failed: false,
             followers: names(2),
         },
         LeaderRecord::Decide {
             txid: id(4, 3),
             outcome: Abort,
+            failed: false,
             followers: names(1),
         },
         LeaderRecord::Done { txid: id(4, 3) },
@@ -582,6 +588,37 @@ fn a_restart_bumps_the_epoch_delivers_its_journaled_decisions_then_fences() {
             "no marks until recovered"
         );
     }
+}
+
+#[test]
+fn a_restart_delivers_a_journaled_commit_with_its_branch() {
+    let records = vec![
+        meta(4),
+        LeaderRecord::Decide {
+            txid: id(4, 2),
+            outcome: Commit,
+            failed: true,
+            followers: names(1),
+        },
+    ];
+    let mut core = restarted(records, 2).core;
+    let effects = core.take_effects(Duration::ZERO);
+    assert_eq!(
+        bodies(&effects, 0)[0],
+        (
+            id(4, 2).into(),
+            Body::Decide {
+                outcome: Commit,
+                failed: true
+            }
+        )
+    );
+    assert!(core.live_records().contains(&LeaderRecord::Decide {
+        txid: id(4, 2),
+        outcome: Commit,
+        failed: true,
+        followers: names(1),
+    }));
 }
 
 fn report(prepared: &[(TxId, &[&str])]) -> Answer {
@@ -637,6 +674,7 @@ fn an_in_doubt_transaction_a_participant_never_voted_for_is_aborted_durably() {
             vec![LeaderRecord::Decide {
                 txid: t,
                 outcome: Abort,
+                failed: false,
                 followers: vec!["f0".into()]
             }]
         )]
@@ -654,6 +692,7 @@ fn a_follower_reporting_a_transaction_the_leader_journaled_gets_that_decision() 
         LeaderRecord::Decide {
             txid: id(1, 3),
             outcome: Abort,
+            failed: false,
             followers: vec!["f0".into()],
         },
     ];
@@ -678,11 +717,13 @@ fn a_journaled_decision_owed_to_nobody_is_finished_at_a_restart() {
         LeaderRecord::Decide {
             txid: id(1, 4),
             outcome: Abort,
+            failed: false,
             followers: Vec::new(),
         },
         LeaderRecord::Decide {
             txid: id(1, 5),
             outcome: Abort,
+            failed: false,
             followers: vec!["gone:1".into()],
         },
     ];
@@ -696,6 +737,7 @@ fn a_journaled_decision_owed_to_nobody_is_finished_at_a_restart() {
     assert!(core.live_records().contains(&LeaderRecord::Decide {
         txid: id(1, 5),
         outcome: Abort,
+        failed: false,
         followers: vec!["gone:1".into()]
     }));
 }
@@ -1146,6 +1188,54 @@ fn with_partial_replication_each_participant_runs_its_part_and_the_branch_needs_
         let mut effects = Vec::new();
         for (f, vote) in votes {
             effects = answer(&mut core, f, id(1, 1), vote);
+        }
+        if !a_is_1 {
+            // The parts without a's compare cannot tell the failure branch at a
+            // recovery: the decision is journaled, with its branch, before it goes out.
+            let [(Some(job), records)] = &journal(&effects)[..] else {
+                panic!("the failure branch is journaled: {effects:?}");
+            };
+            assert!(
+                matches!(
+                    records[..],
+                    [
+                        LeaderRecord::Decide {
+                            outcome: Commit,
+                            failed: true,
+                            ..
+                        },
+                        ..
+                    ]
+                ),
+                "{records:?}"
+            );
+            assert!(committed(&effects).is_empty(), "answered once durable");
+            assert!(
+                (0..5).all(|f| sent(&effects, f).is_empty()),
+                "sent once durable"
+            );
+            core.journaled(*job, Ok(()), Duration::ZERO);
+            effects = core.take_effects(Duration::ZERO);
+            for f in on_a.iter().chain(&on_b) {
+                assert_eq!(
+                    bodies(&effects, *f),
+                    vec![(
+                        id(1, 1).into(),
+                        Body::Decide {
+                            outcome: Commit,
+                            failed: true
+                        }
+                    )]
+                );
+            }
+        } else {
+            assert!(
+                !journal(&effects)
+                    .iter()
+                    .flat_map(|(_, records)| records)
+                    .any(|r| matches!(r, LeaderRecord::Decide { .. })),
+                "a COMMIT that held: no decision record"
+            );
         }
         let [(1, Ok(committed))] = &committed(&effects)[..] else {
             panic!("committed: {effects:?}");

@@ -115,10 +115,13 @@ pub enum LeaderRecord {
     /// Written by revisions before protocol 2 (a transaction about to send its first
     /// PREPARE); read and ignored: recovery asks the followers instead.
     Begin { txid: TxId },
-    /// A decision that must survive a crash, and the followers it must still reach.
+    /// A decision that must survive a crash, and the followers it must still reach;
+    /// `failed`: a COMMIT of the failure branch (written `decide TXID commit failed
+    /// FOLLOWER...`; no follower address is `failed`).
     Decide {
         txid: TxId,
         outcome: Outcome,
+        failed: bool,
         followers: Vec<String>,
     },
     /// Every follower ACKed the decision: the transaction is finished.
@@ -448,9 +451,13 @@ impl From<&LeaderRecord> for Record {
             LeaderRecord::Decide {
                 txid,
                 outcome,
+                failed,
                 followers,
             } => {
                 let mut fields = vec!["decide".into(), txid.to_string(), outcome.as_str().into()];
+                if *failed {
+                    fields.push("failed".into());
+                }
                 fields.extend(followers.iter().cloned());
                 fields
             }
@@ -473,11 +480,18 @@ impl TryFrom<Record> for LeaderRecord {
             ["begin", txid, ..] => Ok(LeaderRecord::Begin {
                 txid: parse_txid(txid)?,
             }),
-            ["decide", txid, outcome, followers @ ..] => Ok(LeaderRecord::Decide {
-                txid: parse_txid(txid)?,
-                outcome: parse_outcome(outcome)?,
-                followers: strings(followers),
-            }),
+            ["decide", txid, outcome, rest @ ..] => {
+                let (failed, followers) = match rest {
+                    ["failed", followers @ ..] => (true, followers),
+                    followers => (false, followers),
+                };
+                Ok(LeaderRecord::Decide {
+                    txid: parse_txid(txid)?,
+                    outcome: parse_outcome(outcome)?,
+                    failed,
+                    followers: strings(followers),
+                })
+            }
             ["done", txid] => Ok(LeaderRecord::Done {
                 txid: parse_txid(txid)?,
             }),
@@ -639,12 +653,20 @@ mod tests {
             LeaderRecord::Decide {
                 txid,
                 outcome: Outcome::Abort,
+                failed: false,
                 followers: vec!["a:1".into(), "unix:/x".into()],
             },
             LeaderRecord::Decide {
                 txid,
                 outcome: Outcome::Commit,
+                failed: false,
                 followers: vec![],
+            },
+            LeaderRecord::Decide {
+                txid,
+                outcome: Outcome::Commit,
+                failed: true,
+                followers: vec!["a:1".into()],
             },
             LeaderRecord::Done { txid },
         ];
