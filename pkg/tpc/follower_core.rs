@@ -242,7 +242,14 @@ impl FollowerCore {
             (true, Body::Prepare { txn, .. }) => self.prepare_legacy(stream, txn, problem),
             (false, Body::Decide { outcome, failed }) => self.decide(msg.txid, outcome, failed),
             (_, Body::Fence) => vec![Effect::Reply(Reply::Report(self.report(msg.epoch)))],
-            (_, Body::View { view, next }) => self.take_view(view, next),
+            (
+                _,
+                Body::View {
+                    view,
+                    next,
+                    follows,
+                },
+            ) => self.take_view(view, next, follows),
             (true, Body::Decide { outcome, failed }) => {
                 if self.legacy_refused.remove(&stream)
                     || !self.prepared.contains_key(&TxnId::Legacy)
@@ -324,7 +331,27 @@ impl FollowerCore {
     /// (journaled first), and ACKs. A new view drops, after it is durable, the keys this
     /// follower holds in neither the view in force nor the next one
     /// ([`Effect::DropUnheld`]; a follower that missed a view may hold some).
-    fn take_view(&mut self, view: ViewRecord, next: bool) -> Vec<Effect> {
+    ///
+    /// A new next view is refused unless this follower holds the view in force it
+    /// `follows` (0: not said): one that missed that view (its journal write failed,
+    /// and the stream still carried the next view) would otherwise judge what it gains,
+    /// copies and drops against the wrong members, and drop keys it holds in the view
+    /// in force. The leader sends the view in force again, then the next, on its next
+    /// stream.
+    fn take_view(&mut self, view: ViewRecord, next: bool, follows: u64) -> Vec<Effect> {
+        let held = |slot: &Option<(ViewRecord, View)>| slot.as_ref().map_or(0, |(v, _)| v.epoch);
+        let in_force = held(&self.view);
+        if next
+            && follows != 0
+            && follows != in_force
+            && view.epoch > held(&self.next).max(in_force)
+        {
+            return vec![Effect::Refuse(format!(
+                "the next view {} follows view {follows}, but this follower holds view \
+                 {in_force}: the leader must hand it the view in force first",
+                view.epoch
+            ))];
+        }
         let mut effects = Vec::new();
         let before = HeldViews {
             view: self.view.clone(),

@@ -1020,7 +1020,15 @@ fn view_message_of(epoch: u64, replication: usize, members: &[&str], next: bool)
             .map(|m| (crate::placement::MemberId(m.to_string()), format!("{m}:1")))
             .collect(),
     };
-    msg(&TxId::view(epoch).to_string(), Body::View { view, next })
+    let follows = 0;
+    msg(
+        &TxId::view(epoch).to_string(),
+        Body::View {
+            view,
+            next,
+            follows,
+        },
+    )
 }
 
 #[test]
@@ -1280,4 +1288,38 @@ fn a_view_whose_journal_write_failed_is_taken_again_when_resent() {
         matches!(&again[..], [Effect::Persist(FollowerRecord::View(v)), Effect::DropUnheld, ACK] if v.epoch == 2),
         "{again:?}"
     );
+}
+
+#[test]
+fn a_next_view_is_refused_by_a_follower_that_missed_the_view_in_force_it_follows() {
+    let mut core = FollowerCore::new(true);
+    core.set_member_id("m0".into());
+    run(&mut core, 1, view_message(1, 1, &["m1", "m2"]));
+    let next_of = |epoch: u64, members: &[&str], follows: u64| {
+        let mut m = next_view_message(epoch, 1, members);
+        if let Body::View { follows: f, .. } = &mut m.body {
+            *f = follows;
+        }
+        m
+    };
+    // The view in force 2 made m0 a member, but its journal write failed; the next
+    // view 3 follows view 2, and m0 holds view 1.
+    core.handle(1, view_message(2, 1, &["m0", "m1", "m2"]), &no_store);
+    core.journal_failed();
+    let effects = core.handle(1, next_of(3, &["m0", "m1"], 2), &no_store);
+    assert!(
+        matches!(&effects[..], [Effect::Refuse(why)] if why.contains("view 2")),
+        "no leftovers judged against view 1: {effects:?}"
+    );
+    assert_eq!(core.next_view(), None);
+    // Resent in order, both are taken.
+    run(&mut core, 1, view_message(2, 1, &["m0", "m1", "m2"]));
+    let effects = run(&mut core, 1, next_of(3, &["m0", "m1"], 2));
+    assert!(
+        matches!(&effects[..], [Effect::Persist(FollowerRecord::NextView(v)), Effect::DropLeftovers, ACK] if v.epoch == 3),
+        "{effects:?}"
+    );
+    // A stale next view is ACKed, whatever it follows.
+    let effects = run(&mut core, 1, next_of(3, &["m0", "m1"], 1));
+    assert_eq!(effects, vec![ACK]);
 }

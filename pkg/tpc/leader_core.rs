@@ -1156,11 +1156,22 @@ impl LeaderCore {
             return;
         };
         let epoch = view.epoch;
-        let msg = self.message(TxId::view(epoch), Body::View { view, next: false }, f);
+        let follows = epoch;
+        let body = Body::View {
+            view,
+            next: false,
+            follows: 0,
+        };
+        let msg = self.message(TxId::view(epoch), body, f);
         self.links[f].queue(msg);
         if let Some(view) = self.membership.next().cloned() {
             let epoch = view.epoch;
-            let msg = self.message(TxId::view(epoch), Body::View { view, next: true }, f);
+            let body = Body::View {
+                view,
+                next: true,
+                follows,
+            };
+            let msg = self.message(TxId::view(epoch), body, f);
             self.links[f].queue(msg);
         }
     }

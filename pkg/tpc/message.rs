@@ -145,8 +145,13 @@ pub enum Body {
     /// The view in force (DESIGN §7; on the wire a GLOBAL COMMIT of `0.<view epoch>`
     /// carrying it): keep it, durably, and answer direct reads by it. With `next`, the
     /// next view while the members change (DESIGN §8): keep it, durably, and catch up
-    /// on the keys it places here.
-    View { view: ViewRecord, next: bool },
+    /// on the keys it places here; `follows` is then the epoch of the view in force it
+    /// follows (0: not said).
+    View {
+        view: ViewRecord,
+        next: bool,
+        follows: u64,
+    },
 }
 
 impl Body {
@@ -314,7 +319,7 @@ impl TryFrom<rpc::LeaderMsg> for LeaderMessage {
             }
             (rpc::MessageType::Global, rpc::Action::Commit) if m.view.is_some() => {
                 let info = m.view.unwrap_or_default();
-                let next = info.next;
+                let (next, follows) = (info.next, info.follows);
                 let view = view_of(info)?;
                 if txid != TxId::view(view.epoch).into() {
                     return Err(format!(
@@ -322,7 +327,11 @@ impl TryFrom<rpc::LeaderMsg> for LeaderMessage {
                         view.epoch
                     ));
                 }
-                Body::View { view, next }
+                Body::View {
+                    view,
+                    next,
+                    follows,
+                }
             }
             (rpc::MessageType::Global, rpc::Action::Commit) => Body::Decide {
                 outcome: Outcome::Commit,
@@ -409,9 +418,14 @@ impl From<LeaderMessage> for rpc::LeaderMsg {
                 String::new(),
                 rpc::Operation::Put,
             ),
-            Body::View { view: v, next } => {
+            Body::View {
+                view: v,
+                next,
+                follows,
+            } => {
                 view = Some(rpc::ViewInfo {
                     next,
+                    follows,
                     epoch: v.epoch,
                     replication: v.replication as u32,
                     member_ids: v.members.iter().map(|(id, _)| id.0.clone()).collect(),
@@ -796,7 +810,11 @@ mod tests {
         };
         let view = LeaderMessage {
             txid: TxId::view(3).into(),
-            body: Body::View { view, next: true },
+            body: Body::View {
+                view,
+                next: true,
+                follows: 2,
+            },
             ..fence
         };
         let wire: rpc::LeaderMsg = view.clone().into();

@@ -1017,7 +1017,7 @@ fn brief(msg: &LeaderMessage) -> String {
             )
         }
         Body::Fence => "FENCE".to_string(),
-        Body::View { view, next } => {
+        Body::View { view, next, .. } => {
             format!("VIEW {}{}", view.epoch, if *next { " (next)" } else { "" })
         }
     };
