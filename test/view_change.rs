@@ -374,3 +374,66 @@ async fn a_member_restarted_empty_during_a_change_it_stays_in_replaces_its_membe
     assert_eq!(now.members.len(), n - 1);
     check_placed(&cluster, &now, &written).await;
 }
+
+/// Keys per member (issue 13, "operators see it"): `tpc members list` and `tpc status`
+/// show how many keys each member holds, as its last count (`key_count.rs`: at most
+/// about 10 s old) has it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_see_how_many_keys_each_member_holds() {
+    let n = 4;
+    let cluster = cluster(n).started().await;
+    support::wait_view(&cluster.leader_addr()).await;
+    let mut client = cluster.client();
+    let keys: Vec<String> = (0..40).map(|k| format!("key-{k}")).collect();
+    for key in &keys {
+        client.put(key, "v").await.expect("put");
+    }
+    let now = view(&cluster).await;
+    let ids: Vec<MemberId> = now.members.iter().map(|m| MemberId(m.id.clone())).collect();
+    let placement = View::new(now.epoch, REPLICATION, &ids);
+    let expected: BTreeMap<String, u64> = now
+        .members
+        .iter()
+        .map(|m| {
+            let id = MemberId(m.id.clone());
+            let held = keys.iter().filter(|k| placement.holds(&id, k)).count();
+            (m.address.clone(), held as u64)
+        })
+        .collect();
+    let leader = cluster.leader_addr();
+    poll("every member's keys counted", MOVE_TIMEOUT, || async {
+        let view = members::fetch(&leader, Duration::from_secs(5)).await?;
+        let counted: BTreeMap<String, u64> = view
+            .members
+            .iter()
+            .filter(|m| m.keys_counted)
+            .map(|m| (m.address.clone(), m.keys))
+            .collect();
+        match counted == expected {
+            true => Ok(()),
+            false => Err(format!("{counted:?}, expected {expected:?}")),
+        }
+    })
+    .await;
+    let out = std::process::Command::new(support::tpc_binary())
+        .args(["status", "--json", "--leader", &leader])
+        .output()
+        .expect("run tpc status");
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+    for follower in status["followers"].as_array().expect("followers") {
+        let address = follower["address"].as_str().expect("address");
+        assert_eq!(follower["keys"], expected[address], "{follower}");
+    }
+    let out = std::process::Command::new(support::tpc_binary())
+        .args(["members", "list", "--leader", &leader])
+        .output()
+        .expect("run tpc members list");
+    let text = String::from_utf8_lossy(&out.stdout);
+    for (address, held) in &expected {
+        assert!(
+            text.lines()
+                .any(|l| l.contains(address.as_str()) && l.ends_with(&format!(" {held} keys"))),
+            "{address} holds {held}: {text}"
+        );
+    }
+}

@@ -65,7 +65,14 @@ pub fn render_text(view: &rpc::MembersReply) -> String {
         (view.replication as usize).min(view.members.len())
     );
     for m in &view.members {
-        out.push_str(&format!("  {:<28} {:<8} {}\n", m.address, m.state, m.id));
+        let keys = match m.keys_counted {
+            true => format!("{} keys", m.keys),
+            false => "keys not counted yet".to_string(),
+        };
+        out.push_str(&format!(
+            "  {:<28} {:<8} {:<38} {keys}\n",
+            m.address, m.state, m.id
+        ));
     }
     if view.moving_keys > 0 {
         out.push_str(&format!(
@@ -105,11 +112,14 @@ mod tests {
                     id: "m-1".into(),
                     address: "127.0.0.1:50001".into(),
                     state: "active".into(),
+                    keys: 1234,
+                    keys_counted: true,
                 },
                 rpc::Member {
                     id: "m-2".into(),
                     address: "127.0.0.1:50002".into(),
                     state: "down".into(),
+                    ..Default::default()
                 },
             ],
             moving_keys: 0,
@@ -139,6 +149,10 @@ mod tests {
         assert!(
             text.contains("127.0.0.1:50002") && text.contains("down"),
             "{text}"
+        );
+        assert!(
+            text.contains("1234 keys") && text.contains("keys not counted yet"),
+            "keys per member: {text}"
         );
         let none = rpc::MembersReply {
             replication: 3,

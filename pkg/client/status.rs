@@ -72,6 +72,9 @@ pub fn render_text(status: &rpc::StatusReply, now: SystemTime) -> String {
         if f.pending_decisions > 0 {
             out.push_str(&format!(", {} decisions to deliver", f.pending_decisions));
         }
+        if f.keys_counted {
+            out.push_str(&format!(", {} keys", f.keys));
+        }
         if !f.member_id.is_empty() {
             out.push_str(&format!("\n  {:<28} member {}", "", f.member_id));
         }
@@ -116,6 +119,7 @@ pub fn render_json(status: &rpc::StatusReply) -> String {
                 "last_error": (!f.last_error.is_empty()).then_some(&f.last_error),
                 "pending_decisions": f.pending_decisions,
                 "member_id": (!f.member_id.is_empty()).then_some(&f.member_id),
+                "keys": f.keys_counted.then_some(f.keys),
             })
         })
         .collect();
@@ -158,6 +162,8 @@ mod tests {
                     last_error: String::new(),
                     pending_decisions: 0,
                     member_id: "9b2c41e0-7d1f-4a6e-8f3b-2a5d6c7e8f90".into(),
+                    keys: 1234,
+                    keys_counted: true,
                 },
                 rpc::FollowerStatus {
                     address: "127.0.0.1:50002".into(),
@@ -166,6 +172,7 @@ mod tests {
                     last_error: "connection refused".into(),
                     pending_decisions: 2,
                     member_id: String::new(),
+                    ..Default::default()
                 },
             ],
             transactions: vec![rpc::TransactionStatus {
@@ -192,6 +199,7 @@ mod tests {
         assert!(text.contains("not connected"), "{text}");
         assert!(text.contains("connection refused"), "{text}");
         assert!(text.contains("2 decisions to deliver"), "{text}");
+        assert!(text.contains(", 1234 keys"), "keys per follower: {text}");
         assert!(text.contains("3.7"), "{text}");
         assert!(text.contains("waiting for 127.0.0.1:50002"), "{text}");
         assert!(text.contains("epoch 3"), "{text}");
@@ -228,5 +236,7 @@ mod tests {
             "9b2c41e0-7d1f-4a6e-8f3b-2a5d6c7e8f90"
         );
         assert_eq!(value["followers"][1]["member_id"], serde_json::Value::Null);
+        assert_eq!(value["followers"][0]["keys"], 1234);
+        assert_eq!(value["followers"][1]["keys"], serde_json::Value::Null);
     }
 }

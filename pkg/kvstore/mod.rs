@@ -742,6 +742,24 @@ impl KvStore {
         Ok(true)
     }
 
+    /// How many keys the store holds, from the file names alone (no file is read).
+    pub fn count(&self) -> Result<u64> {
+        let mut count = 0;
+        for entry in fs::read_dir(&self.dir).map_err(|e| io_err(&self.dir, e))? {
+            let entry = entry.map_err(|e| io_err(&self.dir, e))?;
+            if let Some(name) = entry.file_name().to_str() {
+                count += u64::from(matches!(
+                    classify(name),
+                    EntryKind::Plain(_)
+                        | EntryKind::Hashed
+                        | EntryKind::OldPlain(_)
+                        | EntryKind::OldHashed
+                ));
+            }
+        }
+        Ok(count)
+    }
+
     /// Every key, unsorted, read from the file names (and from the files of hashed
     /// names). Files that are not key files are ignored.
     pub fn keys(&self) -> Result<Vec<String>> {

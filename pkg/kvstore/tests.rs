@@ -431,6 +431,13 @@ fn dump_returns_exactly_what_was_put() {
         expected.remove(key);
     }
     assert_eq!(values(&store), expected);
+    assert_eq!(store.count().expect("count"), expected.len() as u64);
+    std::fs::write(store.dir().join("notes.txt"), "not a key").expect("write");
+    assert_eq!(
+        store.count().expect("count"),
+        expected.len() as u64,
+        "other files are not keys"
+    );
     assert_eq!(
         values(&KvStore::open(store.dir()).expect("reopen")),
         expected

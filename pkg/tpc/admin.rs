@@ -13,7 +13,7 @@ use tonic::{Request, Response, Status};
 use super::coordinator::Coordinator;
 use super::leader_core::{LeaderCore, Phase};
 use super::link::Link;
-use super::view_change::Moves;
+use super::view_change::Reports;
 use crate::placement::MemberId;
 use crate::proto::rpc;
 
@@ -64,8 +64,9 @@ pub struct AdminService {
     pub cluster_id: String,
     /// This leader's epoch.
     pub epoch: u64,
-    /// The change of the members under way, as its followers report it.
-    pub moves: Arc<Moves>,
+    /// What the followers report: the change of the members under way, and the keys
+    /// each holds.
+    pub reports: Arc<Reports>,
 }
 
 impl AdminService {
@@ -80,6 +81,7 @@ impl AdminService {
             .enumerate()
             .map(|(f, link)| {
                 let runtime = link.status();
+                let keys = self.reports.keys(link.name());
                 let view = core.link_view(f);
                 let contact = view.last_contact.map(|d| started + d);
                 let last_contact = contact.max(runtime.probed);
@@ -97,11 +99,13 @@ impl AdminService {
                     last_error: last_error.unwrap_or_default(),
                     pending_decisions: view.pending as u32,
                     member_id: view.member_id.unwrap_or_default(),
+                    keys: keys.unwrap_or_default(),
+                    keys_counted: keys.is_some(),
                 }
             })
             .collect();
         let membership = core.membership();
-        let progress = self.moves.progress();
+        let progress = self.reports.progress();
         rpc::StatusReply {
             version: env!("CARGO_PKG_VERSION").to_string(),
             role: "leader".into(),
@@ -138,13 +142,18 @@ impl AdminService {
                 .find(|link| link.name() == address)
                 .is_some_and(|link| link.status().connected)
         };
-        let member = |(id, address): &(MemberId, String), state: &str| rpc::Member {
-            id: id.to_string(),
-            address: address.clone(),
-            state: match connected(address) {
-                true => state.into(),
-                false => "down".into(),
-            },
+        let member = |(id, address): &(MemberId, String), state: &str| {
+            let keys = self.reports.keys(address);
+            rpc::Member {
+                id: id.to_string(),
+                address: address.clone(),
+                state: match connected(address) {
+                    true => state.into(),
+                    false => "down".into(),
+                },
+                keys: keys.unwrap_or_default(),
+                keys_counted: keys.is_some(),
+            }
         };
         let newest = next.unwrap_or(view);
         let mut members: Vec<rpc::Member> = newest
@@ -178,10 +187,11 @@ impl AdminService {
                     id: id.unwrap_or_default(),
                     address: address.to_string(),
                     state: "down".into(),
+                    ..Default::default()
                 });
             }
         }
-        let progress = self.moves.progress();
+        let progress = self.reports.progress();
         let (moving_keys, moving_bytes) = match next {
             Some(next) if next.epoch == progress.epoch => (progress.keys.max(1), progress.bytes),
             Some(_) => (1, 0),

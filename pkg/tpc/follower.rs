@@ -22,6 +22,7 @@ use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
@@ -341,7 +342,21 @@ impl rpc::follower_reads_server::FollowerReads for FollowerService {
         }
         drop(core);
         self.shared.lease.grant();
-        Ok(Response::new(rpc::LeaseReply {}))
+        let (keys, due) = self.shared.key_count.last(Instant::now());
+        if due {
+            let shared = self.shared.clone();
+            tokio::task::spawn_blocking(move || {
+                let count = shared.kv.count();
+                if let Err(e) = &count {
+                    tracing::warn!(error = %e, "counting the store's keys failed");
+                }
+                shared.key_count.counted(count.ok(), Instant::now());
+            });
+        }
+        Ok(Response::new(rpc::LeaseReply {
+            keys: keys.unwrap_or_default(),
+            keys_counted: keys.is_some(),
+        }))
     }
 
     async fn reads(

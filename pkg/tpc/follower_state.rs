@@ -36,6 +36,7 @@ use tonic::Status;
 use super::catch_up::{apply_copied, CatchUp};
 use super::follower_batch::{handled_alone, Batch, Pending};
 use super::follower_core::{Effect, FollowerCore, StreamId};
+use super::key_count::KeyCount;
 use super::lease::Lease;
 use super::message::{LeaderMessage, Op, TxId, TxnId};
 use super::records::FollowerRecord;
@@ -78,6 +79,8 @@ pub struct Shared {
     pub catch_up: CatchUp,
     /// The leader's lease for direct reads (`lease.rs`).
     pub lease: Lease,
+    /// How many keys the store holds, as last counted (`key_count.rs`).
+    pub key_count: KeyCount,
 }
 
 impl Shared {
@@ -96,6 +99,7 @@ impl Shared {
             next_view: watch::Sender::new(None),
             catch_up: CatchUp::default(),
             lease: Lease::default(),
+            key_count: KeyCount::default(),
         }
     }
 

@@ -43,7 +43,7 @@ use super::membership::Membership;
 use super::reads::FollowerReader;
 use super::records::{open_journal, LeaderRecord};
 use super::trace::Trace;
-use super::view_change::{self, Moves};
+use super::view_change::{self, Reports};
 use crate::dirlock::DirLock;
 use crate::http::LeaderPages;
 use crate::journal::{GroupJournal, Record};
@@ -167,7 +167,7 @@ impl Leader {
             coordinator: coordinator.clone(),
             cluster_id,
             epoch,
-            moves: Arc::new(Moves::default()),
+            reports: Arc::new(Reports::default()),
         };
         let service = LeaderService {
             inner: Arc::new(ServiceInner {
@@ -222,9 +222,9 @@ impl Leader {
             )
             .add_service(rpc::admin_server::AdminServer::new(self.admin.clone()));
         let mut fatal = self.coordinator.fatal();
-        let moves = self.admin.moves.clone();
+        let reports = self.admin.reports.clone();
         let _watch = AbortOnDrop(tokio::spawn(
-            view_change::watch(self.coordinator.clone(), moves, self.member_timeout)
+            view_change::watch(self.coordinator.clone(), reports, self.member_timeout)
                 .in_current_span(),
         ));
         tokio::select! {

@@ -9,7 +9,8 @@
 //! - **Leases and silences.** Every [`RENEW_EVERY`] it grants every follower the lease
 //!   for direct reads (`lease.rs`), and tells the core how long each has not answered;
 //!   with `--member-timeout`, the core removes a member silent that long and re-admits
-//!   it when it answers again (`Membership::due_change`).
+//!   it when it answers again (`Membership::due_change`). Each grant's answer carries
+//!   the follower's last key count (`key_count.rs`), kept for operators too.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -43,13 +44,27 @@ pub struct MoveProgress {
     pub waiting: Vec<(String, String)>,
 }
 
-/// The change under way, for operators.
+/// What the followers report, for operators: the change under way, and the keys each
+/// holds.
 #[derive(Default)]
-pub struct Moves {
+pub struct Reports {
     progress: Mutex<MoveProgress>,
+    /// Per follower address, the keys in its store at its last count.
+    keys: Mutex<HashMap<String, u64>>,
 }
 
-impl Moves {
+impl Reports {
+    /// The keys in `follower`'s store at its last count, if it has reported one.
+    pub fn keys(&self, follower: &str) -> Option<u64> {
+        let keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        keys.get(follower).copied()
+    }
+
+    fn set_keys(&self, follower: &str, count: u64) {
+        let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        keys.insert(follower.to_string(), count);
+    }
+
     /// The progress as last reported.
     pub fn progress(&self) -> MoveProgress {
         self.progress
@@ -67,19 +82,23 @@ impl Moves {
 /// view, until the leader stops. `member_timeout`: see the module documentation.
 pub async fn watch(
     coordinator: Arc<Coordinator>,
-    moves: Arc<Moves>,
+    reports: Arc<Reports>,
     member_timeout: Option<Duration>,
 ) {
     // Two loops, so that a slow or dead follower in one never delays the other: a
     // lease must be renewed on time whatever a catch-up's poll waits for.
     tokio::join!(
-        grant_leases(&coordinator, member_timeout),
-        poll_catch_up(&coordinator, &moves)
+        grant_leases(&coordinator, &reports, member_timeout),
+        poll_catch_up(&coordinator, &reports)
     );
 }
 
 /// Grants leases every [`RENEW_EVERY`] and reports the silences to the core.
-async fn grant_leases(coordinator: &Coordinator, member_timeout: Option<Duration>) {
+async fn grant_leases(
+    coordinator: &Coordinator,
+    reports: &Reports,
+    member_timeout: Option<Duration>,
+) {
     let mut clients: HashMap<String, FollowerReadsClient<Channel>> = HashMap::new();
     let mut ticks = tokio::time::interval(RENEW_EVERY);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -91,13 +110,13 @@ async fn grant_leases(coordinator: &Coordinator, member_timeout: Option<Duration
             .membership()
             .current()
             .map_or(0, |v| v.epoch);
-        let silent = leases.grant(&mut clients, view_epoch).await;
+        let silent = leases.grant(&mut clients, view_epoch, reports).await;
         coordinator.silences(silent, member_timeout);
     }
 }
 
 /// Asks the followers catching up on the next view, every [`ASK_EVERY`].
-async fn poll_catch_up(coordinator: &Coordinator, moves: &Moves) {
+async fn poll_catch_up(coordinator: &Coordinator, reports: &Reports) {
     let mut clients: HashMap<String, FollowerReadsClient<Channel>> = HashMap::new();
     let mut ticks = tokio::time::interval(ASK_EVERY);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -107,7 +126,7 @@ async fn poll_catch_up(coordinator: &Coordinator, moves: &Moves) {
             let core = coordinator.core();
             let membership = core.membership();
             let Some(next) = membership.next() else {
-                moves.set(MoveProgress::default());
+                reports.set(MoveProgress::default());
                 continue;
             };
             let followers: Vec<String> = membership
@@ -134,7 +153,7 @@ async fn poll_catch_up(coordinator: &Coordinator, moves: &Moves) {
             }
         }
         let done = progress.waiting.is_empty();
-        moves.set(progress);
+        reports.set(progress);
         if done {
             coordinator.caught_up(epoch);
         }
@@ -161,12 +180,14 @@ impl Leases {
     }
 
     /// Grants every follower the lease, all at once; returns how long each has not
-    /// answered (`None`: it answered now). A classic follower, which has no leases,
-    /// answers UNIMPLEMENTED: it answers.
+    /// answered (`None`: it answered now), and keeps the key counts they report in
+    /// `reports`. A classic follower, which has no leases, answers UNIMPLEMENTED: it
+    /// answers.
     async fn grant(
         &mut self,
         clients: &mut HashMap<String, FollowerReadsClient<Channel>>,
         view_epoch: u64,
+        reports: &Reports,
     ) -> Vec<Option<Duration>> {
         let started = Instant::now();
         let mut calls = Vec::new();
@@ -188,7 +209,13 @@ impl Leases {
             // so a dead follower never holds up the others' leases.
             calls.push(Some(async move {
                 match tokio::time::timeout(RENEW_EVERY, client.lease(request)).await {
-                    Ok(Ok(_)) => true,
+                    Ok(Ok(reply)) => {
+                        let reply = reply.into_inner();
+                        if reply.keys_counted {
+                            reports.set_keys(follower, reply.keys);
+                        }
+                        true
+                    }
                     Ok(Err(status)) => !matches!(
                         status.code(),
                         tonic::Code::Unavailable
