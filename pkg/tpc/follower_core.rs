@@ -47,6 +47,7 @@ use super::message::{
     Body, InquiryReport, LeaderMessage, Op, Outcome, Recipient, Reply, ReportedTxn, TxId, TxnId,
 };
 use super::records::FollowerRecord;
+use super::termination::Known;
 use crate::kvstore::Versioned;
 use crate::placement::{MemberId, View};
 use crate::txn::{Evaluation, TxnSpec};
@@ -61,6 +62,8 @@ pub struct PreparedTxn {
     pub txn: TxnSpec,
     /// Every participant, as its PREPARE named them.
     pub participants: Vec<String>,
+    /// Their member ids, if the PREPARE named them (see `Body::Prepare`).
+    pub participant_ids: Vec<String>,
     /// Its compares did not hold when it voted (journaled with the vote: once a
     /// decision's writes are applied, the store no longer shows what the vote found).
     pub failed: bool,
@@ -233,11 +236,13 @@ impl FollowerCore {
                 Body::Prepare {
                     txn,
                     participants,
+                    participant_ids,
                     recipient,
                 },
             ) => {
                 let problem = problem.or_else(|| self.misdirected(recipient.as_ref()));
-                self.prepare(msg.txid, txn, participants, problem, store)
+                let named = (participants, participant_ids);
+                self.prepare(msg.txid, txn, named, problem, store)
             }
             (true, Body::Prepare { txn, .. }) => self.prepare_legacy(stream, txn, problem),
             (false, Body::Decide { outcome, failed }) => self.decide(msg.txid, outcome, failed),
@@ -273,11 +278,12 @@ impl FollowerCore {
         effects
     }
 
+    /// PREPARE of `txid`, whose participants are `named` (addresses, member ids).
     fn prepare(
         &mut self,
         txid: TxnId,
         txn: TxnSpec,
-        participants: Vec<String>,
+        (participants, participant_ids): (Vec<String>, Vec<String>),
         problem: Option<String>,
         store: StoreView,
     ) -> Vec<Effect> {
@@ -315,12 +321,14 @@ impl FollowerCore {
             _ => None,
         };
         let failed = evaluation.as_ref().is_some_and(|e| !e.succeeded);
-        self.lock(&txid, &txn, participants.clone(), failed, evaluation);
+        let named = (participants.clone(), participant_ids.clone());
+        self.lock(&txid, &txn, named, failed, evaluation);
         vec![
             Effect::Persist(FollowerRecord::Prepare {
                 txid,
                 txn,
                 participants,
+                participant_ids,
                 failed,
             }),
             Effect::Reply(reply),
@@ -606,7 +614,7 @@ impl FollowerCore {
         &mut self,
         txid: &TxnId,
         txn: &TxnSpec,
-        participants: Vec<String>,
+        (participants, participant_ids): (Vec<String>, Vec<String>),
         failed: bool,
         evaluation: Option<Evaluation>,
     ) {
@@ -618,6 +626,7 @@ impl FollowerCore {
             PreparedTxn {
                 txn: txn.clone(),
                 participants,
+                participant_ids,
                 failed,
                 evaluation,
                 not_applied: HashSet::new(),
@@ -648,12 +657,13 @@ impl FollowerCore {
             return vec![Effect::Reply(Reply::Vote(Outcome::Abort))];
         }
         self.legacy_refused.remove(&stream);
-        self.lock(&TxnId::Legacy, &txn, Vec::new(), false, None);
+        self.lock(&TxnId::Legacy, &txn, Default::default(), false, None);
         vec![
             Effect::Persist(FollowerRecord::Prepare {
                 txid: TxnId::Legacy,
                 txn,
                 participants: Vec::new(),
+                participant_ids: Vec::new(),
                 failed: false,
             }),
             Effect::Reply(Reply::Vote(Outcome::Commit)),
@@ -869,9 +879,10 @@ impl FollowerCore {
                 txid,
                 txn,
                 participants,
+                participant_ids,
                 failed,
             } => {
-                self.lock(&txid, &txn, participants, failed, None);
+                self.lock(&txid, &txn, (participants, participant_ids), failed, None);
                 Vec::new()
             }
             FollowerRecord::Decide {
@@ -953,6 +964,7 @@ impl FollowerCore {
                     txid: txid.clone(),
                     txn: prepared.txn.clone(),
                     participants: prepared.participants.clone(),
+                    participant_ids: prepared.participant_ids.clone(),
                     failed: prepared.failed,
                 }),
         );
@@ -994,6 +1006,45 @@ impl FollowerCore {
         self.low_water = Some(mark);
         self.decided
             .retain(|txid, _| txid.ordered().is_none_or(|id| id >= mark));
+    }
+
+    /// What this follower answers a participant asking about `txid` (cooperative
+    /// termination, DESIGN §9; the rule is `termination.rs`'s), asked as member
+    /// `member` (`""`: the asker knows no id). Refusing a transaction it never voted on
+    /// is recording it aborted, as a decision for a transaction it never prepared is:
+    /// the effects make that durable, and the answer goes out only after them.
+    pub fn answer_termination(&mut self, txid: TxId, member: &str) -> (Known, Vec<Effect>) {
+        let as_itself = !member.is_empty() && self.member_id.as_deref() == Some(member);
+        if !member.is_empty() && !as_itself {
+            return (Known::Unknown, Vec::new());
+        }
+        let txid = TxnId::from(txid);
+        if self.prepared.contains_key(&txid) {
+            return (Known::Voted, Vec::new());
+        }
+        match self.decided.get(&txid).copied() {
+            Some(Decided {
+                outcome: Outcome::Commit,
+                failed,
+                ..
+            }) => (Known::Committed { failed }, Vec::new()),
+            Some(Decided {
+                journaled: true, ..
+            }) => (Known::Aborted, Vec::new()),
+            // Its own ABORT vote, not journaled yet: made durable first.
+            Some(_) => (Known::Aborted, self.refuse(txid)),
+            None if self.is_below_low_water(&txid) || !as_itself => (Known::Unknown, Vec::new()),
+            // Never voted: refused durably, so it never will.
+            None => (Known::Aborted, self.refuse(txid)),
+        }
+    }
+
+    /// Records `txid` aborted, as a decision for it would: the effects, without the
+    /// leader's ACK.
+    fn refuse(&mut self, txid: TxnId) -> Vec<Effect> {
+        let mut effects = self.decide(txid, Outcome::Abort, false);
+        effects.retain(|e| !matches!(e, Effect::Reply(_)));
+        effects
     }
 
     fn is_below_low_water(&self, txid: &TxnId) -> bool {

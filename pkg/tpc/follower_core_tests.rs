@@ -31,6 +31,7 @@ fn prepare(txid: &str, key: &str, value: &str) -> LeaderMessage {
         Body::Prepare {
             txn: TxnSpec::write(key.into(), Some(value.into())),
             participants,
+            participant_ids: Vec::new(),
             recipient: None,
         },
     )
@@ -81,6 +82,7 @@ fn persisted_prepare(txid: &str, key: &str, value: &str) -> Effect {
         } else {
             participants()
         },
+        participant_ids: Vec::new(),
         failed: false,
     })
 }
@@ -743,6 +745,7 @@ fn prepare_txn(txid: &str, txn: TxnSpec) -> LeaderMessage {
         Body::Prepare {
             txn,
             participants: participants(),
+            participant_ids: Vec::new(),
             recipient: None,
         },
     )
@@ -882,6 +885,7 @@ fn a_fence_report_says_whether_a_prepared_transactions_compares_hold() {
             txid: "2.1".into(),
             txn: cas_and_move(),
             participants: participants(),
+            participant_ids: Vec::new(),
             failed: true,
         })),
         "what the vote found is journaled with it"
@@ -1322,4 +1326,116 @@ fn a_next_view_is_refused_by_a_follower_that_missed_the_view_in_force_it_follows
     // A stale next view is ACKed, whatever it follows.
     let effects = run(&mut core, 1, next_of(3, &["m0", "m1"], 1));
     assert_eq!(effects, vec![ACK]);
+}
+
+/// Cooperative termination (DESIGN §9, `termination.rs`): what a follower answers a
+/// participant asking about a transaction, one row per case.
+#[test]
+fn a_follower_asked_for_a_decision_answers_what_it_knows_and_refuses_what_it_never_voted() {
+    let me = "m-1";
+    let mut core = FollowerCore::new(false);
+    core.set_member_id(me.into());
+    run(&mut core, 1, prepare("1.1", "a", "v"));
+    run(&mut core, 1, prepare("1.2", "b", "v"));
+    run(&mut core, 1, decide("1.2", Commit));
+    let mut failed = decide("1.3", Commit);
+    failed.body = Body::Decide {
+        outcome: Commit,
+        failed: true,
+    };
+    run(&mut core, 1, prepare("1.3", "c", "v"));
+    run(&mut core, 1, failed);
+    // Locked by 1.1: an ABORT vote, not journaled.
+    run(&mut core, 1, prepare("1.4", "a", "w"));
+    let refusal = |txid: &str| {
+        vec![
+            Effect::Persist(FollowerRecord::Decide {
+                txid: txid.into(),
+                outcome: Abort,
+                failed: false,
+            }),
+            Effect::Finish {
+                txid: txid.into(),
+                outcome: Abort,
+                failed: false,
+            },
+        ]
+    };
+    let rows: Vec<(&str, &str, Known, Vec<Effect>, &str)> = vec![
+        ("1.1", me, Known::Voted, vec![], "voted COMMIT, undecided"),
+        (
+            "1.2",
+            me,
+            Known::Committed { failed: false },
+            vec![],
+            "knows the COMMIT",
+        ),
+        (
+            "1.3",
+            me,
+            Known::Committed { failed: true },
+            vec![],
+            "and its branch",
+        ),
+        (
+            "1.4",
+            me,
+            Known::Aborted,
+            refusal("1.4"),
+            "its ABORT vote, made durable",
+        ),
+        (
+            "1.9",
+            "m-2",
+            Known::Unknown,
+            vec![],
+            "asked as another member: says nothing",
+        ),
+        (
+            "1.9",
+            "",
+            Known::Unknown,
+            vec![],
+            "asked as no member: refuses nothing",
+        ),
+        (
+            "1.9",
+            me,
+            Known::Aborted,
+            refusal("1.9"),
+            "never voted: refuses, durably",
+        ),
+        ("1.9", me, Known::Aborted, vec![], "refused already"),
+    ];
+    for (txid, member, known, effects, why) in rows {
+        let answer = core.answer_termination(id(txid), member);
+        for effect in &answer.1 {
+            if let Effect::Finish {
+                txid,
+                outcome,
+                failed,
+            } = effect
+            {
+                core.finish(txid, *outcome, *failed);
+            }
+        }
+        assert_eq!(
+            answer,
+            (known, effects),
+            "{txid} asked as {member:?}: {why}"
+        );
+    }
+    assert_eq!(
+        run(&mut core, 1, prepare("1.9", "d", "v")),
+        vec![vote(Abort)],
+        "a refused transaction's late PREPARE gets ABORT"
+    );
+    let mut marked = decide("1.2", Commit);
+    marked.low_water = Some(id("1.8"));
+    run(&mut core, 1, marked);
+    assert_eq!(
+        core.answer_termination(id("1.5"), me),
+        (Known::Unknown, vec![]),
+        "below the mark: voted and finished, or never asked; cannot tell"
+    );
 }

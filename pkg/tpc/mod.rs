@@ -215,6 +215,7 @@ pub mod parts;
 mod reads;
 pub mod records;
 pub mod recovery;
+pub mod termination;
 pub mod trace;
 pub mod view_change;
 

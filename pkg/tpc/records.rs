@@ -85,6 +85,9 @@ pub enum FollowerRecord {
         txid: TxnId,
         txn: TxnSpec,
         participants: Vec<String>,
+        /// Their member ids (see `Body::Prepare`); written after the participants as
+        /// `ids ID...` (no address is `ids`).
+        participant_ids: Vec<String>,
         failed: bool,
     },
     /// A decision (or a marker for a decided transaction this follower never prepared);
@@ -142,6 +145,17 @@ fn parse_txid(field: &str) -> Result<TxId, String> {
 
 fn strings(fields: &[&str]) -> Vec<String> {
     fields.iter().map(|f| f.to_string()).collect()
+}
+
+/// Marks where a prepare record's participant ids start, after its participants.
+const IDS: &str = "ids";
+
+/// A prepare record's trailing fields: its participants, and their ids if any.
+fn named(fields: &[&str]) -> (Vec<String>, Vec<String>) {
+    match fields.iter().position(|f| *f == IDS) {
+        Some(at) => (strings(&fields[..at]), strings(&fields[at + 1..])),
+        None => (strings(fields), Vec::new()),
+    }
 }
 
 /// Appends a transaction's compares and branches as counted fields.
@@ -310,6 +324,7 @@ impl From<&FollowerRecord> for Record {
                 txid,
                 txn,
                 participants,
+                participant_ids,
                 failed,
             } => {
                 let mut fields = match txn.single_write() {
@@ -329,6 +344,10 @@ impl From<&FollowerRecord> for Record {
                     }
                 };
                 fields.extend(participants.iter().cloned());
+                if !participant_ids.is_empty() {
+                    fields.push(IDS.into());
+                    fields.extend(participant_ids.iter().cloned());
+                }
                 fields
             }
             FollowerRecord::Decide {
@@ -370,31 +389,39 @@ impl TryFrom<Record> for FollowerRecord {
                     Some(parse_txid(low_water)?)
                 },
             }),
-            ["prepare", txid, key, "put", value, participants @ ..] => {
+            ["prepare", txid, key, "put", value, rest @ ..] => {
+                let (participants, participant_ids) = named(rest);
                 Ok(FollowerRecord::Prepare {
                     txid: TxnId::parse(txid),
                     txn: TxnSpec::write(key.to_string(), Some(value.to_string())),
-                    participants: strings(participants),
+                    participants,
+                    participant_ids,
                     failed: false,
                 })
             }
-            ["prepare", txid, key, "del", participants @ ..] => Ok(FollowerRecord::Prepare {
-                txid: TxnId::parse(txid),
-                txn: TxnSpec::write(key.to_string(), None),
-                participants: strings(participants),
-                failed: false,
-            }),
+            ["prepare", txid, key, "del", rest @ ..] => {
+                let (participants, participant_ids) = named(rest);
+                Ok(FollowerRecord::Prepare {
+                    txid: TxnId::parse(txid),
+                    txn: TxnSpec::write(key.to_string(), None),
+                    participants,
+                    participant_ids,
+                    failed: false,
+                })
+            }
             ["txn", txid, found, rest @ ..] => {
                 let failed = match *found {
                     "held" => false,
                     "failed" => true,
                     other => return Err(format!("bad compare result {other:?}")),
                 };
-                let (txn, participants) = parse_txn(rest)?;
+                let (txn, rest) = parse_txn(rest)?;
+                let (participants, participant_ids) = named(rest);
                 Ok(FollowerRecord::Prepare {
                     txid: TxnId::parse(txid),
                     txn,
-                    participants: strings(participants),
+                    participants,
+                    participant_ids,
                     failed,
                 })
             }
@@ -531,18 +558,21 @@ mod tests {
                 txid: TxnId::parse("1.2"),
                 txn: TxnSpec::write("a b\n".into(), Some(String::new())),
                 participants: vec!["a:1".into(), "unix:/x y".into()],
+                participant_ids: vec!["m-1".into(), String::new()],
                 failed: false,
             },
             FollowerRecord::Prepare {
                 txid: TxnId::Legacy,
                 txn: TxnSpec::write("k".into(), None),
                 participants: Vec::new(),
+                participant_ids: Vec::new(),
                 failed: false,
             },
             FollowerRecord::Prepare {
                 txid: TxnId::parse("some-uuid"),
                 txn: TxnSpec::write("k".into(), None),
                 participants: vec!["a:1".into()],
+                participant_ids: Vec::new(),
                 failed: false,
             },
             FollowerRecord::Decide {
@@ -577,12 +607,14 @@ mod tests {
                     failure: vec![TxnOp::Delete("y".into())],
                 },
                 participants: vec!["a:1".into()],
+                participant_ids: vec!["m-1".into(), "m-2".into()],
                 failed: true,
             },
             FollowerRecord::Prepare {
                 txid: TxnId::parse("2.6"),
                 txn: TxnSpec::default(),
                 participants: Vec::new(),
+                participant_ids: Vec::new(),
                 failed: false,
             },
             FollowerRecord::Decide {
@@ -698,6 +730,7 @@ mod tests {
                 txid: TxnId::parse("1.2"),
                 txn: TxnSpec::write("k".into(), Some("v".into())),
                 participants: Vec::new(),
+                participant_ids: Vec::new(),
                 failed: false,
             }
         );
