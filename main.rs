@@ -99,7 +99,13 @@ struct NodeArgs {
     /// "Changing the members"). At least 3s (a follower's lease for direct reads is 2s);
     /// "off" never removes one.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_member_timeout)]
-    member_timeout: MemberTimeout,
+    member_timeout: OrOff,
+    /// Follower: a transaction prepared here that has had no decision for this long is
+    /// asked about: the other participants say what they know, and the decision they
+    /// give is applied with no leader (cooperative termination, DESIGN §9; README,
+    /// "Limits"). Asked again at that interval until decided; "off" never asks.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_or_off)]
+    termination_timeout: OrOff,
     /// Accepted for compatibility with the classic tooling; logs always go to stderr.
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "BOOL")]
     logtostderr: Option<bool>,
@@ -453,15 +459,22 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(seconds))
 }
 
-/// `--member-timeout`: a duration, or off.
+/// A duration, or "off" (`None`).
 #[derive(Clone, Copy, Debug)]
-struct MemberTimeout(Option<Duration>);
+struct OrOff(Option<Duration>);
 
-fn parse_member_timeout(text: &str) -> Result<MemberTimeout, String> {
-    if text.trim() == "off" {
-        return Ok(MemberTimeout(None));
+fn parse_or_off(text: &str) -> Result<OrOff, String> {
+    match text.trim() {
+        "off" => Ok(OrOff(None)),
+        _ => parse_duration(text).map(|d| OrOff(Some(d))),
     }
-    let timeout = parse_duration(text)?;
+}
+
+/// `--member-timeout`: at least the lease and a margin, or off.
+fn parse_member_timeout(text: &str) -> Result<OrOff, String> {
+    let OrOff(Some(timeout)) = parse_or_off(text)? else {
+        return Ok(OrOff(None));
+    };
     if timeout < tpc::tpc::lease::MIN_MEMBER_TIMEOUT {
         return Err(format!(
             "{text:?} is shorter than {:?}: a member must be silent longer than its lease \
@@ -470,7 +483,7 @@ fn parse_member_timeout(text: &str) -> Result<MemberTimeout, String> {
             tpc::tpc::lease::LEASE
         ));
     }
-    Ok(MemberTimeout(Some(timeout)))
+    Ok(OrOff(Some(timeout)))
 }
 
 /// Rewrites Go-style `-flag` into `--flag` for the long flags we know.
@@ -609,7 +622,9 @@ async fn node_main(args: NodeArgs) -> Result<(), String> {
             node.serve(listener, shutdown).await.map_err(|e| e.to_string())
         } else {
             let kv_dir = args.kv_dir.clone().ok_or("a follower needs --kv-dir DIR")?;
-            let mut node = Follower::open(&FollowerConfig { journal_path, kv_dir }).map_err(|e| e.to_string())?;
+            let mut node = Follower::open(&FollowerConfig { journal_path, kv_dir })
+                .map_err(|e| e.to_string())?
+                .with_termination_timeout(args.termination_timeout.0);
             if let Some(http) = http {
                 node = node.with_http(http);
             }

@@ -257,6 +257,13 @@ impl FollowerReads for ReadMock {
         Err(Status::unimplemented("a read mock takes no lease"))
     }
 
+    async fn ask_decision(
+        &self,
+        _: Request<tpc::proto::rpc::DecisionRequest>,
+    ) -> Result<tonic::Response<tpc::proto::rpc::DecisionReply>, Status> {
+        Err(Status::unimplemented("a read mock holds no transaction"))
+    }
+
     async fn reads(
         &self,
         request: Request<Streaming<ReadRequest>>,

@@ -172,6 +172,21 @@ impl rpc::follower_reads_server::FollowerReads for ProxyService {
         tokio::time::sleep(delay).await;
         self.target_reads().await?.lease(request.into_inner()).await
     }
+
+    async fn ask_decision(
+        &self,
+        request: Request<rpc::DecisionRequest>,
+    ) -> std::result::Result<Response<rpc::DecisionReply>, Status> {
+        let (dropped, delay) = self.unary_faults();
+        if dropped {
+            return Err(Status::unavailable("proxy dropped the call"));
+        }
+        tokio::time::sleep(delay).await;
+        self.target_reads()
+            .await?
+            .ask_decision(request.into_inner())
+            .await
+    }
 }
 
 impl ProxyService {

@@ -22,7 +22,7 @@ use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
@@ -33,9 +33,11 @@ use tracing::Instrument;
 use super::catch_up;
 pub use super::follower_state::CHECKPOINT_RECORDS;
 use super::follower_state::{Answer, Command, Shared, StateOwner};
-use super::message::check_member_id;
+use super::follower_termination;
+use super::message::{check_member_id, TxId};
 use super::message::{frame_of_responses, messages_of_frame, PROTOCOL};
 use super::records::{open_journal, FollowerRecord};
+use super::termination::Known;
 use crate::dirlock::DirLock;
 use crate::kvstore::{KvStore, Versioned};
 use crate::limits::{self, MAX_GRPC_MESSAGE_BYTES, MAX_GRPC_REQUEST_READ_BYTES};
@@ -56,6 +58,8 @@ pub struct FollowerConfig {
     pub kv_dir: PathBuf,
 }
 
+pub use super::follower_termination::DEFAULT_TIMEOUT as DEFAULT_TERMINATION_TIMEOUT;
+
 /// How many of one stream's messages may wait for their answers at once.
 const PIPELINE_DEPTH: usize = 1024;
 /// At most this many answers share one frame.
@@ -68,6 +72,9 @@ pub struct Follower {
     /// Resolves when the state owner stops (with its error, if it failed).
     owner_done: oneshot::Receiver<Result<()>>,
     http: Option<tokio::net::TcpListener>,
+    /// How long a prepared transaction waits for its decision before this follower
+    /// asks the other participants (`follower_termination.rs`); `None`: never.
+    termination_timeout: Option<Duration>,
     _locks: (DirLock, DirLock),
 }
 
@@ -111,6 +118,7 @@ impl Follower {
             inbox,
             owner_done,
             http: None,
+            termination_timeout: Some(DEFAULT_TERMINATION_TIMEOUT),
             _locks: (journal_lock, kv_lock),
         })
     }
@@ -149,6 +157,11 @@ impl Follower {
         });
         let catch_up =
             tokio::spawn(catch_up::run(self.shared.clone(), self.inbox.clone()).in_current_span());
+        let termination = self.termination_timeout.map(|timeout| {
+            let asking =
+                follower_termination::run(self.shared.clone(), self.inbox.clone(), timeout);
+            tokio::spawn(asking.in_current_span())
+        });
         let router = router
             .add_service(
                 rpc::two_phase_commit_server::TwoPhaseCommitServer::new(service.clone())
@@ -177,11 +190,22 @@ impl Follower {
                 // owner's queue is closed: it finishes what it was given and stops.
                 catch_up.abort();
                 let _ = catch_up.await;
+                if let Some(termination) = termination {
+                    termination.abort();
+                    let _ = termination.await;
+                }
                 served?;
                 owner_result(owner_done.await)
             }
             stopped = &mut owner_done => owner_result(stopped),
         }
+    }
+
+    /// Asks the other participants for a decision that has not come within `timeout`
+    /// (`None`: never; DESIGN §9).
+    pub fn with_termination_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.termination_timeout = timeout;
+        self
     }
 
     /// Also serves the HTTP endpoints (`/metrics`, `/healthz`) on `listener`.
@@ -356,6 +380,57 @@ impl rpc::follower_reads_server::FollowerReads for FollowerService {
         Ok(Response::new(rpc::LeaseReply {
             keys: keys.unwrap_or_default(),
             keys_counted: keys.is_some(),
+        }))
+    }
+
+    async fn ask_decision(
+        &self,
+        request: Request<rpc::DecisionRequest>,
+    ) -> std::result::Result<Response<rpc::DecisionReply>, Status> {
+        let request = request.into_inner();
+        let txid: TxId = request
+            .txid
+            .parse()
+            .map_err(|e| Status::invalid_argument(format!("transaction id: {e}")))?;
+        if txid.seq == 0 {
+            return Err(Status::invalid_argument(
+                "transaction id: <epoch>.0 names no transaction",
+            ));
+        }
+        if !request.member_id.is_empty() {
+            check_member_id(&request.member_id).map_err(Status::invalid_argument)?;
+        }
+        match self.shared.core().cluster_id() {
+            Some(mine) if mine == request.cluster_id => {}
+            mine => {
+                return Err(Status::failed_precondition(format!(
+                    "this follower belongs to cluster {}, not {}",
+                    mine.unwrap_or("(none yet)"),
+                    request.cluster_id
+                )))
+            }
+        }
+        let (reply, answer) = oneshot::channel();
+        let command = Command::AskDecision {
+            txid,
+            member: request.member_id,
+            reply,
+        };
+        if self.inbox.send(command).await.is_err() {
+            return Err(Status::unavailable("the follower is stopping"));
+        }
+        let known = answer
+            .await
+            .map_err(|_| Status::unavailable("the follower is stopping"))??;
+        let (known, failed) = match known {
+            Known::Unknown => (rpc::decision_reply::Known::Unknown, false),
+            Known::Voted => (rpc::decision_reply::Known::Voted, false),
+            Known::Committed { failed } => (rpc::decision_reply::Known::Committed, failed),
+            Known::Aborted => (rpc::decision_reply::Known::Aborted, false),
+        };
+        Ok(Response::new(rpc::DecisionReply {
+            known: known as i32,
+            failed,
         }))
     }
 

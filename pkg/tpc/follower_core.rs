@@ -1012,7 +1012,8 @@ impl FollowerCore {
     /// termination, DESIGN §9; the rule is `termination.rs`'s), asked as member
     /// `member` (`""`: the asker knows no id). Refusing a transaction it never voted on
     /// is recording it aborted, as a decision for a transaction it never prepared is:
-    /// the effects make that durable, and the answer goes out only after them.
+    /// the effects make that durable, and the answer goes out where their
+    /// [`Effect::Reply`] stands (after them).
     pub fn answer_termination(&mut self, txid: TxId, member: &str) -> (Known, Vec<Effect>) {
         let as_itself = !member.is_empty() && self.member_id.as_deref() == Some(member);
         if !member.is_empty() && !as_itself {
@@ -1032,19 +1033,11 @@ impl FollowerCore {
                 journaled: true, ..
             }) => (Known::Aborted, Vec::new()),
             // Its own ABORT vote, not journaled yet: made durable first.
-            Some(_) => (Known::Aborted, self.refuse(txid)),
+            Some(_) => (Known::Aborted, self.decide(txid, Outcome::Abort, false)),
             None if self.is_below_low_water(&txid) || !as_itself => (Known::Unknown, Vec::new()),
             // Never voted: refused durably, so it never will.
-            None => (Known::Aborted, self.refuse(txid)),
+            None => (Known::Aborted, self.decide(txid, Outcome::Abort, false)),
         }
-    }
-
-    /// Records `txid` aborted, as a decision for it would: the effects, without the
-    /// leader's ACK.
-    fn refuse(&mut self, txid: TxnId) -> Vec<Effect> {
-        let mut effects = self.decide(txid, Outcome::Abort, false);
-        effects.retain(|e| !matches!(e, Effect::Reply(_)));
-        effects
     }
 
     fn is_below_low_water(&self, txid: &TxnId) -> bool {

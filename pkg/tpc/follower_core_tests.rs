@@ -1359,6 +1359,7 @@ fn a_follower_asked_for_a_decision_answers_what_it_knows_and_refuses_what_it_nev
                 outcome: Abort,
                 failed: false,
             },
+            ACK,
         ]
     };
     let rows: Vec<(&str, &str, Known, Vec<Effect>, &str)> = vec![

@@ -40,6 +40,7 @@ use super::key_count::KeyCount;
 use super::lease::Lease;
 use super::message::{LeaderMessage, Op, TxId, TxnId};
 use super::records::FollowerRecord;
+use super::termination::Known;
 use crate::crash::crash_point;
 use crate::journal::{Journal, Record};
 use crate::kvstore::{Change, KvStore, Versioned};
@@ -167,6 +168,13 @@ pub enum Command {
         entries: Vec<(String, String, TxId)>,
         reply: oneshot::Sender<std::result::Result<usize, String>>,
     },
+    /// Another participant asks what this follower knows of `txid`, as member `member`
+    /// (cooperative termination, `termination.rs`): answered once any refusal is durable.
+    AskDecision {
+        txid: TxId,
+        member: String,
+        reply: oneshot::Sender<std::result::Result<Known, Status>>,
+    },
 }
 
 /// One handled message whose effects wait for the batch to be carried out.
@@ -259,6 +267,14 @@ impl StateOwner {
                         self.carry_out(std::mem::take(&mut batch))?;
                         let core = self.shared.core();
                         let _ = reply.send(apply_copied(&self.shared, &core, epoch, &entries));
+                    }
+                    Command::AskDecision {
+                        txid,
+                        member,
+                        reply,
+                    } => {
+                        self.carry_out(std::mem::take(&mut batch))?;
+                        let _ = reply.send(self.answer_termination(txid, &member)?);
                     }
                 }
                 next = if batch.handled.len() < MAX_BATCH {
@@ -356,6 +372,35 @@ impl StateOwner {
                 reply,
             },
         );
+    }
+
+    /// What this follower answers about `txid`, asked as `member`, once the effects
+    /// of the answer (a refusal) are durable.
+    fn answer_termination(
+        &mut self,
+        txid: TxId,
+        member: &str,
+    ) -> Result<std::result::Result<Known, Status>> {
+        let (known, effects) = self.shared.core().answer_termination(txid, member);
+        if effects.is_empty() {
+            return Ok(Ok(known));
+        }
+        let (durable, answered) = oneshot::channel();
+        let mut alone = Batch::default();
+        alone.push(
+            &self.shared.core(),
+            Handled {
+                txid: txid.into(),
+                effects,
+                reply: durable,
+            },
+        );
+        self.carry_out(alone)?;
+        Ok(match answered.blocking_recv() {
+            Ok(Ok(_)) => Ok(known),
+            Ok(Err(status)) => Err(status),
+            Err(_) => Err(Status::unavailable("the refusal could not be journaled")),
+        })
     }
 
     /// Carries out a batch's effects: journal (one fsync), store, lock releases,

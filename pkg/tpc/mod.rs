@@ -203,6 +203,7 @@ pub mod follower;
 mod follower_batch;
 pub mod follower_core;
 mod follower_state;
+mod follower_termination;
 mod key_count;
 pub mod leader;
 pub mod leader_core;

@@ -228,6 +228,7 @@ mod checks;
 mod follower;
 mod leader;
 mod members;
+mod termination;
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -365,6 +366,9 @@ struct Stats {
     unavailable_reads: usize,
     crashes: usize,
     replays: usize,
+    /// Decisions a follower learned from the other participants (cooperative
+    /// termination).
+    terminated: usize,
     /// Transactions begun while another (on another key) was under way.
     overlapping: usize,
     /// Writes that queued behind a transaction on their key.
@@ -400,6 +404,7 @@ impl Stats {
         self.unavailable_reads += o.unavailable_reads;
         self.crashes += o.crashes;
         self.replays += o.replays;
+        self.terminated += o.terminated;
         self.overlapping += o.overlapping;
         self.queued += o.queued;
         self.batches += o.batches;
@@ -531,6 +536,9 @@ enum Action {
     Copy(usize),
     /// The leader hears that every member of the next view caught up.
     CaughtUp,
+    /// Follower `f` asks the other participants of one of its prepared transactions
+    /// for its decision (cooperative termination).
+    Terminate(usize),
 }
 
 type Checked = Result<(), Failure>;
@@ -750,6 +758,7 @@ impl Sim {
         if self.cfg.changes {
             self.change_options(&mut options);
         }
+        self.termination_options(&mut options);
         let total: u32 = options.iter().map(|(w, _)| w).sum();
         let mut pick = self.rng.random_range(0..total);
         for (w, action) in options {
@@ -831,6 +840,7 @@ impl Sim {
             Action::ChangeMembers(f) => self.change_members(f),
             Action::Copy(f) => self.copy_step(f),
             Action::CaughtUp => self.report_caught_up(),
+            Action::Terminate(f) => self.terminate(f)?,
         }
         Ok(())
     }

@@ -57,9 +57,12 @@ mod tests {
     use super::Known::*;
     use super::*;
 
+    /// The answers, the decision they give, and why.
+    type Row = (&'static [Known], Option<(Outcome, bool)>, &'static str);
+
     #[test]
     fn the_answers_decide_by_the_commit_rule() {
-        let rows: &[(&[Known], Option<(Outcome, bool)>, &str)] = &[
+        let rows: &[Row] = &[
             (
                 &[Voted, Voted],
                 None,

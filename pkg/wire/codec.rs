@@ -43,12 +43,12 @@ macro_rules! decoded {
 decoded!(Request:
     api::GetRequest, api::PutRequest, api::DeleteRequest, api::TxnRequest,
     rpc::LeaderMsg, rpc::ReadRequest, rpc::StatusRequest, rpc::MembersRequest,
-    rpc::CopyRequest, rpc::CatchUpRequest, rpc::ChangeMembersRequest, rpc::LeaseRequest,
+    rpc::CopyRequest, rpc::CatchUpRequest, rpc::ChangeMembersRequest, rpc::LeaseRequest, rpc::DecisionRequest,
 );
 decoded!(Reply:
     api::Response, api::TxnResponse,
     rpc::Response, rpc::ReadReply, rpc::StatusReply, rpc::MembersReply,
-    rpc::CopyBatch, rpc::CatchUpReply, rpc::ChangeMembersReply, rpc::LeaseReply,
+    rpc::CopyBatch, rpc::CatchUpReply, rpc::ChangeMembersReply, rpc::LeaseReply, rpc::DecisionReply,
 );
 
 /// The status for a message of type `U` that does not decode.

@@ -10,18 +10,18 @@ use crate::tpc::message::Op;
 
 /// Where a follower's message came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Source {
+pub(super) enum Source {
     Stream(u64),
     /// The adversary's replay of an old message: its answer goes nowhere.
     Replay,
 }
 
 /// One handled message whose effects wait for the batch to be carried out.
-struct Handled {
-    source: Source,
-    txid: TxnId,
-    is_decision: bool,
-    effects: Vec<Effect>,
+pub(super) struct Handled {
+    pub(super) source: Source,
+    pub(super) txid: TxnId,
+    pub(super) is_decision: bool,
+    pub(super) effects: Vec<Effect>,
 }
 
 impl Pending for Handled {
@@ -31,7 +31,7 @@ impl Pending for Handled {
 }
 
 /// The runtime's own batch bookkeeping and `must_precede` rule.
-type Batch = follower_batch::Batch<Handled>;
+pub(super) type Batch = follower_batch::Batch<Handled>;
 
 impl Sim {
     /// Messages waiting for follower `f`'s state owner, on all its streams.
@@ -149,7 +149,7 @@ impl Sim {
 
     /// `StateOwner::carry_out`: journal (one write), store, `finish`es, replies, with the
     /// crash points and disk faults in between. False if the follower crashed (stopped).
-    fn carry_out(&mut self, f: usize, batch: Batch) -> Result<bool, Failure> {
+    pub(super) fn carry_out(&mut self, f: usize, batch: Batch) -> Result<bool, Failure> {
         let handled = batch.handled;
         if handled.is_empty() {
             return Ok(true);

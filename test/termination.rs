@@ -1,0 +1,293 @@
+//! Cooperative termination (DESIGN §9) with real follower processes: a follower whose
+//! transaction's decision does not come asks the other participants, and applies the
+//! decision they give, with no leader running.
+//!
+//! The test plays the leader over raw `TPCMsg` streams (a leader that dies at a chosen
+//! step is a peer that misbehaves on purpose): it prepares a transaction, hands its
+//! decision to some followers or none, then goes away, as a leader killed with -9 does.
+//! The followers run with a short `--termination-timeout`.
+
+#[path = "e2e_support/mod.rs"]
+mod support;
+
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tonic::Streaming;
+
+use support::{poll, NodeDirs, Role, POLL_TIMEOUT};
+use tpc::net::{self, Address};
+use tpc::proto::rpc::decision_reply::Known;
+use tpc::proto::rpc::follower_reads_client::FollowerReadsClient;
+use tpc::proto::rpc::two_phase_commit_client::TwoPhaseCommitClient;
+use tpc::proto::rpc::{
+    Action, DecisionRequest, LeaderMsg, LeaseRequest, MessageType, Operation, Response,
+};
+
+const CLUSTER: &str = "c1";
+const TERMINATION_TIMEOUT: &str = "300ms";
+
+/// Real follower processes, and the member id each created.
+struct Followers {
+    nodes: Vec<support::Node>,
+    dirs: Vec<NodeDirs>,
+    ids: Vec<String>,
+}
+
+impl Followers {
+    async fn start(n: usize) -> Followers {
+        let dirs: Vec<NodeDirs> = (1..=n).map(|i| NodeDirs::new(&format!("f{i}"))).collect();
+        let args = [("--termination-timeout", TERMINATION_TIMEOUT)];
+        let nodes = dirs
+            .iter()
+            .map(|d| support::spawn_with_args(d, Role::Follower, &d.addr(), &args))
+            .collect();
+        for d in &dirs {
+            support::wait_follower_ready(&d.addr()).await;
+        }
+        let ids = dirs
+            .iter()
+            .map(|d| {
+                let file = d.journal_dir().join(tpc::member::FILE);
+                std::fs::read_to_string(file)
+                    .expect("member id")
+                    .trim()
+                    .to_string()
+            })
+            .collect();
+        Followers { nodes, dirs, ids }
+    }
+
+    fn addrs(&self) -> Vec<String> {
+        self.dirs.iter().map(NodeDirs::addr).collect()
+    }
+
+    /// A PREPARE of `txid`, putting `value` at `key`, naming every follower.
+    fn prepare(&self, txid: &str, key: &str, value: &str) -> LeaderMsg {
+        LeaderMsg {
+            r#type: MessageType::Vote as i32,
+            action: Action::Prepare as i32,
+            key: key.into(),
+            value: value.into(),
+            txid: txid.into(),
+            op: Operation::Put as i32,
+            epoch: 1,
+            cluster_id: CLUSTER.into(),
+            participants: self.addrs(),
+            participant_ids: self.ids.clone(),
+            protocol: 2,
+            ..Default::default()
+        }
+    }
+
+    /// What follower `i` answers about `txid`, asked as itself.
+    async fn known(&self, i: usize, txid: &str) -> Result<(Known, bool), String> {
+        let mut reads = reads(&self.dirs[i].addr()).await?;
+        let request = DecisionRequest {
+            cluster_id: CLUSTER.into(),
+            txid: txid.into(),
+            member_id: self.ids[i].clone(),
+        };
+        let reply = reads
+            .ask_decision(request)
+            .await
+            .map_err(|s| s.message().to_string())?
+            .into_inner();
+        Ok((
+            Known::try_from(reply.known).unwrap_or(Known::Unknown),
+            reply.failed,
+        ))
+    }
+
+    /// Waits until follower `i` answers `want` about `txid`.
+    async fn wait_known(&self, i: usize, txid: &str, want: Known) {
+        poll(
+            &format!("follower {i} to know {txid} {want:?}"),
+            POLL_TIMEOUT,
+            || async {
+                match self.known(i, txid).await? {
+                    (known, _) if known == want => Ok(()),
+                    other => Err(format!("{other:?}")),
+                }
+            },
+        )
+        .await
+    }
+
+    /// Follower `i`'s own copy of `key`, read directly under a lease the test grants as
+    /// the leader of epoch 1.
+    async fn read(&self, i: usize, key: &str) -> Option<String> {
+        let addr = self.dirs[i].addr();
+        let mut reads = reads(&addr).await.expect("follower reachable");
+        let lease = LeaseRequest {
+            cluster_id: CLUSTER.into(),
+            epoch: 1,
+            view_epoch: 0,
+        };
+        reads.lease(lease).await.expect("lease granted");
+        support::get(&addr, key).await.expect("a direct read")
+    }
+}
+
+async fn reads(addr: &str) -> Result<FollowerReadsClient<tonic::transport::Channel>, String> {
+    let address: Address = addr.parse()?;
+    let channel = net::connect(&address, Duration::from_secs(5)).await?;
+    Ok(FollowerReadsClient::new(channel))
+}
+
+/// A raw `TPCMsg` stream to a follower: the test is its leader.
+struct Raw {
+    requests: mpsc::UnboundedSender<LeaderMsg>,
+    responses: Streaming<Response>,
+}
+
+impl Raw {
+    async fn open(addr: &str) -> Raw {
+        let address: Address = addr.parse().expect("address");
+        let channel = net::connect(&address, Duration::from_secs(5))
+            .await
+            .expect("connect");
+        let (requests, rx) = mpsc::unbounded_channel();
+        let responses = TwoPhaseCommitClient::new(channel)
+            .tpc_msg(UnboundedReceiverStream::new(rx))
+            .await
+            .expect("stream opens")
+            .into_inner();
+        Raw {
+            requests,
+            responses,
+        }
+    }
+
+    /// Sends `msg` and returns the action answered.
+    async fn ask(&mut self, msg: LeaderMsg) -> Action {
+        self.requests.send(msg).expect("stream open");
+        let response = tokio::time::timeout(POLL_TIMEOUT, self.responses.message())
+            .await
+            .expect("an answer in time")
+            .expect("no stream error")
+            .expect("an answer");
+        Action::try_from(response.action).expect("an action")
+    }
+}
+
+fn decide(txid: &str, action: Action) -> LeaderMsg {
+    LeaderMsg {
+        r#type: MessageType::Global as i32,
+        action: action as i32,
+        txid: txid.into(),
+        epoch: 1,
+        cluster_id: CLUSTER.into(),
+        protocol: 2,
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followers_learn_a_commit_from_the_one_it_reached_with_no_leader_running() {
+    let followers = Followers::start(3).await;
+    let mut streams = Vec::new();
+    for addr in followers.addrs() {
+        streams.push(Raw::open(&addr).await);
+    }
+    let prepare = followers.prepare("1.1", "k", "v");
+    for stream in &mut streams {
+        assert_eq!(
+            stream.ask(prepare.clone()).await,
+            Action::Commit,
+            "votes COMMIT"
+        );
+    }
+    assert_eq!(
+        streams[0].ask(decide("1.1", Action::Commit)).await,
+        Action::Ack
+    );
+    drop(streams); // The leader is gone.
+    for i in 1..3 {
+        followers.wait_known(i, "1.1", Known::Committed).await;
+        assert_eq!(
+            followers.read(i, "k").await.as_deref(),
+            Some("v"),
+            "follower {i}"
+        );
+    }
+    assert_eq!(followers.read(0, "k").await.as_deref(), Some("v"));
+    drop(followers.nodes);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_participant_that_never_voted_makes_the_termination_abort() {
+    let followers = Followers::start(3).await;
+    let mut streams = Vec::new();
+    for addr in followers.addrs() {
+        streams.push(Raw::open(&addr).await);
+    }
+    // Follower 3 joins the cluster (another transaction) but never sees 1.2's PREPARE.
+    let other = followers.prepare("1.1", "other", "x");
+    assert_eq!(streams[2].ask(other).await, Action::Commit);
+    assert_eq!(
+        streams[2].ask(decide("1.1", Action::Commit)).await,
+        Action::Ack
+    );
+    let prepare = followers.prepare("1.2", "k", "v");
+    for stream in &mut streams[..2] {
+        assert_eq!(stream.ask(prepare.clone()).await, Action::Commit);
+    }
+    drop(streams);
+    for i in 0..2 {
+        followers.wait_known(i, "1.2", Known::Aborted).await;
+        assert_eq!(
+            followers.read(i, "k").await,
+            None,
+            "aborted, unlocked: follower {i}"
+        );
+    }
+    // Follower 3 refused it durably: its late PREPARE is voted ABORT, also after a
+    // restart.
+    let mut followers = followers;
+    followers.nodes[2].kill();
+    let d = &followers.dirs[2];
+    let args = [("--termination-timeout", TERMINATION_TIMEOUT)];
+    followers.nodes[2] = support::spawn_with_args(d, Role::Follower, &d.addr(), &args);
+    support::wait_follower_ready(&d.addr()).await;
+    let mut late = Raw::open(&d.addr()).await;
+    assert_eq!(late.ask(prepare).await, Action::Abort, "refused for good");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_every_participant_voted_and_none_knows_the_decision_the_transaction_waits() {
+    let followers = Followers::start(2).await;
+    let mut streams = Vec::new();
+    for addr in followers.addrs() {
+        streams.push(Raw::open(&addr).await);
+    }
+    let prepare = followers.prepare("1.1", "k", "v");
+    for stream in &mut streams {
+        assert_eq!(stream.ask(prepare.clone()).await, Action::Commit);
+    }
+    drop(streams);
+    // Both have asked, and found no decision (their logs say so).
+    for d in &followers.dirs {
+        poll(
+            "the participants to ask each other",
+            POLL_TIMEOUT,
+            || async {
+                match d.log().contains("the transaction stays prepared") {
+                    true => Ok(()),
+                    false => Err("not yet".to_string()),
+                }
+            },
+        )
+        .await;
+    }
+    for i in 0..2 {
+        assert_eq!(followers.known(i, "1.1").await, Ok((Known::Voted, false)));
+    }
+    // A leader decides it in the end (DESIGN §1.4: only a leader can hold an ABORT no
+    // participant has seen).
+    let mut leader = Raw::open(&followers.addrs()[1]).await;
+    assert_eq!(leader.ask(decide("1.1", Action::Commit)).await, Action::Ack);
+    followers.wait_known(0, "1.1", Known::Committed).await;
+    assert_eq!(followers.read(0, "k").await.as_deref(), Some("v"));
+}
