@@ -64,6 +64,10 @@ pub struct PreparedTxn {
     pub participants: Vec<String>,
     /// Their member ids, if the PREPARE named them (see `Body::Prepare`).
     pub participant_ids: Vec<String>,
+    /// The view the PREPARE ran in (0: it named none). One that ran in a next view
+    /// also reached the members in force that a gainer copies from, so its writes
+    /// are the gainer's to apply (see `not_applied`).
+    pub view_epoch: u64,
     /// Its compares did not hold when it voted (journaled with the vote: once a
     /// decision's writes are applied, the store no longer shows what the vote found).
     pub failed: bool,
@@ -71,13 +75,20 @@ pub struct PreparedTxn {
     /// after a restart the store shows its keys as they were, still locked).
     evaluation: Option<Evaluation>,
     /// Keys whose writes its decision does not apply here: keys this follower did not
-    /// hold in the view in force when it took a next view (DESIGN §8). The copy from
-    /// the members in force brings their outcome (a source sends a key only once no
-    /// prepared transaction holds it); applied late, an old write could land on a key
-    /// deleted meanwhile, which no copy would then correct. Rebuilt by replay, since
-    /// the journal holds the next view after the PREPARE.
+    /// hold in the view in force when it took a next view (DESIGN §8), of a PREPARE
+    /// that ran in that view or an older one. The copy from the members in force brings
+    /// their outcome (a source sends a key only once no prepared transaction holds it);
+    /// applied late, an old write could land on a key deleted meanwhile, which no copy
+    /// would then correct. A PREPARE that ran in a next view is not of these: it also
+    /// went to the members in force, which may have copied the key before it reached
+    /// them, so its writes are this follower's to apply. Rebuilt by replay, since the
+    /// journal holds the next view after the PREPARE.
     not_applied: HashSet<String>,
 }
+
+/// Who takes part in a transaction, as its PREPARE named them: the participants'
+/// addresses, their member ids, and the view it runs in.
+type Named = (Vec<String>, Vec<String>, u64);
 
 /// What the store holds, as the core may look at it: each key's value and version
 /// (`None`: absent). The runtime passes a view of its store; the core only reads it, to
@@ -197,8 +208,7 @@ impl FollowerCore {
     ) -> Vec<Effect> {
         let mut effects = Vec::new();
         let mut adopted_cluster = false;
-        self.adoption_unconfirmed = false;
-        self.views_unconfirmed = None;
+        self.new_unit();
         if let Some(cluster) = &msg.cluster {
             match &self.cluster_id {
                 Some(mine) if *mine != cluster.id => {
@@ -241,7 +251,8 @@ impl FollowerCore {
                 },
             ) => {
                 let problem = problem.or_else(|| self.misdirected(recipient.as_ref()));
-                let named = (participants, participant_ids);
+                let view_epoch = recipient.as_ref().map_or(0, |r| r.view_epoch);
+                let named = (participants, participant_ids, view_epoch);
                 self.prepare(msg.txid, txn, named, problem, store)
             }
             (true, Body::Prepare { txn, .. }) => self.prepare_legacy(stream, txn, problem),
@@ -278,12 +289,13 @@ impl FollowerCore {
         effects
     }
 
-    /// PREPARE of `txid`, whose participants are `named` (addresses, member ids).
+    /// PREPARE of `txid`, whose participants are `named` (addresses, member ids, and
+    /// the view it runs in).
     fn prepare(
         &mut self,
         txid: TxnId,
         txn: TxnSpec,
-        (participants, participant_ids): (Vec<String>, Vec<String>),
+        (participants, participant_ids, view_epoch): Named,
         problem: Option<String>,
         store: StoreView,
     ) -> Vec<Effect> {
@@ -321,7 +333,7 @@ impl FollowerCore {
             _ => None,
         };
         let failed = evaluation.as_ref().is_some_and(|e| !e.succeeded);
-        let named = (participants.clone(), participant_ids.clone());
+        let named = (participants.clone(), participant_ids.clone(), view_epoch);
         self.lock(&txid, &txn, named, failed, evaluation);
         vec![
             Effect::Persist(FollowerRecord::Prepare {
@@ -329,6 +341,7 @@ impl FollowerCore {
                 txn,
                 participants,
                 participant_ids,
+                view_epoch,
                 failed,
             }),
             Effect::Reply(reply),
@@ -398,9 +411,13 @@ impl FollowerCore {
         if next {
             self.next = Some((view.clone(), placement));
             self.written.clear();
+            let in_force = self.view.as_ref().map_or(0, |(v, _)| v.epoch);
             let unheld: Vec<(TxnId, String)> = self
                 .prepared
                 .iter()
+                // One that runs in a next view (an earlier revision of this change)
+                // reached the members in force too, maybe after they copied the key.
+                .filter(|(_, p)| p.view_epoch <= in_force)
                 .flat_map(|(txid, p)| {
                     p.txn
                         .keys()
@@ -614,7 +631,7 @@ impl FollowerCore {
         &mut self,
         txid: &TxnId,
         txn: &TxnSpec,
-        (participants, participant_ids): (Vec<String>, Vec<String>),
+        (participants, participant_ids, view_epoch): Named,
         failed: bool,
         evaluation: Option<Evaluation>,
     ) {
@@ -627,6 +644,7 @@ impl FollowerCore {
                 txn: txn.clone(),
                 participants,
                 participant_ids,
+                view_epoch,
                 failed,
                 evaluation,
                 not_applied: HashSet::new(),
@@ -664,6 +682,7 @@ impl FollowerCore {
                 txn,
                 participants: Vec::new(),
                 participant_ids: Vec::new(),
+                view_epoch: 0,
                 failed: false,
             }),
             Effect::Reply(Reply::Vote(Outcome::Commit)),
@@ -880,9 +899,11 @@ impl FollowerCore {
                 txn,
                 participants,
                 participant_ids,
+                view_epoch,
                 failed,
             } => {
-                self.lock(&txid, &txn, (participants, participant_ids), failed, None);
+                let named = (participants, participant_ids, view_epoch);
+                self.lock(&txid, &txn, named, failed, None);
                 Vec::new()
             }
             FollowerRecord::Decide {
@@ -965,6 +986,7 @@ impl FollowerCore {
                     txn: prepared.txn.clone(),
                     participants: prepared.participants.clone(),
                     participant_ids: prepared.participant_ids.clone(),
+                    view_epoch: prepared.view_epoch,
                     failed: prepared.failed,
                 }),
         );
@@ -1015,6 +1037,7 @@ impl FollowerCore {
     /// the effects make that durable, and the answer goes out where their
     /// [`Effect::Reply`] stands (after them).
     pub fn answer_termination(&mut self, txid: TxId, member: &str) -> (Known, Vec<Effect>) {
+        self.new_unit();
         let as_itself = !member.is_empty() && self.member_id.as_deref() == Some(member);
         if !member.is_empty() && !as_itself {
             return (Known::Unknown, Vec::new());
@@ -1038,6 +1061,14 @@ impl FollowerCore {
             // Never voted: refused durably, so it never will.
             None => (Known::Aborted, self.decide(txid, Outcome::Abort, false)),
         }
+    }
+
+    /// Starts a new unit of effects: what [`FollowerCore::journal_failed`] undoes is
+    /// only what the unit handed out last changed (an earlier unit's view, long
+    /// durable, must stay).
+    fn new_unit(&mut self) {
+        self.adoption_unconfirmed = false;
+        self.views_unconfirmed = None;
     }
 
     fn is_below_low_water(&self, txid: &TxnId) -> bool {

@@ -83,6 +83,7 @@ fn persisted_prepare(txid: &str, key: &str, value: &str) -> Effect {
             participants()
         },
         participant_ids: Vec::new(),
+        view_epoch: 0,
         failed: false,
     })
 }
@@ -886,6 +887,7 @@ fn a_fence_report_says_whether_a_prepared_transactions_compares_hold() {
             txn: cas_and_move(),
             participants: participants(),
             participant_ids: Vec::new(),
+            view_epoch: 0,
             failed: true,
         })),
         "what the vote found is journaled with it"
@@ -1438,5 +1440,64 @@ fn a_follower_asked_for_a_decision_answers_what_it_knows_and_refuses_what_it_nev
         core.answer_termination(id("1.5"), me),
         (Known::Unknown, vec![]),
         "below the mark: voted and finished, or never asked; cannot tell"
+    );
+}
+
+/// Found by the change simulation (amnesia 1006959): a PREPARE that runs in the next
+/// view reached this gainer before the next view did. It reached the members in force
+/// too, maybe after they had copied the key, so the copy may lack its write: the
+/// gainer applies it. One that ran in the view in force leaves the key to the copy.
+#[test]
+fn a_write_of_the_next_view_prepared_before_the_gainer_took_it_is_applied() {
+    let members = ["m0", "m1", "m2"];
+    let before = placement_of(1, 1, &members);
+    let next = placement_of(2, 1, &["m0", "m1", "m2", "m3"]);
+    let gained = key_gained("m3", &next, Some(&before));
+    for (view_epoch, applied) in [(2, true), (1, false)] {
+        let mut core = FollowerCore::new(false);
+        core.set_member_id("m3".into());
+        run(&mut core, 1, view_message(1, 1, &members));
+        let mut prepare = prepare_for("1.1", &gained, "m3", view_epoch);
+        if let Body::Prepare { txn, .. } = &mut prepare.body {
+            *txn = TxnSpec::write(gained.clone(), Some("new".into()));
+        }
+        let effects = run(&mut core, 1, prepare);
+        assert_eq!(effects.last(), Some(&vote(Commit)), "view {view_epoch}");
+        run(
+            &mut core,
+            1,
+            next_view_message(2, 1, &["m0", "m1", "m2", "m3"]),
+        );
+        let effects = run(&mut core, 1, decide("1.1", Commit));
+        let put = Effect::Apply {
+            key: gained.clone(),
+            op: Op::Put("new".into()),
+            version: id("1.1"),
+        };
+        assert_eq!(
+            effects.contains(&put),
+            applied,
+            "a PREPARE of view {view_epoch}: {effects:?}"
+        );
+    }
+}
+
+/// Found by the change simulation (amnesia 1005507): a refusal whose journal write
+/// fails undoes only itself, not the view the message before it made durable.
+#[test]
+fn a_failed_refusal_leaves_the_views_taken_before_it() {
+    let mut core = FollowerCore::new(true);
+    core.set_member_id("m0".into());
+    run(&mut core, 1, view_message(1, 1, &["m0", "m1"]));
+    run(&mut core, 1, next_view_message(2, 1, &["m0", "m1", "m2"]));
+    let (known, effects) = core.answer_termination(id("1.5"), "m0");
+    assert_eq!(known, Known::Aborted);
+    assert!(!effects.is_empty(), "a refusal to journal");
+    core.journal_failed();
+    assert_eq!(core.view().map(|v| v.epoch), Some(1));
+    assert_eq!(
+        core.next_view().map(|v| v.epoch),
+        Some(2),
+        "the next view stays"
     );
 }

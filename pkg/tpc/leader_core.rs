@@ -1376,6 +1376,7 @@ impl LeaderCore {
                     )
                 })
                 .collect();
+            let failed = in_doubt.failed;
             self.txns.insert(
                 txid,
                 LeaderTxn {
@@ -1400,7 +1401,10 @@ impl LeaderCore {
                 None,
                 format!("{} (recovered)", outcome.as_str()),
             );
-            if outcome == Outcome::Commit {
+            // A COMMIT of the failure branch is journaled, as `decide` does: once the
+            // participants that found its compares failing have finished it, the next
+            // recovery could not tell its branch from the others' reports.
+            if outcome == Outcome::Commit && !failed {
                 self.decision_durable(txid);
             } else {
                 self.txns.get_mut(&txid).expect("inserted").journaled = true;

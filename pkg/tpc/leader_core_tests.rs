@@ -962,6 +962,24 @@ fn a_recovered_commit_applies_the_branch_the_reports_show() {
     };
     answer(&mut core, 0, fence, failed_report());
     let effects = answer(&mut core, 1, fence, failed_report());
+    // The failure branch is journaled first: once the participants that found the
+    // compares failing finish it, a later recovery could not tell the branch.
+    let [(Some(job), records)] = &journal(&effects)[..] else {
+        panic!("journaled: {effects:?}");
+    };
+    assert!(
+        matches!(
+            records[..],
+            [LeaderRecord::Decide {
+                outcome: Commit,
+                failed: true,
+                ..
+            }]
+        ),
+        "{records:?}"
+    );
+    core.journaled(*job, Ok(()), Duration::ZERO);
+    let effects = core.take_effects(Duration::ZERO);
     assert_eq!(
         bodies(&effects, 0),
         vec![(

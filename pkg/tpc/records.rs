@@ -88,6 +88,9 @@ pub enum FollowerRecord {
         /// Their member ids (see `Body::Prepare`); written after the participants as
         /// `ids ID...` (no address is `ids`).
         participant_ids: Vec<String>,
+        /// The view the PREPARE ran in (0: it named none); written after the
+        /// participants as `view EPOCH`, before the ids (no address is `view`).
+        view_epoch: u64,
         failed: bool,
     },
     /// A decision (or a marker for a decided transaction this follower never prepared);
@@ -147,14 +150,24 @@ fn strings(fields: &[&str]) -> Vec<String> {
     fields.iter().map(|f| f.to_string()).collect()
 }
 
-/// Marks where a prepare record's participant ids start, after its participants.
+/// Marks, in a prepare record after its participants, the view it ran in.
+const VIEW: &str = "view";
+/// Marks where a prepare record's participant ids start, after the view.
 const IDS: &str = "ids";
 
-/// A prepare record's trailing fields: its participants, and their ids if any.
-fn named(fields: &[&str]) -> (Vec<String>, Vec<String>) {
-    match fields.iter().position(|f| *f == IDS) {
-        Some(at) => (strings(&fields[..at]), strings(&fields[at + 1..])),
-        None => (strings(fields), Vec::new()),
+/// A prepare record's trailing fields: its participants, the view it ran in (0: none
+/// said), and the participants' ids if any. Addresses are never `view` nor `ids`.
+fn named(fields: &[&str]) -> Result<(Vec<String>, Vec<String>, u64), String> {
+    let (fields, ids) = match fields.iter().position(|f| *f == IDS) {
+        Some(at) => (&fields[..at], strings(&fields[at + 1..])),
+        None => (fields, Vec::new()),
+    };
+    match fields.iter().position(|f| *f == VIEW) {
+        Some(at) => match &fields[at + 1..] {
+            [epoch] => Ok((strings(&fields[..at]), ids, parse_u64(epoch, "view epoch")?)),
+            _ => Err("a prepare record's view marker without one epoch".into()),
+        },
+        None => Ok((strings(fields), ids, 0)),
     }
 }
 
@@ -325,6 +338,7 @@ impl From<&FollowerRecord> for Record {
                 txn,
                 participants,
                 participant_ids,
+                view_epoch,
                 failed,
             } => {
                 let mut fields = match txn.single_write() {
@@ -344,6 +358,9 @@ impl From<&FollowerRecord> for Record {
                     }
                 };
                 fields.extend(participants.iter().cloned());
+                if *view_epoch != 0 {
+                    fields.extend([VIEW.into(), view_epoch.to_string()]);
+                }
                 if !participant_ids.is_empty() {
                     fields.push(IDS.into());
                     fields.extend(participant_ids.iter().cloned());
@@ -390,22 +407,24 @@ impl TryFrom<Record> for FollowerRecord {
                 },
             }),
             ["prepare", txid, key, "put", value, rest @ ..] => {
-                let (participants, participant_ids) = named(rest);
+                let (participants, participant_ids, view_epoch) = named(rest)?;
                 Ok(FollowerRecord::Prepare {
                     txid: TxnId::parse(txid),
                     txn: TxnSpec::write(key.to_string(), Some(value.to_string())),
                     participants,
                     participant_ids,
+                    view_epoch,
                     failed: false,
                 })
             }
             ["prepare", txid, key, "del", rest @ ..] => {
-                let (participants, participant_ids) = named(rest);
+                let (participants, participant_ids, view_epoch) = named(rest)?;
                 Ok(FollowerRecord::Prepare {
                     txid: TxnId::parse(txid),
                     txn: TxnSpec::write(key.to_string(), None),
                     participants,
                     participant_ids,
+                    view_epoch,
                     failed: false,
                 })
             }
@@ -416,12 +435,13 @@ impl TryFrom<Record> for FollowerRecord {
                     other => return Err(format!("bad compare result {other:?}")),
                 };
                 let (txn, rest) = parse_txn(rest)?;
-                let (participants, participant_ids) = named(rest);
+                let (participants, participant_ids, view_epoch) = named(rest)?;
                 Ok(FollowerRecord::Prepare {
                     txid: TxnId::parse(txid),
                     txn,
                     participants,
                     participant_ids,
+                    view_epoch,
                     failed,
                 })
             }
@@ -559,6 +579,7 @@ mod tests {
                 txn: TxnSpec::write("a b\n".into(), Some(String::new())),
                 participants: vec!["a:1".into(), "unix:/x y".into()],
                 participant_ids: vec!["m-1".into(), String::new()],
+                view_epoch: 0,
                 failed: false,
             },
             FollowerRecord::Prepare {
@@ -566,6 +587,7 @@ mod tests {
                 txn: TxnSpec::write("k".into(), None),
                 participants: Vec::new(),
                 participant_ids: Vec::new(),
+                view_epoch: 0,
                 failed: false,
             },
             FollowerRecord::Prepare {
@@ -573,6 +595,7 @@ mod tests {
                 txn: TxnSpec::write("k".into(), None),
                 participants: vec!["a:1".into()],
                 participant_ids: Vec::new(),
+                view_epoch: 0,
                 failed: false,
             },
             FollowerRecord::Decide {
@@ -608,6 +631,7 @@ mod tests {
                 },
                 participants: vec!["a:1".into()],
                 participant_ids: vec!["m-1".into(), "m-2".into()],
+                view_epoch: 7,
                 failed: true,
             },
             FollowerRecord::Prepare {
@@ -615,6 +639,7 @@ mod tests {
                 txn: TxnSpec::default(),
                 participants: Vec::new(),
                 participant_ids: Vec::new(),
+                view_epoch: 0,
                 failed: false,
             },
             FollowerRecord::Decide {
@@ -731,6 +756,7 @@ mod tests {
                 txn: TxnSpec::write("k".into(), Some("v".into())),
                 participants: Vec::new(),
                 participant_ids: Vec::new(),
+                view_epoch: 0,
                 failed: false,
             }
         );
