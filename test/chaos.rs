@@ -12,7 +12,8 @@
 //! since it restarted, another change is under way, the leader is down) is tried again
 //! until the leader accepts it or the run ends; a change whose answer was lost is known
 //! to have taken effect when the leader later says the follower already is (or is no
-//! longer) a member.
+//! longer) a member. Followers ask one another for decisions that are late
+//! (cooperative termination, DESIGN §9) after a short `--termination-timeout`.
 //!
 //! Afterwards the network is healed, every node restarted, and the nemesis waits (at most
 //! [`SETTLE_TIMEOUT`]) until no change is under way (`moving_keys` 0) and every member
@@ -71,7 +72,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tonic::Code;
 
-use support::{spawn, spawn_with_args, Node, NodeDirs, Role};
+use support::{spawn_with_args, Node, NodeDirs, Role};
 use tpc::check::{self, OpKind, Operation};
 use tpc::client::{members, Client, Txn};
 use tpc::kvstore::{KvStore, Versioned};
@@ -339,16 +340,26 @@ struct Nodes {
     replication: String,
 }
 
+/// A follower that asks the other participants soon (cooperative termination, DESIGN
+/// §9): with the leader killed for longer than that, or cut off, transactions are
+/// decided among the followers, through the proxies and their faults.
+fn start_follower(dirs: &NodeDirs) -> Node {
+    let args = [("--termination-timeout", FOLLOWER_TERMINATION_TIMEOUT)];
+    spawn_with_args(dirs, Role::Follower, &dirs.addr(), &args)
+}
+
+/// The followers' `--termination-timeout`: about as long as the nemesis's pauses, so
+/// some transactions are decided among the followers while the leader is down, and some
+/// are asked about while it is up (which must be as safe).
+const FOLLOWER_TERMINATION_TIMEOUT: &str = "300ms";
+
 impl Nodes {
     fn start(config: &Config) -> Nodes {
         let follower_dirs: Vec<NodeDirs> = (0..config.followers)
             .map(|i| NodeDirs::new(&format!("chaos-f{}", i + 1)))
             .collect();
         let leader_dirs = NodeDirs::new("chaos-leader");
-        let followers = follower_dirs
-            .iter()
-            .map(|d| spawn(d, Role::Follower, &d.addr(), &[]))
-            .collect();
+        let followers = follower_dirs.iter().map(start_follower).collect();
         let mut rng = StdRng::seed_from_u64(config.seed ^ 0x70726f78);
         let proxies: Vec<Proxy> = if config.link_faults {
             follower_dirs
@@ -413,7 +424,7 @@ impl Nodes {
     fn restart_follower(&mut self, i: usize) {
         self.followers[i].kill();
         let d = &self.follower_dirs[i];
-        self.followers[i] = spawn(d, Role::Follower, &d.addr(), &[]);
+        self.followers[i] = start_follower(d);
     }
 
     /// Kills follower `i` and deletes its journal and key-value directories (a new
@@ -1204,8 +1215,18 @@ async fn run(config: Config) -> usize {
         .filter(|op| op.ret.is_some() && !matches!(op.kind, OpKind::Get(_)))
         .count();
     let unknown = history.iter().filter(|op| op.ret.is_none()).count();
+    // Decisions followers learned from one another (their logs say so).
+    let learned: usize = nodes
+        .follower_dirs
+        .iter()
+        .map(|d| {
+            d.log()
+                .matches("decision learned from the other participants")
+                .count()
+        })
+        .sum();
     eprintln!(
-        "chaos seed {}: {} operations attempted, {} in the history ({acked} acknowledged writes, {unknown} unknown), {} transactions of several keys, {} snapshot reads, {} kills, {} link cuts, {} member changes ({} refusals retried; {} nodes hit after a change, {} with it seen under way, {} restarted empty), views settled {settled_views:?}, {:.1} s",
+        "chaos seed {}: {} operations attempted, {} in the history ({acked} acknowledged writes, {unknown} unknown), {} transactions of several keys, {} snapshot reads, {} kills, {} link cuts, {} member changes ({} refusals retried; {} nodes hit after a change, {} with it seen under way, {} restarted empty), {learned} decisions learned among followers, views settled {settled_views:?}, {:.1} s",
         config.seed,
         attempts,
         history.len(),

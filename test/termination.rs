@@ -291,3 +291,55 @@ async fn when_every_participant_voted_and_none_knows_the_decision_the_transactio
     followers.wait_known(0, "1.1", Known::Committed).await;
     assert_eq!(followers.read(0, "k").await.as_deref(), Some("v"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_question_gets_a_clear_error_and_changes_nothing() {
+    let followers = Followers::start(1).await;
+    let mut stream = Raw::open(&followers.addrs()[0]).await;
+    assert_eq!(
+        stream.ask(followers.prepare("1.1", "k", "v")).await,
+        Action::Commit
+    );
+    let mut reads = reads(&followers.addrs()[0]).await.expect("reachable");
+    let ask = |txid: &str, cluster: &str, member: &str| DecisionRequest {
+        cluster_id: cluster.into(),
+        txid: txid.into(),
+        member_id: member.into(),
+    };
+    let me = followers.ids[0].clone();
+    let cases = [
+        (
+            ask("x.y", CLUSTER, &me),
+            tonic::Code::InvalidArgument,
+            "transaction id",
+        ),
+        (
+            ask("1.0", CLUSTER, &me),
+            tonic::Code::InvalidArgument,
+            "no transaction",
+        ),
+        (
+            ask("1.1", CLUSTER, "a b\n"),
+            tonic::Code::InvalidArgument,
+            "member",
+        ),
+        (
+            ask("1.1", "other", &me),
+            tonic::Code::FailedPrecondition,
+            "cluster",
+        ),
+    ];
+    for (request, code, says) in cases {
+        let status = reads
+            .ask_decision(request.clone())
+            .await
+            .expect_err("refused");
+        assert_eq!(status.code(), code, "{request:?}: {status:?}");
+        assert!(status.message().contains(says), "{request:?}: {status:?}");
+    }
+    assert_eq!(
+        followers.known(0, "1.1").await,
+        Ok((Known::Voted, false)),
+        "still prepared"
+    );
+}
