@@ -376,8 +376,8 @@ async fn a_member_restarted_empty_during_a_change_it_stays_in_replaces_its_membe
 }
 
 /// Keys per member (issue 13, "operators see it"): `tpc members list` and `tpc status`
-/// show how many keys each member holds, as its last count (`key_count.rs`: at most
-/// about 10 s old) has it.
+/// show how many keys each member holds, as its last count (`key_count.rs`: a second
+/// old for a store this small) has it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operators_see_how_many_keys_each_member_holds() {
     let n = 4;

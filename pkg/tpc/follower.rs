@@ -370,11 +370,13 @@ impl rpc::follower_reads_server::FollowerReads for FollowerService {
         if due {
             let shared = self.shared.clone();
             tokio::task::spawn_blocking(move || {
+                let started = Instant::now();
                 let count = shared.kv.count();
                 if let Err(e) = &count {
                     tracing::warn!(error = %e, "counting the store's keys failed");
                 }
-                shared.key_count.counted(count.ok(), Instant::now());
+                let now = Instant::now();
+                shared.key_count.counted(count.ok(), now, now - started);
             });
         }
         Ok(Response::new(rpc::LeaseReply {
