@@ -130,6 +130,21 @@ pub static CATCH_UP_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
     )
 });
 
+/// Cooperative termination (DESIGN §9): transactions a follower asked the other
+/// participants about, by what their answers gave (commit, abort, or none: it stays
+/// prepared).
+pub static TERMINATIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    checked(
+        register_int_counter_vec!(
+            "tpc_termination_asks_total",
+            "Late decisions asked of the other participants, by what the answers gave \
+             (commit, abort, none).",
+            &["decision"]
+        ),
+        "tpc_termination_asks_total",
+    )
+});
+
 /// Times a request for [`REQUEST_DURATION`]: observed when dropped, so also when the
 /// client goes away.
 pub struct RequestTimer {

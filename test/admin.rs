@@ -158,47 +158,6 @@ async fn sigterm_stops_every_node_cleanly_and_loses_nothing() {
     assert_eq!(support::client(&l.addr()).get("k").await.expect("get"), "v");
 }
 
-/// The `127.0.0.1:PORT` a node logged for its HTTP endpoints.
-async fn http_address(dirs: &NodeDirs) -> String {
-    support::poll(
-        "the HTTP address in the log",
-        support::POLL_TIMEOUT,
-        || async {
-            let log = dirs.log();
-            log.lines()
-                .filter(|l| l.contains("HTTP endpoints"))
-                .filter_map(|l| l.split("address=").nth(1))
-                .filter_map(|rest| rest.split_whitespace().next())
-                .next_back()
-                .map(String::from)
-                .ok_or_else(|| "not logged yet".to_string())
-        },
-    )
-    .await
-}
-
-/// A plain HTTP/1.1 GET: (status code, body).
-async fn http_get(address: &str, path: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(address)
-        .await
-        .expect("connect HTTP");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.expect("send");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.expect("read");
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("a status line");
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_and_healthz_are_served_over_http() {
     let f1 = NodeDirs::new("http-f1");
@@ -214,13 +173,13 @@ async fn metrics_and_healthz_are_served_over_http() {
     assert_eq!(c.get("k").await.expect("get"), "v");
     support::settled_get(&f1.addr(), "k").await;
 
-    let leader_http = http_address(&l).await;
-    let follower_http = http_address(&f1).await;
-    assert_eq!(http_get(&leader_http, "/healthz").await.0, 200);
-    assert_eq!(http_get(&follower_http, "/healthz").await.0, 200);
-    assert_eq!(http_get(&leader_http, "/nothing").await.0, 404);
+    let leader_http = support::http_address(&l).await;
+    let follower_http = support::http_address(&f1).await;
+    assert_eq!(support::http_get(&leader_http, "/healthz").await.0, 200);
+    assert_eq!(support::http_get(&follower_http, "/healthz").await.0, 200);
+    assert_eq!(support::http_get(&leader_http, "/nothing").await.0, 404);
 
-    let (status, leader_metrics) = http_get(&leader_http, "/metrics").await;
+    let (status, leader_metrics) = support::http_get(&leader_http, "/metrics").await;
     assert_eq!(status, 200);
     for expected in [
         "tpc_transactions_total{outcome=\"commit\"} 1",
@@ -235,7 +194,7 @@ async fn metrics_and_healthz_are_served_over_http() {
             "leader /metrics lacks {expected}:\n{leader_metrics}"
         );
     }
-    let (_, follower_metrics) = http_get(&follower_http, "/metrics").await;
+    let (_, follower_metrics) = support::http_get(&follower_http, "/metrics").await;
     for expected in [
         "tpc_transactions_total{outcome=\"commit\"} 1",
         "tpc_prepared_transactions 0",
@@ -662,8 +621,8 @@ async fn a_follower_journals_queued_messages_with_one_fsync() {
         &l.addr(),
         &[("--http-port", "0")],
     );
-    let f1_http = http_address(&f1).await;
-    let leader_http = http_address(&l).await;
+    let f1_http = support::http_address(&f1).await;
+    let leader_http = support::http_address(&l).await;
     // Both held followers must take connections before the puts: a PREPARE to a
     // follower that isn't listening yet gets no vote, and its write is aborted.
     for follower in [&f1, &f2] {
@@ -690,7 +649,7 @@ async fn a_follower_journals_queued_messages_with_one_fsync() {
         }
     })
     .await;
-    let before = sample(&http_get(&f1_http, "/metrics").await.1, FSYNCS);
+    let before = sample(&support::http_get(&f1_http, "/metrics").await.1, FSYNCS);
 
     let puts: Vec<_> = (0..N)
         .map(|i| {
@@ -709,7 +668,7 @@ async fn a_follower_journals_queued_messages_with_one_fsync() {
         support::POLL_TIMEOUT,
         || async {
             let events: serde_json::Value =
-                serde_json::from_str(&http_get(&leader_http, "/api/events").await.1)
+                serde_json::from_str(&support::http_get(&leader_http, "/api/events").await.1)
                     .expect("events are JSON");
             let mut sent: Vec<&str> = events
                 .as_array()
@@ -734,7 +693,7 @@ async fn a_follower_journals_queued_messages_with_one_fsync() {
         "f1 to hold every transaction prepared",
         support::POLL_TIMEOUT,
         || async {
-            let metrics = http_get(&f1_http, "/metrics").await.1;
+            let metrics = support::http_get(&f1_http, "/metrics").await.1;
             if sample(&metrics, PREPARED) == N as f64 {
                 Ok(metrics)
             } else {
@@ -761,7 +720,7 @@ async fn a_follower_journals_queued_messages_with_one_fsync() {
         "f1 to apply every decision",
         support::POLL_TIMEOUT,
         || async {
-            let metrics = http_get(&f1_http, "/metrics").await.1;
+            let metrics = support::http_get(&f1_http, "/metrics").await.1;
             let commits = sample(&metrics, "tpc_transactions_total{outcome=\"commit\"}");
             if sample(&metrics, PREPARED) == 0.0 && commits == N as f64 {
                 Ok(())

@@ -40,24 +40,6 @@ fn rendered_dom(url: &str, profile: &Path) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-/// The HTTP address a node logged.
-async fn http_address(dirs: &NodeDirs) -> String {
-    support::poll(
-        "the HTTP address in the log",
-        support::POLL_TIMEOUT,
-        || async {
-            dirs.log()
-                .lines()
-                .filter(|l| l.contains("HTTP endpoints"))
-                .filter_map(|l| l.split("address=").nth(1)?.split_whitespace().next())
-                .next_back()
-                .map(String::from)
-                .ok_or_else(|| "not logged yet".to_string())
-        },
-    )
-    .await
-}
-
 fn card_state(dom: &str, address: &str) -> Option<&'static str> {
     for state in ["up", "down"] {
         if dom.contains(&format!(
@@ -91,7 +73,7 @@ async fn the_live_view_shows_followers_transactions_and_a_follower_going_down() 
         wait_follower_ready(&d.addr()).await;
     }
     wait_leader_ready(&l.addr()).await;
-    let url = format!("http://{}/", http_address(&l).await);
+    let url = format!("http://{}/", support::http_address(&l).await);
     let profile = tempfile::tempdir().expect("a chromium profile dir");
 
     // The page loads and lists every follower, up (the idle leader probes them).

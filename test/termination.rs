@@ -38,7 +38,10 @@ struct Followers {
 impl Followers {
     async fn start(n: usize) -> Followers {
         let dirs: Vec<NodeDirs> = (1..=n).map(|i| NodeDirs::new(&format!("f{i}"))).collect();
-        let args = [("--termination-timeout", TERMINATION_TIMEOUT)];
+        let args = [
+            ("--termination-timeout", TERMINATION_TIMEOUT),
+            ("--http-port", "0"),
+        ];
         let nodes = dirs
             .iter()
             .map(|d| support::spawn_with_args(d, Role::Follower, &d.addr(), &args))
@@ -210,6 +213,12 @@ async fn followers_learn_a_commit_from_the_one_it_reached_with_no_leader_running
             followers.read(i, "k").await.as_deref(),
             Some("v"),
             "follower {i}"
+        );
+        let http = support::http_address(&followers.dirs[i]).await;
+        let (_, metrics) = support::http_get(&http, "/metrics").await;
+        assert!(
+            metrics.contains("tpc_termination_asks_total{decision=\"commit\"} 1"),
+            "follower {i}: {metrics}"
         );
     }
     assert_eq!(followers.read(0, "k").await.as_deref(), Some("v"));

@@ -79,7 +79,12 @@ pub async fn run(shared: Arc<Shared>, inbox: mpsc::Sender<Command>, timeout: Dur
             }
             *asked = Some(now);
             let answers = ask_all(&cluster_id, &me, &waiting).await;
-            let Some((outcome, failed)) = termination::decision(answers.iter().copied()) else {
+            let decided = termination::decision(answers.iter().copied());
+            let label = decided.map_or("none", |(outcome, _)| outcome.as_str());
+            crate::metrics::TERMINATIONS
+                .with_label_values(&[label])
+                .inc();
+            let Some((outcome, failed)) = decided else {
                 tracing::info!(txid = %waiting.txid, ?answers, "no decision yet, and the other participants cannot tell it: the transaction stays prepared");
                 continue;
             };

@@ -562,3 +562,40 @@ impl Cluster {
         client(&self.leader_addr())
     }
 }
+
+/// The `127.0.0.1:PORT` a node logged for its HTTP endpoints.
+pub async fn http_address(dirs: &NodeDirs) -> String {
+    poll("the HTTP address in the log", POLL_TIMEOUT, || async {
+        let log = dirs.log();
+        log.lines()
+            .filter(|l| l.contains("HTTP endpoints"))
+            .filter_map(|l| l.split("address=").nth(1))
+            .filter_map(|rest| rest.split_whitespace().next())
+            .next_back()
+            .map(String::from)
+            .ok_or_else(|| "not logged yet".to_string())
+    })
+    .await
+}
+
+/// A plain HTTP/1.1 GET: (status code, body).
+pub async fn http_get(address: &str, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connect HTTP");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("read");
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status line");
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
