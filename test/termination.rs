@@ -22,7 +22,7 @@ use tpc::proto::rpc::decision_reply::Known;
 use tpc::proto::rpc::follower_reads_client::FollowerReadsClient;
 use tpc::proto::rpc::two_phase_commit_client::TwoPhaseCommitClient;
 use tpc::proto::rpc::{
-    Action, DecisionRequest, LeaderMsg, LeaseRequest, MessageType, Operation, Response,
+    Action, DecisionRequest, LeaderMsg, LeaseRequest, MessageType, Operation, Response, ViewInfo,
 };
 
 const CLUSTER: &str = "c1";
@@ -66,8 +66,37 @@ impl Followers {
         self.dirs.iter().map(NodeDirs::addr).collect()
     }
 
-    /// A PREPARE of `txid`, putting `value` at `key`, naming every follower.
-    fn prepare(&self, txid: &str, key: &str, value: &str) -> LeaderMsg {
+    /// A stream to every follower, each handed the view in force (epoch 1, every
+    /// follower a member holding every key), as a leader's first messages do.
+    async fn streams(&self) -> Vec<Raw> {
+        let mut streams = Vec::new();
+        for addr in self.addrs() {
+            let mut stream = Raw::open(&addr).await;
+            let view = LeaderMsg {
+                r#type: MessageType::Global as i32,
+                action: Action::Commit as i32,
+                txid: "0.1".into(),
+                epoch: 1,
+                cluster_id: CLUSTER.into(),
+                protocol: 2,
+                view: Some(ViewInfo {
+                    epoch: 1,
+                    replication: self.ids.len() as u32,
+                    member_ids: self.ids.clone(),
+                    addresses: self.addrs(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            assert_eq!(stream.ask(view).await, Action::Ack, "the view taken");
+            streams.push(stream);
+        }
+        streams
+    }
+
+    /// Follower `i`'s PREPARE of `txid`, putting `value` at `key`, naming every
+    /// follower, in view 1.
+    fn prepare(&self, i: usize, txid: &str, key: &str, value: &str) -> LeaderMsg {
         LeaderMsg {
             r#type: MessageType::Vote as i32,
             action: Action::Prepare as i32,
@@ -78,8 +107,9 @@ impl Followers {
             epoch: 1,
             cluster_id: CLUSTER.into(),
             participants: self.addrs(),
-            participant_ids: self.ids.clone(),
             protocol: 2,
+            view_epoch: 1,
+            member_id: self.ids[i].clone(),
             ..Default::default()
         }
     }
@@ -190,17 +220,10 @@ fn decide(txid: &str, action: Action) -> LeaderMsg {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn followers_learn_a_commit_from_the_one_it_reached_with_no_leader_running() {
     let followers = Followers::start(3).await;
-    let mut streams = Vec::new();
-    for addr in followers.addrs() {
-        streams.push(Raw::open(&addr).await);
-    }
-    let prepare = followers.prepare("1.1", "k", "v");
-    for stream in &mut streams {
-        assert_eq!(
-            stream.ask(prepare.clone()).await,
-            Action::Commit,
-            "votes COMMIT"
-        );
+    let mut streams = followers.streams().await;
+    for (i, stream) in streams.iter_mut().enumerate() {
+        let prepare = followers.prepare(i, "1.1", "k", "v");
+        assert_eq!(stream.ask(prepare).await, Action::Commit, "votes COMMIT");
     }
     assert_eq!(
         streams[0].ask(decide("1.1", Action::Commit)).await,
@@ -228,20 +251,17 @@ async fn followers_learn_a_commit_from_the_one_it_reached_with_no_leader_running
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_participant_that_never_voted_makes_the_termination_abort() {
     let followers = Followers::start(3).await;
-    let mut streams = Vec::new();
-    for addr in followers.addrs() {
-        streams.push(Raw::open(&addr).await);
-    }
+    let mut streams = followers.streams().await;
     // Follower 3 joins the cluster (another transaction) but never sees 1.2's PREPARE.
-    let other = followers.prepare("1.1", "other", "x");
+    let other = followers.prepare(2, "1.1", "other", "x");
     assert_eq!(streams[2].ask(other).await, Action::Commit);
     assert_eq!(
         streams[2].ask(decide("1.1", Action::Commit)).await,
         Action::Ack
     );
-    let prepare = followers.prepare("1.2", "k", "v");
-    for stream in &mut streams[..2] {
-        assert_eq!(stream.ask(prepare.clone()).await, Action::Commit);
+    for (i, stream) in streams[..2].iter_mut().enumerate() {
+        let prepare = followers.prepare(i, "1.2", "k", "v");
+        assert_eq!(stream.ask(prepare).await, Action::Commit);
     }
     drop(streams);
     for i in 0..2 {
@@ -261,19 +281,17 @@ async fn a_participant_that_never_voted_makes_the_termination_abort() {
     followers.nodes[2] = support::spawn_with_args(d, Role::Follower, &d.addr(), &args);
     support::wait_follower_ready(&d.addr()).await;
     let mut late = Raw::open(&d.addr()).await;
+    let prepare = followers.prepare(2, "1.2", "k", "v");
     assert_eq!(late.ask(prepare).await, Action::Abort, "refused for good");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_every_participant_voted_and_none_knows_the_decision_the_transaction_waits() {
     let followers = Followers::start(2).await;
-    let mut streams = Vec::new();
-    for addr in followers.addrs() {
-        streams.push(Raw::open(&addr).await);
-    }
-    let prepare = followers.prepare("1.1", "k", "v");
-    for stream in &mut streams {
-        assert_eq!(stream.ask(prepare.clone()).await, Action::Commit);
+    let mut streams = followers.streams().await;
+    for (i, stream) in streams.iter_mut().enumerate() {
+        let prepare = followers.prepare(i, "1.1", "k", "v");
+        assert_eq!(stream.ask(prepare).await, Action::Commit);
     }
     drop(streams);
     // Both have asked, and found no decision (their logs say so).
@@ -304,11 +322,9 @@ async fn when_every_participant_voted_and_none_knows_the_decision_the_transactio
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_question_gets_a_clear_error_and_changes_nothing() {
     let followers = Followers::start(1).await;
-    let mut stream = Raw::open(&followers.addrs()[0]).await;
-    assert_eq!(
-        stream.ask(followers.prepare("1.1", "k", "v")).await,
-        Action::Commit
-    );
+    let mut streams = followers.streams().await;
+    let prepare = followers.prepare(0, "1.1", "k", "v");
+    assert_eq!(streams[0].ask(prepare).await, Action::Commit);
     let mut reads = reads(&followers.addrs()[0]).await.expect("reachable");
     let ask = |txid: &str, cluster: &str, member: &str| DecisionRequest {
         cluster_id: cluster.into(),

@@ -118,7 +118,6 @@ mod tests {
         let body = Body::Prepare {
             txn: TxnSpec::write(key.into(), Some("v".into())),
             participants: vec!["f".into()],
-            participant_ids: Vec::new(),
             recipient: None,
         };
         msg(txid, body, Some("C"))

@@ -62,8 +62,6 @@ pub struct PreparedTxn {
     pub txn: TxnSpec,
     /// Every participant, as its PREPARE named them.
     pub participants: Vec<String>,
-    /// Their member ids, if the PREPARE named them (see `Body::Prepare`).
-    pub participant_ids: Vec<String>,
     /// The view the PREPARE ran in (0: it named none). One that ran in a next view
     /// also reached the members in force that a gainer copies from, so its writes
     /// are the gainer's to apply (see `not_applied`).
@@ -87,8 +85,8 @@ pub struct PreparedTxn {
 }
 
 /// Who takes part in a transaction, as its PREPARE named them: the participants'
-/// addresses, their member ids, and the view it runs in.
-type Named = (Vec<String>, Vec<String>, u64);
+/// addresses, and the view it runs in.
+type Named = (Vec<String>, u64);
 
 /// What the store holds, as the core may look at it: each key's value and version
 /// (`None`: absent). The runtime passes a view of its store; the core only reads it, to
@@ -246,13 +244,12 @@ impl FollowerCore {
                 Body::Prepare {
                     txn,
                     participants,
-                    participant_ids,
                     recipient,
                 },
             ) => {
                 let problem = problem.or_else(|| self.misdirected(recipient.as_ref()));
                 let view_epoch = recipient.as_ref().map_or(0, |r| r.view_epoch);
-                let named = (participants, participant_ids, view_epoch);
+                let named = (participants, view_epoch);
                 self.prepare(msg.txid, txn, named, problem, store)
             }
             (true, Body::Prepare { txn, .. }) => self.prepare_legacy(stream, txn, problem),
@@ -289,13 +286,13 @@ impl FollowerCore {
         effects
     }
 
-    /// PREPARE of `txid`, whose participants are `named` (addresses, member ids, and
-    /// the view it runs in).
+    /// PREPARE of `txid`, whose participants are `named` (their addresses, and the view
+    /// it runs in).
     fn prepare(
         &mut self,
         txid: TxnId,
         txn: TxnSpec,
-        (participants, participant_ids, view_epoch): Named,
+        (participants, view_epoch): Named,
         problem: Option<String>,
         store: StoreView,
     ) -> Vec<Effect> {
@@ -333,14 +330,13 @@ impl FollowerCore {
             _ => None,
         };
         let failed = evaluation.as_ref().is_some_and(|e| !e.succeeded);
-        let named = (participants.clone(), participant_ids.clone(), view_epoch);
+        let named = (participants.clone(), view_epoch);
         self.lock(&txid, &txn, named, failed, evaluation);
         vec![
             Effect::Persist(FollowerRecord::Prepare {
                 txid,
                 txn,
                 participants,
-                participant_ids,
                 view_epoch,
                 failed,
             }),
@@ -631,7 +627,7 @@ impl FollowerCore {
         &mut self,
         txid: &TxnId,
         txn: &TxnSpec,
-        (participants, participant_ids, view_epoch): Named,
+        (participants, view_epoch): Named,
         failed: bool,
         evaluation: Option<Evaluation>,
     ) {
@@ -643,7 +639,6 @@ impl FollowerCore {
             PreparedTxn {
                 txn: txn.clone(),
                 participants,
-                participant_ids,
                 view_epoch,
                 failed,
                 evaluation,
@@ -681,7 +676,6 @@ impl FollowerCore {
                 txid: TxnId::Legacy,
                 txn,
                 participants: Vec::new(),
-                participant_ids: Vec::new(),
                 view_epoch: 0,
                 failed: false,
             }),
@@ -898,11 +892,10 @@ impl FollowerCore {
                 txid,
                 txn,
                 participants,
-                participant_ids,
                 view_epoch,
                 failed,
             } => {
-                let named = (participants, participant_ids, view_epoch);
+                let named = (participants, view_epoch);
                 self.lock(&txid, &txn, named, failed, None);
                 Vec::new()
             }
@@ -985,7 +978,6 @@ impl FollowerCore {
                     txid: txid.clone(),
                     txn: prepared.txn.clone(),
                     participants: prepared.participants.clone(),
-                    participant_ids: prepared.participant_ids.clone(),
                     view_epoch: prepared.view_epoch,
                     failed: prepared.failed,
                 }),
@@ -1061,6 +1053,27 @@ impl FollowerCore {
             // Never voted: refused durably, so it never will.
             None => (Known::Aborted, self.decide(txid, Outcome::Abort, false)),
         }
+    }
+
+    /// The member id of each participant of `prepared`, in its order, as the view it
+    /// ran in names them, if this follower still holds that view (in force or next):
+    /// whom to ask for its decision (`termination.rs`). `""` where it cannot tell (no
+    /// such view any more, or a classic PREPARE): asked as no member, a participant
+    /// refuses nothing.
+    pub fn participant_ids(&self, prepared: &PreparedTxn) -> Vec<String> {
+        let view = [&self.view, &self.next]
+            .into_iter()
+            .flatten()
+            .map(|(view, _)| view)
+            .find(|view| prepared.view_epoch != 0 && view.epoch == prepared.view_epoch);
+        prepared
+            .participants
+            .iter()
+            .map(|address| {
+                let member = view.and_then(|v| v.members.iter().find(|(_, a)| a == address));
+                member.map(|(id, _)| id.0.clone()).unwrap_or_default()
+            })
+            .collect()
     }
 
     /// Starts a new unit of effects: what [`FollowerCore::journal_failed`] undoes is

@@ -31,7 +31,6 @@ fn prepare(txid: &str, key: &str, value: &str) -> LeaderMessage {
         Body::Prepare {
             txn: TxnSpec::write(key.into(), Some(value.into())),
             participants,
-            participant_ids: Vec::new(),
             recipient: None,
         },
     )
@@ -82,7 +81,6 @@ fn persisted_prepare(txid: &str, key: &str, value: &str) -> Effect {
         } else {
             participants()
         },
-        participant_ids: Vec::new(),
         view_epoch: 0,
         failed: false,
     })
@@ -746,7 +744,6 @@ fn prepare_txn(txid: &str, txn: TxnSpec) -> LeaderMessage {
         Body::Prepare {
             txn,
             participants: participants(),
-            participant_ids: Vec::new(),
             recipient: None,
         },
     )
@@ -886,7 +883,6 @@ fn a_fence_report_says_whether_a_prepared_transactions_compares_hold() {
             txid: "2.1".into(),
             txn: cas_and_move(),
             participants: participants(),
-            participant_ids: Vec::new(),
             view_epoch: 0,
             failed: true,
         })),
@@ -1499,5 +1495,36 @@ fn a_failed_refusal_leaves_the_views_taken_before_it() {
         core.next_view().map(|v| v.epoch),
         Some(2),
         "the next view stays"
+    );
+}
+
+/// Whom a follower asks about a late decision: the members the view its PREPARE ran in
+/// places at the participants' addresses, while it holds that view; no one it can name
+/// otherwise (then asked as no member, a participant refuses nothing).
+#[test]
+fn the_participants_to_ask_are_the_members_of_the_view_the_prepare_ran_in() {
+    let mut core = FollowerCore::new(false);
+    core.set_member_id("m0".into());
+    run(&mut core, 1, view_message(1, 3, &["m0", "m1", "m2"]));
+    let mut in_view = prepare_for("1.1", "a", "m0", 1);
+    let mut older = prepare_for("1.2", "b", "m0", 1);
+    for m in [&mut in_view, &mut older] {
+        if let Body::Prepare { participants, .. } = &mut m.body {
+            *participants = vec!["m0:1".into(), "m2:1".into(), "elsewhere:1".into()];
+        }
+    }
+    run(&mut core, 1, in_view);
+    let prepared = &core.prepared()[&TxnId::from(id("1.1"))];
+    assert_eq!(
+        core.participant_ids(prepared),
+        vec!["m0".to_string(), "m2".to_string(), String::new()]
+    );
+    run(&mut core, 1, older);
+    run(&mut core, 1, view_message(2, 3, &["m0", "m1", "m2", "m3"]));
+    let prepared = &core.prepared()[&TxnId::from(id("1.2"))];
+    assert_eq!(
+        core.participant_ids(prepared),
+        vec![String::new(); 3],
+        "view 1 is no longer held"
     );
 }

@@ -3,8 +3,8 @@
 //!
 //! Every transaction this follower has held prepared for `--termination-timeout` with no
 //! decision (its leader is down, or cut off) is asked about: every other participant
-//! its PREPARE named gets `rpc.FollowerReads/AskDecision`, as the member the PREPARE
-//! named there, all at once. If the answers decide it ([`termination::decision`]), the
+//! its PREPARE named gets `rpc.FollowerReads/AskDecision`, as the member the view the
+//! PREPARE ran in places there, all at once. If the answers decide it ([`termination::decision`]), the
 //! decision goes to the state owner exactly as the leader's would (a decision that
 //! arrives twice changes nothing); if not, the transaction is asked about again after
 //! another timeout. Transactions of classic tooling name no participants and are never
@@ -61,7 +61,7 @@ pub async fn run(shared: Arc<Shared>, inbox: mpsc::Sender<Command>, timeout: Dur
                     Some(Waiting {
                         txid: txid.ordered()?,
                         participants: p.participants.clone(),
-                        ids: p.participant_ids.clone(),
+                        ids: core.participant_ids(p),
                     })
                 })
                 .collect();

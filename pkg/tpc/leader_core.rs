@@ -962,24 +962,10 @@ impl LeaderCore {
                 phase: Phase::Voting,
             },
         );
-        // Their member ids, where told: whom a participant may ask for a decision late
-        // (DESIGN §9).
-        let ids: Vec<String> = participants
-            .iter()
-            .map(|&f| match self.membership.told_id(f) {
-                Some(id) if !id.0.starts_with(super::membership::CLASSIC_ID) => id.0.clone(),
-                _ => String::new(),
-            })
-            .collect();
-        let ids = match ids.iter().all(String::is_empty) {
-            true => Vec::new(),
-            false => ids,
-        };
         for (f, spec) in participants.into_iter().zip(specs) {
             let body = Body::Prepare {
                 txn: spec,
                 participants: names.clone(),
-                participant_ids: ids.clone(),
                 recipient: self.membership.recipient(f),
             };
             let msg = self.message(txid, body, f);

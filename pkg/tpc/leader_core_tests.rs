@@ -194,7 +194,6 @@ fn a_write_prepares_on_every_follower_with_the_participants_in_one_send_per_link
             Body::Prepare {
                 txn: put("a", "1"),
                 participants: names(2),
-                participant_ids: Vec::new(),
                 recipient: Some(Recipient {
                     view_epoch: 1,
                     member_id: MemberId(format!("address:{}", names(2)[f])),
@@ -1072,7 +1071,6 @@ fn with_partial_replication_a_write_runs_among_its_keys_replicas_only() {
             Body::Prepare {
                 txn: put("a", "1"),
                 participants: replicas.iter().map(|&r| names[r].clone()).collect(),
-                participant_ids: replicas.iter().map(|&r| format!("m{r}")).collect(),
                 recipient: Some(Recipient {
                     view_epoch: 1,
                     member_id: MemberId(format!("m{f}")),

@@ -32,7 +32,6 @@ fn prepare(seq: u64) -> LeaderMessage {
         Body::Prepare {
             txn: TxnSpec::write(format!("k{seq}"), Some("v".into())),
             participants: vec!["f".into()],
-            participant_ids: Vec::new(),
             recipient: None,
         },
     )

@@ -38,9 +38,6 @@ use std::time::Duration;
 pub use super::message::Recipient;
 use crate::placement::{MemberId, View};
 
-/// How the id of a classic peer (which tells none) starts: the rest is its address.
-pub const CLASSIC_ID: &str = "address:";
-
 /// A view as the leader journals it: its epoch, the replication factor and every
 /// member with the address the leader dials.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -190,7 +187,7 @@ impl Membership {
     pub fn told(&mut self, f: usize, id: Option<&str>) -> Option<Views> {
         let id = MemberId(match id {
             Some(id) => id.to_string(),
-            None => format!("{CLASSIC_ID}{}", self.addresses[f]),
+            None => format!("address:{}", self.addresses[f]),
         });
         self.told[f] = Some(id);
         self.revisit()

@@ -132,10 +132,6 @@ pub enum Body {
     Prepare {
         txn: TxnSpec,
         participants: Vec<String>,
-        /// Each participant's member id, in the same order (`""`: unknown, a classic
-        /// peer), or none at all (a leader with no ids yet, classic tooling): whom a
-        /// follower may ask for the decision (DESIGN §9, `termination.rs`).
-        participant_ids: Vec<String>,
         /// The member and view it is meant for (DESIGN §7), if the leader has a view.
         recipient: Option<Recipient>,
     },
@@ -292,16 +288,6 @@ impl TryFrom<rpc::LeaderMsg> for LeaderMessage {
                 p.len()
             ));
         }
-        if !m.participant_ids.is_empty() && m.participant_ids.len() != m.participants.len() {
-            return Err(format!(
-                "{} participant ids for {} participants",
-                m.participant_ids.len(),
-                m.participants.len()
-            ));
-        }
-        for id in m.participant_ids.iter().filter(|id| !id.is_empty()) {
-            check_member_id(id)?;
-        }
         let txid = TxnId::parse(&m.txid);
         let msg_type = rpc::MessageType::try_from(m.r#type)
             .map_err(|_| format!("unknown message type {}", m.r#type))?;
@@ -328,7 +314,6 @@ impl TryFrom<rpc::LeaderMsg> for LeaderMessage {
                 Body::Prepare {
                     txn,
                     participants: m.participants,
-                    participant_ids: m.participant_ids,
                     recipient,
                 }
             }
@@ -389,7 +374,6 @@ impl TryFrom<rpc::LeaderMsg> for LeaderMessage {
 impl From<LeaderMessage> for rpc::LeaderMsg {
     fn from(m: LeaderMessage) -> Self {
         let mut participants = Vec::new();
-        let mut participant_ids = Vec::new();
         let mut txn = None;
         let mut failed = false;
         let mut to = None;
@@ -398,11 +382,9 @@ impl From<LeaderMessage> for rpc::LeaderMsg {
             Body::Prepare {
                 txn: spec,
                 participants: p,
-                participant_ids: ids,
                 recipient,
             } => {
                 participants = p;
-                participant_ids = ids;
                 to = recipient;
                 let (key, value, op) = match spec.single_write() {
                     Some((key, Some(value))) => {
@@ -481,7 +463,6 @@ impl From<LeaderMessage> for rpc::LeaderMsg {
             view_epoch: to.as_ref().map_or(0, |r| r.view_epoch),
             member_id: to.map(|r| r.member_id.0).unwrap_or_default(),
             view,
-            participant_ids,
         }
     }
 }
@@ -786,7 +767,6 @@ mod tests {
             body: Body::Prepare {
                 txn: TxnSpec::write("k".into(), None),
                 participants: vec!["a:1".into(), "unix:/b".into()],
-                participant_ids: Vec::new(),
                 recipient: Some(Recipient {
                     view_epoch: 2,
                     member_id: MemberId("m-1".into()),
@@ -948,7 +928,6 @@ mod tests {
             Body::Prepare {
                 txn: TxnSpec::write("k".into(), Some("v".into())),
                 participants: Vec::new(),
-                participant_ids: Vec::new(),
                 recipient: None,
             }
         );

@@ -85,11 +85,8 @@ pub enum FollowerRecord {
         txid: TxnId,
         txn: TxnSpec,
         participants: Vec<String>,
-        /// Their member ids (see `Body::Prepare`); written after the participants as
-        /// `ids ID...` (no address is `ids`).
-        participant_ids: Vec<String>,
         /// The view the PREPARE ran in (0: it named none); written after the
-        /// participants as `view EPOCH`, before the ids (no address is `view`).
+        /// participants as `view EPOCH` (no address is `view`).
         view_epoch: u64,
         failed: bool,
     },
@@ -152,22 +149,16 @@ fn strings(fields: &[&str]) -> Vec<String> {
 
 /// Marks, in a prepare record after its participants, the view it ran in.
 const VIEW: &str = "view";
-/// Marks where a prepare record's participant ids start, after the view.
-const IDS: &str = "ids";
 
-/// A prepare record's trailing fields: its participants, the view it ran in (0: none
-/// said), and the participants' ids if any. Addresses are never `view` nor `ids`.
-fn named(fields: &[&str]) -> Result<(Vec<String>, Vec<String>, u64), String> {
-    let (fields, ids) = match fields.iter().position(|f| *f == IDS) {
-        Some(at) => (&fields[..at], strings(&fields[at + 1..])),
-        None => (fields, Vec::new()),
-    };
+/// A prepare record's trailing fields: its participants, and the view it ran in (0:
+/// none said). No address is `view`.
+fn named(fields: &[&str]) -> Result<(Vec<String>, u64), String> {
     match fields.iter().position(|f| *f == VIEW) {
         Some(at) => match &fields[at + 1..] {
-            [epoch] => Ok((strings(&fields[..at]), ids, parse_u64(epoch, "view epoch")?)),
+            [epoch] => Ok((strings(&fields[..at]), parse_u64(epoch, "view epoch")?)),
             _ => Err("a prepare record's view marker without one epoch".into()),
         },
-        None => Ok((strings(fields), ids, 0)),
+        None => Ok((strings(fields), 0)),
     }
 }
 
@@ -337,7 +328,6 @@ impl From<&FollowerRecord> for Record {
                 txid,
                 txn,
                 participants,
-                participant_ids,
                 view_epoch,
                 failed,
             } => {
@@ -360,10 +350,6 @@ impl From<&FollowerRecord> for Record {
                 fields.extend(participants.iter().cloned());
                 if *view_epoch != 0 {
                     fields.extend([VIEW.into(), view_epoch.to_string()]);
-                }
-                if !participant_ids.is_empty() {
-                    fields.push(IDS.into());
-                    fields.extend(participant_ids.iter().cloned());
                 }
                 fields
             }
@@ -407,23 +393,21 @@ impl TryFrom<Record> for FollowerRecord {
                 },
             }),
             ["prepare", txid, key, "put", value, rest @ ..] => {
-                let (participants, participant_ids, view_epoch) = named(rest)?;
+                let (participants, view_epoch) = named(rest)?;
                 Ok(FollowerRecord::Prepare {
                     txid: TxnId::parse(txid),
                     txn: TxnSpec::write(key.to_string(), Some(value.to_string())),
                     participants,
-                    participant_ids,
                     view_epoch,
                     failed: false,
                 })
             }
             ["prepare", txid, key, "del", rest @ ..] => {
-                let (participants, participant_ids, view_epoch) = named(rest)?;
+                let (participants, view_epoch) = named(rest)?;
                 Ok(FollowerRecord::Prepare {
                     txid: TxnId::parse(txid),
                     txn: TxnSpec::write(key.to_string(), None),
                     participants,
-                    participant_ids,
                     view_epoch,
                     failed: false,
                 })
@@ -435,12 +419,11 @@ impl TryFrom<Record> for FollowerRecord {
                     other => return Err(format!("bad compare result {other:?}")),
                 };
                 let (txn, rest) = parse_txn(rest)?;
-                let (participants, participant_ids, view_epoch) = named(rest)?;
+                let (participants, view_epoch) = named(rest)?;
                 Ok(FollowerRecord::Prepare {
                     txid: TxnId::parse(txid),
                     txn,
                     participants,
-                    participant_ids,
                     view_epoch,
                     failed,
                 })
@@ -578,7 +561,6 @@ mod tests {
                 txid: TxnId::parse("1.2"),
                 txn: TxnSpec::write("a b\n".into(), Some(String::new())),
                 participants: vec!["a:1".into(), "unix:/x y".into()],
-                participant_ids: vec!["m-1".into(), String::new()],
                 view_epoch: 0,
                 failed: false,
             },
@@ -586,7 +568,6 @@ mod tests {
                 txid: TxnId::Legacy,
                 txn: TxnSpec::write("k".into(), None),
                 participants: Vec::new(),
-                participant_ids: Vec::new(),
                 view_epoch: 0,
                 failed: false,
             },
@@ -594,7 +575,6 @@ mod tests {
                 txid: TxnId::parse("some-uuid"),
                 txn: TxnSpec::write("k".into(), None),
                 participants: vec!["a:1".into()],
-                participant_ids: Vec::new(),
                 view_epoch: 0,
                 failed: false,
             },
@@ -630,7 +610,6 @@ mod tests {
                     failure: vec![TxnOp::Delete("y".into())],
                 },
                 participants: vec!["a:1".into()],
-                participant_ids: vec!["m-1".into(), "m-2".into()],
                 view_epoch: 7,
                 failed: true,
             },
@@ -638,7 +617,6 @@ mod tests {
                 txid: TxnId::parse("2.6"),
                 txn: TxnSpec::default(),
                 participants: Vec::new(),
-                participant_ids: Vec::new(),
                 view_epoch: 0,
                 failed: false,
             },
@@ -755,7 +733,6 @@ mod tests {
                 txid: TxnId::parse("1.2"),
                 txn: TxnSpec::write("k".into(), Some("v".into())),
                 participants: Vec::new(),
-                participant_ids: Vec::new(),
                 view_epoch: 0,
                 failed: false,
             }

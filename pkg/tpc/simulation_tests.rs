@@ -350,7 +350,6 @@ fn put(key: &str, value: &str) -> Body {
     Body::Prepare {
         txn: TxnSpec::write(key.into(), Some(value.into())),
         participants: (0..FOLLOWERS).map(name).collect(),
-        participant_ids: Vec::new(),
         recipient: None,
     }
 }

@@ -21,8 +21,9 @@
 //!   voted) answers so, and counts for nothing.
 //!
 //! A follower refuses only when asked as the member it is: the asker names the member
-//! id its PREPARE named for that participant (`Body::Prepare::participant_ids`). Asked
-//! with no id (the leader had none), it answers only a decision it knows.
+//! the view its PREPARE ran in places at that participant's address
+//! (`FollowerCore::participant_ids`). Asked with no id (the asker no longer holds that
+//! view, or the PREPARE named none), it answers only a decision it knows.
 
 use super::message::Outcome;
 

@@ -26,7 +26,7 @@ impl Sim {
                 Some((
                     txid.ordered()?,
                     p.participants.clone(),
-                    p.participant_ids.clone(),
+                    core.participant_ids(p),
                 ))
             })
             .collect();
