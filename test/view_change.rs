@@ -77,6 +77,19 @@ async fn held(cluster: &Cluster, i: usize, key: &str) -> Option<String> {
     .await
 }
 
+/// Puts `key-0`..`key-{count-1}` through the leader, each with its own value; returns
+/// what it wrote.
+async fn write_keys(cluster: &Cluster, count: usize) -> BTreeMap<String, String> {
+    let mut client = cluster.client();
+    let mut written = BTreeMap::new();
+    for k in 0..count {
+        let (key, value) = (format!("key-{k}"), format!("v{k}"));
+        client.put(&key, &value).await.expect("put");
+        written.insert(key, value);
+    }
+    written
+}
+
 /// Checks that every key of `written` reads back through the leader with its value,
 /// and lives on exactly its replicas in `view` (followers by address), nowhere else.
 async fn check_placed(
@@ -129,13 +142,7 @@ async fn members_removed_down_to_one_and_added_back_empty_lose_no_write() {
     let n = 4;
     let mut cluster = cluster(n).started().await;
     support::wait_view(&cluster.leader_addr()).await;
-    let mut client = cluster.client();
-    let mut written = BTreeMap::new();
-    for k in 0..40 {
-        let (key, value) = (format!("key-{k}"), format!("v{k}"));
-        client.put(&key, &value).await.expect("put");
-        written.insert(key, value);
-    }
+    let written = write_keys(&cluster, 40).await;
     assert_eq!(view(&cluster).await.epoch, 1);
 
     // Kill followers one by one, down to one; each time remove the dead member and
@@ -253,12 +260,7 @@ async fn a_member_that_stops_answering_leaves_and_rejoins_by_itself() {
     let mut cluster = cluster.started().await;
     support::wait_view(&cluster.leader_addr()).await;
     let mut client = cluster.client();
-    let mut written = BTreeMap::new();
-    for k in 0..20 {
-        let (key, value) = (format!("key-{k}"), format!("v{k}"));
-        client.put(&key, &value).await.expect("put");
-        written.insert(key, value);
-    }
+    let mut written = write_keys(&cluster, 20).await;
     cluster.kill_follower(3);
     let gone = cluster.follower_addr(3);
     let view = wait_moved(&cluster, 2).await;
@@ -323,13 +325,7 @@ async fn a_member_restarted_empty_during_a_change_it_stays_in_replaces_its_membe
     let n = 4;
     let mut cluster = cluster(n).started().await;
     support::wait_view(&cluster.leader_addr()).await;
-    let mut client = cluster.client();
-    let mut written = BTreeMap::new();
-    for k in 0..20 {
-        let (key, value) = (format!("key-{k}"), format!("v{k}"));
-        client.put(&key, &value).await.expect("put");
-        written.insert(key, value);
-    }
+    let written = write_keys(&cluster, 20).await;
     // Follower 1 stays a member; kill it, so the change to come waits for it.
     let stays = 1;
     cluster.kill_follower(stays);
