@@ -13,8 +13,11 @@
 
 #[path = "inproc_support/mod.rs"]
 mod inproc;
+#[path = "raw_leader/mod.rs"]
+mod raw_leader;
 
 use inproc::{eventually, start_leader};
+use raw_leader::Raw;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -32,7 +35,6 @@ use tpc::client::{Client, Txn};
 use tpc::net::{self, Address, ListenAddr, Listener};
 use tpc::proto::api::key_value_api_client::KeyValueApiClient;
 use tpc::proto::api::{DeleteRequest, PutRequest};
-use tpc::proto::rpc::two_phase_commit_client::TwoPhaseCommitClient;
 use tpc::proto::rpc::two_phase_commit_server::{TwoPhaseCommit, TwoPhaseCommitServer};
 use tpc::proto::rpc::{Action, LeaderMsg, MessageType, Operation, Response};
 use tpc::tpc::follower::{Follower, FollowerConfig};
@@ -369,61 +371,6 @@ impl FollowerNode {
                 .expect("follower task");
             result.expect("follower served without error");
         }
-    }
-}
-
-/// A mock leader's raw `TPCMsg` stream to a real follower.
-struct Raw {
-    requests: mpsc::UnboundedSender<LeaderMsg>,
-    responses: Streaming<Response>,
-}
-
-impl Raw {
-    async fn open(addr: &Address) -> Raw {
-        let channel = net::connect(addr, WAIT).await.expect("connect");
-        let mut client = TwoPhaseCommitClient::new(channel);
-        let (requests, rx) = mpsc::unbounded_channel();
-        let responses =
-            tokio::time::timeout(WAIT, client.tpc_msg(UnboundedReceiverStream::new(rx)))
-                .await
-                .expect("stream opens within the bound")
-                .expect("stream opens")
-                .into_inner();
-        Raw {
-            requests,
-            responses,
-        }
-    }
-
-    /// Sends one message and returns its answer, or the status that ended the stream.
-    async fn ask(&mut self, msg: LeaderMsg) -> Result<Response, Status> {
-        self.requests
-            .send(msg.clone())
-            .expect("request stream open");
-        match tokio::time::timeout(WAIT, self.responses.message()).await {
-            Ok(Ok(Some(response))) => Ok(response),
-            Ok(Ok(None)) => panic!("the follower ended the stream without answering {msg:?}"),
-            Ok(Err(status)) => Err(status),
-            Err(_) => panic!("no answer to {msg:?} within {WAIT:?}"),
-        }
-    }
-
-    /// Sends one message and expects `action` with the txid echoed.
-    async fn expect(&mut self, msg: LeaderMsg, action: Action) -> Response {
-        let txid = msg.txid.clone();
-        let what = format!("{msg:?}");
-        let response = self
-            .ask(msg)
-            .await
-            .unwrap_or_else(|status| panic!("{what}: stream ended with {status:?}"));
-        assert_eq!(
-            response.action,
-            action as i32,
-            "{what}: answered {:?}, expected {action:?}",
-            Action::try_from(response.action)
-        );
-        assert_eq!(response.txid, txid, "{what}: txid not echoed");
-        response
     }
 }
 

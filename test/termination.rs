@@ -7,22 +7,20 @@
 //! decision to some followers or none, then goes away, as a leader killed with -9 does.
 //! The followers run with a short `--termination-timeout`.
 
+#[path = "raw_leader/mod.rs"]
+mod raw_leader;
 #[path = "e2e_support/mod.rs"]
 mod support;
 
 use std::time::Duration;
 
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::UnboundedReceiverStream;
-use tonic::Streaming;
-
+use raw_leader::Raw;
 use support::{poll, NodeDirs, Role, POLL_TIMEOUT};
 use tpc::net::{self, Address};
 use tpc::proto::rpc::decision_reply::Known;
 use tpc::proto::rpc::follower_reads_client::FollowerReadsClient;
-use tpc::proto::rpc::two_phase_commit_client::TwoPhaseCommitClient;
 use tpc::proto::rpc::{
-    Action, DecisionRequest, LeaderMsg, LeaseRequest, MessageType, Operation, Response, ViewInfo,
+    Action, DecisionRequest, LeaderMsg, LeaseRequest, MessageType, Operation, ViewInfo,
 };
 
 const CLUSTER: &str = "c1";
@@ -71,7 +69,7 @@ impl Followers {
     async fn streams(&self) -> Vec<Raw> {
         let mut streams = Vec::new();
         for addr in self.addrs() {
-            let mut stream = Raw::open(&addr).await;
+            let mut stream = open(&addr).await;
             let view = LeaderMsg {
                 r#type: MessageType::Global as i32,
                 action: Action::Commit as i32,
@@ -88,7 +86,7 @@ impl Followers {
                 }),
                 ..Default::default()
             };
-            assert_eq!(stream.ask(view).await, Action::Ack, "the view taken");
+            stream.expect(view, Action::Ack).await;
             streams.push(stream);
         }
         streams
@@ -169,40 +167,9 @@ async fn reads(addr: &str) -> Result<FollowerReadsClient<tonic::transport::Chann
     Ok(FollowerReadsClient::new(channel))
 }
 
-/// A raw `TPCMsg` stream to a follower: the test is its leader.
-struct Raw {
-    requests: mpsc::UnboundedSender<LeaderMsg>,
-    responses: Streaming<Response>,
-}
-
-impl Raw {
-    async fn open(addr: &str) -> Raw {
-        let address: Address = addr.parse().expect("address");
-        let channel = net::connect(&address, Duration::from_secs(5))
-            .await
-            .expect("connect");
-        let (requests, rx) = mpsc::unbounded_channel();
-        let responses = TwoPhaseCommitClient::new(channel)
-            .tpc_msg(UnboundedReceiverStream::new(rx))
-            .await
-            .expect("stream opens")
-            .into_inner();
-        Raw {
-            requests,
-            responses,
-        }
-    }
-
-    /// Sends `msg` and returns the action answered.
-    async fn ask(&mut self, msg: LeaderMsg) -> Action {
-        self.requests.send(msg).expect("stream open");
-        let response = tokio::time::timeout(POLL_TIMEOUT, self.responses.message())
-            .await
-            .expect("an answer in time")
-            .expect("no stream error")
-            .expect("an answer");
-        Action::try_from(response.action).expect("an action")
-    }
+/// A raw stream to the follower at `addr`: the test is its leader.
+async fn open(addr: &str) -> Raw {
+    Raw::open(&addr.parse().expect("address")).await
 }
 
 fn decide(txid: &str, action: Action) -> LeaderMsg {
@@ -223,12 +190,11 @@ async fn followers_learn_a_commit_from_the_one_it_reached_with_no_leader_running
     let mut streams = followers.streams().await;
     for (i, stream) in streams.iter_mut().enumerate() {
         let prepare = followers.prepare(i, "1.1", "k", "v");
-        assert_eq!(stream.ask(prepare).await, Action::Commit, "votes COMMIT");
+        stream.expect(prepare, Action::Commit).await;
     }
-    assert_eq!(
-        streams[0].ask(decide("1.1", Action::Commit)).await,
-        Action::Ack
-    );
+    streams[0]
+        .expect(decide("1.1", Action::Commit), Action::Ack)
+        .await;
     drop(streams); // The leader is gone.
     for i in 1..3 {
         followers.wait_known(i, "1.1", Known::Committed).await;
@@ -254,14 +220,13 @@ async fn a_participant_that_never_voted_makes_the_termination_abort() {
     let mut streams = followers.streams().await;
     // Follower 3 joins the cluster (another transaction) but never sees 1.2's PREPARE.
     let other = followers.prepare(2, "1.1", "other", "x");
-    assert_eq!(streams[2].ask(other).await, Action::Commit);
-    assert_eq!(
-        streams[2].ask(decide("1.1", Action::Commit)).await,
-        Action::Ack
-    );
+    streams[2].expect(other, Action::Commit).await;
+    streams[2]
+        .expect(decide("1.1", Action::Commit), Action::Ack)
+        .await;
     for (i, stream) in streams[..2].iter_mut().enumerate() {
         let prepare = followers.prepare(i, "1.2", "k", "v");
-        assert_eq!(stream.ask(prepare).await, Action::Commit);
+        stream.expect(prepare, Action::Commit).await;
     }
     drop(streams);
     for i in 0..2 {
@@ -280,9 +245,9 @@ async fn a_participant_that_never_voted_makes_the_termination_abort() {
     let args = [("--termination-timeout", TERMINATION_TIMEOUT)];
     followers.nodes[2] = support::spawn_with_args(d, Role::Follower, &d.addr(), &args);
     support::wait_follower_ready(&d.addr()).await;
-    let mut late = Raw::open(&d.addr()).await;
+    let mut late = open(&d.addr()).await;
     let prepare = followers.prepare(2, "1.2", "k", "v");
-    assert_eq!(late.ask(prepare).await, Action::Abort, "refused for good");
+    late.expect(prepare, Action::Abort).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -291,7 +256,7 @@ async fn when_every_participant_voted_and_none_knows_the_decision_the_transactio
     let mut streams = followers.streams().await;
     for (i, stream) in streams.iter_mut().enumerate() {
         let prepare = followers.prepare(i, "1.1", "k", "v");
-        assert_eq!(stream.ask(prepare).await, Action::Commit);
+        stream.expect(prepare, Action::Commit).await;
     }
     drop(streams);
     // Both have asked, and found no decision (their logs say so).
@@ -313,8 +278,10 @@ async fn when_every_participant_voted_and_none_knows_the_decision_the_transactio
     }
     // A leader decides it in the end (DESIGN §1.4: only a leader can hold an ABORT no
     // participant has seen).
-    let mut leader = Raw::open(&followers.addrs()[1]).await;
-    assert_eq!(leader.ask(decide("1.1", Action::Commit)).await, Action::Ack);
+    let mut leader = open(&followers.addrs()[1]).await;
+    leader
+        .expect(decide("1.1", Action::Commit), Action::Ack)
+        .await;
     followers.wait_known(0, "1.1", Known::Committed).await;
     assert_eq!(followers.read(0, "k").await.as_deref(), Some("v"));
 }
@@ -324,7 +291,7 @@ async fn a_bad_question_gets_a_clear_error_and_changes_nothing() {
     let followers = Followers::start(1).await;
     let mut streams = followers.streams().await;
     let prepare = followers.prepare(0, "1.1", "k", "v");
-    assert_eq!(streams[0].ask(prepare).await, Action::Commit);
+    streams[0].expect(prepare, Action::Commit).await;
     let mut reads = reads(&followers.addrs()[0]).await.expect("reachable");
     let ask = |txid: &str, cluster: &str, member: &str| DecisionRequest {
         cluster_id: cluster.into(),
