@@ -40,6 +40,7 @@ pub mod metrics;
 pub mod net;
 pub mod placement;
 pub mod proxy;
+pub mod raft;
 pub mod server;
 pub mod tpc;
 pub mod txid;

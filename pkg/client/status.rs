@@ -51,6 +51,22 @@ pub fn render_text(status: &rpc::StatusReply, now: SystemTime) -> String {
         )),
         epoch => out.push_str(&format!("view {epoch}: each key on {held_by}\n")),
     }
+    if !status.leaders.is_empty() {
+        let leaders: Vec<String> = status
+            .leaders
+            .iter()
+            .map(|l| format!("{} ({})", l.address, l.role))
+            .collect();
+        let active = match status.active_leader.as_str() {
+            "" => "none (an election is under way)",
+            active => active,
+        };
+        out.push_str(&format!(
+            "leaders: {}; active: {active}, Raft term {}\n",
+            leaders.join(", "),
+            status.raft_term
+        ));
+    }
     if status.next_view_epoch > 0 {
         out.push_str(&format!(
             "changing to view {}: {} keys ({} bytes) copied to new replicas so far\n",
@@ -128,7 +144,7 @@ pub fn render_json(status: &rpc::StatusReply) -> String {
         .iter()
         .map(|t| json!({ "txid": t.txid, "key": t.key, "phase": t.phase, "awaiting": t.awaiting }))
         .collect();
-    let value = json!({
+    let mut value = json!({
         "version": status.version,
         "role": status.role,
         "cluster_id": status.cluster_id,
@@ -141,6 +157,16 @@ pub fn render_json(status: &rpc::StatusReply) -> String {
         "followers": followers,
         "transactions": transactions,
     });
+    if !status.leaders.is_empty() {
+        let leaders: Vec<_> = status
+            .leaders
+            .iter()
+            .map(|l| json!({ "address": l.address, "role": l.role }))
+            .collect();
+        value["active_leader"] = json!((!status.active_leader.is_empty()).then_some(&status.active_leader));
+        value["raft_term"] = json!(status.raft_term);
+        value["leaders"] = json!(leaders);
+    }
     serde_json::to_string_pretty(&value).unwrap_or_default()
 }
 
@@ -188,6 +214,7 @@ mod tests {
             next_view_epoch: 3,
             moving_keys: 17,
             moving_bytes: 4096,
+            ..Default::default()
         }
     }
 
@@ -238,5 +265,44 @@ mod tests {
         assert_eq!(value["followers"][1]["member_id"], serde_json::Value::Null);
         assert_eq!(value["followers"][0]["keys"], 1234);
         assert_eq!(value["followers"][1]["keys"], serde_json::Value::Null);
+        assert_eq!(value["leaders"], serde_json::Value::Null, "one leader: no leaders");
+    }
+
+    #[test]
+    fn with_standby_leaders_the_status_names_each_role_and_the_active_one() {
+        let leaders = vec![
+            rpc::LeaderStatus {
+                address: "127.0.0.1:50000".into(),
+                role: "active".into(),
+            },
+            rpc::LeaderStatus {
+                address: "127.0.0.1:50010".into(),
+                role: "standby".into(),
+            },
+        ];
+        let status = rpc::StatusReply {
+            role: "standby".into(),
+            active_leader: "127.0.0.1:50000".into(),
+            raft_term: 4,
+            leaders,
+            ..sample()
+        };
+        let value: serde_json::Value = serde_json::from_str(&render_json(&status)).unwrap();
+        assert_eq!(value["role"], "standby");
+        assert_eq!(value["active_leader"], "127.0.0.1:50000");
+        assert_eq!(value["leaders"][1]["role"], "standby");
+        assert_eq!(value["raft_term"], 4);
+        let text = render_text(&status, UNIX_EPOCH);
+        assert!(
+            text.contains("leaders: 127.0.0.1:50000 (active), 127.0.0.1:50010 (standby); active: 127.0.0.1:50000, Raft term 4"),
+            "{text}"
+        );
+        let electing = rpc::StatusReply {
+            active_leader: String::new(),
+            ..status
+        };
+        let value: serde_json::Value = serde_json::from_str(&render_json(&electing)).unwrap();
+        assert_eq!(value["active_leader"], serde_json::Value::Null);
+        assert!(render_text(&electing, UNIX_EPOCH).contains("active: none"));
     }
 }

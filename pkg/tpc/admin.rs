@@ -120,6 +120,7 @@ impl AdminService {
             next_view_epoch: membership.next().map_or(0, |v| v.epoch),
             moving_keys: progress.keys,
             moving_bytes: progress.bytes,
+            ..Default::default()
         }
     }
 }

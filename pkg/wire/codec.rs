@@ -44,11 +44,13 @@ decoded!(Request:
     api::GetRequest, api::PutRequest, api::DeleteRequest, api::TxnRequest,
     rpc::LeaderMsg, rpc::ReadRequest, rpc::StatusRequest, rpc::MembersRequest,
     rpc::CopyRequest, rpc::CatchUpRequest, rpc::ChangeMembersRequest, rpc::LeaseRequest, rpc::DecisionRequest,
+    rpc::RaftRequest,
 );
 decoded!(Reply:
     api::Response, api::TxnResponse,
     rpc::Response, rpc::ReadReply, rpc::StatusReply, rpc::MembersReply,
     rpc::CopyBatch, rpc::CatchUpReply, rpc::ChangeMembersReply, rpc::LeaseReply, rpc::DecisionReply,
+    rpc::RaftReply,
 );
 
 /// The status for a message of type `U` that does not decode.
