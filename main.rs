@@ -19,6 +19,7 @@ use tpc::net::{Address, ListenAddr, Listener};
 use tpc::proxy::{self, Faults, Proxy, ProxyConfig};
 use tpc::tpc::follower::{Follower, FollowerConfig};
 use tpc::tpc::leader::{Leader, LeaderConfig};
+use tpc::tpc::standby::{StandbyConfig, StandbyLeader};
 
 /// mimalloc instead of glibc's malloc: every message allocates and frees many small
 /// buffers (HTTP/2 frames, protobuf messages, journal records). Under a write load the
@@ -74,6 +75,16 @@ struct NodeArgs {
     /// Leader: a follower's address, host:port or unix:/path (repeat, or separate with commas).
     #[arg(long = "follower", value_name = "ADDR", value_delimiter = ',')]
     followers: Vec<String>,
+    /// Leader: another leader's address (repeat, or separate with commas). Runs standby
+    /// leaders (DESIGN §9): the leaders elect one active leader with Raft, on this same
+    /// port; the others forward every call to it and take over when it fails. Run three
+    /// (a majority must be up); every leader needs the same --follower and --replication.
+    #[arg(long = "peer", value_name = "ADDR", value_delimiter = ',')]
+    peers: Vec<String>,
+    /// Leader with --peer: this leader's address as the other leaders name it in their
+    /// --peer. Default: the --listen address, or 127.0.0.1:PORT with --port.
+    #[arg(long, value_name = "ADDR")]
+    advertise: Option<String>,
     /// Listen on this port on all interfaces (IPv6 and IPv4). Leader default: 50000.
     #[arg(long, conflicts_with = "listen")]
     port: Option<u16>,
@@ -152,9 +163,10 @@ struct MembersChangeArgs {
     /// The follower's address, exactly as the leader dials it (its --follower value).
     #[arg(value_name = "FOLLOWER_ADDR")]
     address: String,
-    /// The leader's address, host:port or unix:/path.
-    #[arg(long, default_value = client::DEFAULT_LEADER, value_name = "ADDR")]
-    leader: String,
+    /// The leader's address, host:port or unix:/path; with standby leaders, several
+    /// (A,B,C): the active one is asked.
+    #[arg(long, default_value = client::DEFAULT_LEADER, value_name = "ADDR", value_delimiter = ',')]
+    leader: Vec<String>,
     /// How long to wait for the answer.
     #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = parse_duration)]
     timeout: Duration,
@@ -162,9 +174,10 @@ struct MembersChangeArgs {
 
 #[derive(Args, Debug)]
 struct MembersListArgs {
-    /// The leader's address, host:port or unix:/path.
-    #[arg(long, default_value = client::DEFAULT_LEADER, value_name = "ADDR")]
-    leader: String,
+    /// The leader's address, host:port or unix:/path; with standby leaders, several
+    /// (A,B,C): the active one is asked.
+    #[arg(long, default_value = client::DEFAULT_LEADER, value_name = "ADDR", value_delimiter = ',')]
+    leader: Vec<String>,
     /// Print one JSON object: {"epoch", "replication", "members": [{"id", "address",
     /// "state"}], "moving_keys"}.
     #[arg(long)]
@@ -176,9 +189,10 @@ struct MembersListArgs {
 
 #[derive(Args, Debug)]
 struct StatusArgs {
-    /// The leader's address, host:port or unix:/path.
-    #[arg(long, default_value = client::DEFAULT_LEADER, value_name = "ADDR")]
-    leader: String,
+    /// The leader's address, host:port or unix:/path; with standby leaders, several
+    /// (A,B,C): the active one is asked.
+    #[arg(long, default_value = client::DEFAULT_LEADER, value_name = "ADDR", value_delimiter = ',')]
+    leader: Vec<String>,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -247,9 +261,10 @@ Examples:
   tpc bench --clients 64 --op cas"
 )]
 struct BenchArgs {
-    /// The leader's address, host:port or unix:/path.
-    #[arg(long, default_value = client::DEFAULT_LEADER, value_name = "ADDR", value_parser = parse_address)]
-    leader: Address,
+    /// The leader's address, host:port or unix:/path; with standby leaders, several
+    /// (A,B,C): the active one is loaded.
+    #[arg(long, default_value = client::DEFAULT_LEADER, value_name = "ADDR", value_parser = parse_address, value_delimiter = ',')]
+    leader: Vec<Address>,
     /// Concurrent clients, each with one request in flight at a time.
     #[arg(long, value_name = "N", default_value = "16", value_parser = at_least_one::<usize>)]
     clients: usize,
@@ -280,11 +295,11 @@ struct BenchArgs {
 }
 
 impl BenchArgs {
-    /// The run's settings.
+    /// The run's settings (loading the first --leader; `bench_main` picks the active one).
     fn config(&self) -> bench::Config {
         use std::io::IsTerminal;
         bench::Config {
-            leader: self.leader.clone(),
+            leader: self.leader[0].clone(),
             clients: self.clients,
             connections: self
                 .connections
@@ -359,9 +374,10 @@ fn parse_value_size(text: &str) -> Result<usize, String> {
 
 #[derive(Args, Debug)]
 struct ClientArgs {
-    /// The leader's address, host:port or unix:/path.
-    #[arg(long, default_value = client::DEFAULT_LEADER, value_name = "ADDR")]
-    leader: String,
+    /// The leader's address, host:port or unix:/path; with standby leaders, several
+    /// (A,B,C): the active one is asked.
+    #[arg(long, default_value = client::DEFAULT_LEADER, value_name = "ADDR", value_delimiter = ',')]
+    leader: Vec<String>,
     /// How long one request may take.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
     timeout: Duration,
@@ -559,8 +575,10 @@ fn main() -> ExitCode {
 }
 
 fn init_logging() {
+    // openraft reports every unanswered heartbeat while a leader is down; its errors
+    // still show, and tpc says itself when leadership changes (pkg/tpc/standby.rs).
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=error"));
     use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -613,6 +631,24 @@ async fn node_main(args: NodeArgs) -> Result<(), String> {
                 vote_timeout: args.vote_timeout,
                 member_timeout: args.member_timeout.0,
             };
+            if !args.peers.is_empty() {
+                let advertise = match (&args.advertise, &listen) {
+                    (Some(addr), _) => addr.clone(),
+                    (None, ListenAddr::Port(port)) => format!("127.0.0.1:{port}"),
+                    (None, ListenAddr::Addr(_)) => args.listen.clone().unwrap_or_default(),
+                };
+                let config = StandbyConfig { leader: config, advertise, peers: args.peers.clone() };
+                let mut node = StandbyLeader::start(config).await.map_err(|e| e.to_string())?;
+                if let Some(http) = http {
+                    node = node.with_http(http);
+                }
+                let listener = Listener::bind(&listen).await.map_err(|e| format!("cannot listen on {listen:?}: {e}"))?;
+                tracing::info!(address = %listener.local_address(), peers = ?args.peers, followers = ?args.followers, "leader listening");
+                return node.serve(listener, shutdown).await.map_err(|e| e.to_string());
+            }
+            if args.advertise.is_some() {
+                return Err("--advertise names this leader to its --peer leaders; give --peer too".into());
+            }
             let mut node = Leader::start(config).map_err(|e| e.to_string())?;
             if let Some(http) = http {
                 node = node.with_http(http);
@@ -691,12 +727,25 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
+/// The leader of `leaders` to talk to (`client::resolve_leader`), or the exit status
+/// after saying why there is none.
+async fn leader_of(tool: &str, leaders: &[String], timeout: Duration) -> Result<String, ExitCode> {
+    client::resolve_leader(leaders, timeout).await.map_err(|e| {
+        eprint_line(&format!("{tool}: {e}"));
+        ExitCode::from(2)
+    })
+}
+
 async fn status_main(args: StatusArgs) -> ExitCode {
-    let text = match client::status::fetch(&args.leader, args.timeout).await {
+    let leader = match leader_of("tpc status", &args.leader, args.timeout).await {
+        Ok(leader) => leader,
+        Err(code) => return code,
+    };
+    let text = match client::status::fetch(&leader, args.timeout).await {
         Ok(status) if args.json => client::status::render_json(&status) + "\n",
         Ok(status) => client::status::render_text(&status, std::time::SystemTime::now()),
         Err(e) => {
-            eprint_line(&format!("tpc status: {}: {e}", args.leader));
+            eprint_line(&format!("tpc status: {leader}: {e}"));
             return ExitCode::from(2);
         }
     };
@@ -722,7 +771,11 @@ async fn members_main(args: MembersArgs) -> ExitCode {
         MembersCommand::Remove(args) => (args, false),
     };
     let verb = if add { "add" } else { "remove" };
-    match client::members::change(&args.leader, &args.address, add, args.timeout).await {
+    let leader = match leader_of("tpc members", &args.leader, args.timeout).await {
+        Ok(leader) => leader,
+        Err(code) => return code,
+    };
+    match client::members::change(&leader, &args.address, add, args.timeout).await {
         Ok(epoch) => {
             let text = format!(
                 "view {epoch}: {} {}; the keys that move are being copied (see `tpc members list`)\n",
@@ -739,11 +792,15 @@ async fn members_main(args: MembersArgs) -> ExitCode {
 }
 
 async fn members_list(args: MembersListArgs) -> ExitCode {
-    let text = match client::members::fetch(&args.leader, args.timeout).await {
+    let leader = match leader_of("tpc members list", &args.leader, args.timeout).await {
+        Ok(leader) => leader,
+        Err(code) => return code,
+    };
+    let text = match client::members::fetch(&leader, args.timeout).await {
         Ok(view) if args.json => client::members::render_json(&view) + "\n",
         Ok(view) => client::members::render_text(&view),
         Err(e) => {
-            eprint_line(&format!("tpc members list: {}: {e}", args.leader));
+            eprint_line(&format!("tpc members list: {leader}: {e}"));
             return ExitCode::from(2);
         }
     };
@@ -751,7 +808,21 @@ async fn members_list(args: MembersListArgs) -> ExitCode {
 }
 
 async fn bench_main(args: BenchArgs) -> ExitCode {
-    let config = args.config();
+    let leaders: Vec<String> = args.leader.iter().map(Address::to_string).collect();
+    let leader = match leader_of("tpc bench", &leaders, args.timeout).await {
+        Ok(leader) => leader,
+        Err(code) => return code,
+    };
+    let config = match leader.parse::<Address>() {
+        Ok(leader) => bench::Config {
+            leader,
+            ..args.config()
+        },
+        Err(e) => {
+            eprint_line(&format!("tpc bench: the active leader's address {leader}: {e}"));
+            return ExitCode::from(2);
+        }
+    };
     // Ctrl-C ends the run early, with a report; if the handler cannot be installed,
     // the run simply goes on to its end.
     let interrupt = async {
@@ -771,7 +842,11 @@ async fn bench_main(args: BenchArgs) -> ExitCode {
 }
 
 async fn client_main(args: ClientArgs) -> ExitCode {
-    let mut client = match Client::new(&args.leader, args.timeout) {
+    let leader = match leader_of("tpc client", &args.leader, args.timeout).await {
+        Ok(leader) => leader,
+        Err(code) => return code,
+    };
+    let mut client = match Client::new(&leader, args.timeout) {
         Ok(client) => client,
         Err(e) => {
             eprint_line(&format!("tpc client: {e}"));
@@ -780,7 +855,7 @@ async fn client_main(args: ClientArgs) -> ExitCode {
     };
     let command = match args.op {
         None => {
-            return match shell::interactive(client, &args.leader).await {
+            return match shell::interactive(client, &leader).await {
                 Ok(()) => ExitCode::SUCCESS,
                 // A closed pipe on stdout: the reader wanted no more.
                 Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::from(2),
@@ -927,7 +1002,7 @@ mod tests {
         };
         assert_eq!(
             args.leader,
-            client::DEFAULT_LEADER.parse::<Address>().unwrap()
+            vec![client::DEFAULT_LEADER.parse::<Address>().unwrap()]
         );
         assert_eq!(
             (args.clients, args.seconds, args.op),
@@ -957,7 +1032,7 @@ mod tests {
         let Some(Command::Bench(args)) = cli.command else {
             panic!("not the bench command");
         };
-        assert_eq!(args.leader, Address::Unix("/tmp/l.sock".into()));
+        assert_eq!(args.leader, vec![Address::Unix("/tmp/l.sock".into())]);
         assert_eq!(
             (args.op, args.clients, args.value_size, args.json),
             (Workload::Mixed, 3, 0, true)

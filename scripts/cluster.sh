@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Starts a local tpc cluster: N followers (default 3) and a leader, in the foreground.
 #
-#   scripts/cluster.sh [N] [--replication R] [--fresh] [--data DIR] [--port BASE]
+#   scripts/cluster.sh [N] [--replication R] [--leaders L] [--fresh] [--data DIR] [--port BASE]
 #
 # The leader listens on BASE (default 50000), follower i on BASE+i, and the leader's
 # live view and metrics on BASE+80. Each key lives on R followers (default 3; with R
-# at least N, on every follower). Data lives under
+# at least N, on every follower). With --leaders L (3 recommended), L leaders elect an
+# active one and the others stand by (DESIGN §9): leader j listens on BASE+60+j for
+# j >= 2, and serves its live view on BASE+80+j-1. Data lives under
 # DIR (default .tpc-cluster in the repository) and survives restarts; --fresh wipes it
 # first. Each node's log lines are prefixed with its name. Ctrl-C stops the nodes this
 # script started, and nothing else.
@@ -19,12 +21,14 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 data="$root/.tpc-cluster"
 base=50000
 replication=3
+leaders=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --fresh) fresh=1 ;;
     --data) data=${2:?--data needs a directory}; shift ;;
     --port) base=${2:?--port needs a number}; shift ;;
     --replication) replication=${2:?--replication needs a number}; shift ;;
+    --leaders) leaders=${2:?--leaders needs a number}; shift ;;
     -h|--help) usage; exit 0 ;;
     ''|*[!0-9]*) echo "cluster.sh: unknown argument: $1" >&2; usage >&2; exit 2 ;;
     *) n=$1 ;;
@@ -32,6 +36,7 @@ while [ $# -gt 0 ]; do
   shift
 done
 if [ "$n" -lt 1 ]; then echo "cluster.sh: need at least one follower" >&2; exit 2; fi
+case "$leaders" in ''|*[!0-9]*|0) echo "cluster.sh: --leaders needs a number of at least 1" >&2; exit 2 ;; esac
 
 echo "building the release binary..." >&2
 cargo build --release --quiet --manifest-path "$root/Cargo.toml" --bin tpc
@@ -64,18 +69,38 @@ for i in $(seq 1 "$n"); do
   start "f$i" --tpc-follower --journal-dir "$data/f$i" --kv-dir "$data/f$i/kv" --port "$port"
   followers+=(--follower "127.0.0.1:$port")
 done
-start leader --tpc-leader --journal-dir "$data/leader" "${followers[@]}" --port "$base" \
-  --http-port "$((base + 80))" --replication "$replication"
+# leader_port J: where leader J listens.
+leader_port() { if [ "$1" = 1 ]; then echo "$base"; else echo $((base + 60 + $1)); fi; }
+if [ "$leaders" = 1 ]; then
+  start leader --tpc-leader --journal-dir "$data/leader" "${followers[@]}" --port "$base" \
+    --http-port "$((base + 80))" --replication "$replication"
+  addresses="127.0.0.1:$base"
+  about="leader on 127.0.0.1:$base"
+else
+  all=()
+  for j in $(seq 1 "$leaders"); do all+=("127.0.0.1:$(leader_port "$j")"); done
+  addresses=$(IFS=,; echo "${all[*]}")
+  for j in $(seq 1 "$leaders"); do
+    peers=()
+    for k in $(seq 1 "$leaders"); do
+      if [ "$k" != "$j" ]; then peers+=(--peer "127.0.0.1:$(leader_port "$k")"); fi
+    done
+    start "leader$j" --tpc-leader --journal-dir "$data/leader$j" "${followers[@]}" \
+      --port "$(leader_port "$j")" "${peers[@]}" --http-port "$((base + 80 + j - 1))" \
+      --replication "$replication"
+  done
+  about="$leaders leaders on $addresses (one active, the others standing by)"
+fi
 
 cat >&2 <<MSG
 
-tpc cluster: leader on 127.0.0.1:$base, $n followers on ports $((base + 1))-$((base + n)),
-each key on $((replication < n ? replication : n)) of them.
+tpc cluster: $about,
+$n followers on ports $((base + 1))-$((base + n)), each key on $((replication < n ? replication : n)) of them.
 Data: $data (kept across runs; --fresh wipes it).
 Live view: http://127.0.0.1:$((base + 80))/   (also /metrics, /healthz)
-Status:   $bin status --leader 127.0.0.1:$base
-Connect:  $bin client --leader 127.0.0.1:$base          (interactive shell)
-          $bin client --leader 127.0.0.1:$base put k v  (one command)
+Status:   $bin status --leader $addresses
+Connect:  $bin client --leader $addresses          (interactive shell)
+          $bin client --leader $addresses put k v  (one command)
 Ctrl-C stops the cluster.
 
 MSG

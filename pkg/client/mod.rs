@@ -24,6 +24,38 @@ use crate::proto::api;
 /// The leader address the tools use when none is given (the cluster script's leader).
 pub const DEFAULT_LEADER: &str = "127.0.0.1:50000";
 
+/// The leader to talk to, of `leaders` (`--leader A,B,C`, DESIGN §9): one address is
+/// used as given; of several, the active leader, as the first to answer names it; if
+/// none is active yet (the leaders are electing one), the first that answers, which
+/// forwards calls once one is.
+pub async fn resolve_leader(leaders: &[String], timeout: Duration) -> Result<String, String> {
+    if let [one] = leaders {
+        return Ok(one.clone());
+    }
+    if leaders.is_empty() {
+        return Err("no leader address given".into());
+    }
+    let asks = leaders.iter().map(|addr| async move {
+        (addr, status::fetch(addr, timeout.min(Duration::from_secs(2))).await)
+    });
+    let answers = futures::future::join_all(asks).await;
+    let mut failures = Vec::new();
+    let mut first = None;
+    for (addr, answer) in &answers {
+        match answer {
+            Ok(status) if status.role == "active" || status.role == "leader" => {
+                return Ok(addr.to_string())
+            }
+            Ok(status) if !status.active_leader.is_empty() => {
+                return Ok(status.active_leader.clone())
+            }
+            Ok(_) => first = first.or(Some(addr.to_string())),
+            Err(e) => failures.push(format!("{addr}: {e}")),
+        }
+    }
+    first.ok_or_else(|| format!("no leader answered: {}", failures.join("; ")))
+}
+
 /// A connection to a tpc node (normally the leader).
 #[derive(Clone)]
 pub struct Client {

@@ -33,9 +33,24 @@ fn age(unix_ms: i64, now: SystemTime) -> Option<Duration> {
 /// The status as text, ages measured from `now`.
 pub fn render_text(status: &rpc::StatusReply, now: SystemTime) -> String {
     let mut out = format!(
-        "tpc {} {}, cluster {}, epoch {}\njournal: {} bytes, {} records since its last checkpoint\n",
-        status.version, status.role, status.cluster_id, status.epoch, status.journal_bytes, status.journal_records
+        "tpc {} {}, cluster {}, epoch {}\n",
+        status.version, status.role, status.cluster_id, status.epoch
     );
+    if status.role == "standby" {
+        // A standby holds the control state only; the active leader has the rest.
+        out.push_str(&leaders_line(status));
+        if !status.active_leader.is_empty() {
+            out.push_str(&format!(
+                "the cluster's followers and transactions: tpc status --leader {}\n",
+                status.active_leader
+            ));
+        }
+        return out;
+    }
+    out.push_str(&format!(
+        "journal: {} bytes, {} records since its last checkpoint\n",
+        status.journal_bytes, status.journal_records
+    ));
     let held_by = if status.replication as usize >= status.followers.len() {
         "every follower".to_string()
     } else {
@@ -51,28 +66,13 @@ pub fn render_text(status: &rpc::StatusReply, now: SystemTime) -> String {
         )),
         epoch => out.push_str(&format!("view {epoch}: each key on {held_by}\n")),
     }
-    if !status.leaders.is_empty() {
-        let leaders: Vec<String> = status
-            .leaders
-            .iter()
-            .map(|l| format!("{} ({})", l.address, l.role))
-            .collect();
-        let active = match status.active_leader.as_str() {
-            "" => "none (an election is under way)",
-            active => active,
-        };
-        out.push_str(&format!(
-            "leaders: {}; active: {active}, Raft term {}\n",
-            leaders.join(", "),
-            status.raft_term
-        ));
-    }
     if status.next_view_epoch > 0 {
         out.push_str(&format!(
             "changing to view {}: {} keys ({} bytes) copied to new replicas so far\n",
             status.next_view_epoch, status.moving_keys, status.moving_bytes
         ));
     }
+    out.push_str(&leaders_line(status));
     out.push_str(&format!("followers ({}):\n", status.followers.len()));
     for f in &status.followers {
         let state = if f.connected {
@@ -120,6 +120,27 @@ pub fn render_text(status: &rpc::StatusReply, now: SystemTime) -> String {
         }
     }
     out
+}
+
+/// With standby leaders, a line naming each leader's role and the active one.
+fn leaders_line(status: &rpc::StatusReply) -> String {
+    if status.leaders.is_empty() {
+        return String::new();
+    }
+    let leaders: Vec<String> = status
+        .leaders
+        .iter()
+        .map(|l| format!("{} ({})", l.address, l.role))
+        .collect();
+    let active = match status.active_leader.as_str() {
+        "" => "none (an election is under way)",
+        active => active,
+    };
+    format!(
+        "leaders: {}; active: {active}, Raft term {}\n",
+        leaders.join(", "),
+        status.raft_term
+    )
 }
 
 /// The status as JSON.
@@ -297,6 +318,16 @@ mod tests {
             text.contains("leaders: 127.0.0.1:50000 (active), 127.0.0.1:50010 (standby); active: 127.0.0.1:50000, Raft term 4"),
             "{text}"
         );
+        assert!(
+            text.contains("tpc status --leader 127.0.0.1:50000") && !text.contains("view"),
+            "a standby points at the active leader for the rest: {text}"
+        );
+        let active = rpc::StatusReply {
+            role: "active".into(),
+            ..status.clone()
+        };
+        let text = render_text(&active, UNIX_EPOCH);
+        assert!(text.contains("Raft term 4") && text.contains("view 2"), "{text}");
         let electing = rpc::StatusReply {
             active_leader: String::new(),
             ..status

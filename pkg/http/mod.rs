@@ -24,7 +24,6 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::net;
-use crate::tpc::admin::AdminService;
 use crate::tpc::trace::{Trace, TraceEvent};
 
 /// The live view page.
@@ -34,7 +33,7 @@ const VIEW: &str = include_str!("view.html");
 #[derive(Clone)]
 pub struct LeaderPages {
     /// The source of `/api/status`.
-    pub admin: AdminService,
+    pub status: Arc<dyn Fn() -> crate::proto::rpc::StatusReply + Send + Sync>,
     /// The source of `/api/events`.
     pub trace: Arc<Trace>,
 }
@@ -106,7 +105,7 @@ async fn status(State(state): State<AppState>) -> Response {
     match state.leader {
         Some(pages) => (
             [(header::CONTENT_TYPE, "application/json")],
-            crate::client::status::render_json(&pages.admin.snapshot()),
+            crate::client::status::render_json(&(pages.status)()),
         )
             .into_response(),
         None => StatusCode::NOT_FOUND.into_response(),

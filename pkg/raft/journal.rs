@@ -35,11 +35,11 @@ pub struct ReplicatedJournal {
 }
 
 impl ReplicatedJournal {
-    /// Starts the task that proposes the jobs to `raft`; `records` is the state's
-    /// content when this leader took over.
-    pub fn start(raft: Raft, records: &[Record]) -> ReplicatedJournal {
+    /// Starts the task that proposes the jobs to `raft` for Raft term `term`, in which
+    /// this leader took over; `records` is the state's content then.
+    pub fn start(raft: Raft, term: u64, records: &[Record]) -> ReplicatedJournal {
         let (jobs, queue) = mpsc::unbounded_channel();
-        tokio::spawn(propose(raft, queue).in_current_span());
+        tokio::spawn(propose(raft, term, queue).in_current_span());
         let journal = ReplicatedJournal {
             jobs,
             records: Arc::default(),
@@ -110,7 +110,7 @@ fn fail(dones: Vec<Done>, why: &str) {
 }
 
 /// Proposes the jobs in order, appends waiting together as one entry.
-async fn propose(raft: Raft, mut queue: mpsc::UnboundedReceiver<Job>) {
+async fn propose(raft: Raft, term: u64, mut queue: mpsc::UnboundedReceiver<Job>) {
     let mut next: Option<Job> = None;
     loop {
         let first = match next.take() {
@@ -121,6 +121,7 @@ async fn propose(raft: Raft, mut queue: mpsc::UnboundedReceiver<Job>) {
             },
         };
         let mut entry = ControlEntry {
+            term,
             rewrite: first.rewrite,
             records: first.records,
         };
@@ -142,11 +143,12 @@ async fn propose(raft: Raft, mut queue: mpsc::UnboundedReceiver<Job>) {
             Ok(committed) => {
                 tokio::spawn(async move {
                     match committed.await {
-                        Ok(Ok(_)) => {
+                        Ok(Ok(written)) if written.data => {
                             for done in dones {
                                 let _ = done.send(Ok(()));
                             }
                         }
+                        Ok(Ok(_)) => fail(dones, &format!("term {term} is over")),
                         Ok(Err(e)) => fail(dones, &e.to_string()),
                         Err(_) => fail(dones, "Raft stopped"),
                     }

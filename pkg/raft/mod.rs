@@ -47,8 +47,15 @@ pub use state_machine::{ControlState, StateMachine};
 pub type NodeId = u64;
 
 /// One entry of the control state: records of the leader journal, as journal fields.
+///
+/// `term` is the Raft term of the leader that proposed it, when it became active: an
+/// entry that ends up in another term's place in the log (its proposer stood down and
+/// was elected again while it was queued) is not applied. So a leader's journal jobs
+/// count only while the leadership they were made under lasts, whatever is still
+/// queued when it ends.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ControlEntry {
+    pub term: u64,
     /// True: the records replace the state (a checkpoint); false: they are appended.
     pub rewrite: bool,
     pub records: Vec<Vec<String>>,
@@ -58,7 +65,8 @@ openraft::declare_raft_types!(
     /// openraft's types for tpc's control state.
     pub TypeConfig:
         D = ControlEntry,
-        R = (),
+        // Whether the entry was applied (see `ControlEntry::term`).
+        R = bool,
         NodeId = NodeId,
         Node = openraft::BasicNode,
         SnapshotData = Cursor<Vec<u8>>,
@@ -134,8 +142,8 @@ pub fn config() -> openraft::Config {
     openraft::Config {
         cluster_name: "tpc-leaders".into(),
         heartbeat_interval: 150,
-        election_timeout_min: 800,
-        election_timeout_max: 1600,
+        election_timeout_min: 600,
+        election_timeout_max: 1200,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(500),
         max_in_snapshot_log_to_keep: 100,
         ..Default::default()
@@ -143,9 +151,10 @@ pub fn config() -> openraft::Config {
 }
 
 /// How long after the start of its last heartbeat round that a quorum confirmed the
-/// active leader may still act as the only one: well under `election_timeout_min`,
-/// itself no longer than the lease every voter grants (see [`config`]).
-pub const READ_LEASE_MS: u64 = 600;
+/// active leader may still act as the only one: well under the lease every voter
+/// grants (`election_timeout_max`, see [`config`]), a margin for clocks that drift
+/// and for a leader that reads its own metrics late.
+pub const READ_LEASE_MS: u64 = 500;
 
 /// Turns any error into openraft's storage error for `verb`.
 pub(crate) fn io_error<E: std::fmt::Display>(

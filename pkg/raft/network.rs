@@ -36,14 +36,25 @@ const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 pub struct Network {
     group: Arc<Group>,
     channels: Arc<Mutex<HashMap<NodeId, Channel>>>,
+    heard: Heard,
 }
+
+/// When each leader last answered this one.
+type Heard = Arc<Mutex<HashMap<NodeId, std::time::Instant>>>;
 
 impl Network {
     pub fn new(group: Arc<Group>) -> Network {
         Network {
             group,
             channels: Arc::default(),
+            heard: Arc::default(),
         }
+    }
+
+    /// How long ago leader `id` last answered this one (`None`: never).
+    pub fn heard_from(&self, id: NodeId) -> Option<std::time::Duration> {
+        let heard = self.heard.lock().unwrap_or_else(|p| p.into_inner());
+        heard.get(&id).map(|at| at.elapsed())
     }
 
     fn channel(&self, target: NodeId, node: &BasicNode) -> Result<Channel, String> {
@@ -64,6 +75,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Connection {
         Connection {
             target,
+            heard: self.heard.clone(),
             group: self.group.fingerprint.clone(),
             client: self.channel(target, node).map(|channel| {
                 LeaderRaftClient::new(channel)
@@ -77,6 +89,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 /// A connection to one leader.
 pub struct Connection {
     target: NodeId,
+    heard: Heard,
     group: String,
     client: Result<LeaderRaftClient<Channel>, String>,
 }
@@ -120,6 +133,10 @@ impl Connection {
         })?;
         let answer: Result<Resp, E> = serde_json::from_slice(&reply.into_inner().json)
             .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        self.heard
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(self.target, std::time::Instant::now());
         answer.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 }

@@ -31,13 +31,19 @@ pub struct ControlState {
 }
 
 impl ControlState {
-    /// Applies one entry: appends its records, or (a checkpoint) replaces them.
-    pub fn apply(&mut self, entry: &ControlEntry) {
+    /// Applies one entry, made in Raft term `term`: appends its records, or (a
+    /// checkpoint) replaces them. An entry proposed for another term is not applied
+    /// (`ControlEntry::term`); the answer says whether it was.
+    pub fn apply(&mut self, term: u64, entry: &ControlEntry) -> bool {
+        if entry.term != term {
+            return false;
+        }
         if entry.rewrite {
             self.records = entry.records.clone();
         } else {
             self.records.extend(entry.records.iter().cloned());
         }
+        true
     }
 }
 
@@ -160,7 +166,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok((state.applied, state.membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<()>, StorageError<NodeId>>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<bool>, StorageError<NodeId>>
     where
         I: IntoIterator<Item = openraft::Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -169,14 +175,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut replies = Vec::new();
         for entry in entries {
             state.applied = Some(entry.log_id);
-            match &entry.payload {
-                EntryPayload::Blank => {}
-                EntryPayload::Normal(control) => state.apply(control),
+            let applied = match &entry.payload {
+                EntryPayload::Blank => true,
+                EntryPayload::Normal(control) => state.apply(entry.log_id.leader_id.term, control),
                 EntryPayload::Membership(m) => {
-                    state.membership = StoredMembership::new(Some(entry.log_id), m.clone())
+                    state.membership = StoredMembership::new(Some(entry.log_id), m.clone());
+                    true
                 }
-            }
-            replies.push(());
+            };
+            replies.push(applied);
         }
         Ok(replies)
     }

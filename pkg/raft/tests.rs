@@ -42,18 +42,29 @@ fn a_group_numbers_the_leaders_alike_on_every_leader() {
 fn the_control_state_is_the_journal_it_replicates() {
     let mut state = ControlState::default();
     let record = |s: &str| vec![s.to_string()];
-    state.apply(&ControlEntry {
-        rewrite: false,
-        records: vec![record("a"), record("b")],
-    });
-    state.apply(&ControlEntry {
-        rewrite: false,
-        records: vec![record("c")],
-    });
+    let entry = |rewrite, records| ControlEntry {
+        term: 2,
+        rewrite,
+        records,
+    };
+    assert!(state.apply(2, &entry(false, vec![record("a"), record("b")])));
+    assert!(state.apply(2, &entry(false, vec![record("c")])));
     assert_eq!(state.records, vec![record("a"), record("b"), record("c")]);
-    state.apply(&ControlEntry {
-        rewrite: true,
-        records: vec![record("live")],
-    });
+    assert!(state.apply(2, &entry(true, vec![record("live")])));
     assert_eq!(state.records, vec![record("live")], "a checkpoint replaces");
+}
+
+#[test]
+fn an_entry_proposed_for_another_term_is_not_applied() {
+    // A leader active in term 2 queued it; it reached the log in term 4, after the
+    // leader had stood down and been elected again.
+    let mut state = ControlState::default();
+    let stale = ControlEntry {
+        term: 2,
+        rewrite: true,
+        records: vec![],
+    };
+    state.records = vec![vec!["meta".to_string()]];
+    assert!(!state.apply(4, &stale));
+    assert_eq!(state.records, vec![vec!["meta".to_string()]]);
 }

@@ -39,7 +39,8 @@ use super::message::{Answer, FollowerReply};
 use super::records::LeaderRecord;
 use super::trace::Trace;
 use crate::crash::crash_point;
-use crate::journal::{GroupJournal, Record};
+use super::leader_journal::LeaderJournal;
+use crate::journal::Record;
 use crate::metrics;
 use crate::txn::TxnSpec;
 
@@ -92,16 +93,19 @@ pub enum Event {
         job: JobId,
         result: Result<(), JournalFailure>,
     },
+    /// Stop: this leader stands down (`Coordinator::stop`).
+    Stop(String),
 }
 
 /// The leader's coordinator: the core, the task that owns it, and what others watch.
 pub struct Coordinator {
     core: Mutex<LeaderCore>,
     events: mpsc::UnboundedSender<Event>,
-    journal: GroupJournal,
+    journal: LeaderJournal,
     /// Changes whenever a decision is made or ACKed, for reads waiting for one.
     progress: watch::Sender<u64>,
-    /// Set (with the reason) once the journal failed in a way that forces a restart.
+    /// Set (with the reason) once the journal failed in a way that forces a restart,
+    /// or the leader was told to stop.
     fatal: watch::Sender<Option<String>>,
     /// When the leader started: the core's clock counts from here.
     started: Instant,
@@ -114,7 +118,7 @@ impl Coordinator {
     /// with `events` as its inbox (the links report on the same channel).
     pub fn start(
         core: LeaderCore,
-        journal: GroupJournal,
+        journal: LeaderJournal,
         links: Vec<Link>,
         events: (mpsc::UnboundedSender<Event>, mpsc::UnboundedReceiver<Event>),
         trace: Arc<Trace>,
@@ -135,6 +139,7 @@ impl Coordinator {
             trace,
             writes: HashMap::new(),
             next_write: 1,
+            stopping: None,
         };
         tokio::spawn(owner.run(inbox).in_current_span());
         coordinator
@@ -178,6 +183,12 @@ impl Coordinator {
         });
     }
 
+    /// Stops the leader: every waiting write is answered UNKNOWN (its outcome is for
+    /// the next leader to settle), the links close, and [`Coordinator::fatal`] says why.
+    pub fn stop(&self, why: String) {
+        let _ = self.events.send(Event::Stop(why));
+    }
+
     /// The core, for a look (reads and status); held briefly.
     pub fn core(&self) -> MutexGuard<'_, LeaderCore> {
         lock(&self.core)
@@ -195,7 +206,7 @@ impl Coordinator {
 
     /// The journal's size: bytes and records.
     pub fn journal_size(&self) -> (u64, u64) {
-        (self.journal.byte_len(), self.journal.record_count())
+        self.journal.size()
     }
 
     /// When the leader started, by the wall clock (the core's times count from here).
@@ -217,6 +228,8 @@ struct Owner {
     /// Writes waiting for their answer.
     writes: HashMap<WriteId, oneshot::Sender<WriteAnswer>>,
     next_write: WriteId,
+    /// Set by [`Event::Stop`]: stop once the batch is handled.
+    stopping: Option<String>,
 }
 
 impl Owner {
@@ -261,6 +274,12 @@ impl Owner {
         };
         for effect in effects {
             self.carry_out(effect);
+        }
+        if let Some(why) = self.stopping.take() {
+            self.stop(
+                why.clone(),
+                format!("the leader stood down; the outcome is for the next leader to settle: {why}"),
+            );
         }
         c.progress.send_if_modified(|seen| {
             let changed = *seen != progress;
@@ -313,6 +332,7 @@ impl Owner {
                 silent,
                 member_timeout,
             } => core.silences(&silent, member_timeout),
+            Event::Stop(why) => self.stopping = Some(why),
         }
     }
 
@@ -373,14 +393,19 @@ impl Owner {
             }
             Effect::Fatal(why) => {
                 tracing::error!(reason = %why, "leader journal failed; stopping");
-                for (_, reply) in self.writes.drain() {
-                    let _ = reply.send(Err(Status::unknown(format!(
-                        "leader journal failed; outcome unknown until the leader restarts: {why}"
-                    ))));
-                }
-                self.coordinator.fatal.send_replace(Some(why));
+                let answer =
+                    format!("leader journal failed; outcome unknown until the leader restarts: {why}");
+                self.stop(why, answer);
             }
         }
+    }
+
+    /// Answers every waiting write UNKNOWN with `answer`, and says why the leader stops.
+    fn stop(&mut self, why: String, answer: String) {
+        for (_, reply) in self.writes.drain() {
+            let _ = reply.send(Err(Status::unknown(answer.clone())));
+        }
+        self.coordinator.fatal.send_replace(Some(why));
     }
 
     /// Reports a journal write's result back to the core when it is known.

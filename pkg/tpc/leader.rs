@@ -37,6 +37,7 @@ use tracing::Instrument;
 
 use super::admin::AdminService;
 use super::coordinator::Coordinator;
+use super::leader_journal::LeaderJournal;
 use super::leader_core::{Committed, LeaderCore};
 use super::link::Link;
 use super::membership::Membership;
@@ -81,47 +82,28 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// A leader with its journal recovered, ready to serve.
-pub struct Leader {
-    service: LeaderService,
-    admin: AdminService,
-    trace: Arc<Trace>,
-    coordinator: Arc<Coordinator>,
-    member_timeout: Option<Duration>,
-    http: Option<tokio::net::TcpListener>,
-    _lock: DirLock,
+/// What serves while this leader is the active one: the coordinator with its core,
+/// the links to the followers, and the client and operator services on them. A
+/// single leader is always active; with standby leaders one is built at each takeover
+/// and dropped when the leader stands down (`standby.rs`).
+pub(crate) struct Active {
+    pub(crate) service: LeaderService,
+    pub(crate) admin: AdminService,
+    pub(crate) coordinator: Arc<Coordinator>,
+    _watch: AbortOnDrop,
 }
 
-impl Leader {
-    /// Locks and recovers the journal (a new epoch, unfinished transactions resumed) and
-    /// starts the links and the coordinator. Must run inside a multi-threaded runtime.
-    pub fn start(config: LeaderConfig) -> Result<Leader> {
-        if config.followers.is_empty() {
-            return Err(Error::Config(
-                "a leader needs at least one --follower".into(),
-            ));
-        }
-        let mut addresses = Vec::new();
-        for name in &config.followers {
-            let addr: Address = name.parse().map_err(Error::Config)?;
-            if addresses.iter().any(|(_, a)| *a == addr) {
-                return Err(Error::Config(format!("follower {name} is given twice")));
-            }
-            addresses.push((name.clone(), addr));
-        }
-        let (lock, mut journal, records) = open_journal::<LeaderRecord>(&config.journal_path)?;
-        let start = LeaderCore::recover(
-            records,
-            config.followers.clone(),
-            config.replication,
-            config.vote_timeout,
-            || uuid::Uuid::new_v4().to_string(),
-        )
-        .map_err(Error::Config)?;
-        // The new epoch is durable before anything is sent (the fence relies on it).
-        let persist: Vec<Record> = start.persist.iter().map(Record::from).collect();
-        journal.append_batch(&persist)?;
-        let core = start.core;
+impl Active {
+    /// Starts the links, the coordinator (which owns `core`, its fences and owed
+    /// decisions queued) and the watch on the members. `core`'s new epoch must be
+    /// durable in `journal` already: the fence relies on it.
+    pub(crate) fn start(
+        core: LeaderCore,
+        journal: LeaderJournal,
+        config: &LeaderConfig,
+        trace: Arc<Trace>,
+    ) -> Result<Active> {
+        let addresses = follower_addresses(&config.followers)?;
         tracing::info!(
             cluster = core.cluster_id(),
             epoch = core.epoch(),
@@ -129,14 +111,8 @@ impl Leader {
             fencing = core.recovery().is_active(),
             "leader journal recovered"
         );
-        let journal = GroupJournal::start(journal).map_err(|source| Error::Io {
-            path: config.journal_path.clone(),
-            source,
-        })?;
-
         metrics::FOLLOWERS_CONNECTED.set(0);
         let (events, inbox) = mpsc::unbounded_channel();
-        let trace = Arc::new(Trace::default());
         let links: Vec<Link> = addresses
             .iter()
             .enumerate()
@@ -160,8 +136,7 @@ impl Leader {
             .collect::<Result<Vec<_>>>()?;
         let cluster_id = core.cluster_id().to_string();
         let epoch = core.epoch();
-        let coordinator =
-            Coordinator::start(core, journal, links.clone(), (events, inbox), trace.clone());
+        let coordinator = Coordinator::start(core, journal, links.clone(), (events, inbox), trace);
         let admin = AdminService {
             links,
             coordinator: coordinator.clone(),
@@ -177,12 +152,86 @@ impl Leader {
                 vote_timeout: config.vote_timeout,
             }),
         };
-        Ok(Leader {
+        let watch = AbortOnDrop(tokio::spawn(
+            view_change::watch(
+                coordinator.clone(),
+                admin.reports.clone(),
+                config.member_timeout,
+            )
+            .in_current_span(),
+        ));
+        Ok(Active {
             service,
             admin,
-            trace,
             coordinator,
-            member_timeout: config.member_timeout,
+            _watch: watch,
+        })
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.coordinator.stop("this leader stood down".into());
+    }
+}
+
+/// The followers' addresses, each as given and parsed; refuses none or one twice.
+pub(crate) fn follower_addresses(followers: &[String]) -> Result<Vec<(String, Address)>> {
+    if followers.is_empty() {
+        return Err(Error::Config(
+            "a leader needs at least one --follower".into(),
+        ));
+    }
+    let mut addresses: Vec<(String, Address)> = Vec::new();
+    for name in followers {
+        let addr: Address = name.parse().map_err(Error::Config)?;
+        if addresses.iter().any(|(_, a)| *a == addr) {
+            return Err(Error::Config(format!("follower {name} is given twice")));
+        }
+        addresses.push((name.clone(), addr));
+    }
+    Ok(addresses)
+}
+
+/// A leader with its journal recovered, ready to serve.
+pub struct Leader {
+    active: Active,
+    trace: Arc<Trace>,
+    http: Option<tokio::net::TcpListener>,
+    _lock: DirLock,
+}
+
+impl Leader {
+    /// Locks and recovers the journal (a new epoch, unfinished transactions resumed) and
+    /// starts the links and the coordinator. Must run inside a multi-threaded runtime.
+    pub fn start(config: LeaderConfig) -> Result<Leader> {
+        follower_addresses(&config.followers)?;
+        let (lock, mut journal, records) = open_journal::<LeaderRecord>(&config.journal_path)?;
+        let start = LeaderCore::recover(
+            records,
+            config.followers.clone(),
+            config.replication,
+            config.vote_timeout,
+            || uuid::Uuid::new_v4().to_string(),
+        )
+        .map_err(Error::Config)?;
+        // The new epoch is durable before anything is sent (the fence relies on it).
+        let persist: Vec<Record> = start.persist.iter().map(Record::from).collect();
+        journal.append_batch(&persist)?;
+        let journal = GroupJournal::start(journal).map_err(|source| Error::Io {
+            path: config.journal_path.clone(),
+            source,
+        })?;
+        let trace = Arc::new(Trace::default());
+        let active = Active::start(
+            start.core,
+            LeaderJournal::Local(journal),
+            &config,
+            trace.clone(),
+        )?;
+        Ok(Leader {
+            active,
+            trace,
             http: None,
             _lock: lock,
         })
@@ -204,8 +253,9 @@ impl Leader {
             server::router_with_admin_services(&["api.KeyValueAPI", "rpc.Admin"]).await;
         // The journal is recovered: ready.
         health.set_serving(true).await;
+        let admin = self.active.admin.clone();
         let pages = LeaderPages {
-            admin: self.admin.clone(),
+            status: Arc::new(move || admin.snapshot()),
             trace: self.trace.clone(),
         };
         let stop_http = server::spawn_http(self.http, &health, Some(pages));
@@ -215,18 +265,9 @@ impl Leader {
             stop_http.send_replace(true);
         };
         let router = router
-            .add_service(
-                api::key_value_api_server::KeyValueApiServer::new(self.service)
-                    .max_decoding_message_size(MAX_GRPC_REQUEST_READ_BYTES)
-                    .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES),
-            )
-            .add_service(rpc::admin_server::AdminServer::new(self.admin.clone()));
-        let mut fatal = self.coordinator.fatal();
-        let reports = self.admin.reports.clone();
-        let _watch = AbortOnDrop(tokio::spawn(
-            view_change::watch(self.coordinator.clone(), reports, self.member_timeout)
-                .in_current_span(),
-        ));
+            .add_service(api_server(self.active.service.clone()))
+            .add_service(rpc::admin_server::AdminServer::new(self.active.admin.clone()));
+        let mut fatal = self.active.coordinator.fatal();
         tokio::select! {
             served = listener.serve(router, shutdown) => served.map_err(Error::from),
             failed = fatal.wait_for(Option::is_some) => Err(Error::Config(match failed {
@@ -235,6 +276,15 @@ impl Leader {
             })),
         }
     }
+}
+
+/// The `KeyValueAPI` server for `api`, with tpc's message limits.
+pub(crate) fn api_server<A: api::key_value_api_server::KeyValueApi>(
+    api: A,
+) -> api::key_value_api_server::KeyValueApiServer<A> {
+    api::key_value_api_server::KeyValueApiServer::new(api)
+        .max_decoding_message_size(MAX_GRPC_REQUEST_READ_BYTES)
+        .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES)
 }
 
 /// The followers `pick` chooses from `core`'s view, each with the member id a read of it
@@ -262,7 +312,7 @@ struct ServiceInner {
 
 /// The leader's `KeyValueAPI`.
 #[derive(Clone)]
-struct LeaderService {
+pub(crate) struct LeaderService {
     inner: Arc<ServiceInner>,
 }
 

@@ -199,6 +199,7 @@
 pub mod admin;
 mod catch_up;
 pub mod coordinator;
+pub mod leader_journal;
 pub mod follower;
 mod follower_batch;
 pub mod follower_core;
@@ -208,6 +209,7 @@ mod key_count;
 pub mod leader;
 pub mod leader_core;
 pub mod lease;
+pub mod standby;
 pub mod link;
 pub mod link_core;
 pub mod membership;
