@@ -22,27 +22,49 @@ const FOLLOWERS: usize = 3;
 struct Cluster {
     // Nodes first: processes die before their directories go.
     leaders: Vec<Option<Node>>,
-    _followers: Vec<Node>,
+    followers: Vec<Node>,
     leader_dirs: Vec<NodeDirs>,
     follower_dirs: Vec<NodeDirs>,
+    /// The leaders' extra environment.
+    leader_env: Vec<(String, String)>,
 }
 
 impl Cluster {
     async fn start() -> Cluster {
+        Cluster::start_with(&[], &[]).await
+    }
+
+    /// Starts the followers (the first with `first_follower_env`), then the leaders
+    /// with `leader_env`.
+    async fn start_with(
+        first_follower_env: &[(&str, &str)],
+        leader_env: &[(&str, &str)],
+    ) -> Cluster {
         let follower_dirs: Vec<NodeDirs> = (1..=FOLLOWERS)
             .map(|i| NodeDirs::new(&format!("f{i}")))
             .collect();
-        let followers: Vec<Node> = follower_dirs.iter().map(support::follower).collect();
+        let followers: Vec<Node> = follower_dirs
+            .iter()
+            .enumerate()
+            .map(|(i, dirs)| {
+                let env = if i == 0 { first_follower_env } else { &[] };
+                support::spawn(dirs, Role::Follower, &dirs.addr(), env)
+            })
+            .collect();
         for dirs in &follower_dirs {
             support::wait_follower_ready(&dirs.addr()).await;
         }
         let mut cluster = Cluster {
             leaders: (0..LEADERS).map(|_| None).collect(),
-            _followers: followers,
+            followers,
             leader_dirs: (1..=LEADERS)
                 .map(|i| NodeDirs::new(&format!("leader{i}")))
                 .collect(),
             follower_dirs,
+            leader_env: leader_env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         for i in 0..LEADERS {
             cluster.start_leader(i);
@@ -62,10 +84,16 @@ impl Cluster {
             .collect();
         let peers = peers.join(",");
         let dirs = &self.leader_dirs[i];
-        self.leaders[i] = Some(support::spawn_with_args(
+        let env: Vec<(&str, &str)> = self
+            .leader_env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        self.leaders[i] = Some(support::spawn_with_env_and_args(
             dirs,
             Role::leader(followers),
             &dirs.addr(),
+            &env,
             &[("--peer", &peers)],
         ));
     }
@@ -73,8 +101,15 @@ impl Cluster {
     /// Waits until every running leader agrees on the active one, which serves with
     /// its view formed; its index.
     async fn active(&self) -> usize {
+        self.active_among(&[]).await
+    }
+
+    /// Like [`Cluster::active`], leaving the leaders `ignored` out (a paused one).
+    async fn active_among(&self, ignored: &[usize]) -> usize {
         let addrs = self.addrs();
-        let running: Vec<usize> = (0..LEADERS).filter(|&i| self.leaders[i].is_some()).collect();
+        let running: Vec<usize> = (0..LEADERS)
+            .filter(|&i| self.leaders[i].is_some() && !ignored.contains(&i))
+            .collect();
         poll("the leaders to agree on an active one", POLL_TIMEOUT, || {
             let addrs = addrs.clone();
             let running = running.clone();
@@ -164,12 +199,35 @@ async fn one_leader_is_active_and_the_standbys_forward_every_call_to_it() {
 #[derive(Default)]
 struct History {
     ops: Vec<Operation>,
-    /// When each successful write returned.
-    acked: Vec<Instant>,
+    /// When each successful write was called and returned.
+    acked: Vec<(Instant, Instant)>,
+}
+
+/// How the active leader fails.
+#[derive(Clone, Copy, PartialEq)]
+enum Failure {
+    /// kill -9, and a restart once another leader is active.
+    Kill,
+    /// SIGSTOP until another leader is active, then SIGCONT: a zombie that still
+    /// believes it leads, with its streams to the followers and its committed writes.
+    Pause,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_active_leader_under_load_fails_over_and_loses_no_acknowledged_write() {
+    fail_over_under_load(Failure::Kill).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_active_leader_that_wakes_up_stands_down_and_serves_nothing_stale() {
+    fail_over_under_load(Failure::Pause).await;
+}
+
+/// Clients write and read through every leader while the active one fails; another
+/// takes over, the old one returns as a standby, and the history (with a final read of
+/// every key through each leader) is linearizable: no acknowledged write is lost and no
+/// read is stale.
+async fn fail_over_under_load(failure: Failure) {
     let mut cluster = Cluster::start().await;
     let addrs = cluster.addrs();
     let active = cluster.active().await;
@@ -213,7 +271,7 @@ async fn killing_the_active_leader_under_load_fails_over_and_loses_no_acknowledg
                 {
                     let mut h = history.lock().unwrap();
                     if known && matches!(kind, Some(OpKind::Put(_))) {
-                        h.acked.push(ret);
+                        h.acked.push((call, ret));
                     }
                     if let Some(kind) = kind {
                         h.ops.push(Operation {
@@ -237,14 +295,22 @@ async fn killing_the_active_leader_under_load_fails_over_and_loses_no_acknowledg
     })
     .await;
 
-    cluster.leaders[active].as_mut().unwrap().kill();
     let killed = Instant::now();
-    cluster.leaders[active] = None;
-    let new_active = cluster.active().await;
+    let new_active = match failure {
+        Failure::Kill => {
+            cluster.leaders[active].as_mut().unwrap().kill();
+            cluster.leaders[active] = None;
+            cluster.active().await
+        }
+        Failure::Pause => {
+            cluster.leaders[active].as_ref().unwrap().signal("STOP");
+            cluster.active_among(&[active]).await
+        }
+    };
     assert_ne!(new_active, active);
-    poll("a write acknowledged after the kill", POLL_TIMEOUT, || async {
+    poll("a write acknowledged after the failure", POLL_TIMEOUT, || async {
         let h = history.lock().unwrap();
-        h.acked.iter().any(|&t| t > killed).then_some(()).ok_or("none yet".to_string())
+        h.acked.iter().any(|&(call, _)| call > killed).then_some(()).ok_or("none yet".to_string())
     })
     .await;
     let first = history
@@ -252,21 +318,24 @@ async fn killing_the_active_leader_under_load_fails_over_and_loses_no_acknowledg
         .unwrap()
         .acked
         .iter()
-        .filter(|&&t| t > killed)
+        .filter(|&&(call, _)| call > killed)
+        .map(|&(_, ret)| ret)
         .min()
-        .copied()
         .unwrap();
     eprintln!(
-        "first acknowledged write {:?} after the kill",
+        "first acknowledged write called after the failure returned {:?} after it",
         first.duration_since(killed)
     );
     let status = tpc::client::status::fetch(&addrs[new_active], CALL_TIMEOUT).await.unwrap();
     let old_epoch = status.epoch;
 
-    // The killed leader comes back as a standby and disturbs nothing.
-    cluster.start_leader(active);
+    // The old leader comes back as a standby and disturbs nothing.
+    match failure {
+        Failure::Kill => cluster.start_leader(active),
+        Failure::Pause => cluster.leaders[active].as_ref().unwrap().signal("CONT"),
+    }
     let again = cluster.active().await;
-    assert_eq!(again, new_active, "the restarted leader took nothing over");
+    assert_eq!(again, new_active, "the old leader took nothing over");
     let status = tpc::client::status::fetch(&addrs[active], CALL_TIMEOUT).await.unwrap();
     assert_eq!(status.role, "standby");
     let count = acked();
@@ -306,4 +375,96 @@ async fn killing_the_active_leader_under_load_fails_over_and_loses_no_acknowledg
     if let Err(violation) = check::check(&history) {
         panic!("{violation}");
     }
+}
+
+/// The active leader decides ABORT on a vote that did not come in time (F1's state
+/// thread is held right after it journaled its COMMIT vote), commits the ABORT to the
+/// leaders, and dies before sending it. Every follower in fact voted COMMIT, so
+/// without that record the next leader would commit by the votes; with it, the next
+/// leader aborts everywhere (DESIGN §1.4: the leader's durable ABORT wins, and with
+/// standby leaders "durable" means on a majority of them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abort_the_dead_leader_committed_to_the_leaders_is_delivered_by_the_next() {
+    const KEY: &str = "in doubt";
+    let release = tempfile::tempdir().unwrap();
+    let release = release.path().join("release-the-vote");
+    let pause = format!("follower-after-vote-journaled={}", release.display());
+    let mut cluster = Cluster::start_with(
+        &[("TPC_PAUSE_AT", &pause)],
+        &[(support::CRASH_AT, "leader-after-decision-journaled")],
+    )
+    .await;
+    let addrs = cluster.addrs();
+    let active = cluster.active().await;
+    let answer = support::client(&addrs[active]).put(KEY, "never").await;
+    assert!(answer.is_err(), "the leader died before answering: {answer:?}");
+    let dead = cluster.leaders[active].as_mut().unwrap();
+    let status = dead.wait_exit(Duration::from_secs(10)).await;
+    assert!(!status.success(), "{status:?}");
+    cluster.leaders[active] = None;
+    // F1's COMMIT vote goes out now, to a leader that is gone: every follower voted COMMIT.
+    std::fs::write(&release, b"").unwrap();
+
+    let next = cluster.active().await;
+    assert_ne!(next, active);
+    for dirs in &cluster.follower_dirs {
+        let held = support::settled_get(&dirs.addr(), KEY).await;
+        assert_eq!(held, None, "{} applied the ABORT", dirs.addr());
+    }
+    let mut client = support::client(&addrs[next]);
+    assert_eq!(client.get(KEY).await.unwrap_err().code(), Code::NotFound);
+    client.put(KEY, "after").await.expect("the key is free again");
+    assert_eq!(cluster.followers.len(), FOLLOWERS);
+}
+
+/// The control state lives in each leader's files: every leader killed at once and
+/// restarted keeps the cluster (its id, its data), in a newer epoch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leaders_killed_together_and_restarted_keep_the_cluster() {
+    let mut cluster = Cluster::start().await;
+    let addrs = cluster.addrs();
+    let active = cluster.active().await;
+    let before = tpc::client::status::fetch(&addrs[active], CALL_TIMEOUT).await.unwrap();
+    support::client(&addrs[active]).put("kept", "yes").await.unwrap();
+    for leader in cluster.leaders.iter_mut() {
+        leader.as_mut().unwrap().send_kill();
+    }
+    for i in 0..LEADERS {
+        cluster.leaders[i].take().unwrap().kill();
+    }
+    for i in 0..LEADERS {
+        cluster.start_leader(i);
+    }
+    let active = cluster.active().await;
+    let after = tpc::client::status::fetch(&addrs[active], CALL_TIMEOUT).await.unwrap();
+    assert_eq!(after.cluster_id, before.cluster_id);
+    assert!(after.epoch > before.epoch, "{} after {}", after.epoch, before.epoch);
+    let mut client = support::client(&addrs[(active + 1) % LEADERS]);
+    assert_eq!(client.get("kept").await.unwrap(), "yes");
+}
+
+/// A leader directory that holds a single leader's journal is not silently left
+/// behind by a leader started with --peer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_leaders_journal_is_refused_by_a_leader_with_peers() {
+    let dirs = NodeDirs::new("leader");
+    std::fs::create_dir_all(dirs.journal_dir()).unwrap();
+    let mut journal = tpc::journal::Journal::open(&dirs.journal_file()).unwrap().0;
+    journal
+        .append(&["meta".to_string(), "c1".to_string()])
+        .unwrap();
+    drop(journal);
+    let mut node = support::spawn_with_args(
+        &dirs,
+        Role::leader(vec!["unix:/nonexistent/f.sock".into()]),
+        &dirs.addr(),
+        &[("--peer", "unix:/nonexistent/l2.sock")],
+    );
+    let status = node.wait_exit(Duration::from_secs(10)).await;
+    assert!(!status.success());
+    assert!(
+        dirs.log().contains("holds a single leader's journal"),
+        "{}",
+        dirs.log()
+    );
 }

@@ -181,6 +181,25 @@ pub fn spawn_with_args(dirs: &NodeDirs, role: Role, listen: &str, args: &[(&str,
     )
 }
 
+/// Like [`spawn`] with extra flags and environment.
+pub fn spawn_with_env_and_args(
+    dirs: &NodeDirs,
+    role: Role,
+    listen: &str,
+    env: &[(&str, &str)],
+    args: &[(&str, &str)],
+) -> Node {
+    spawn_process(
+        dirs,
+        role,
+        listen,
+        env,
+        &dirs.journal_dir(),
+        &dirs.kv_dir(),
+        args,
+    )
+}
+
 fn spawn_process(
     dirs: &NodeDirs,
     role: Role,
