@@ -15,6 +15,10 @@
 //!   peer's decision) is durable, not yet sent or answered.
 //! - `leader-after-first-ack`: a follower ACKed a decision, the leader has not yet
 //!   handled the ACK.
+//! - `leader-before-takeover`: Raft elected this standby leader, which has read
+//!   nothing yet.
+//! - `leader-after-takeover`: this standby leader's new epoch is committed to the
+//!   leaders; it has sent nothing.
 //! - `journal-torn-write`: a journal write stops halfway through its bytes (a torn
 //!   record), on whichever node has the variable.
 //!

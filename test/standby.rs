@@ -468,3 +468,39 @@ async fn a_single_leaders_journal_is_refused_by_a_leader_with_peers() {
         dirs.log()
     );
 }
+
+/// Each of the first two leaders Raft elects dies at a step of its takeover: before it
+/// read anything, or once its new epoch is committed but nothing sent. With them back
+/// (and no crash point), a third takes over and serves, in an epoch above every epoch
+/// committed so far.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leaders_that_die_during_their_takeover_leave_a_cluster_the_next_one_takes_over() {
+    for point in ["leader-before-takeover", "leader-after-takeover"] {
+        let mut cluster = Cluster::start_with(&[], &[(support::CRASH_AT, point)]).await;
+        let mut dead = Vec::new();
+        poll("two leaders to die at their takeover", POLL_TIMEOUT, || {
+            for i in 0..LEADERS {
+                if let Some(status) = cluster.leaders[i].as_mut().and_then(Node::try_exit) {
+                    assert!(!status.success(), "{status:?}");
+                    cluster.leaders[i] = None;
+                    dead.push(i);
+                }
+            }
+            let done = dead.len() >= 2;
+            async move { done.then_some(()).ok_or("not yet".to_string()) }
+        })
+        .await;
+        cluster.leader_env.clear();
+        for &i in &dead {
+            cluster.start_leader(i);
+        }
+        let addrs = cluster.addrs();
+        let active = cluster.active().await;
+        let status = tpc::client::status::fetch(&addrs[active], CALL_TIMEOUT).await.unwrap();
+        let committed_before = if point == "leader-after-takeover" { 2 } else { 0 };
+        assert!(status.epoch > committed_before, "{point}: epoch {}", status.epoch);
+        let mut client = support::client(&addrs[active]);
+        client.put("after", point).await.expect(point);
+        assert_eq!(client.get("after").await.unwrap(), point);
+    }
+}
