@@ -145,6 +145,30 @@ pub static TERMINATIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 
+/// With standby leaders: 1 while this leader is the active one, else 0.
+pub static LEADER_ACTIVE: LazyLock<IntGauge> = LazyLock::new(|| {
+    checked(
+        register_int_gauge!(
+            "tpc_leader_active",
+            "With standby leaders (--peer): 1 while this leader is the active one, else 0."
+        ),
+        "tpc_leader_active",
+    )
+});
+
+/// With standby leaders: takeovers by this leader, and times it stood down.
+pub static LEADER_CHANGES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    checked(
+        register_int_counter_vec!(
+            "tpc_leader_changes_total",
+            "With standby leaders (--peer): this leader's takeovers (took_over) and the \
+             times it stood down (stood_down).",
+            &["change"]
+        ),
+        "tpc_leader_changes_total",
+    )
+});
+
 /// Times a request for [`REQUEST_DURATION`]: observed when dropped, so also when the
 /// client goes away.
 pub struct RequestTimer {

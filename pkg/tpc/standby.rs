@@ -52,6 +52,7 @@ use crate::dirlock::DirLock;
 use crate::http::LeaderPages;
 use crate::journal::Record;
 use crate::limits::MAX_GRPC_MESSAGE_BYTES;
+use crate::metrics;
 use crate::net::{self, Address, Listener};
 use crate::proto::{api, rpc};
 use crate::raft::{
@@ -98,6 +99,8 @@ struct Shared {
     /// A channel to each other leader, for forwarding.
     channels: Mutex<HashMap<NodeId, Channel>>,
     vote_timeout: Duration,
+    /// The messages of the transactions, for the live view (kept across takeovers).
+    trace: Arc<Trace>,
 }
 
 /// A leader with standbys, its Raft node started.
@@ -188,6 +191,7 @@ impl StandbyLeader {
             base: Instant::now(),
             channels: Mutex::default(),
             vote_timeout: leader.vote_timeout,
+            trace: Arc::new(Trace::default()),
         });
         let manager = AbortOnDrop(tokio::spawn(
             manage(shared.clone(), role_sender, config.leader.clone()).in_current_span(),
@@ -239,7 +243,7 @@ impl StandbyLeader {
         let status = dispatch.clone();
         let pages = LeaderPages {
             status: Arc::new(move || status.status()),
-            trace: Arc::new(Trace::default()),
+            trace: self.shared.trace.clone(),
         };
         let stop_http = server::spawn_http(self.http, &health, Some(pages));
         let shutdown = async move {
@@ -288,13 +292,13 @@ fn refuse_single_leader_journal(path: &std::path::Path) -> Result<()> {
 /// stands down when it must, and so on.
 async fn manage(shared: Arc<Shared>, role: watch::Sender<Role>, config: LeaderConfig) {
     let me = shared.group.me;
-    let trace = Arc::new(Trace::default());
-    let mut metrics = shared.raft.metrics();
+    metrics::LEADER_ACTIVE.set(0);
+    let mut raft_metrics = shared.raft.metrics();
     loop {
         // Standby: say who is active, until it is this leader.
         loop {
             let (state, leader) = {
-                let m = metrics.borrow_and_update();
+                let m = raft_metrics.borrow_and_update();
                 (m.state, m.current_leader)
             };
             if state == ServerState::Leader && leader == Some(me) {
@@ -307,11 +311,11 @@ async fn manage(shared: Arc<Shared>, role: watch::Sender<Role>, config: LeaderCo
                     true
                 }
             });
-            if metrics.changed().await.is_err() {
+            if raft_metrics.changed().await.is_err() {
                 return;
             }
         }
-        let active = match take_over(&shared, &config, trace.clone()).await {
+        let active = match take_over(&shared, &config).await {
             Ok(active) => Arc::new(active),
             Err(why) => {
                 tracing::warn!(reason = %why, "could not take over; trying again");
@@ -321,10 +325,14 @@ async fn manage(shared: Arc<Shared>, role: watch::Sender<Role>, config: LeaderCo
         };
         let mut fatal = active.coordinator.fatal();
         role.send_replace(Role::Active(active.clone()));
+        metrics::LEADER_ACTIVE.set(1);
+        metrics::LEADER_CHANGES.with_label_values(&["took_over"]).inc();
         let confirm = AbortOnDrop(tokio::spawn(confirm(shared.clone()).in_current_span()));
-        let why = hold(&shared, &mut metrics, &mut fatal).await;
+        let why = hold(&shared, &mut raft_metrics, &mut fatal).await;
         tracing::warn!(reason = %why, "standing down");
         role.send_replace(Role::Standby { active: None });
+        metrics::LEADER_ACTIVE.set(0);
+        metrics::LEADER_CHANGES.with_label_values(&["stood_down"]).inc();
         shared.confirmed_ms.store(0, Ordering::Relaxed);
         drop(confirm);
         active.coordinator.stop(why);
@@ -332,17 +340,14 @@ async fn manage(shared: Arc<Shared>, role: watch::Sender<Role>, config: LeaderCo
 }
 
 /// Takes over as the active leader (see the module documentation).
-async fn take_over(
-    shared: &Shared,
-    config: &LeaderConfig,
-    trace: Arc<Trace>,
-) -> std::result::Result<Active, String> {
+async fn take_over(shared: &Shared, config: &LeaderConfig) -> std::result::Result<Active, String> {
     crash_point("leader-before-takeover");
     let raft = &shared.raft;
+    // The heartbeat round that confirms the leadership starts after this.
+    let started = Instant::now();
     raft.ensure_linearizable()
         .await
         .map_err(|e| format!("not confirmed as the Raft leader: {e}"))?;
-    let started = Instant::now();
     let term = {
         let m = raft.metrics().borrow().clone();
         if m.state != ServerState::Leader || m.current_leader != Some(shared.group.me) {
@@ -384,7 +389,12 @@ async fn take_over(
     journal.extend(persist);
     let journal = ReplicatedJournal::start(raft.clone(), term, &journal);
     tracing::info!(term, epoch = start.core.epoch(), "taking over as the active leader");
-    Active::start(start.core, LeaderJournal::Replicated(journal), config, trace)
+    Active::start(
+        start.core,
+        LeaderJournal::Replicated(journal),
+        config,
+        shared.trace.clone(),
+    )
         .map_err(|e| e.to_string())
 }
 
@@ -393,15 +403,15 @@ async fn take_over(
 /// heartbeat while this leader leads. Reported late (the metrics are not read at
 /// once), it only looks fresher by that delay, which the lease's margin covers.
 async fn confirm(shared: Arc<Shared>) {
-    let mut metrics = shared.raft.metrics();
+    let mut raft_metrics = shared.raft.metrics();
     loop {
-        let acked = metrics.borrow_and_update().millis_since_quorum_ack;
+        let acked = raft_metrics.borrow_and_update().millis_since_quorum_ack;
         if let Some(ago) = acked {
             if let Some(at) = Instant::now().checked_sub(Duration::from_millis(ago)) {
                 shared.confirm(at);
             }
         }
-        if metrics.changed().await.is_err() {
+        if raft_metrics.changed().await.is_err() {
             return;
         }
     }
@@ -410,18 +420,18 @@ async fn confirm(shared: Arc<Shared>) {
 /// Waits until this leader must stand down, and says why.
 async fn hold(
     shared: &Shared,
-    metrics: &mut watch::Receiver<openraft::RaftMetrics<NodeId, openraft::BasicNode>>,
+    raft_metrics: &mut watch::Receiver<openraft::RaftMetrics<NodeId, openraft::BasicNode>>,
     fatal: &mut watch::Receiver<Option<String>>,
 ) -> String {
     let me = shared.group.me;
     let mut check = tokio::time::interval(CONFIRM_EVERY);
     loop {
         tokio::select! {
-            changed = metrics.changed() => {
+            changed = raft_metrics.changed() => {
                 if changed.is_err() {
                     return "Raft stopped".into();
                 }
-                let m = metrics.borrow_and_update();
+                let m = raft_metrics.borrow_and_update();
                 if m.state != ServerState::Leader || m.current_leader != Some(me) {
                     return format!("Raft term {} has another leader", m.current_term);
                 }
