@@ -146,6 +146,11 @@ pub fn config() -> openraft::Config {
         election_timeout_max: 1200,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(500),
         max_in_snapshot_log_to_keep: 100,
+        // A chunk's bytes travel as a JSON array of numbers, up to 4 characters a
+        // byte: 512 KiB stays well under the 4 MiB gRPC message limit.
+        snapshot_max_chunk_size: 512 * 1024,
+        // A leader journal checkpoint is one entry; 64 of them fit in a message.
+        max_payload_entries: 64,
         ..Default::default()
     }
 }

@@ -68,3 +68,137 @@ fn an_entry_proposed_for_another_term_is_not_applied() {
     assert!(!state.apply(4, &stale));
     assert_eq!(state.records, vec![vec!["meta".to_string()]]);
 }
+
+/// One leader's Raft node serving over gRPC on a Unix socket, from files in `dir`.
+struct Node {
+    raft: Raft,
+    state: StateMachine,
+    server: tokio::task::JoinHandle<()>,
+}
+
+async fn start_node(dir: &std::path::Path, group: Group) -> Node {
+    let group = std::sync::Arc::new(group);
+    let log = LogStore::open(&dir.join("raft")).unwrap();
+    let pristine = log.is_pristine();
+    let state = StateMachine::open(&dir.join("raft-snapshot")).unwrap();
+    let mut config = config();
+    config.snapshot_policy = openraft::SnapshotPolicy::LogsSinceLast(5);
+    config.max_in_snapshot_log_to_keep = 0;
+    let config = std::sync::Arc::new(config.validate().unwrap());
+    let network = Network::new(group.clone());
+    let raft = Raft::new(group.me, config, network, log, state.clone())
+        .await
+        .unwrap();
+    let address: crate::net::Address = group.address(group.me).unwrap().parse().unwrap();
+    let listener = crate::net::Listener::bind(&crate::net::ListenAddr::Addr(address))
+        .await
+        .unwrap();
+    let service = crate::proto::rpc::leader_raft_server::LeaderRaftServer::new(
+        RaftService::new(raft.clone(), group.clone()),
+    );
+    let router = tonic::transport::Server::builder().add_service(service);
+    let server = tokio::spawn(async move {
+        let _ = listener.serve(router, std::future::pending()).await;
+    });
+    if pristine {
+        let _ = raft.initialize(group.members()).await;
+    }
+    Node {
+        raft,
+        state,
+        server,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_was_away_catches_up_from_a_snapshot_over_grpc() {
+    let root = tempfile::tempdir().unwrap();
+    let addrs: Vec<String> = (1..=3)
+        .map(|i| format!("unix:{}", root.path().join(format!("l{i}.sock")).display()))
+        .collect();
+    let group = |i: usize| {
+        let peers: Vec<String> = (0..3).filter(|&j| j != i).map(|j| addrs[j].clone()).collect();
+        Group::new(&addrs[i], &peers, &["f".to_string()], 1).unwrap()
+    };
+    let dirs: Vec<std::path::PathBuf> = (0..3)
+        .map(|i| {
+            let dir = root.path().join(format!("d{i}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            dir
+        })
+        .collect();
+    let mut nodes = Vec::new();
+    for (i, dir) in dirs.iter().enumerate() {
+        nodes.push(Some(start_node(dir, group(i)).await));
+    }
+    let wait = std::time::Duration::from_secs(15);
+    let metrics = nodes[0]
+        .as_ref()
+        .unwrap()
+        .raft
+        .wait(Some(wait))
+        .metrics(|m| m.current_leader.is_some(), "a leader")
+        .await
+        .unwrap();
+    let leader = metrics.current_leader.unwrap();
+    // Stop a node that is not the leader.
+    let away = (0..3).find(|&i| group(i).me != leader).unwrap();
+    let node = nodes[away].take().unwrap();
+    node.raft.shutdown().await.unwrap();
+    node.server.abort();
+    // Write through whichever node leads (an election may still be settling).
+    let mut written = 0;
+    while written < 20 {
+        let leading = nodes.iter().flatten().find(|n| {
+            let m = n.raft.metrics().borrow().clone();
+            m.state == openraft::ServerState::Leader
+        });
+        let Some(leading) = leading else {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            continue;
+        };
+        let term = leading.raft.metrics().borrow().current_term;
+        let entry = ControlEntry {
+            term,
+            rewrite: false,
+            records: vec![vec!["r".to_string(), written.to_string()]],
+        };
+        if let Ok(reply) = leading.raft.client_write(entry).await {
+            written += reply.data as usize;
+        }
+    }
+    let leading = nodes
+        .iter()
+        .flatten()
+        .find(|n| n.raft.metrics().borrow().state == openraft::ServerState::Leader)
+        .unwrap();
+    let expected = leading.state.state().records;
+    assert_eq!(expected.len(), 20);
+    // Back, from its files: the others purged the entries it missed, so it gets them
+    // as a snapshot.
+    let back = start_node(&dirs[away], group(away)).await;
+    back.raft
+        .wait(Some(wait))
+        .metrics(|m| m.snapshot.is_some() && m.last_applied.map(|l| l.index) >= leading.raft.metrics().borrow().last_applied.map(|l| l.index), "caught up")
+        .await
+        .unwrap();
+    assert_eq!(back.state.state().records, expected);
+    // And it kept them: restarted alone (the others stopped), it rebuilds the same
+    // state from its files: the snapshot, then the committed entries after it.
+    let last = back.raft.metrics().borrow().last_applied.map(|l| l.index);
+    back.raft.shutdown().await.unwrap();
+    back.server.abort();
+    for node in nodes.iter().flatten() {
+        node.raft.shutdown().await.unwrap();
+        node.server.abort();
+    }
+    let alone = start_node(&dirs[away], group(away)).await;
+    let applied = alone
+        .raft
+        .wait(Some(wait))
+        .metrics(|m| m.last_applied.map(|l| l.index) >= last, "applied")
+        .await
+        .unwrap();
+    assert!(applied.snapshot.is_some());
+    assert_eq!(alone.state.state().records, expected);
+}
