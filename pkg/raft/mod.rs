@@ -35,6 +35,7 @@ mod journal;
 mod log_store;
 mod network;
 mod state_machine;
+mod validate;
 #[cfg(test)]
 mod tests;
 

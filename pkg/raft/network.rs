@@ -2,8 +2,9 @@
 //!
 //! A message carries openraft's request (or its `Result`) as JSON, and the sender's
 //! group fingerprint ([`super::Group`]). A leader refuses a message of another group
-//! (FAILED_PRECONDITION naming both) or one that does not decode (INVALID_ARGUMENT):
-//! nothing a peer sends can panic it. Each peer is dialled over one pooled channel.
+//! (FAILED_PRECONDITION naming both), and one that does not decode or breaks Raft's
+//! rules (INVALID_ARGUMENT, `validate.rs`): openraft trusts its peers, so what reaches
+//! it is checked first. Each peer is dialled over one pooled channel.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -22,7 +23,7 @@ use serde::Serialize;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
-use super::{Group, NodeId, Raft, TypeConfig};
+use super::{validate, Group, NodeId, Raft, TypeConfig};
 use crate::limits::MAX_GRPC_MESSAGE_BYTES;
 use crate::net::{self, Address};
 use crate::proto::rpc;
@@ -185,7 +186,13 @@ impl RaftService {
         RaftService { raft, group }
     }
 
-    fn decode<T: DeserializeOwned>(&self, request: Request<rpc::RaftRequest>) -> Result<T, Status> {
+    /// The message in `request`, if it is of this group, decodes, and passes `check`
+    /// (`validate.rs`).
+    fn decode<T: DeserializeOwned>(
+        &self,
+        request: Request<rpc::RaftRequest>,
+        check: impl FnOnce(&Group, &T) -> Result<(), String>,
+    ) -> Result<T, Status> {
         let rpc::RaftRequest { group, json } = request.into_inner();
         if group != self.group.fingerprint {
             tracing::warn!(theirs = %group, ours = %self.group.fingerprint, "a leader of another group called; every leader must name the same leaders, followers and replication");
@@ -196,8 +203,13 @@ impl RaftService {
                 self.group.fingerprint
             )));
         }
-        serde_json::from_slice(&json)
-            .map_err(|e| Status::invalid_argument(format!("not a Raft message: {e}")))
+        let message: T = serde_json::from_slice(&json)
+            .map_err(|e| Status::invalid_argument(format!("not a Raft message: {e}")))?;
+        check(&self.group, &message).map_err(|why| {
+            tracing::warn!(%why, "refused a Raft message that breaks Raft's rules");
+            Status::invalid_argument(format!("refused: {why}"))
+        })?;
+        Ok(message)
     }
 }
 
@@ -213,7 +225,8 @@ impl rpc::leader_raft_server::LeaderRaft for RaftService {
         &self,
         request: Request<rpc::RaftRequest>,
     ) -> Result<Response<rpc::RaftReply>, Status> {
-        let message: AppendEntriesRequest<TypeConfig> = self.decode(request)?;
+        let message: AppendEntriesRequest<TypeConfig> =
+            self.decode(request, validate::append_entries)?;
         reply(&self.raft.append_entries(message).await)
     }
 
@@ -221,7 +234,7 @@ impl rpc::leader_raft_server::LeaderRaft for RaftService {
         &self,
         request: Request<rpc::RaftRequest>,
     ) -> Result<Response<rpc::RaftReply>, Status> {
-        let message: VoteRequest<NodeId> = self.decode(request)?;
+        let message: VoteRequest<NodeId> = self.decode(request, validate::vote_request)?;
         reply(&self.raft.vote(message).await)
     }
 
@@ -229,7 +242,8 @@ impl rpc::leader_raft_server::LeaderRaft for RaftService {
         &self,
         request: Request<rpc::RaftRequest>,
     ) -> Result<Response<rpc::RaftReply>, Status> {
-        let message: InstallSnapshotRequest<TypeConfig> = self.decode(request)?;
+        let message: InstallSnapshotRequest<TypeConfig> =
+            self.decode(request, validate::install_snapshot)?;
         reply(&self.raft.install_snapshot(message).await)
     }
 }

@@ -2,6 +2,7 @@ use openraft::testing::{StoreBuilder, Suite};
 use openraft::StorageError;
 
 use super::*;
+use super::validate;
 
 struct Builder;
 
@@ -201,4 +202,97 @@ async fn a_leader_that_was_away_catches_up_from_a_snapshot_over_grpc() {
         .unwrap();
     assert!(applied.snapshot.is_some());
     assert_eq!(alone.state.state().records, expected);
+}
+
+#[test]
+fn messages_that_break_rafts_rules_are_refused_before_openraft_sees_them() {
+    use openraft::raft::{AppendEntriesRequest, VoteRequest};
+    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, Vote};
+    let group = Group::new("a:1", &["b:2".into(), "c:3".into()], &["f".into()], 1).unwrap();
+    let id = |t, n, i| LogId::new(CommittedLeaderId::new(t, n), i);
+    let blank = |log_id| Entry::<TypeConfig> {
+        log_id,
+        payload: EntryPayload::Blank,
+    };
+    let append = |prev, entries, commit| AppendEntriesRequest::<TypeConfig> {
+        vote: Vote::new_committed(9, 2),
+        prev_log_id: prev,
+        entries,
+        leader_commit: commit,
+    };
+    // A correct leader's messages pass.
+    let fine = append(Some(id(8, 1, 3)), vec![blank(id(8, 1, 4)), blank(id(9, 2, 5))], Some(id(9, 2, 5)));
+    assert_eq!(validate::append_entries(&group, &fine), Ok(()));
+    // The entry `initialize` writes, before any election, is of term 0 and node 0.
+    let membership = Entry::<TypeConfig> {
+        log_id: id(0, 0, 0),
+        payload: EntryPayload::Membership(openraft::Membership::new(
+            vec![group.members().keys().copied().collect()],
+            group.members(),
+        )),
+    };
+    assert_eq!(validate::append_entries(&group, &append(None, vec![membership], None)), Ok(()));
+    // The one that stopped openraft: an entry that does not follow prev_log_id.
+    let gap = append(None, vec![blank(id(9, 2, 7))], Some(id(9, 2, 100)));
+    assert!(validate::append_entries(&group, &gap).unwrap_err().contains("does not follow"));
+    let back = append(Some(id(9, 2, 3)), vec![blank(id(9, 2, 4)), blank(id(3, 2, 5))], None);
+    assert!(validate::append_entries(&group, &back).unwrap_err().contains("goes back a term"));
+    let future = append(None, vec![blank(id(12, 2, 0))], None);
+    assert!(validate::append_entries(&group, &future).unwrap_err().contains("after the sender's term"));
+    let stranger = AppendEntriesRequest::<TypeConfig> {
+        vote: Vote::new_committed(9, 7),
+        ..append(None, vec![], None)
+    };
+    assert!(validate::append_entries(&group, &stranger).unwrap_err().contains("not one of the 3"));
+    let mut members = group.members();
+    members.insert(4, openraft::BasicNode::new("d:4"));
+    let other_membership = Entry::<TypeConfig> {
+        log_id: id(9, 2, 0),
+        payload: EntryPayload::Membership(openraft::Membership::new(
+            vec![members.keys().copied().collect()],
+            members,
+        )),
+    };
+    let change = append(None, vec![other_membership], None);
+    assert!(validate::append_entries(&group, &change).unwrap_err().contains("membership"));
+    let vote = VoteRequest::new(Vote::new(5, 3), Some(id(6, 1, 2)));
+    assert!(validate::vote_request(&group, &vote).is_err());
+    let vote = VoteRequest::new(Vote::new(6, 3), Some(id(6, 1, 2)));
+    assert_eq!(validate::vote_request(&group, &vote), Ok(()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_message_leaves_the_node_running() {
+    use crate::proto::rpc::leader_raft_server::LeaderRaft;
+    let root = tempfile::tempdir().unwrap();
+    let addr = format!("unix:{}", root.path().join("l.sock").display());
+    let other = format!("unix:{}", root.path().join("m.sock").display());
+    let group = Group::new(&addr, &[other], &["f".to_string()], 1).unwrap();
+    let fingerprint = group.fingerprint.clone();
+    let node = start_node(root.path(), group.clone()).await;
+    let service = RaftService::new(node.raft.clone(), std::sync::Arc::new(group));
+    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, Vote};
+    let id = |i| LogId::new(CommittedLeaderId::new(9, 2), i);
+    let gap = openraft::raft::AppendEntriesRequest::<TypeConfig> {
+        vote: Vote::new_committed(9, 2),
+        prev_log_id: None,
+        entries: vec![Entry { log_id: id(7), payload: EntryPayload::Blank }],
+        leader_commit: Some(id(100)),
+    };
+    for json in [serde_json::to_vec(&gap).unwrap(), b"{not json".to_vec(), vec![0xff; 16]] {
+        let request = tonic::Request::new(crate::proto::rpc::RaftRequest {
+            group: fingerprint.clone(),
+            json,
+        });
+        let refused = service.append_entries(request).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    }
+    let other_group = tonic::Request::new(crate::proto::rpc::RaftRequest {
+        group: "leaders=x".into(),
+        json: serde_json::to_vec(&gap).unwrap(),
+    });
+    let refused = service.append_entries(other_group).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    assert!(node.raft.metrics().borrow().running_state.is_ok());
+    assert!(node.raft.is_initialized().await.unwrap());
 }
