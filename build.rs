@@ -16,7 +16,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .file_descriptor_set_path(out_dir.join("tpc_descriptor.bin"))
         .codec_path("crate::wire::Codec")
         .compile_protos(
-            &["api/kv.proto", "pkg/rpc/tpc.proto", "pkg/rpc/admin.proto", "pkg/rpc/raft.proto"],
+            &[
+                "api/kv.proto",
+                "pkg/rpc/tpc.proto",
+                "pkg/rpc/admin.proto",
+                "pkg/rpc/raft.proto",
+            ],
             &["api", "pkg/rpc"],
         )?;
     println!("cargo:rerun-if-changed=api/kv.proto");

@@ -819,7 +819,9 @@ async fn bench_main(args: BenchArgs) -> ExitCode {
             ..args.config()
         },
         Err(e) => {
-            eprint_line(&format!("tpc bench: the active leader's address {leader}: {e}"));
+            eprint_line(&format!(
+                "tpc bench: the active leader's address {leader}: {e}"
+            ));
             return ExitCode::from(2);
         }
     };

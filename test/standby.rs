@@ -110,28 +110,32 @@ impl Cluster {
         let running: Vec<usize> = (0..LEADERS)
             .filter(|&i| self.leaders[i].is_some() && !ignored.contains(&i))
             .collect();
-        poll("the leaders to agree on an active one", POLL_TIMEOUT, || {
-            let addrs = addrs.clone();
-            let running = running.clone();
-            async move {
-                let mut active = None;
-                for &i in &running {
-                    let status = tpc::client::status::fetch(&addrs[i], CALL_TIMEOUT).await?;
-                    let named = addrs.iter().position(|a| *a == status.active_leader);
-                    let Some(named) = named.filter(|n| running.contains(n)) else {
-                        return Err(format!("leader {i} names no running active leader"));
-                    };
-                    if active.is_some_and(|a| a != named) {
-                        return Err("the leaders name different active leaders".into());
+        poll(
+            "the leaders to agree on an active one",
+            POLL_TIMEOUT,
+            || {
+                let addrs = addrs.clone();
+                let running = running.clone();
+                async move {
+                    let mut active = None;
+                    for &i in &running {
+                        let status = tpc::client::status::fetch(&addrs[i], CALL_TIMEOUT).await?;
+                        let named = addrs.iter().position(|a| *a == status.active_leader);
+                        let Some(named) = named.filter(|n| running.contains(n)) else {
+                            return Err(format!("leader {i} names no running active leader"));
+                        };
+                        if active.is_some_and(|a| a != named) {
+                            return Err("the leaders name different active leaders".into());
+                        }
+                        if status.role == "active" && status.view_epoch == 0 {
+                            return Err("the active leader has no view yet".into());
+                        }
+                        active = Some(named);
                     }
-                    if status.role == "active" && status.view_epoch == 0 {
-                        return Err("the active leader has no view yet".into());
-                    }
-                    active = Some(named);
+                    active.ok_or_else(|| "no leader is running".to_string())
                 }
-                active.ok_or_else(|| "no leader is running".to_string())
-            }
-        })
+            },
+        )
         .await
     }
 }
@@ -141,30 +145,53 @@ async fn one_leader_is_active_and_the_standbys_forward_every_call_to_it() {
     let cluster = Cluster::start().await;
     let addrs = cluster.addrs();
     let active = cluster.active().await;
-    let status = tpc::client::status::fetch(&addrs[active], CALL_TIMEOUT).await.unwrap();
+    let status = tpc::client::status::fetch(&addrs[active], CALL_TIMEOUT)
+        .await
+        .unwrap();
     assert_eq!(status.role, "active");
     let roles: Vec<&str> = status.leaders.iter().map(|l| l.role.as_str()).collect();
-    assert_eq!(roles.iter().filter(|r| **r == "active").count(), 1, "{roles:?}");
+    assert_eq!(
+        roles.iter().filter(|r| **r == "active").count(),
+        1,
+        "{roles:?}"
+    );
     assert_eq!(status.leaders.len(), LEADERS);
 
     for (i, addr) in addrs.iter().enumerate().filter(|(i, _)| *i != active) {
-        let status = tpc::client::status::fetch(addr, CALL_TIMEOUT).await.unwrap();
+        let status = tpc::client::status::fetch(addr, CALL_TIMEOUT)
+            .await
+            .unwrap();
         assert_eq!(status.role, "standby", "leader {i}");
         assert_eq!(status.active_leader, addrs[active], "leader {i}");
         // A client of this standby only: every call is served by the active leader.
         let mut standby = support::client(addr);
         let key = format!("key-{i}");
-        standby.put(&key, "one").await.expect("put through a standby");
-        assert_eq!(standby.get(&key).await.expect("get through a standby"), "one");
+        standby
+            .put(&key, "one")
+            .await
+            .expect("put through a standby");
+        assert_eq!(
+            standby.get(&key).await.expect("get through a standby"),
+            "one"
+        );
         let swapped = standby.cas(&key, Some("one"), "two").await.expect("txn");
         assert!(matches!(swapped, tpc::client::Swap::Done(_)), "{swapped:?}");
         let mut direct = support::client(&addrs[active]);
-        assert_eq!(direct.get(&key).await.unwrap(), "two", "the active leader applied it");
-        standby.delete(&key).await.expect("delete through a standby");
+        assert_eq!(
+            direct.get(&key).await.unwrap(),
+            "two",
+            "the active leader applied it"
+        );
+        standby
+            .delete(&key)
+            .await
+            .expect("delete through a standby");
         let gone = standby.get(&key).await.expect_err("deleted");
         assert_eq!(gone.code(), Code::NotFound);
         // Operators' calls too.
-        let members = tpc::client::members::fetch(addr, CALL_TIMEOUT).await.unwrap();
+        let members = tpc::client::members::fetch(addr, CALL_TIMEOUT)
+            .await
+            .unwrap();
         assert_eq!(members.members.len(), FOLLOWERS);
     }
 
@@ -178,9 +205,10 @@ async fn one_leader_is_active_and_the_standbys_forward_every_call_to_it() {
         key: "k".into(),
         value: "v".into(),
     });
-    request
-        .metadata_mut()
-        .insert("tpc-forwarded", tonic::metadata::MetadataValue::from_static("1"));
+    request.metadata_mut().insert(
+        "tpc-forwarded",
+        tonic::metadata::MetadataValue::from_static("1"),
+    );
     let refused = raw.put(request).await.expect_err("a second forward");
     assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
 
@@ -308,10 +336,18 @@ async fn fail_over_under_load(failure: Failure) {
         }
     };
     assert_ne!(new_active, active);
-    poll("a write acknowledged after the failure", POLL_TIMEOUT, || async {
-        let h = history.lock().unwrap();
-        h.acked.iter().any(|&(call, _)| call > killed).then_some(()).ok_or("none yet".to_string())
-    })
+    poll(
+        "a write acknowledged after the failure",
+        POLL_TIMEOUT,
+        || async {
+            let h = history.lock().unwrap();
+            h.acked
+                .iter()
+                .any(|&(call, _)| call > killed)
+                .then_some(())
+                .ok_or("none yet".to_string())
+        },
+    )
     .await;
     let first = history
         .lock()
@@ -326,7 +362,9 @@ async fn fail_over_under_load(failure: Failure) {
         "first acknowledged write called after the failure returned {:?} after it",
         first.duration_since(killed)
     );
-    let status = tpc::client::status::fetch(&addrs[new_active], CALL_TIMEOUT).await.unwrap();
+    let status = tpc::client::status::fetch(&addrs[new_active], CALL_TIMEOUT)
+        .await
+        .unwrap();
     let old_epoch = status.epoch;
 
     // The old leader comes back as a standby and disturbs nothing.
@@ -336,18 +374,28 @@ async fn fail_over_under_load(failure: Failure) {
     }
     let again = cluster.active().await;
     assert_eq!(again, new_active, "the old leader took nothing over");
-    let status = tpc::client::status::fetch(&addrs[active], CALL_TIMEOUT).await.unwrap();
+    let status = tpc::client::status::fetch(&addrs[active], CALL_TIMEOUT)
+        .await
+        .unwrap();
     assert_eq!(status.role, "standby");
     let count = acked();
-    poll("writes after the old leader returned", POLL_TIMEOUT, || async {
-        (acked() >= count + 10).then_some(()).ok_or("too few".to_string())
-    })
+    poll(
+        "writes after the old leader returned",
+        POLL_TIMEOUT,
+        || async {
+            (acked() >= count + 10)
+                .then_some(())
+                .ok_or("too few".to_string())
+        },
+    )
     .await;
     stop.store(true, Ordering::Relaxed);
     for writer in writers {
         writer.await.unwrap();
     }
-    let status = tpc::client::status::fetch(&addrs[new_active], CALL_TIMEOUT).await.unwrap();
+    let status = tpc::client::status::fetch(&addrs[new_active], CALL_TIMEOUT)
+        .await
+        .unwrap();
     assert_eq!(status.epoch, old_epoch, "no takeover since");
 
     // Every key read back, through each leader, joins the history: an acknowledged
@@ -397,7 +445,10 @@ async fn an_abort_the_dead_leader_committed_to_the_leaders_is_delivered_by_the_n
     let addrs = cluster.addrs();
     let active = cluster.active().await;
     let answer = support::client(&addrs[active]).put(KEY, "never").await;
-    assert!(answer.is_err(), "the leader died before answering: {answer:?}");
+    assert!(
+        answer.is_err(),
+        "the leader died before answering: {answer:?}"
+    );
     let dead = cluster.leaders[active].as_mut().unwrap();
     let status = dead.wait_exit(Duration::from_secs(10)).await;
     assert!(!status.success(), "{status:?}");
@@ -421,7 +472,10 @@ async fn an_abort_the_dead_leader_committed_to_the_leaders_is_delivered_by_the_n
     }
     assert_eq!(support::settled_get(&addrs[next], KEY).await, None);
     let mut client = support::client(&addrs[next]);
-    client.put(KEY, "after").await.expect("the key is free again");
+    client
+        .put(KEY, "after")
+        .await
+        .expect("the key is free again");
     assert_eq!(cluster.followers.len(), FOLLOWERS);
 }
 
@@ -432,8 +486,13 @@ async fn the_leaders_killed_together_and_restarted_keep_the_cluster() {
     let mut cluster = Cluster::start().await;
     let addrs = cluster.addrs();
     let active = cluster.active().await;
-    let before = tpc::client::status::fetch(&addrs[active], CALL_TIMEOUT).await.unwrap();
-    support::client(&addrs[active]).put("kept", "yes").await.unwrap();
+    let before = tpc::client::status::fetch(&addrs[active], CALL_TIMEOUT)
+        .await
+        .unwrap();
+    support::client(&addrs[active])
+        .put("kept", "yes")
+        .await
+        .unwrap();
     for leader in cluster.leaders.iter_mut() {
         leader.as_mut().unwrap().send_kill();
     }
@@ -444,9 +503,16 @@ async fn the_leaders_killed_together_and_restarted_keep_the_cluster() {
         cluster.start_leader(i);
     }
     let active = cluster.active().await;
-    let after = tpc::client::status::fetch(&addrs[active], CALL_TIMEOUT).await.unwrap();
+    let after = tpc::client::status::fetch(&addrs[active], CALL_TIMEOUT)
+        .await
+        .unwrap();
     assert_eq!(after.cluster_id, before.cluster_id);
-    assert!(after.epoch > before.epoch, "{} after {}", after.epoch, before.epoch);
+    assert!(
+        after.epoch > before.epoch,
+        "{} after {}",
+        after.epoch,
+        before.epoch
+    );
     let mut client = support::client(&addrs[(active + 1) % LEADERS]);
     assert_eq!(client.get("kept").await.unwrap(), "yes");
 }
@@ -504,9 +570,19 @@ async fn leaders_that_die_during_their_takeover_leave_a_cluster_the_next_one_tak
         }
         let addrs = cluster.addrs();
         let active = cluster.active().await;
-        let status = tpc::client::status::fetch(&addrs[active], CALL_TIMEOUT).await.unwrap();
-        let committed_before = if point == "leader-after-takeover" { 2 } else { 0 };
-        assert!(status.epoch > committed_before, "{point}: epoch {}", status.epoch);
+        let status = tpc::client::status::fetch(&addrs[active], CALL_TIMEOUT)
+            .await
+            .unwrap();
+        let committed_before = if point == "leader-after-takeover" {
+            2
+        } else {
+            0
+        };
+        assert!(
+            status.epoch > committed_before,
+            "{point}: epoch {}",
+            status.epoch
+        );
         let mut client = support::client(&addrs[active]);
         client.put("after", point).await.expect(point);
         assert_eq!(client.get("after").await.unwrap(), point);

@@ -36,7 +36,10 @@ pub async fn resolve_leader(leaders: &[String], timeout: Duration) -> Result<Str
         return Err("no leader address given".into());
     }
     let asks = leaders.iter().map(|addr| async move {
-        (addr, status::fetch(addr, timeout.min(Duration::from_secs(2))).await)
+        (
+            addr,
+            status::fetch(addr, timeout.min(Duration::from_secs(2))).await,
+        )
     });
     let answers = futures::future::join_all(asks).await;
     let mut failures = Vec::new();

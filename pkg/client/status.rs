@@ -184,7 +184,8 @@ pub fn render_json(status: &rpc::StatusReply) -> String {
             .iter()
             .map(|l| json!({ "address": l.address, "role": l.role }))
             .collect();
-        value["active_leader"] = json!((!status.active_leader.is_empty()).then_some(&status.active_leader));
+        value["active_leader"] =
+            json!((!status.active_leader.is_empty()).then_some(&status.active_leader));
         value["raft_term"] = json!(status.raft_term);
         value["leaders"] = json!(leaders);
     }
@@ -286,7 +287,11 @@ mod tests {
         assert_eq!(value["followers"][1]["member_id"], serde_json::Value::Null);
         assert_eq!(value["followers"][0]["keys"], 1234);
         assert_eq!(value["followers"][1]["keys"], serde_json::Value::Null);
-        assert_eq!(value["leaders"], serde_json::Value::Null, "one leader: no leaders");
+        assert_eq!(
+            value["leaders"],
+            serde_json::Value::Null,
+            "one leader: no leaders"
+        );
     }
 
     #[test]
@@ -327,7 +332,10 @@ mod tests {
             ..status.clone()
         };
         let text = render_text(&active, UNIX_EPOCH);
-        assert!(text.contains("Raft term 4") && text.contains("view 2"), "{text}");
+        assert!(
+            text.contains("Raft term 4") && text.contains("view 2"),
+            "{text}"
+        );
         let electing = rpc::StatusReply {
             active_leader: String::new(),
             ..status

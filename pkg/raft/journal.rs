@@ -84,7 +84,8 @@ impl ReplicatedJournal {
             self.records.store(0, Ordering::Relaxed);
             self.bytes.store(0, Ordering::Relaxed);
         }
-        self.records.fetch_add(records.len() as u64, Ordering::Relaxed);
+        self.records
+            .fetch_add(records.len() as u64, Ordering::Relaxed);
         self.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
     }
 

@@ -150,10 +150,7 @@ impl LogStore {
     /// Applies `record` to the state and writes it.
     fn change(&self, record: Record, sync: bool) -> std::io::Result<()> {
         let mut inner = self.lock();
-        inner
-            .state
-            .replay(&record)
-            .map_err(std::io::Error::other)?;
+        inner.state.replay(&record).map_err(std::io::Error::other)?;
         inner.write(&[record], sync)
     }
 }
@@ -164,7 +161,12 @@ impl RaftLogReader<TypeConfig> for LogStore {
         range: RB,
     ) -> Result<Vec<Entry<TypeConfig>>, StorageError<NodeId>> {
         let inner = self.lock();
-        Ok(inner.state.entries.range(range).map(|(_, e)| e.clone()).collect())
+        Ok(inner
+            .state
+            .entries
+            .range(range)
+            .map(|(_, e)| e.clone())
+            .collect())
     }
 }
 

@@ -35,9 +35,9 @@ mod journal;
 mod log_store;
 mod network;
 mod state_machine;
-mod validate;
 #[cfg(test)]
 mod tests;
+mod validate;
 
 pub use journal::ReplicatedJournal;
 pub use log_store::LogStore;

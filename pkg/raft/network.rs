@@ -116,10 +116,14 @@ impl Connection {
     {
         let client = match &self.client {
             Ok(client) => client.clone(),
-            Err(why) => return Err(RPCError::Unreachable(Unreachable::new(&Failure(why.clone())))),
+            Err(why) => {
+                return Err(RPCError::Unreachable(Unreachable::new(&Failure(
+                    why.clone(),
+                ))))
+            }
         };
-        let json = serde_json::to_vec(message)
-            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let json =
+            serde_json::to_vec(message).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let mut request = Request::new(rpc::RaftRequest {
             group: self.group.clone(),
             json,
@@ -148,8 +152,10 @@ impl RaftNetwork<TypeConfig> for Connection {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.send(&rpc, &option, |mut c, r| async move { c.append_entries(r).await })
-            .await
+        self.send(&rpc, &option, |mut c, r| async move {
+            c.append_entries(r).await
+        })
+        .await
     }
 
     async fn install_snapshot(
@@ -160,8 +166,10 @@ impl RaftNetwork<TypeConfig> for Connection {
         InstallSnapshotResponse<NodeId>,
         RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
     > {
-        self.send(&rpc, &option, |mut c, r| async move { c.install_snapshot(r).await })
-            .await
+        self.send(&rpc, &option, |mut c, r| async move {
+            c.install_snapshot(r).await
+        })
+        .await
     }
 
     async fn vote(

@@ -127,9 +127,9 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
         let state = self.state();
-        let id = state
-            .applied
-            .map_or("0-0".to_string(), |l| format!("{}-{}", l.leader_id.term, l.index));
+        let id = state.applied.map_or("0-0".to_string(), |l| {
+            format!("{}-{}", l.leader_id.term, l.index)
+        });
         let meta = Meta {
             last_log_id: state.applied,
             last_membership: state.membership,

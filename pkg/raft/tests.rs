@@ -1,8 +1,8 @@
 use openraft::testing::{StoreBuilder, Suite};
 use openraft::StorageError;
 
-use super::*;
 use super::validate;
+use super::*;
 
 struct Builder;
 
@@ -34,7 +34,10 @@ fn a_group_numbers_the_leaders_alike_on_every_leader() {
     assert_eq!(a.address(3), Some("c:3"));
     assert_eq!(a.address(0), None);
     let other = Group::new("a:1", &["c:3".into(), "b:2".into()], &followers, 2).unwrap();
-    assert_ne!(a.fingerprint, other.fingerprint, "replication is part of the group");
+    assert_ne!(
+        a.fingerprint, other.fingerprint,
+        "replication is part of the group"
+    );
     let twice = Group::new("a:1", &["a:1".into()], &followers, 3);
     assert!(twice.unwrap_err().contains("named twice"));
 }
@@ -94,9 +97,10 @@ async fn start_node(dir: &std::path::Path, group: Group) -> Node {
     let listener = crate::net::Listener::bind(&crate::net::ListenAddr::Addr(address))
         .await
         .unwrap();
-    let service = crate::proto::rpc::leader_raft_server::LeaderRaftServer::new(
-        RaftService::new(raft.clone(), group.clone()),
-    );
+    let service = crate::proto::rpc::leader_raft_server::LeaderRaftServer::new(RaftService::new(
+        raft.clone(),
+        group.clone(),
+    ));
     let router = tonic::transport::Server::builder().add_service(service);
     let server = tokio::spawn(async move {
         let _ = listener.serve(router, std::future::pending()).await;
@@ -118,7 +122,10 @@ async fn a_leader_that_was_away_catches_up_from_a_snapshot_over_grpc() {
         .map(|i| format!("unix:{}", root.path().join(format!("l{i}.sock")).display()))
         .collect();
     let group = |i: usize| {
-        let peers: Vec<String> = (0..3).filter(|&j| j != i).map(|j| addrs[j].clone()).collect();
+        let peers: Vec<String> = (0..3)
+            .filter(|&j| j != i)
+            .map(|j| addrs[j].clone())
+            .collect();
         Group::new(&addrs[i], &peers, &["f".to_string()], 1).unwrap()
     };
     let dirs: Vec<std::path::PathBuf> = (0..3)
@@ -180,7 +187,19 @@ async fn a_leader_that_was_away_catches_up_from_a_snapshot_over_grpc() {
     let back = start_node(&dirs[away], group(away)).await;
     back.raft
         .wait(Some(wait))
-        .metrics(|m| m.snapshot.is_some() && m.last_applied.map(|l| l.index) >= leading.raft.metrics().borrow().last_applied.map(|l| l.index), "caught up")
+        .metrics(
+            |m| {
+                m.snapshot.is_some()
+                    && m.last_applied.map(|l| l.index)
+                        >= leading
+                            .raft
+                            .metrics()
+                            .borrow()
+                            .last_applied
+                            .map(|l| l.index)
+            },
+            "caught up",
+        )
         .await
         .unwrap();
     assert_eq!(back.state.state().records, expected);
@@ -221,7 +240,11 @@ fn messages_that_break_rafts_rules_are_refused_before_openraft_sees_them() {
         leader_commit: commit,
     };
     // A correct leader's messages pass.
-    let fine = append(Some(id(8, 1, 3)), vec![blank(id(8, 1, 4)), blank(id(9, 2, 5))], Some(id(9, 2, 5)));
+    let fine = append(
+        Some(id(8, 1, 3)),
+        vec![blank(id(8, 1, 4)), blank(id(9, 2, 5))],
+        Some(id(9, 2, 5)),
+    );
     assert_eq!(validate::append_entries(&group, &fine), Ok(()));
     // The entry `initialize` writes, before any election, is of term 0 and node 0.
     let membership = Entry::<TypeConfig> {
@@ -231,19 +254,34 @@ fn messages_that_break_rafts_rules_are_refused_before_openraft_sees_them() {
             group.members(),
         )),
     };
-    assert_eq!(validate::append_entries(&group, &append(None, vec![membership], None)), Ok(()));
+    assert_eq!(
+        validate::append_entries(&group, &append(None, vec![membership], None)),
+        Ok(())
+    );
     // The one that stopped openraft: an entry that does not follow prev_log_id.
     let gap = append(None, vec![blank(id(9, 2, 7))], Some(id(9, 2, 100)));
-    assert!(validate::append_entries(&group, &gap).unwrap_err().contains("does not follow"));
-    let back = append(Some(id(9, 2, 3)), vec![blank(id(9, 2, 4)), blank(id(3, 2, 5))], None);
-    assert!(validate::append_entries(&group, &back).unwrap_err().contains("goes back a term"));
+    assert!(validate::append_entries(&group, &gap)
+        .unwrap_err()
+        .contains("does not follow"));
+    let back = append(
+        Some(id(9, 2, 3)),
+        vec![blank(id(9, 2, 4)), blank(id(3, 2, 5))],
+        None,
+    );
+    assert!(validate::append_entries(&group, &back)
+        .unwrap_err()
+        .contains("goes back a term"));
     let future = append(None, vec![blank(id(12, 2, 0))], None);
-    assert!(validate::append_entries(&group, &future).unwrap_err().contains("after the sender's term"));
+    assert!(validate::append_entries(&group, &future)
+        .unwrap_err()
+        .contains("after the sender's term"));
     let stranger = AppendEntriesRequest::<TypeConfig> {
         vote: Vote::new_committed(9, 7),
         ..append(None, vec![], None)
     };
-    assert!(validate::append_entries(&group, &stranger).unwrap_err().contains("not one of the 3"));
+    assert!(validate::append_entries(&group, &stranger)
+        .unwrap_err()
+        .contains("not one of the 3"));
     let mut members = group.members();
     members.insert(4, openraft::BasicNode::new("d:4"));
     let other_membership = Entry::<TypeConfig> {
@@ -254,7 +292,9 @@ fn messages_that_break_rafts_rules_are_refused_before_openraft_sees_them() {
         )),
     };
     let change = append(None, vec![other_membership], None);
-    assert!(validate::append_entries(&group, &change).unwrap_err().contains("membership"));
+    assert!(validate::append_entries(&group, &change)
+        .unwrap_err()
+        .contains("membership"));
     let vote = VoteRequest::new(Vote::new(5, 3), Some(id(6, 1, 2)));
     assert!(validate::vote_request(&group, &vote).is_err());
     let vote = VoteRequest::new(Vote::new(6, 3), Some(id(6, 1, 2)));
@@ -276,10 +316,17 @@ async fn a_refused_message_leaves_the_node_running() {
     let gap = openraft::raft::AppendEntriesRequest::<TypeConfig> {
         vote: Vote::new_committed(9, 2),
         prev_log_id: None,
-        entries: vec![Entry { log_id: id(7), payload: EntryPayload::Blank }],
+        entries: vec![Entry {
+            log_id: id(7),
+            payload: EntryPayload::Blank,
+        }],
         leader_commit: Some(id(100)),
     };
-    for json in [serde_json::to_vec(&gap).unwrap(), b"{not json".to_vec(), vec![0xff; 16]] {
+    for json in [
+        serde_json::to_vec(&gap).unwrap(),
+        b"{not json".to_vec(),
+        vec![0xff; 16],
+    ] {
         let request = tonic::Request::new(crate::proto::rpc::RaftRequest {
             group: fingerprint.clone(),
             json,

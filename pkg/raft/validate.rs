@@ -23,7 +23,10 @@ pub const MAX_SNAPSHOT_BYTES: u64 = 256 << 20;
 fn node(group: &Group, id: NodeId, what: &str) -> Result<(), String> {
     match group.address(id) {
         Some(_) => Ok(()),
-        None => Err(format!("{what} names node {id}, not one of the {} leaders", group.leaders.len())),
+        None => Err(format!(
+            "{what} names node {id}, not one of the {} leaders",
+            group.leaders.len()
+        )),
     }
 }
 

@@ -33,13 +33,13 @@ use tonic::Status;
 use tracing::Instrument;
 
 use super::leader_core::{Committed, Effect, JobId, JournalFailure, LeaderCore, Refusal, WriteId};
+use super::leader_journal::LeaderJournal;
 use super::link::Link;
 use super::link_core::StreamId;
 use super::message::{Answer, FollowerReply};
 use super::records::LeaderRecord;
 use super::trace::Trace;
 use crate::crash::crash_point;
-use super::leader_journal::LeaderJournal;
 use crate::journal::Record;
 use crate::metrics;
 use crate::txn::TxnSpec;
@@ -278,7 +278,9 @@ impl Owner {
         if let Some(why) = self.stopping.take() {
             self.stop(
                 why.clone(),
-                format!("the leader stood down; the outcome is for the next leader to settle: {why}"),
+                format!(
+                    "the leader stood down; the outcome is for the next leader to settle: {why}"
+                ),
             );
         }
         c.progress.send_if_modified(|seen| {
@@ -393,8 +395,9 @@ impl Owner {
             }
             Effect::Fatal(why) => {
                 tracing::error!(reason = %why, "leader journal failed; stopping");
-                let answer =
-                    format!("leader journal failed; outcome unknown until the leader restarts: {why}");
+                let answer = format!(
+                    "leader journal failed; outcome unknown until the leader restarts: {why}"
+                );
                 self.stop(why, answer);
             }
         }

@@ -37,8 +37,8 @@ use tracing::Instrument;
 
 use super::admin::AdminService;
 use super::coordinator::Coordinator;
-use super::leader_journal::LeaderJournal;
 use super::leader_core::{Committed, LeaderCore};
+use super::leader_journal::LeaderJournal;
 use super::link::Link;
 use super::membership::Membership;
 use super::reads::FollowerReader;
@@ -175,6 +175,21 @@ impl Drop for Active {
     }
 }
 
+/// The leader `config` describes, rebuilt from its journal's `records` in a new epoch
+/// (a new cluster id if they are none): `LeaderCore::recover`.
+pub(crate) fn recover(
+    records: Vec<LeaderRecord>,
+    config: &LeaderConfig,
+) -> std::result::Result<super::leader_core::Start, String> {
+    LeaderCore::recover(
+        records,
+        config.followers.clone(),
+        config.replication,
+        config.vote_timeout,
+        || uuid::Uuid::new_v4().to_string(),
+    )
+}
+
 /// The followers' addresses, each as given and parsed; refuses none or one twice.
 pub(crate) fn follower_addresses(followers: &[String]) -> Result<Vec<(String, Address)>> {
     if followers.is_empty() {
@@ -207,14 +222,7 @@ impl Leader {
     pub fn start(config: LeaderConfig) -> Result<Leader> {
         follower_addresses(&config.followers)?;
         let (lock, mut journal, records) = open_journal::<LeaderRecord>(&config.journal_path)?;
-        let start = LeaderCore::recover(
-            records,
-            config.followers.clone(),
-            config.replication,
-            config.vote_timeout,
-            || uuid::Uuid::new_v4().to_string(),
-        )
-        .map_err(Error::Config)?;
+        let start = recover(records, &config).map_err(Error::Config)?;
         // The new epoch is durable before anything is sent (the fence relies on it).
         let persist: Vec<Record> = start.persist.iter().map(Record::from).collect();
         journal.append_batch(&persist)?;
@@ -266,7 +274,9 @@ impl Leader {
         };
         let router = router
             .add_service(api_server(self.active.service.clone()))
-            .add_service(rpc::admin_server::AdminServer::new(self.active.admin.clone()));
+            .add_service(rpc::admin_server::AdminServer::new(
+                self.active.admin.clone(),
+            ));
         let mut fatal = self.active.coordinator.fatal();
         tokio::select! {
             served = listener.serve(router, shutdown) => served.map_err(Error::from),

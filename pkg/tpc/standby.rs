@@ -42,8 +42,7 @@ use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
-use super::leader::{api_server, follower_addresses, Active, LeaderConfig};
-use super::leader_core::LeaderCore;
+use super::leader::{api_server, follower_addresses, recover, Active, LeaderConfig};
 use super::leader_journal::LeaderJournal;
 use super::records::LeaderRecord;
 use super::trace::Trace;
@@ -211,17 +210,10 @@ impl StandbyLeader {
     }
 
     /// Serves clients and the other leaders on `listener` until `shutdown` resolves.
-    pub async fn serve(
-        self,
-        listener: Listener,
-        shutdown: impl Future<Output = ()>,
-    ) -> Result<()> {
-        let (router, health) = server::router_with_admin_services(&[
-            "api.KeyValueAPI",
-            "rpc.Admin",
-            "rpc.LeaderRaft",
-        ])
-        .await;
+    pub async fn serve(self, listener: Listener, shutdown: impl Future<Output = ()>) -> Result<()> {
+        let (router, health) =
+            server::router_with_admin_services(&["api.KeyValueAPI", "rpc.Admin", "rpc.LeaderRaft"])
+                .await;
         // Serving while some leader is active (this one, or one to forward to).
         let mut role = self.shared.role.clone();
         let reporter = health.clone();
@@ -326,13 +318,17 @@ async fn manage(shared: Arc<Shared>, role: watch::Sender<Role>, config: LeaderCo
         let mut fatal = active.coordinator.fatal();
         role.send_replace(Role::Active(active.clone()));
         metrics::LEADER_ACTIVE.set(1);
-        metrics::LEADER_CHANGES.with_label_values(&["took_over"]).inc();
+        metrics::LEADER_CHANGES
+            .with_label_values(&["took_over"])
+            .inc();
         let confirm = AbortOnDrop(tokio::spawn(confirm(shared.clone()).in_current_span()));
         let why = hold(&shared, &mut raft_metrics, &mut fatal).await;
         tracing::warn!(reason = %why, "standing down");
         role.send_replace(Role::Standby { active: None });
         metrics::LEADER_ACTIVE.set(0);
-        metrics::LEADER_CHANGES.with_label_values(&["stood_down"]).inc();
+        metrics::LEADER_CHANGES
+            .with_label_values(&["stood_down"])
+            .inc();
         shared.confirmed_ms.store(0, Ordering::Relaxed);
         drop(confirm);
         active.coordinator.stop(why);
@@ -363,13 +359,7 @@ async fn take_over(shared: &Shared, config: &LeaderConfig) -> std::result::Resul
         .map(LeaderRecord::try_from)
         .collect::<std::result::Result<Vec<_>, String>>()
         .map_err(|e| format!("the replicated journal holds a bad record: {e}"))?;
-    let start = LeaderCore::recover(
-        records,
-        config.followers.clone(),
-        config.replication,
-        config.vote_timeout,
-        || uuid::Uuid::new_v4().to_string(),
-    )?;
+    let start = recover(records, config)?;
     // The new epoch is committed before anything is sent (the fence relies on it).
     let persist: Vec<Record> = start.persist.iter().map(Record::from).collect();
     let written = raft
@@ -388,14 +378,18 @@ async fn take_over(shared: &Shared, config: &LeaderConfig) -> std::result::Resul
     let mut journal = state.records;
     journal.extend(persist);
     let journal = ReplicatedJournal::start(raft.clone(), term, &journal);
-    tracing::info!(term, epoch = start.core.epoch(), "taking over as the active leader");
+    tracing::info!(
+        term,
+        epoch = start.core.epoch(),
+        "taking over as the active leader"
+    );
     Active::start(
         start.core,
         LeaderJournal::Replicated(journal),
         config,
         shared.trace.clone(),
     )
-        .map_err(|e| e.to_string())
+    .map_err(|e| e.to_string())
 }
 
 /// Follows the start of the last heartbeat round a quorum of leaders acknowledged:
@@ -517,12 +511,10 @@ impl Dispatch {
                     "a standby forwarded this call to a leader that is no longer active; retry",
                 ))
             }
-            Role::Standby { active: Some(id) } if id != self.shared.group.me => {
-                Ok(Route::There {
-                    channel: self.shared.channel(id)?,
-                    address: self.shared.group.address(id).unwrap_or_default().into(),
-                })
-            }
+            Role::Standby { active: Some(id) } if id != self.shared.group.me => Ok(Route::There {
+                channel: self.shared.channel(id)?,
+                address: self.shared.group.address(id).unwrap_or_default().into(),
+            }),
             Role::Standby { .. } => Err(Status::unavailable(
                 "no leader is active yet (the leaders are electing one); retry",
             )),
@@ -664,28 +656,56 @@ impl KeyValueApi for Dispatch {
         &self,
         request: Request<api::GetRequest>,
     ) -> std::result::Result<Response<api::Response>, Status> {
-        dispatch!(self, request, false, KeyValueApi::service, KeyValueApiClient, get)
+        dispatch!(
+            self,
+            request,
+            false,
+            KeyValueApi::service,
+            KeyValueApiClient,
+            get
+        )
     }
 
     async fn put(
         &self,
         request: Request<api::PutRequest>,
     ) -> std::result::Result<Response<api::Response>, Status> {
-        dispatch!(self, request, true, KeyValueApi::service, KeyValueApiClient, put)
+        dispatch!(
+            self,
+            request,
+            true,
+            KeyValueApi::service,
+            KeyValueApiClient,
+            put
+        )
     }
 
     async fn delete(
         &self,
         request: Request<api::DeleteRequest>,
     ) -> std::result::Result<Response<api::Response>, Status> {
-        dispatch!(self, request, true, KeyValueApi::service, KeyValueApiClient, delete)
+        dispatch!(
+            self,
+            request,
+            true,
+            KeyValueApi::service,
+            KeyValueApiClient,
+            delete
+        )
     }
 
     async fn txn(
         &self,
         request: Request<api::TxnRequest>,
     ) -> std::result::Result<Response<api::TxnResponse>, Status> {
-        dispatch!(self, request, true, KeyValueApi::service, KeyValueApiClient, txn)
+        dispatch!(
+            self,
+            request,
+            true,
+            KeyValueApi::service,
+            KeyValueApiClient,
+            txn
+        )
     }
 }
 
@@ -709,6 +729,13 @@ impl Admin for Dispatch {
         &self,
         request: Request<rpc::ChangeMembersRequest>,
     ) -> std::result::Result<Response<rpc::ChangeMembersReply>, Status> {
-        dispatch!(self, request, true, Admin::admin, AdminClient, change_members)
+        dispatch!(
+            self,
+            request,
+            true,
+            Admin::admin,
+            AdminClient,
+            change_members
+        )
     }
 }
