@@ -568,7 +568,9 @@ impl Nodes {
     /// The leaders the nemesis has not killed.
     fn running_leaders(&self) -> Vec<usize> {
         let down = self.leader_down.map(|(i, _)| i);
-        (0..self.leaders.len()).filter(|&i| Some(i) != down).collect()
+        (0..self.leaders.len())
+            .filter(|&i| Some(i) != down)
+            .collect()
     }
 
     /// A running leader's address: it serves the call, or forwards it to the active
@@ -610,7 +612,10 @@ impl Nodes {
             return;
         };
         self.restart_leader(i);
-        events.note(format!("restart leader {} (early, for a leader fault)", i + 1));
+        events.note(format!(
+            "restart leader {} (early, for a leader fault)",
+            i + 1
+        ));
         let addr = self.leader_dirs[i].addr();
         support::poll(
             &format!("the restarted leader {} to answer", i + 1),
@@ -667,8 +672,7 @@ impl Nodes {
                     let status = tpc::client::status::fetch(&addrs[i], Duration::from_secs(1))
                         .await
                         .map_err(|e| format!("leader {}: {e}", i + 1))?;
-                    let Some(active) = addrs.iter().position(|a| *a == status.active_leader)
-                    else {
+                    let Some(active) = addrs.iter().position(|a| *a == status.active_leader) else {
                         return Err(format!("leader {} names no active leader", i + 1));
                     };
                     if named.is_some_and(|n| n != active) {
@@ -1408,7 +1412,10 @@ async fn leader_fault(
             let resumed = Instant::now();
             let addr = nodes.leader_addrs()[active].clone();
             support::poll(
-                &format!("chaos seed {seed}: the zombie leader {} to stand down", active + 1),
+                &format!(
+                    "chaos seed {seed}: the zombie leader {} to stand down",
+                    active + 1
+                ),
                 ACTIVE_TIMEOUT,
                 || async {
                     let status = tpc::client::status::fetch(&addr, Duration::from_secs(1)).await?;
@@ -1479,8 +1486,15 @@ async fn run(config: Config) -> usize {
                 counts.leader_kills += 1;
             }
             Fault::Leader(what) => {
-                leader_fault(&mut nodes, what, *pause, &mut events, &mut counts, config.seed)
-                    .await;
+                leader_fault(
+                    &mut nodes,
+                    what,
+                    *pause,
+                    &mut events,
+                    &mut counts,
+                    config.seed,
+                )
+                .await;
             }
             Fault::CutLink(i) => {
                 events.note(format!("cut the link to follower {}", i + 1));
@@ -1500,8 +1514,7 @@ async fn run(config: Config) -> usize {
                 let until = start + config.duration;
                 let tried = counts.refusals;
                 let accepted =
-                    change_members(&all_leaders, &target, *add, until, &mut counts.refusals)
-                        .await;
+                    change_members(&all_leaders, &target, *add, until, &mut counts.refusals).await;
                 let refused = counts.refusals - tried;
                 let Some(said) = accepted else {
                     events.note(format!(
@@ -1559,8 +1572,15 @@ async fn run(config: Config) -> usize {
                     }
                     InMove::KillLeader => {
                         let kill = LeaderFault::KillActive;
-                        leader_fault(&mut nodes, &kill, *pause, &mut events, &mut counts, config.seed)
-                            .await;
+                        leader_fault(
+                            &mut nodes,
+                            &kill,
+                            *pause,
+                            &mut events,
+                            &mut counts,
+                            config.seed,
+                        )
+                        .await;
                     }
                 }
             }
@@ -1857,7 +1877,11 @@ fn the_schedule_with_standby_leaders_hits_one_leader_at_a_time() {
         let mut out = 0;
         for (wait, fault, pause) in &plan {
             let (next, span) = plan_step(&c, at, *wait, fault, *pause);
-            assert_eq!(span.is_some(), hits_a_leader(fault), "seed {seed}: {fault:?}");
+            assert_eq!(
+                span.is_some(),
+                hits_a_leader(fault),
+                "seed {seed}: {fault:?}"
+            );
             if let Some((from, to)) = span {
                 assert!(
                     from >= whole,
@@ -1880,7 +1904,12 @@ fn the_schedule_with_standby_leaders_hits_one_leader_at_a_time() {
     }
     assert_eq!(
         kinds.keys().copied().collect::<Vec<_>>(),
-        ["kill active", "kill active while keys move", "kill standby", "zombie"],
+        [
+            "kill active",
+            "kill active while keys move",
+            "kill standby",
+            "zombie"
+        ],
         "every kind of leader fault: {kinds:?}"
     );
     // A single leader has the faults it always had, and none of several leaders'.
@@ -1891,7 +1920,10 @@ fn the_schedule_with_standby_leaders_hits_one_leader_at_a_time() {
     }
     // The default seeds run both, and standby leaders with changes of the members.
     let defaults: Vec<usize> = (1..=3).map(default_leaders).collect();
-    assert!(defaults.contains(&1) && defaults.contains(&3), "{defaults:?}");
+    assert!(
+        defaults.contains(&1) && defaults.contains(&3),
+        "{defaults:?}"
+    );
     assert_eq!(default_leaders(2), 3, "seed 2 changes the members");
 }
 
