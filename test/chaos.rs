@@ -47,6 +47,25 @@
 //! fault is a removal, so even a short run has one), with at most `followers -
 //! replication + 1` members out at once (2 of 4: the other 2 then hold every key).
 //!
+//! Standby leaders (DESIGN §9): some seeds run 3 leaders (`--peer`) that elect an
+//! active one. Where a single leader is killed and restarted, the nemesis then kills -9
+//! the active leader (found by asking the running leaders' status) and restarts it a
+//! while later, as the other faults go on; or kills -9 a standby the same way; or makes
+//! the active leader a zombie: SIGSTOP until another leader is active, then SIGCONT,
+//! after which it must stand down (its stale writes are fenced by the new epoch, and it
+//! must not serve stale reads: the clients send to it too). At most one leader is down
+//! or stopped at once, so the other two can always elect one. The clients spread their
+//! calls over every leader address (standbys forward), the operator's `tpc members`
+//! runs with `--leader A,B,C`, and the final checks go through the active leader once
+//! every running leader names it. A standby's refusals (UNAVAILABLE: no leader active,
+//! standing down, forwarded to one no longer active, the active leader unreachable) are
+//! "not applied" like the leader's own. The summary counts the leader faults and the
+//! takeovers (epoch changes) they caused.
+//!
+//! By default seeds that are a multiple of 3 run a single leader and the others 3
+//! (`TPC_CHAOS_LEADERS` for every seed), so the seeds 1,2,3 run 3 leaders of 3
+//! followers, 3 leaders of 4 changing members, and a single leader.
+//!
 //! The same seed gives the same nemesis schedule and the same client operations (their
 //! interleaving with real processes is up to the machine, and so is how long a change
 //! takes to be accepted). A failure prints the seed, the offending key's history, what
@@ -54,7 +73,8 @@
 //!
 //! CI runs a bounded version. For a soak: `TPC_CHAOS_SEEDS=1,2,3,4 TPC_CHAOS_SECONDS=600
 //! cargo test --release --test chaos -- --nocapture` (also `TPC_CHAOS_CLIENTS`,
-//! `TPC_CHAOS_KEYS`, `TPC_CHAOS_FOLLOWERS` and `TPC_CHAOS_REPLICATION` for every seed,
+//! `TPC_CHAOS_KEYS`, `TPC_CHAOS_FOLLOWERS`, `TPC_CHAOS_REPLICATION` and
+//! `TPC_CHAOS_LEADERS` for every seed,
 //! `TPC_CHAOS_LINK_FAULTS=0` to kill nodes only, `TPC_CHAOS_MEMBERS=0` to leave the
 //! members alone, and `TPC_CHAOS_VERBOSE=1` to print the nemesis's actions
 //! as they happen).
@@ -109,6 +129,8 @@ struct Config {
     /// Whether the nemesis may change the members (only with more followers than
     /// replicas per key).
     members: bool,
+    /// How many leaders: 1, or 3 or more standby leaders (`--peer`).
+    leaders: usize,
 }
 
 impl Config {
@@ -146,8 +168,25 @@ fn configs() -> Vec<Config> {
             replication: env_or("TPC_CHAOS_REPLICATION", 3),
             link_faults: env_or("TPC_CHAOS_LINK_FAULTS", 1u8) != 0,
             members: env_or("TPC_CHAOS_MEMBERS", 1u8) != 0,
+            leaders: env_or("TPC_CHAOS_LEADERS", default_leaders(seed)),
+        })
+        .inspect(|c| {
+            assert!(
+                c.leaders == 1 || c.leaders >= 3,
+                "TPC_CHAOS_LEADERS: 1, or 3 or more (two leaders cannot fail over)"
+            )
         })
         .collect()
+}
+
+/// How many leaders a seed runs by default: a single leader for multiples of 3, else
+/// 3 (so that 1,2,3 run standby leaders with and without changes of the members, and
+/// a single leader).
+fn default_leaders(seed: u64) -> usize {
+    match seed % 3 {
+        0 => 1,
+        _ => 3,
+    }
 }
 
 /// What the nemesis does next.
@@ -155,8 +194,10 @@ fn configs() -> Vec<Config> {
 enum Fault {
     /// kill -9 a follower, restart it after the pause.
     KillFollower(usize),
-    /// kill -9 the leader, restart it after the pause.
+    /// kill -9 the single leader, restart it after the pause.
     KillLeader,
+    /// With standby leaders: a fault of one leader (see [`LeaderFault`]).
+    Leader(LeaderFault),
     /// Cut every stream of one link (restart its proxy), with new fault rates.
     CutLink(usize),
     /// `tpc members remove` follower `follower` (`add: false`) or `tpc members add` it,
@@ -170,6 +211,21 @@ enum Fault {
     },
 }
 
+/// What the nemesis does to one of several leaders. The pause is how long a killed
+/// leader stays down (the nemesis goes on meanwhile), or how long a zombie stays
+/// stopped once another leader is active.
+#[derive(Clone, Debug, PartialEq)]
+enum LeaderFault {
+    /// kill -9 the active leader, restart it after the pause.
+    KillActive,
+    /// kill -9 a standby (the `n`th running one, modulo their count), restart it after
+    /// the pause.
+    KillStandby(usize),
+    /// SIGSTOP the active leader until another is active, SIGCONT it after the pause;
+    /// it must stand down.
+    Zombie,
+}
+
 /// What the nemesis does to a node while a change of the members is under way.
 #[derive(Clone, Debug, PartialEq)]
 enum InMove {
@@ -178,7 +234,8 @@ enum InMove {
     /// kill -9 follower `i`, delete its journal and key-value directories, and restart
     /// it after the pause: a new member id, which replaces its member and catches up.
     EmptyFollower(usize),
-    /// kill -9 the leader, restart it after the pause.
+    /// kill -9 the leader (the active one, with standby leaders), restart it after the
+    /// pause (with standby leaders, as the nemesis goes on).
     KillLeader,
 }
 
@@ -186,12 +243,18 @@ enum InMove {
 ///
 /// With more followers than replicas per key, the first fault and about 3 in 10 of the
 /// others change the members ([`members_fault`]), some right after the fault before.
+/// With standby leaders, the faults that kill the single leader hit one of the leaders
+/// instead ([`LeaderFault`]), down longer (a takeover takes about 2 s), and never while
+/// another leader is planned down or stopped ([`plan_step`]): a follower is killed
+/// instead.
 fn schedule(config: &Config) -> Vec<(Duration, Fault, Duration)> {
     let mut rng = StdRng::seed_from_u64(config.seed ^ 0x6e656d65);
     let mut plan = Vec::new();
     let mut at = Duration::ZERO;
     // The followers out of the members, as planned.
     let mut out = Vec::new();
+    // When the last leader fault is planned to be over (its leader back, and ready).
+    let mut leaders_whole = Duration::ZERO;
     while at < config.duration {
         let change = config.changes_members() && (plan.is_empty() || rng.random_range(0..10) < 3);
         // A change may come right after the fault before it: the leader may refuse it
@@ -201,21 +264,93 @@ fn schedule(config: &Config) -> Vec<(Duration, Fault, Duration)> {
             true => rng.random_range(50..1600),
             false => rng.random_range(400..1600),
         });
-        let fault = if change {
+        let leader_may_fail = at + wait >= leaders_whole;
+        let mut fault = if change {
             members_fault(config, &mut rng, &mut out)
         } else {
             match rng.random_range(0..10) {
                 0..=4 => Fault::KillFollower(rng.random_range(0..config.followers)),
-                5..=7 => Fault::KillLeader,
+                5..=7 if config.leaders == 1 => Fault::KillLeader,
+                5..=7 if leader_may_fail => Fault::Leader(match rng.random_range(0..3) {
+                    0 => LeaderFault::KillActive,
+                    1 => LeaderFault::KillStandby(rng.random_range(0..config.leaders - 1)),
+                    _ => LeaderFault::Zombie,
+                }),
+                5..=7 => Fault::KillFollower(rng.random_range(0..config.followers)),
                 _ if config.link_faults => Fault::CutLink(rng.random_range(0..config.followers)),
                 _ => Fault::KillFollower(rng.random_range(0..config.followers)),
             }
         };
-        let pause = Duration::from_millis(rng.random_range(20..400));
-        at += wait + pause;
+        if let Fault::Members {
+            follower,
+            then: then @ Some(InMove::KillLeader),
+            ..
+        } = &mut fault
+        {
+            if config.leaders > 1 && !leader_may_fail {
+                *then = Some(InMove::KillFollower(*follower));
+            }
+        }
+        let pause = Duration::from_millis(match (config.leaders, &fault) {
+            (1, _) => rng.random_range(20..400),
+            (_, Fault::Leader(LeaderFault::Zombie)) => rng.random_range(0..1000),
+            (_, f) if hits_a_leader(f) => rng.random_range(300..4000),
+            _ => rng.random_range(20..400),
+        });
+        let (next, leader_out) = plan_step(config, at, wait, &fault, pause);
+        if let Some((_, back)) = leader_out {
+            leaders_whole = back + LEADER_READY;
+        }
+        at = next;
         plan.push((wait, fault, pause));
     }
     plan
+}
+
+/// Whether a fault kills, or stops, a leader.
+fn hits_a_leader(fault: &Fault) -> bool {
+    matches!(
+        fault,
+        Fault::KillLeader
+            | Fault::Leader(_)
+            | Fault::Members {
+                then: Some(InMove::KillLeader),
+                ..
+            }
+    )
+}
+
+/// How long, in the plan, a restarted leader takes to be ready to vote again.
+const LEADER_READY: Duration = Duration::from_secs(1);
+
+/// How long, in the plan, a zombie stays stopped before another leader is active.
+const PLANNED_TAKEOVER: Duration = Duration::from_secs(3);
+
+/// Where the planned timeline stands after a fault planned at `at`: when the nemesis
+/// goes on to the next, and when a leader is down or stopped, if one is (from, to).
+/// With standby leaders, a killed leader's restart waits while the nemesis goes on;
+/// everything else takes its pause before the nemesis goes on. (The plan only: a change of the members
+/// takes as long as the leader refuses it, and a takeover as long as it takes.)
+fn plan_step(
+    config: &Config,
+    at: Duration,
+    wait: Duration,
+    fault: &Fault,
+    pause: Duration,
+) -> (Duration, Option<(Duration, Duration)>) {
+    let from = match fault {
+        Fault::Members { after, .. } => at + wait + *after,
+        _ => at + wait,
+    };
+    match fault {
+        Fault::Leader(LeaderFault::Zombie) => {
+            let to = from + PLANNED_TAKEOVER + pause;
+            (to, Some((from, to)))
+        }
+        f if hits_a_leader(f) && config.leaders > 1 => (from, Some((from, from + pause))),
+        f if hits_a_leader(f) => (at + wait + pause, Some((from, from + pause))),
+        _ => (at + wait + pause, None),
+    }
 }
 
 /// A change of the members: adds back a follower of `out` (the followers out of the
@@ -330,14 +465,17 @@ impl Drop for Proxy {
 /// The processes of one run, and how to restart each.
 struct Nodes {
     // Processes first: they must die before their directories go.
-    leader: Node,
+    /// The leader, or the standby leaders (`--peer`).
+    leaders: Vec<Node>,
     followers: Vec<Node>,
     proxies: Vec<Proxy>,
-    leader_dirs: NodeDirs,
+    leader_dirs: Vec<NodeDirs>,
     follower_dirs: Vec<NodeDirs>,
     vote_timeout: String,
     /// The leader's `--replication`.
     replication: String,
+    /// With standby leaders: the leader killed, and when to restart it.
+    leader_down: Option<(usize, Instant)>,
 }
 
 /// A follower that asks the other participants soon (cooperative termination, DESIGN
@@ -358,7 +496,12 @@ impl Nodes {
         let follower_dirs: Vec<NodeDirs> = (0..config.followers)
             .map(|i| NodeDirs::new(&format!("chaos-f{}", i + 1)))
             .collect();
-        let leader_dirs = NodeDirs::new("chaos-leader");
+        let leader_dirs = match config.leaders {
+            1 => vec![NodeDirs::new("chaos-leader")],
+            n => (1..=n)
+                .map(|i| NodeDirs::new(&format!("chaos-leader{i}")))
+                .collect(),
+        };
         let followers = follower_dirs.iter().map(start_follower).collect();
         let mut rng = StdRng::seed_from_u64(config.seed ^ 0x70726f78);
         let proxies: Vec<Proxy> = if config.link_faults {
@@ -379,46 +522,173 @@ impl Nodes {
         } else {
             Vec::new()
         };
-        let vote_timeout = "150ms".to_string();
-        let targets = follower_targets(&follower_dirs, &proxies);
-        let role = Role::Leader {
-            followers: targets,
-            vote_timeout: vote_timeout.clone(),
-        };
-        let replication = config.replication.to_string();
-        let leader = spawn_with_args(
-            &leader_dirs,
-            role,
-            &leader_dirs.addr(),
-            &[("--replication", &replication)],
-        );
-        Nodes {
-            leader,
+        let mut nodes = Nodes {
+            leaders: Vec::new(),
             followers,
             proxies,
             leader_dirs,
             follower_dirs,
-            vote_timeout,
-            replication,
+            vote_timeout: "150ms".to_string(),
+            replication: config.replication.to_string(),
+            leader_down: None,
+        };
+        nodes.leaders = (0..config.leaders).map(|i| nodes.spawn_leader(i)).collect();
+        nodes
+    }
+
+    /// Starts leader `i`: with standby leaders, its `--peer`s are the others' addresses.
+    fn spawn_leader(&self, i: usize) -> Node {
+        let role = Role::Leader {
+            followers: self.targets(),
+            vote_timeout: self.vote_timeout.clone(),
+        };
+        let peers: Vec<String> = (0..self.leader_dirs.len())
+            .filter(|&j| j != i)
+            .map(|j| self.leader_dirs[j].addr())
+            .collect();
+        let peers = peers.join(",");
+        let mut args = vec![("--replication", self.replication.as_str())];
+        if !peers.is_empty() {
+            args.push(("--peer", &peers));
+        }
+        let dirs = &self.leader_dirs[i];
+        spawn_with_args(dirs, role, &dirs.addr(), &args)
+    }
+
+    /// Every leader's address (clients spread their calls over them).
+    fn leader_addrs(&self) -> Vec<String> {
+        self.leader_dirs.iter().map(NodeDirs::addr).collect()
+    }
+
+    /// Every leader's address, for `tpc ... --leader A,B,C`.
+    fn leader_list(&self) -> String {
+        self.leader_addrs().join(",")
+    }
+
+    /// The leaders the nemesis has not killed.
+    fn running_leaders(&self) -> Vec<usize> {
+        let down = self.leader_down.map(|(i, _)| i);
+        (0..self.leaders.len())
+            .filter(|&i| Some(i) != down)
+            .collect()
+    }
+
+    /// A running leader's address: it serves the call, or forwards it to the active
+    /// leader.
+    fn some_leader(&self) -> String {
+        self.leader_dirs[self.running_leaders()[0]].addr()
+    }
+
+    /// kill -9 and restart leader `i` (it is no longer down).
+    fn restart_leader(&mut self, i: usize) {
+        self.leaders[i].kill();
+        self.leaders[i] = self.spawn_leader(i);
+        if self.leader_down.is_some_and(|(d, _)| d == i) {
+            self.leader_down = None;
         }
     }
 
-    fn leader_addr(&self) -> String {
-        self.leader_dirs.addr()
+    /// kill -9 leader `i`, to be restarted after `down` ([`Nodes::restart_due`]).
+    fn kill_leader(&mut self, i: usize, down: Duration) {
+        assert!(self.leader_down.is_none(), "one leader down at most");
+        self.leaders[i].kill();
+        self.leader_down = Some((i, Instant::now() + down));
     }
 
-    fn restart_leader(&mut self) {
-        self.leader.kill();
-        let role = Role::Leader {
-            followers: follower_targets(&self.follower_dirs, &self.proxies),
-            vote_timeout: self.vote_timeout.clone(),
+    /// Restarts the leader that is down if its time has come; says so.
+    fn restart_due(&mut self, events: &mut Events) {
+        if let Some((i, at)) = self.leader_down {
+            if at <= Instant::now() {
+                self.restart_leader(i);
+                events.note(format!("restart leader {}", i + 1));
+            }
+        }
+    }
+
+    /// Before a leader fault: restarts the leader that is down, if any, now, and waits
+    /// until it answers, so that two leaders can always elect one.
+    async fn every_leader_up(&mut self, events: &mut Events) {
+        let Some((i, _)) = self.leader_down else {
+            return;
         };
-        self.leader = spawn_with_args(
-            &self.leader_dirs,
-            role,
-            &self.leader_dirs.addr(),
-            &[("--replication", &self.replication)],
-        );
+        self.restart_leader(i);
+        events.note(format!(
+            "restart leader {} (early, for a leader fault)",
+            i + 1
+        ));
+        let addr = self.leader_dirs[i].addr();
+        support::poll(
+            &format!("the restarted leader {} to answer", i + 1),
+            ACTIVE_TIMEOUT,
+            || async { tpc::client::status::fetch(&addr, Duration::from_secs(1)).await },
+        )
+        .await;
+    }
+
+    /// The active leader, as its own status says, of the running leaders `of` (at
+    /// most [`ACTIVE_TIMEOUT`]): its index and status.
+    async fn active_of(&self, of: &[usize], seed: u64) -> (usize, rpc::StatusReply) {
+        let addrs = self.leader_addrs();
+        support::poll(
+            &format!("chaos seed {seed}: a leader of {of:?} (from 0) to be active"),
+            ACTIVE_TIMEOUT,
+            || async {
+                let mut said = Vec::new();
+                for &i in of {
+                    match tpc::client::status::fetch(&addrs[i], Duration::from_secs(1)).await {
+                        Ok(status) if status.role == "active" || status.role == "leader" => {
+                            return Ok((i, status))
+                        }
+                        Ok(status) => said.push(format!("{i}: {}", status.role)),
+                        Err(e) => said.push(format!("{i}: {e}")),
+                    }
+                }
+                Err(said.join("; "))
+            },
+        )
+        .await
+    }
+
+    /// The active leader of the running ones.
+    async fn active(&self, seed: u64) -> (usize, rpc::StatusReply) {
+        self.active_of(&self.running_leaders(), seed).await
+    }
+
+    /// Waits (at most [`ACTIVE_TIMEOUT`]) until every running leader names the same
+    /// active leader, which has formed its view and serves reads; its address.
+    async fn agreed_active(&self, seed: u64) -> String {
+        let addrs = self.leader_addrs();
+        if addrs.len() == 1 {
+            support::wait_leader_ready(&addrs[0]).await;
+            return addrs[0].clone();
+        }
+        let running = self.running_leaders();
+        let active = support::poll(
+            &format!("chaos seed {seed}: the running leaders to agree on an active one"),
+            ACTIVE_TIMEOUT,
+            || async {
+                let mut named = None;
+                for &i in &running {
+                    let status = tpc::client::status::fetch(&addrs[i], Duration::from_secs(1))
+                        .await
+                        .map_err(|e| format!("leader {}: {e}", i + 1))?;
+                    let Some(active) = addrs.iter().position(|a| *a == status.active_leader) else {
+                        return Err(format!("leader {} names no active leader", i + 1));
+                    };
+                    if named.is_some_and(|n| n != active) {
+                        return Err("the leaders name different active leaders".into());
+                    }
+                    if status.role == "active" && status.view_epoch == 0 {
+                        return Err("the active leader has no view yet".into());
+                    }
+                    named = Some(active);
+                }
+                named.ok_or_else(|| "no leader is running".to_string())
+            },
+        )
+        .await;
+        support::wait_leader_ready(&addrs[active]).await;
+        addrs[active].clone()
     }
 
     fn restart_follower(&mut self, i: usize) {
@@ -455,7 +725,9 @@ impl Nodes {
     }
 
     fn stop_all(&mut self) {
-        self.leader.kill();
+        for l in &mut self.leaders {
+            l.kill();
+        }
         for f in &mut self.followers {
             f.kill();
         }
@@ -474,6 +746,27 @@ fn follower_targets(follower_dirs: &[NodeDirs], proxies: &[Proxy]) -> Vec<String
     }
 }
 
+/// How long the leaders may take to have an active one (an election and a takeover
+/// take about 2 s, more on a busy machine).
+const ACTIVE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Sleeps `d`, restarting the leader that is down when its time comes.
+async fn nap(nodes: &mut Nodes, d: Duration, events: &mut Events) {
+    let until = Instant::now() + d;
+    loop {
+        nodes.restart_due(events);
+        let wake = match nodes.leader_down {
+            Some((_, at)) => at.min(until),
+            None => until,
+        };
+        let now = Instant::now();
+        if now >= until {
+            return;
+        }
+        tokio::time::sleep(wake.saturating_duration_since(now)).await;
+    }
+}
+
 /// How a client's operation ended, for the history.
 fn record(client: usize, key: &str, kind: OpKind, call: u64, ret: Option<u64>) -> Operation {
     Operation {
@@ -486,11 +779,26 @@ fn record(client: usize, key: &str, kind: OpKind, call: u64, ret: Option<u64>) -
 }
 
 /// Whether a failed write is known not to have been applied: ABORTED, or UNAVAILABLE
-/// from the leader's own refusal. Anything else (a crash, a timeout) is unknown.
+/// from the leader's own refusal or a standby leader's. Anything else (a crash, a
+/// timeout) is unknown.
 fn surely_not_applied(status: &tonic::Status) -> bool {
     status.code() == Code::Aborted
         || (status.code() == Code::Unavailable && status.message().starts_with("write not applied"))
+        || standby_refused(status)
         || never_sent(status)
+}
+
+/// A standby leader's refusal, or a leader's that stands down (DESIGN §9): no leader is
+/// active, this one stands down, the call was forwarded to one no longer active, or
+/// the active leader could not be reached. UNAVAILABLE: not applied.
+fn standby_refused(status: &tonic::Status) -> bool {
+    const REFUSALS: [&str; 4] = [
+        "no leader is active yet",
+        "is standing down; retry",
+        "to a leader that is no longer active; retry",
+        "is unreachable; retry",
+    ];
+    status.code() == Code::Unavailable && REFUSALS.iter().any(|m| status.message().contains(m))
 }
 
 /// What a write's answer (got at `now`) says: acknowledged (`Some(Some(now))`), of
@@ -521,15 +829,21 @@ fn never_sent(status: &tonic::Status) -> bool {
 }
 
 /// One client: a seeded sequence of operations until `stop`.
+///
+/// With several leaders, each operation goes to one of them at random: a standby
+/// forwards it to the active leader.
 async fn client_loop(
     id: usize,
     config: Config,
-    leader: String,
+    leaders: Vec<String>,
     start: Instant,
     stop: Arc<AtomicBool>,
 ) -> (Observed, usize) {
     let mut rng = StdRng::seed_from_u64(config.seed.wrapping_mul(1000) + id as u64);
-    let mut client = Client::new(&leader, Duration::from_secs(3)).expect("client");
+    let mut clients: Vec<Client> = leaders
+        .iter()
+        .map(|l| Client::new(l, Duration::from_secs(3)).expect("client"))
+        .collect();
     let now = || start.elapsed().as_nanos() as u64;
     let mut observed = Observed::default();
     let history = &mut observed.history;
@@ -537,6 +851,10 @@ async fn client_loop(
     let mut n = 0;
     while !stop.load(Ordering::Relaxed) {
         attempts += 1;
+        let client = match clients.len() {
+            1 => &mut clients[0],
+            n => &mut clients[rng.random_range(0..n)],
+        };
         let key = format!("key{}", rng.random_range(0..config.keys));
         let choice = rng.random_range(0..100);
         let mut failed = false;
@@ -787,6 +1105,12 @@ struct Counts {
     hits_in_move: usize,
     /// Followers restarted with empty directories.
     emptied: usize,
+    /// Leaders killed: the single one, or the active one of several.
+    leader_kills: usize,
+    /// Standby leaders killed.
+    standby_kills: usize,
+    /// Active leaders stopped until another took over (zombies).
+    zombies: usize,
 }
 
 /// `tpc members add|remove FOLLOWER --leader LEADER`, through the built binary as an
@@ -873,13 +1197,12 @@ fn unsettled(view: &rpc::MembersReply, nodes: &Nodes) -> Option<String> {
     None
 }
 
-/// Waits, at most [`SETTLE_TIMEOUT`], until the leader's view is settled (see
-/// [`unsettled`]), and returns it.
-async fn settle(nodes: &Nodes, seed: u64) -> rpc::MembersReply {
-    let leader = nodes.leader_addr();
+/// Waits, at most [`SETTLE_TIMEOUT`], until the view of the leader at `leader` is
+/// settled (see [`unsettled`]), and returns it.
+async fn settle(nodes: &Nodes, leader: &str, seed: u64) -> rpc::MembersReply {
     let deadline = Instant::now() + SETTLE_TIMEOUT;
     loop {
-        let why = match members::fetch(&leader, Duration::from_secs(3)).await {
+        let why = match members::fetch(leader, Duration::from_secs(3)).await {
             Ok(view) => match unsettled(&view, nodes) {
                 None => return view,
                 Some(why) => format!("{why}: {view:?}"),
@@ -1019,12 +1342,109 @@ async fn check_placement_live(nodes: &Nodes, placement: &Placement, config: &Con
     }
 }
 
+/// A fault of one of several leaders (see [`LeaderFault`]), once every leader is up.
+async fn leader_fault(
+    nodes: &mut Nodes,
+    fault: &LeaderFault,
+    pause: Duration,
+    events: &mut Events,
+    counts: &mut Counts,
+    seed: u64,
+) {
+    nodes.every_leader_up(events).await;
+    let (active, status) = nodes.active(seed).await;
+    match fault {
+        LeaderFault::KillActive => {
+            events.note(format!(
+                "kill the active leader {} (epoch {}), down {pause:?}",
+                active + 1,
+                status.epoch
+            ));
+            nodes.kill_leader(active, pause);
+            counts.kills += 1;
+            counts.leader_kills += 1;
+        }
+        LeaderFault::KillStandby(n) => {
+            let standbys: Vec<usize> = nodes
+                .running_leaders()
+                .into_iter()
+                .filter(|&i| i != active)
+                .collect();
+            let i = standbys[n % standbys.len()];
+            events.note(format!("kill standby leader {}, down {pause:?}", i + 1));
+            nodes.kill_leader(i, pause);
+            counts.kills += 1;
+            counts.standby_kills += 1;
+        }
+        LeaderFault::Zombie => {
+            events.note(format!(
+                "stop the active leader {} (epoch {}): a zombie until another is active",
+                active + 1,
+                status.epoch
+            ));
+            nodes.leaders[active].signal("STOP");
+            counts.zombies += 1;
+            let stopped = Instant::now();
+            let others: Vec<usize> = nodes
+                .running_leaders()
+                .into_iter()
+                .filter(|&i| i != active)
+                .collect();
+            let (next, now) = nodes.active_of(&others, seed).await;
+            events.note(format!(
+                "leader {} took over from the zombie after {:.3} s (epoch {}); the zombie \
+                 stays stopped {pause:?} more",
+                next + 1,
+                stopped.elapsed().as_secs_f64(),
+                now.epoch
+            ));
+            assert!(
+                now.epoch > status.epoch,
+                "chaos seed {seed}: leader {} took over from leader {} without a new epoch \
+                 ({} after {})",
+                next + 1,
+                active + 1,
+                now.epoch,
+                status.epoch
+            );
+            tokio::time::sleep(pause).await;
+            nodes.leaders[active].signal("CONT");
+            let resumed = Instant::now();
+            let addr = nodes.leader_addrs()[active].clone();
+            support::poll(
+                &format!(
+                    "chaos seed {seed}: the zombie leader {} to stand down",
+                    active + 1
+                ),
+                ACTIVE_TIMEOUT,
+                || async {
+                    let status = tpc::client::status::fetch(&addr, Duration::from_secs(1)).await?;
+                    match status.role.as_str() {
+                        "standby" => Ok(()),
+                        role => Err(format!("it says it is {role}")),
+                    }
+                },
+            )
+            .await;
+            events.note(format!(
+                "resumed, the zombie leader {} stood down within {:.3} s",
+                active + 1,
+                resumed.elapsed().as_secs_f64()
+            ));
+        }
+    }
+}
+
 /// One chaos run; returns the number of operations in its history.
 async fn run(config: Config) -> usize {
     let plan = schedule(&config);
     let mut nodes = Nodes::start(&config);
-    let leader = nodes.leader_addr();
-    support::wait_leader_ready(&leader).await;
+    let leaders = nodes.leader_addrs();
+    // `tpc members ... --leader A,B,C` goes to the active leader.
+    let all_leaders = nodes.leader_list();
+    let first = nodes.agreed_active(config.seed).await;
+    support::wait_leader_ready(&first).await;
+    let first_epoch = nodes.active(config.seed).await.1.epoch;
 
     let start = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
@@ -1033,7 +1453,7 @@ async fn run(config: Config) -> usize {
             tokio::spawn(client_loop(
                 id,
                 config.clone(),
-                leader.clone(),
+                leaders.clone(),
                 start,
                 stop.clone(),
             ))
@@ -1048,21 +1468,33 @@ async fn run(config: Config) -> usize {
         if start.elapsed() + *wait >= config.duration {
             break;
         }
-        tokio::time::sleep(*wait).await;
+        nap(&mut nodes, *wait, &mut events).await;
         match fault {
             Fault::KillFollower(i) => {
                 events.note(format!("kill follower {}", i + 1));
                 nodes.followers[*i].kill();
-                tokio::time::sleep(*pause).await;
+                nap(&mut nodes, *pause, &mut events).await;
                 nodes.restart_follower(*i);
                 counts.kills += 1;
             }
             Fault::KillLeader => {
                 events.note("kill the leader");
-                nodes.leader.kill();
+                nodes.leaders[0].kill();
                 tokio::time::sleep(*pause).await;
-                nodes.restart_leader();
+                nodes.restart_leader(0);
                 counts.kills += 1;
+                counts.leader_kills += 1;
+            }
+            Fault::Leader(what) => {
+                leader_fault(
+                    &mut nodes,
+                    what,
+                    *pause,
+                    &mut events,
+                    &mut counts,
+                    config.seed,
+                )
+                .await;
             }
             Fault::CutLink(i) => {
                 events.note(format!("cut the link to follower {}", i + 1));
@@ -1082,7 +1514,7 @@ async fn run(config: Config) -> usize {
                 let until = start + config.duration;
                 let tried = counts.refusals;
                 let accepted =
-                    change_members(&leader, &target, *add, until, &mut counts.refusals).await;
+                    change_members(&all_leaders, &target, *add, until, &mut counts.refusals).await;
                 let refused = counts.refusals - tried;
                 let Some(said) = accepted else {
                     events.note(format!(
@@ -1099,8 +1531,8 @@ async fn run(config: Config) -> usize {
                 let Some(then) = then else {
                     continue;
                 };
-                tokio::time::sleep(*after).await;
-                let moving = members::fetch(&leader, Duration::from_secs(1))
+                nap(&mut nodes, *after, &mut events).await;
+                let moving = members::fetch(&nodes.some_leader(), Duration::from_secs(1))
                     .await
                     .is_ok_and(|view| view.moving_keys > 0);
                 let hit = match then {
@@ -1117,30 +1549,47 @@ async fn run(config: Config) -> usize {
                 ));
                 counts.hits += 1;
                 counts.hits_in_move += moving as usize;
-                counts.kills += 1;
                 match then {
                     InMove::KillFollower(i) => {
                         nodes.followers[*i].kill();
-                        tokio::time::sleep(*pause).await;
+                        nap(&mut nodes, *pause, &mut events).await;
                         nodes.restart_follower(*i);
+                        counts.kills += 1;
                     }
                     InMove::EmptyFollower(i) => {
                         nodes.empty_follower(*i);
-                        tokio::time::sleep(*pause).await;
+                        nap(&mut nodes, *pause, &mut events).await;
                         nodes.restart_follower(*i);
                         counts.emptied += 1;
+                        counts.kills += 1;
+                    }
+                    InMove::KillLeader if config.leaders == 1 => {
+                        nodes.leaders[0].kill();
+                        tokio::time::sleep(*pause).await;
+                        nodes.restart_leader(0);
+                        counts.kills += 1;
+                        counts.leader_kills += 1;
                     }
                     InMove::KillLeader => {
-                        nodes.leader.kill();
-                        tokio::time::sleep(*pause).await;
-                        nodes.restart_leader();
+                        let kill = LeaderFault::KillActive;
+                        leader_fault(
+                            &mut nodes,
+                            &kill,
+                            *pause,
+                            &mut events,
+                            &mut counts,
+                            config.seed,
+                        )
+                        .await;
                     }
                 }
             }
         }
     }
     let remaining = config.duration.saturating_sub(start.elapsed());
-    tokio::time::sleep(remaining).await;
+    nap(&mut nodes, remaining, &mut events).await;
+    // The epoch now, once a leader is active: how many takeovers the faults caused.
+    let last_epoch = nodes.active(config.seed).await.1.epoch;
     stop.store(true, Ordering::Relaxed);
 
     let mut history = Vec::new();
@@ -1162,9 +1611,17 @@ async fn run(config: Config) -> usize {
     for i in 0..config.followers {
         nodes.restart_follower(i);
     }
-    nodes.restart_leader();
+    for i in 0..config.leaders {
+        nodes.restart_leader(i);
+    }
+    // The final checks go through the active leader.
+    let leader = match config.leaders {
+        1 => nodes.leader_addrs().remove(0),
+        _ => nodes.agreed_active(config.seed).await,
+    };
+    events.note(format!("the active leader: {leader}"));
     let targets = nodes.targets();
-    let mut view = settle(&nodes, config.seed).await;
+    let mut view = settle(&nodes, &leader, config.seed).await;
     events.note(format!("settled on view {}", view.epoch));
     let mut placement = Placement::of(&view, &targets, config.seed);
     assert_eq!(view.replication as usize, config.replication);
@@ -1177,7 +1634,7 @@ async fn run(config: Config) -> usize {
         .collect();
     for &f in &missing {
         let until = Instant::now() + SETTLE_TIMEOUT;
-        let said = change_members(&leader, &targets[f], true, until, &mut counts.refusals)
+        let said = change_members(&all_leaders, &targets[f], true, until, &mut counts.refusals)
             .await
             .unwrap_or_else(|| {
                 panic!(
@@ -1191,7 +1648,7 @@ async fn run(config: Config) -> usize {
         counts.changes += 1;
     }
     if !missing.is_empty() {
-        view = settle(&nodes, config.seed).await;
+        view = settle(&nodes, &leader, config.seed).await;
         events.note(format!("settled on view {}", view.epoch));
         placement = Placement::of(&view, &targets, config.seed);
         settled_views.push(view.epoch);
@@ -1226,7 +1683,7 @@ async fn run(config: Config) -> usize {
         })
         .sum();
     eprintln!(
-        "chaos seed {}: {} operations attempted, {} in the history ({acked} acknowledged writes, {unknown} unknown), {} transactions of several keys, {} snapshot reads, {} kills, {} link cuts, {} member changes ({} refusals retried; {} nodes hit after a change, {} with it seen under way, {} restarted empty), {learned} decisions learned among followers, views settled {settled_views:?}, {:.1} s",
+        "chaos seed {}: {} operations attempted, {} in the history ({acked} acknowledged writes, {unknown} unknown), {} transactions of several keys, {} snapshot reads, {} kills, {} link cuts, {} member changes ({} refusals retried; {} nodes hit after a change, {} with it seen under way, {} restarted empty), {learned} decisions learned among followers, views settled {settled_views:?}; {} leaders: {} leader kills, {} standby kills, {} zombies, {} takeovers (epoch {first_epoch} to {last_epoch}); {:.1} s",
         config.seed,
         attempts,
         history.len(),
@@ -1239,6 +1696,11 @@ async fn run(config: Config) -> usize {
         counts.hits,
         counts.hits_in_move,
         counts.emptied,
+        config.leaders,
+        counts.leader_kills,
+        counts.standby_kills,
+        counts.zombies,
+        last_epoch.saturating_sub(first_epoch),
         start.elapsed().as_secs_f64()
     );
     if let Err(violation) = check::check(&history) {
@@ -1330,6 +1792,7 @@ fn the_schedule_changes_the_members_only_with_more_followers_than_replicas() {
         replication: 3,
         link_faults: true,
         members: true,
+        leaders: 1,
     };
     let changes = |c: &Config| -> Vec<(usize, bool, Option<InMove>)> {
         schedule(c)
@@ -1385,6 +1848,83 @@ fn the_schedule_changes_the_members_only_with_more_followers_than_replicas() {
         staying_emptied > 0,
         "some member that stays is restarted empty while keys move"
     );
+}
+
+#[test]
+fn the_schedule_with_standby_leaders_hits_one_leader_at_a_time() {
+    let config = |seed, leaders| Config {
+        seed,
+        duration: Duration::from_secs(300),
+        clients: 1,
+        keys: 4,
+        followers: 3 + (seed % 2 == 0) as usize,
+        replication: 3,
+        link_faults: true,
+        members: true,
+        leaders,
+    };
+    let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
+    for seed in 1..=6 {
+        let c = config(seed, 3);
+        let plan = schedule(&c);
+        assert!(
+            !plan.iter().any(|(_, f, _)| matches!(f, Fault::KillLeader)),
+            "seed {seed}: the single leader's fault with standby leaders"
+        );
+        // Replay the plan: a leader is down or stopped in spans that never overlap, and
+        // the next leader fault waits until the leader before is back and ready.
+        let (mut at, mut whole) = (Duration::ZERO, Duration::ZERO);
+        let mut out = 0;
+        for (wait, fault, pause) in &plan {
+            let (next, span) = plan_step(&c, at, *wait, fault, *pause);
+            assert_eq!(
+                span.is_some(),
+                hits_a_leader(fault),
+                "seed {seed}: {fault:?}"
+            );
+            if let Some((from, to)) = span {
+                assert!(
+                    from >= whole,
+                    "seed {seed}: {fault:?} at {from:?}, while a leader is out until {whole:?}"
+                );
+                assert!(to > from, "seed {seed}: {fault:?} for {pause:?}");
+                whole = to + LEADER_READY;
+                out += 1;
+                let kind = match fault {
+                    Fault::Leader(LeaderFault::KillActive) => "kill active",
+                    Fault::Leader(LeaderFault::KillStandby(_)) => "kill standby",
+                    Fault::Leader(LeaderFault::Zombie) => "zombie",
+                    _ => "kill active while keys move",
+                };
+                *kinds.entry(kind).or_default() += 1;
+            }
+            at = next;
+        }
+        assert!(out >= 10, "seed {seed}: {out} leader faults in 300 s");
+    }
+    assert_eq!(
+        kinds.keys().copied().collect::<Vec<_>>(),
+        [
+            "kill active",
+            "kill active while keys move",
+            "kill standby",
+            "zombie"
+        ],
+        "every kind of leader fault: {kinds:?}"
+    );
+    // A single leader has the faults it always had, and none of several leaders'.
+    for seed in 1..=4 {
+        let plan = schedule(&config(seed, 1));
+        assert!(plan.iter().any(|(_, f, _)| matches!(f, Fault::KillLeader)));
+        assert!(!plan.iter().any(|(_, f, _)| matches!(f, Fault::Leader(_))));
+    }
+    // The default seeds run both, and standby leaders with changes of the members.
+    let defaults: Vec<usize> = (1..=3).map(default_leaders).collect();
+    assert!(
+        defaults.contains(&1) && defaults.contains(&3),
+        "{defaults:?}"
+    );
+    assert_eq!(default_leaders(2), 3, "seed 2 changes the members");
 }
 
 #[test]
