@@ -340,7 +340,14 @@ async fn fail_over_under_load(failure: Failure) {
         // The tools take every leader's address and go to the active one, also with
         // one of them down.
         let output = std::process::Command::new(support::tpc_binary())
-            .args(["client", "--leader", &addrs.join(","), "put", "tools", "yes"])
+            .args([
+                "client",
+                "--leader",
+                &addrs.join(","),
+                "put",
+                "tools",
+                "yes",
+            ])
             .output()
             .unwrap();
         assert!(output.status.success(), "{output:?}");

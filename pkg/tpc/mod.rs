@@ -217,6 +217,7 @@ pub mod parts;
 mod reads;
 pub mod records;
 pub mod recovery;
+mod routing;
 pub mod standby;
 pub mod termination;
 pub mod trace;

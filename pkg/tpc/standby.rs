@@ -23,12 +23,8 @@
 //! be elected: its reads from the writes it committed are never stale. Writes never
 //! depend on timing: a new leader's epoch fences the followers (§1.4).
 //!
-//! **Routing.** Every call is served by the active leader. A standby forwards it over
-//! a pooled channel, marked `tpc-forwarded`, so a classic client pointed at any
-//! leader works; a forwarded call that reaches a leader that is not active is
-//! answered UNAVAILABLE (retry), never forwarded twice. UNAVAILABLE keeps its
-//! meaning, "not applied": a write whose forward broke after it was sent is answered
-//! UNKNOWN.
+//! **Routing**: every call is served by the active leader; a standby forwards it
+//! (`routing.rs`).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -39,12 +35,13 @@ use std::time::{Duration, Instant};
 use openraft::ServerState;
 use tokio::sync::watch;
 use tonic::transport::Channel;
-use tonic::{Request, Response, Status};
+use tonic::Status;
 use tracing::Instrument;
 
-use super::leader::{api_server, follower_addresses, recover, Active, LeaderConfig};
+use super::leader::{api_server, follower_addresses, recover, AbortOnDrop, Active, LeaderConfig};
 use super::leader_journal::LeaderJournal;
 use super::records::LeaderRecord;
+use super::routing::Dispatch;
 use super::trace::Trace;
 use crate::crash::crash_point;
 use crate::dirlock::DirLock;
@@ -53,16 +50,13 @@ use crate::journal::Record;
 use crate::limits::MAX_GRPC_MESSAGE_BYTES;
 use crate::metrics;
 use crate::net::{self, Address, Listener};
-use crate::proto::{api, rpc};
+use crate::proto::rpc;
 use crate::raft::{
     self, ControlEntry, Group, LogStore, Network, NodeId, Raft, RaftService, ReplicatedJournal,
     StateMachine, READ_LEASE_MS,
 };
 use crate::server;
 use crate::{Error, Result};
-
-/// The header a standby marks a forwarded call with.
-const FORWARDED: &str = "tpc-forwarded";
 
 /// How often the active leader checks that its leadership is confirmed.
 const CONFIRM_EVERY: Duration = Duration::from_millis(100);
@@ -79,18 +73,18 @@ pub struct StandbyConfig {
 
 /// What this leader is now.
 #[derive(Clone)]
-enum Role {
+pub(super) enum Role {
     Active(Arc<Active>),
     Standby { active: Option<NodeId> },
 }
 
 /// What the services and the role manager share.
-struct Shared {
-    group: Arc<Group>,
-    raft: Raft,
-    state: StateMachine,
-    network: Network,
-    role: watch::Receiver<Role>,
+pub(super) struct Shared {
+    pub(super) group: Arc<Group>,
+    pub(super) raft: Raft,
+    pub(super) state: StateMachine,
+    pub(super) network: Network,
+    pub(super) role: watch::Receiver<Role>,
     /// When the active leader's last confirmed heartbeat round started, in ms since
     /// `base` (0: none).
     confirmed_ms: AtomicU64,
@@ -108,15 +102,6 @@ pub struct StandbyLeader {
     http: Option<tokio::net::TcpListener>,
     _manager: AbortOnDrop,
     _lock: DirLock,
-}
-
-/// Stops a task when dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 impl StandbyLeader {
@@ -229,9 +214,7 @@ impl StandbyLeader {
                 }
             }
         }));
-        let dispatch = Dispatch {
-            shared: self.shared.clone(),
-        };
+        let dispatch = Dispatch::new(self.shared.clone());
         let status = dispatch.clone();
         let pages = LeaderPages {
             status: Arc::new(move || status.status()),
@@ -454,21 +437,22 @@ impl Shared {
     }
 
     /// Whether this leader's last confirmed heartbeat round started within the lease.
-    fn holds_lease(&self) -> bool {
+    pub(super) fn holds_lease(&self) -> bool {
         let confirmed = self.confirmed_ms.load(Ordering::Relaxed);
         let now = self.base.elapsed().as_millis() as u64 + 1;
         confirmed > 0 && now.saturating_sub(confirmed) < READ_LEASE_MS
     }
 
     /// The client address of the active leader, as the leaders name it.
-    fn active_address(&self) -> Option<String> {
+    pub(super) fn active_address(&self) -> Option<String> {
         match &*self.role.borrow() {
             Role::Active(_) => Some(self.group.address(self.group.me)?.to_string()),
             Role::Standby { active } => Some(self.group.address((*active)?)?.to_string()),
         }
     }
 
-    fn channel(&self, id: NodeId) -> std::result::Result<Channel, Status> {
+    /// A pooled channel to leader `id`, for forwarding.
+    pub(super) fn channel(&self, id: NodeId) -> std::result::Result<Channel, Status> {
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(channel) = channels.get(&id) {
             return Ok(channel.clone());
@@ -483,259 +467,5 @@ impl Shared {
             .map_err(|e| Status::internal(format!("leader {address}: {e}")))?;
         channels.insert(id, channel.clone());
         Ok(channel)
-    }
-}
-
-/// Where a call goes.
-enum Route {
-    Here(Arc<Active>),
-    There { channel: Channel, address: String },
-}
-
-/// The services every leader serves: here when active, else forwarded.
-#[derive(Clone)]
-struct Dispatch {
-    shared: Arc<Shared>,
-}
-
-impl Dispatch {
-    fn route<T>(&self, request: &Request<T>) -> std::result::Result<Route, Status> {
-        let role = self.shared.role.borrow().clone();
-        match role {
-            Role::Active(active) if self.shared.holds_lease() => Ok(Route::Here(active)),
-            Role::Active(_) => Err(Status::unavailable(
-                "this leader could not confirm its leadership lately and is standing down; retry",
-            )),
-            Role::Standby { .. } if request.metadata().contains_key(FORWARDED) => {
-                Err(Status::unavailable(
-                    "a standby forwarded this call to a leader that is no longer active; retry",
-                ))
-            }
-            Role::Standby { active: Some(id) } if id != self.shared.group.me => Ok(Route::There {
-                channel: self.shared.channel(id)?,
-                address: self.shared.group.address(id).unwrap_or_default().into(),
-            }),
-            Role::Standby { .. } => Err(Status::unavailable(
-                "no leader is active yet (the leaders are electing one); retry",
-            )),
-        }
-    }
-
-    /// This leader's status: the active one's view of the cluster, or a standby's of
-    /// the leaders; with each leader's role either way.
-    fn status(&self) -> rpc::StatusReply {
-        let shared = &self.shared;
-        let role = shared.role.borrow().clone();
-        let mut status = match &role {
-            Role::Active(active) => active.admin.snapshot(),
-            Role::Standby { .. } => standby_status(&shared.state.state().records),
-        };
-        let active_id = match &role {
-            Role::Active(_) => Some(shared.group.me),
-            Role::Standby { active } => *active,
-        };
-        status.role = match role {
-            Role::Active(_) => "active".into(),
-            Role::Standby { .. } => "standby".into(),
-        };
-        status.active_leader = shared.active_address().unwrap_or_default();
-        status.raft_term = shared.raft.metrics().borrow().current_term;
-        status.leaders = shared
-            .group
-            .leaders
-            .iter()
-            .enumerate()
-            .map(|(i, address)| {
-                let id = i as NodeId + 1;
-                let role = if Some(id) == active_id {
-                    "active"
-                } else if id == shared.group.me
-                    || shared
-                        .network
-                        .heard_from(id)
-                        .is_some_and(|ago| ago < Duration::from_secs(2))
-                {
-                    "standby"
-                } else {
-                    "unknown"
-                };
-                rpc::LeaderStatus {
-                    address: address.clone(),
-                    role: role.into(),
-                }
-            })
-            .collect();
-        status
-    }
-}
-
-/// What a standby knows of the cluster: the id and epoch its replicated journal holds.
-fn standby_status(records: &[Record]) -> rpc::StatusReply {
-    let mut status = rpc::StatusReply {
-        version: env!("CARGO_PKG_VERSION").to_string(),
-        ..Default::default()
-    };
-    for record in records {
-        if let Ok(LeaderRecord::Meta {
-            cluster_id, epoch, ..
-        }) = LeaderRecord::try_from(record.clone())
-        {
-            status.cluster_id = cluster_id;
-            status.epoch = status.epoch.max(epoch);
-        }
-    }
-    status
-}
-
-/// `request`, marked as forwarded, for the active leader.
-fn forwarded<T>(request: Request<T>) -> Request<T> {
-    let (mut metadata, _, message) = request.into_parts();
-    metadata.insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
-    Request::from_parts(metadata, Default::default(), message)
-}
-
-/// The answer to a forwarded call whose transport failed: for a write that may have
-/// been sent, UNKNOWN, since UNAVAILABLE promises it was not applied.
-fn forward_failed(status: Status, address: &str, write: bool) -> Status {
-    use std::error::Error as _;
-    let Some(source) = status.source() else {
-        return status; // The active leader's own answer.
-    };
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(source);
-    let mut never_connected = false;
-    while let Some(e) = cause {
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            never_connected |= matches!(
-                io.kind(),
-                std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound
-            );
-        }
-        cause = e.source();
-    }
-    if write && !never_connected {
-        Status::unknown(format!(
-            "the active leader {address} stopped answering while this standby forwarded \
-             the write; its outcome is unknown: {}",
-            status.message()
-        ))
-    } else {
-        Status::unavailable(format!(
-            "the active leader {address} is unreachable; retry: {}",
-            status.message()
-        ))
-    }
-}
-
-/// Serves a call here, on the active leader's `$service`, or forwards it with a
-/// `$client` of the active leader.
-macro_rules! dispatch {
-    ($self:ident, $request:ident, $write:expr, $trait:ident :: $service:ident, $client:ident, $method:ident) => {{
-        match $self.route(&$request)? {
-            Route::Here(active) => $trait::$method(&active.$service, $request).await,
-            Route::There { channel, address } => {
-                let mut client = $client::new(channel)
-                    .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
-                    .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES);
-                client
-                    .$method(forwarded($request))
-                    .await
-                    .map_err(|status| forward_failed(status, &address, $write))
-            }
-        }
-    }};
-}
-
-use api::key_value_api_client::KeyValueApiClient;
-use api::key_value_api_server::KeyValueApi;
-use rpc::admin_client::AdminClient;
-use rpc::admin_server::Admin;
-
-#[tonic::async_trait]
-impl KeyValueApi for Dispatch {
-    async fn get(
-        &self,
-        request: Request<api::GetRequest>,
-    ) -> std::result::Result<Response<api::Response>, Status> {
-        dispatch!(
-            self,
-            request,
-            false,
-            KeyValueApi::service,
-            KeyValueApiClient,
-            get
-        )
-    }
-
-    async fn put(
-        &self,
-        request: Request<api::PutRequest>,
-    ) -> std::result::Result<Response<api::Response>, Status> {
-        dispatch!(
-            self,
-            request,
-            true,
-            KeyValueApi::service,
-            KeyValueApiClient,
-            put
-        )
-    }
-
-    async fn delete(
-        &self,
-        request: Request<api::DeleteRequest>,
-    ) -> std::result::Result<Response<api::Response>, Status> {
-        dispatch!(
-            self,
-            request,
-            true,
-            KeyValueApi::service,
-            KeyValueApiClient,
-            delete
-        )
-    }
-
-    async fn txn(
-        &self,
-        request: Request<api::TxnRequest>,
-    ) -> std::result::Result<Response<api::TxnResponse>, Status> {
-        dispatch!(
-            self,
-            request,
-            true,
-            KeyValueApi::service,
-            KeyValueApiClient,
-            txn
-        )
-    }
-}
-
-#[tonic::async_trait]
-impl Admin for Dispatch {
-    async fn status(
-        &self,
-        _: Request<rpc::StatusRequest>,
-    ) -> std::result::Result<Response<rpc::StatusReply>, Status> {
-        Ok(Response::new(Dispatch::status(self)))
-    }
-
-    async fn members(
-        &self,
-        request: Request<rpc::MembersRequest>,
-    ) -> std::result::Result<Response<rpc::MembersReply>, Status> {
-        dispatch!(self, request, false, Admin::admin, AdminClient, members)
-    }
-
-    async fn change_members(
-        &self,
-        request: Request<rpc::ChangeMembersRequest>,
-    ) -> std::result::Result<Response<rpc::ChangeMembersReply>, Status> {
-        dispatch!(
-            self,
-            request,
-            true,
-            Admin::admin,
-            AdminClient,
-            change_members
-        )
     }
 }
