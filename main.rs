@@ -857,7 +857,7 @@ async fn client_main(args: ClientArgs) -> ExitCode {
     };
     let command = match args.op {
         None => {
-            return match shell::interactive(client, &leader).await {
+            return match shell::interactive(client, &leader, &args.leader, args.timeout).await {
                 Ok(()) => ExitCode::SUCCESS,
                 // A closed pipe on stdout: the reader wanted no more.
                 Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::from(2),

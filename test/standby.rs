@@ -223,6 +223,62 @@ async fn one_leader_is_active_and_the_standbys_forward_every_call_to_it() {
     assert_eq!(json["active_leader"], addrs[active].as_str(), "{json}");
 }
 
+/// `tpc client` with no command: the interactive shell, fed line by line.
+struct Shell {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Shell {
+    fn start(leaders: &[String]) -> Shell {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(support::tpc_binary())
+            .args(["client", "--timeout", "2s", "--leader", &leaders.join(",")])
+            .env("HOME", std::env::temp_dir())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (send, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if send.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let banner = lines.recv_timeout(CALL_TIMEOUT).unwrap();
+        assert!(banner.starts_with("tpc shell"), "{banner}");
+        Shell { child, lines }
+    }
+
+    /// Sends one command; its answer's first line. The shell's notes ("(...)", after
+    /// an error) are skipped.
+    fn say(&mut self, command: &str) -> String {
+        use std::io::Write;
+        let stdin = self.child.stdin.as_mut().unwrap();
+        writeln!(stdin, "{command}").unwrap();
+        loop {
+            let line = self.lines.recv_timeout(Duration::from_secs(10)).unwrap();
+            if !line.starts_with('(') {
+                return line;
+            }
+        }
+    }
+}
+
+impl Drop for Shell {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// What the writers learned, for the checker.
 #[derive(Default)]
 struct History {
@@ -323,6 +379,9 @@ async fn fail_over_under_load(failure: Failure) {
     })
     .await;
 
+    // A user's shell, given every leader, connected before the failure.
+    let mut shell = Shell::start(&addrs);
+    assert_eq!(shell.say("put shell before"), "OK");
     let killed = Instant::now();
     let new_active = match failure {
         Failure::Kill => {
@@ -352,6 +411,28 @@ async fn fail_over_under_load(failure: Failure) {
             .unwrap();
         assert!(output.status.success(), "{output:?}");
     }
+    // The shell finds the new active leader by itself: a command may fail while the
+    // leaders change (and is not applied), the next ones work.
+    let mut answers = Vec::new();
+    for _ in 0..20 {
+        let answer = shell.say("put shell after");
+        if answer == "OK" {
+            break;
+        }
+        let gone = [
+            "error: UNAVAILABLE",
+            "error: DEADLINE_EXCEEDED",
+            "error: CANCELLED",
+        ];
+        assert!(gone.iter().any(|g| answer.starts_with(g)), "{answer}");
+        answers.push(answer);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        answers.len() < 20,
+        "the shell never wrote again: {answers:?}"
+    );
+    drop(shell);
     poll(
         "a write acknowledged after the failure",
         POLL_TIMEOUT,

@@ -42,6 +42,11 @@ pub async fn resolve_leader(leaders: &[String], timeout: Duration) -> Result<Str
         )
     });
     let answers = futures::future::join_all(asks).await;
+    let answered: Vec<&String> = answers
+        .iter()
+        .filter(|(_, answer)| answer.is_ok())
+        .map(|(addr, _)| *addr)
+        .collect();
     let mut failures = Vec::new();
     let mut first = None;
     for (addr, answer) in &answers {
@@ -49,7 +54,13 @@ pub async fn resolve_leader(leaders: &[String], timeout: Duration) -> Result<Str
             Ok(status) if status.role == "active" || status.role == "leader" => {
                 return Ok(addr.to_string())
             }
-            Ok(status) if !status.active_leader.is_empty() => {
+            // The one the others name, unless it is one of ours that did not answer
+            // (it may be dead, and they not know yet).
+            Ok(status)
+                if !status.active_leader.is_empty()
+                    && (answered.contains(&&status.active_leader)
+                        || !leaders.contains(&status.active_leader)) =>
+            {
                 return Ok(status.active_leader.clone())
             }
             Ok(_) => first = first.or(Some(addr.to_string())),

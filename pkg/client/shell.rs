@@ -339,7 +339,19 @@ fn history_path() -> Option<PathBuf> {
 
 /// The interactive loop: reads lines with history and editing until `exit` or Ctrl-D.
 /// An error is the terminal's, or stdout's (a closed pipe: the loop ends there).
-pub async fn interactive(mut client: Client, leader: &str) -> io::Result<()> {
+///
+/// `leader` is the one of `leaders` the client talks to. With standby leaders, a call
+/// answered UNAVAILABLE (not applied: the leader may be gone, or a new one is being
+/// elected) or not answered in time makes the shell ask the leaders again which is
+/// active, so that the next command goes to it; the command itself is not repeated
+/// (a write not answered in time may have been applied).
+pub async fn interactive(
+    mut client: Client,
+    leader: &str,
+    leaders: &[String],
+    timeout: std::time::Duration,
+) -> io::Result<()> {
+    let mut leader = leader.to_string();
     let terminal = |e: ReadlineError| io::Error::other(format!("terminal: {e}"));
     let mut editor = rustyline::DefaultEditor::new().map_err(terminal)?;
     let history = history_path();
@@ -364,7 +376,23 @@ pub async fn interactive(mut client: Client, leader: &str) -> io::Result<()> {
             Ok(Command::Nothing) => {}
             Ok(command) => match run(&mut client, command).await {
                 Ok(text) => print_line(&text)?,
-                Err(error) => print_line(&format!("error: {error}"))?,
+                Err(error) => {
+                    print_line(&format!("error: {error}"))?;
+                    let gone = ["UNAVAILABLE", "DEADLINE_EXCEEDED", "CANCELLED"];
+                    if leaders.len() > 1 && gone.iter().any(|code| error.starts_with(code)) {
+                        if let Ok(active) = super::resolve_leader(leaders, timeout).await {
+                            if active != leader {
+                                if let Ok(next) = Client::new(&active, timeout) {
+                                    print_line(&format!(
+                                        "(the active leader is now {active}; retry)"
+                                    ))?;
+                                    client = next;
+                                    leader = active;
+                                }
+                            }
+                        }
+                    }
+                }
             },
             Err(error) => print_line(&format!("error: {error}"))?,
         }
