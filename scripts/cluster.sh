@@ -9,11 +9,12 @@
 # active one and the others stand by (DESIGN §9): leader j listens on BASE+60+j for
 # j >= 2, and serves its live view on BASE+80+j-1. Data lives under
 # DIR (default .tpc-cluster in the repository) and survives restarts; --fresh wipes it
-# first. Each node's log lines are prefixed with its name. Ctrl-C stops the nodes this
-# script started, and nothing else.
+# first. Each node's log lines are prefixed with its name. A node that exits is
+# reported and the others keep running. Ctrl-C stops the nodes this script started,
+# and nothing else.
 set -euo pipefail
 
-usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; }
 
 n=3
 fresh=0
@@ -54,13 +55,16 @@ stop() {
   fi
 }
 trap stop EXIT
-trap 'echo; echo "stopping the cluster..." >&2; exit 0' INT TERM
+stopping=0
+trap 'stopping=1' INT TERM
 
 # start NAME ARGS...: runs one node with its output prefixed by its name.
+declare -A names
 start() {
   local name=$1; shift
   "$bin" "$@" --name "$name" > >(sed -u "s/^/[$name] /") 2>&1 &
   pids+=($!)
+  names[$!]=$name
 }
 
 followers=()
@@ -105,9 +109,22 @@ Ctrl-C stops the cluster.
 
 MSG
 
-# If any node exits on its own, say so and stop the rest.
+# A node that exits (killed, or stopped by an error) is reported; the others keep
+# running, so that a cluster with a node down can be watched and used.
 set +e
-wait -n "${pids[@]}"
-status=$?
-echo "cluster.sh: a node exited (status $status); stopping the cluster" >&2
-exit "$status"
+running=("${pids[@]}")
+while [ ${#running[@]} -gt 0 ]; do
+  wait -n -p exited "${running[@]}"
+  status=$?
+  if [ "$stopping" = 1 ]; then
+    echo; echo "stopping the cluster..." >&2
+    exit 0
+  fi
+  [ -n "${exited:-}" ] || continue
+  echo "cluster.sh: ${names[$exited]} exited (status $status); the other nodes keep running (Ctrl-C stops them)" >&2
+  left=()
+  for pid in "${running[@]}"; do [ "$pid" = "$exited" ] || left+=("$pid"); done
+  running=("${left[@]}")
+  exited=
+done
+echo "cluster.sh: every node has exited" >&2
