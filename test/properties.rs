@@ -141,3 +141,212 @@ proptest! {
         let _ = shell::parse(&words.join(" "));
     }
 }
+
+/// One of a few values, so that generated messages meet each other (the same keys,
+/// transaction ids, epochs and clusters) and reach deep into the cores' rules.
+fn one_of(values: &'static [&'static str]) -> impl Strategy<Value = String> {
+    prop::sample::select(values).prop_map(str::to_string)
+}
+
+fn view_info() -> impl Strategy<Value = Option<rpc::ViewInfo>> {
+    prop::option::of(
+        (
+            0..4u64,
+            0..4u32,
+            prop::collection::vec(one_of(&["m1", "m2", "m3", ""]), 0..4),
+            prop::collection::vec(one_of(&["f1", "f2", "f3"]), 0..4),
+            any::<bool>(),
+        )
+            .prop_map(
+                |(epoch, replication, member_ids, addresses, next)| rpc::ViewInfo {
+                    epoch,
+                    replication,
+                    member_ids,
+                    addresses,
+                    next,
+                    ..Default::default()
+                },
+            ),
+    )
+}
+
+/// A leader's message with fields from small domains (or anything).
+fn leader_msg() -> impl Strategy<Value = rpc::LeaderMsg> {
+    let head = (
+        0..3i32,
+        0..5i32,
+        one_of(&["a", "b", "", "a/../b"]),
+        text(),
+        one_of(&[
+            "1.1",
+            "1.2",
+            "2.1",
+            "2.2",
+            "0.1",
+            "1.0",
+            "",
+            "x",
+            "1.99999999999999999999",
+        ]),
+        0..3i32,
+        0..4u64,
+    );
+    let tail = (
+        one_of(&["", "1.0", "1.1", "2.0", "9.9"]),
+        one_of(&["c", "", "d"]),
+        any::<bool>(),
+        prop::collection::vec(one_of(&["f1", "f2", "f3", ""]), 0..4),
+        0..4u32,
+        any::<bool>(),
+        0..4u64,
+        one_of(&["", "m1", "m2", "not a member id"]),
+        view_info(),
+    );
+    (head, tail).prop_map(
+        |(
+            (kind, action, key, value, txid, op, epoch),
+            (
+                low_water,
+                cluster_id,
+                cluster_has_data,
+                participants,
+                protocol,
+                failed,
+                view_epoch,
+                member_id,
+                view,
+            ),
+        )| rpc::LeaderMsg {
+            r#type: kind,
+            action,
+            key,
+            value,
+            txid,
+            op,
+            epoch,
+            low_water,
+            cluster_id,
+            cluster_has_data,
+            participants,
+            protocol,
+            failed,
+            view_epoch,
+            member_id,
+            view,
+            ..Default::default()
+        },
+    )
+}
+
+proptest! {
+    /// Whatever a leader (or anyone) sends, in any order on any stream, the follower's
+    /// core answers with effects, never a panic.
+    #[test]
+    fn a_follower_core_takes_any_sequence_of_leader_messages(
+        frames in prop::collection::vec((0..3u64, leader_msg(), prop::collection::vec(leader_msg(), 0..3)), 1..24),
+        has_data in any::<bool>(),
+    ) {
+        let mut core = tpc::tpc::follower_core::FollowerCore::new(has_data);
+        let store = |_: &str| None;
+        for (stream, mut frame, batch) in frames {
+            frame.batch = batch;
+            if let Ok(messages) = messages_of_frame(frame) {
+                for message in messages {
+                    let _ = core.handle(stream, message, &store);
+                }
+            }
+        }
+    }
+}
+
+/// A follower's reply with fields from small domains.
+fn follower_reply() -> impl Strategy<Value = rpc::Response> {
+    (
+        0..5i32,
+        one_of(&["1.1", "1.2", "2.1", "0.2", "2.0", "", "x"]),
+        one_of(&["c", "", "d"]),
+        0..4u32,
+        any::<bool>(),
+        prop::option::of(
+            (
+                prop::collection::vec(one_of(&["2.1", "1.1", "x"]), 0..3),
+                prop::collection::vec(one_of(&["2.1", "1.1", "x"]), 0..3),
+                one_of(&["", "1.0", "2.0", "x"]),
+                one_of(&["", "m1", "m2"]),
+            )
+                .prop_map(|(committed, aborted, low_water, member_id)| {
+                    rpc::InquiryReport {
+                        committed,
+                        aborted,
+                        low_water,
+                        member_id,
+                        ..Default::default()
+                    }
+                }),
+        ),
+    )
+        .prop_map(
+            |(action, txid, cluster_id, protocol, failed, report)| rpc::Response {
+                action,
+                txid,
+                cluster_id,
+                protocol,
+                failed,
+                report,
+                ..Default::default()
+            },
+        )
+}
+
+/// What reaches the leader's core: a reply frame on a follower's stream, a stream that
+/// ends, a client write, time passing.
+#[derive(Clone, Debug)]
+enum ToLeader {
+    Replies(usize, u64, rpc::Response, Vec<rpc::Response>),
+    Ended(usize, u64),
+    Write(String),
+    Time(u64),
+}
+
+fn to_leader() -> impl Strategy<Value = ToLeader> {
+    prop_oneof![
+        4 => (0..3usize, 0..6u64, follower_reply(), prop::collection::vec(follower_reply(), 0..3))
+            .prop_map(|(f, s, r, b)| ToLeader::Replies(f, s, r, b)),
+        1 => (0..3usize, 0..6u64).prop_map(|(f, s)| ToLeader::Ended(f, s)),
+        2 => one_of(&["a", "b"]).prop_map(ToLeader::Write),
+        1 => (0..500u64).prop_map(ToLeader::Time),
+    ]
+}
+
+proptest! {
+    /// Whatever the followers (or anyone on their streams) answer, the leader's core
+    /// carries on: never a panic.
+    #[test]
+    fn a_leader_core_takes_any_sequence_of_follower_replies(events in prop::collection::vec(to_leader(), 1..40)) {
+        use std::time::Duration;
+        use tpc::tpc::leader_core::LeaderCore;
+        let followers = vec!["f1".to_string(), "f2".to_string(), "f3".to_string()];
+        let start = LeaderCore::recover(Vec::new(), followers, 3, Duration::from_millis(100), || "c".to_string());
+        let mut core = start.expect("a first start").core;
+        let mut now = Duration::ZERO;
+        let mut write = 0;
+        for event in events {
+            match event {
+                ToLeader::Replies(f, stream, mut frame, batch) => {
+                    frame.batch = batch;
+                    core.replies(f, stream, replies_of_frame(frame), now);
+                }
+                ToLeader::Ended(f, stream) => core.stream_ended(f, stream, "ended".into(), now),
+                ToLeader::Write(key) => {
+                    write += 1;
+                    core.submit(write, TxnSpec::write(key, Some("v".into())), now);
+                }
+                ToLeader::Time(ms) => {
+                    now += Duration::from_millis(ms);
+                    core.tick(now);
+                }
+            }
+            let _ = core.take_effects(now);
+        }
+    }
+}
