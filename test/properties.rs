@@ -302,7 +302,7 @@ fn follower_reply() -> impl Strategy<Value = rpc::Response> {
 /// ends, a client write, time passing.
 #[derive(Clone, Debug)]
 enum ToLeader {
-    Replies(usize, u64, rpc::Response, Vec<rpc::Response>),
+    Replies(usize, u64, Box<rpc::Response>, Vec<rpc::Response>),
     Ended(usize, u64),
     Write(String),
     Time(u64),
@@ -311,7 +311,7 @@ enum ToLeader {
 fn to_leader() -> impl Strategy<Value = ToLeader> {
     prop_oneof![
         4 => (0..3usize, 0..6u64, follower_reply(), prop::collection::vec(follower_reply(), 0..3))
-            .prop_map(|(f, s, r, b)| ToLeader::Replies(f, s, r, b)),
+            .prop_map(|(f, s, r, b)| ToLeader::Replies(f, s, Box::new(r), b)),
         1 => (0..3usize, 0..6u64).prop_map(|(f, s)| ToLeader::Ended(f, s)),
         2 => one_of(&["a", "b"]).prop_map(ToLeader::Write),
         1 => (0..500u64).prop_map(ToLeader::Time),
@@ -334,7 +334,7 @@ proptest! {
             match event {
                 ToLeader::Replies(f, stream, mut frame, batch) => {
                     frame.batch = batch;
-                    core.replies(f, stream, replies_of_frame(frame), now);
+                    core.replies(f, stream, replies_of_frame(*frame), now);
                 }
                 ToLeader::Ended(f, stream) => core.stream_ended(f, stream, "ended".into(), now),
                 ToLeader::Write(key) => {
