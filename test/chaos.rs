@@ -662,29 +662,11 @@ impl Nodes {
             support::wait_leader_ready(&addrs[0]).await;
             return addrs[0].clone();
         }
-        let running = self.running_leaders();
-        let active = support::poll(
-            &format!("chaos seed {seed}: the running leaders to agree on an active one"),
+        let active = support::agreed_active(
+            &format!("chaos seed {seed}"),
+            &addrs,
+            &self.running_leaders(),
             ACTIVE_TIMEOUT,
-            || async {
-                let mut named = None;
-                for &i in &running {
-                    let status = tpc::client::status::fetch(&addrs[i], Duration::from_secs(1))
-                        .await
-                        .map_err(|e| format!("leader {}: {e}", i + 1))?;
-                    let Some(active) = addrs.iter().position(|a| *a == status.active_leader) else {
-                        return Err(format!("leader {} names no active leader", i + 1));
-                    };
-                    if named.is_some_and(|n| n != active) {
-                        return Err("the leaders name different active leaders".into());
-                    }
-                    if status.role == "active" && status.view_epoch == 0 {
-                        return Err("the active leader has no view yet".into());
-                    }
-                    named = Some(active);
-                }
-                named.ok_or_else(|| "no leader is running".to_string())
-            },
         )
         .await;
         support::wait_leader_ready(&addrs[active]).await;

@@ -110,33 +110,7 @@ impl Cluster {
         let running: Vec<usize> = (0..LEADERS)
             .filter(|&i| self.leaders[i].is_some() && !ignored.contains(&i))
             .collect();
-        poll(
-            "the leaders to agree on an active one",
-            POLL_TIMEOUT,
-            || {
-                let addrs = addrs.clone();
-                let running = running.clone();
-                async move {
-                    let mut active = None;
-                    for &i in &running {
-                        let status = tpc::client::status::fetch(&addrs[i], CALL_TIMEOUT).await?;
-                        let named = addrs.iter().position(|a| *a == status.active_leader);
-                        let Some(named) = named.filter(|n| running.contains(n)) else {
-                            return Err(format!("leader {i} names no running active leader"));
-                        };
-                        if active.is_some_and(|a| a != named) {
-                            return Err("the leaders name different active leaders".into());
-                        }
-                        if status.role == "active" && status.view_epoch == 0 {
-                            return Err("the active leader has no view yet".into());
-                        }
-                        active = Some(named);
-                    }
-                    active.ok_or_else(|| "no leader is running".to_string())
-                }
-            },
-        )
-        .await
+        support::agreed_active("standby", &addrs, &running, POLL_TIMEOUT).await
     }
 }
 

@@ -618,3 +618,42 @@ pub async fn http_get(address: &str, path: &str) -> (u16, String) {
         .unwrap_or_default();
     (status, body)
 }
+
+/// With standby leaders at `addrs`: waits (at most `within`) until every leader in
+/// `running` names the same active leader, one of `running`, which has formed its
+/// view; its index in `addrs`. `who` names the cluster in a timeout's message.
+pub async fn agreed_active(
+    who: &str,
+    addrs: &[String],
+    running: &[usize],
+    within: Duration,
+) -> usize {
+    poll(
+        &format!("{who}: the running leaders to agree on an active one"),
+        within,
+        || async {
+            let mut active = None;
+            for &i in running {
+                let status = tpc::client::status::fetch(&addrs[i], CALL_TIMEOUT.min(within))
+                    .await
+                    .map_err(|e| format!("leader {}: {e}", addrs[i]))?;
+                let named = addrs.iter().position(|a| *a == status.active_leader);
+                let Some(named) = named.filter(|n| running.contains(n)) else {
+                    return Err(format!(
+                        "leader {} names no running active leader",
+                        addrs[i]
+                    ));
+                };
+                if active.is_some_and(|a| a != named) {
+                    return Err("the leaders name different active leaders".into());
+                }
+                if status.role == "active" && status.view_epoch == 0 {
+                    return Err("the active leader has no view yet".into());
+                }
+                active = Some(named);
+            }
+            active.ok_or_else(|| "no leader is running".to_string())
+        },
+    )
+    .await
+}
