@@ -58,14 +58,17 @@ impl Network {
         heard.get(&id).map(|at| at.elapsed())
     }
 
-    fn channel(&self, target: NodeId, node: &BasicNode) -> Result<Channel, String> {
+    /// The channel to leader `id`, one per leader, shared by Raft and by the calls a
+    /// standby forwards.
+    pub fn channel(&self, id: NodeId) -> Result<Channel, String> {
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(channel) = channels.get(&target) {
+        if let Some(channel) = channels.get(&id) {
             return Ok(channel.clone());
         }
-        let address: Address = node.addr.parse()?;
+        let name = self.group.address(id).ok_or(format!("no leader {id}"))?;
+        let address: Address = name.parse()?;
         let channel = net::connect_lazy(&address, CONNECT_TIMEOUT)?;
-        channels.insert(target, channel.clone());
+        channels.insert(id, channel.clone());
         Ok(channel)
     }
 }
@@ -73,12 +76,12 @@ impl Network {
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Connection;
 
-    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Connection {
+    async fn new_client(&mut self, target: NodeId, _node: &BasicNode) -> Connection {
         Connection {
             target,
             heard: self.heard.clone(),
             group: self.group.fingerprint.clone(),
-            client: self.channel(target, node).map(|channel| {
+            client: self.channel(target).map(|channel| {
                 LeaderRaftClient::new(channel)
                     .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
                     .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES)

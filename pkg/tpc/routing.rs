@@ -56,7 +56,7 @@ impl Dispatch {
                 ))
             }
             Role::Standby { active: Some(id) } if id != self.shared.group.me => Ok(Route::There {
-                channel: self.shared.channel(id)?,
+                channel: self.shared.network.channel(id).map_err(Status::internal)?,
                 address: self.shared.group.address(id).unwrap_or_default().into(),
             }),
             Role::Standby { .. } => Err(Status::unavailable(

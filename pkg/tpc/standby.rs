@@ -26,16 +26,13 @@
 //! **Routing**: every call is served by the active leader; a standby forwards it
 //! (`routing.rs`).
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use openraft::ServerState;
 use tokio::sync::watch;
-use tonic::transport::Channel;
-use tonic::Status;
 use tracing::Instrument;
 
 use super::leader::{api_server, follower_addresses, recover, AbortOnDrop, Active, LeaderConfig};
@@ -49,7 +46,7 @@ use crate::http::LeaderPages;
 use crate::journal::Record;
 use crate::limits::MAX_GRPC_MESSAGE_BYTES;
 use crate::metrics;
-use crate::net::{self, Address, Listener};
+use crate::net::{Address, Listener};
 use crate::proto::rpc;
 use crate::raft::{
     self, ControlEntry, Group, LogStore, Network, NodeId, Raft, RaftService, ReplicatedJournal,
@@ -89,9 +86,6 @@ pub(super) struct Shared {
     /// `base` (0: none).
     confirmed_ms: AtomicU64,
     base: Instant,
-    /// A channel to each other leader, for forwarding.
-    channels: Mutex<HashMap<NodeId, Channel>>,
-    vote_timeout: Duration,
     /// The messages of the transactions, for the live view (kept across takeovers).
     trace: Arc<Trace>,
 }
@@ -173,8 +167,6 @@ impl StandbyLeader {
             role,
             confirmed_ms: AtomicU64::new(0),
             base: Instant::now(),
-            channels: Mutex::default(),
-            vote_timeout: leader.vote_timeout,
             trace: Arc::new(Trace::default()),
         });
         let manager = AbortOnDrop(tokio::spawn(
@@ -449,23 +441,5 @@ impl Shared {
             Role::Active(_) => Some(self.group.address(self.group.me)?.to_string()),
             Role::Standby { active } => Some(self.group.address((*active)?)?.to_string()),
         }
-    }
-
-    /// A pooled channel to leader `id`, for forwarding.
-    pub(super) fn channel(&self, id: NodeId) -> std::result::Result<Channel, Status> {
-        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(channel) = channels.get(&id) {
-            return Ok(channel.clone());
-        }
-        let address = self
-            .group
-            .address(id)
-            .ok_or_else(|| Status::internal(format!("no leader {id}")))?;
-        let channel = address
-            .parse::<Address>()
-            .and_then(|a| net::connect_lazy(&a, self.vote_timeout))
-            .map_err(|e| Status::internal(format!("leader {address}: {e}")))?;
-        channels.insert(id, channel.clone());
-        Ok(channel)
     }
 }
