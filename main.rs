@@ -120,6 +120,8 @@ struct NodeArgs {
     /// Accepted for compatibility with the classic tooling; logs always go to stderr.
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "BOOL")]
     logtostderr: Option<bool>,
+    #[command(flatten)]
+    tls: TlsArgs,
 }
 
 #[derive(Subcommand, Debug)]
@@ -134,6 +136,81 @@ enum Command {
     Proxy(ProxyArgs),
     /// Load a leader with requests and report throughput, latency and errors.
     Bench(BenchArgs),
+    /// Make a throwaway CA and certificates it signs, to try mutual TLS with (README,
+    /// "Mutual TLS"); bring your own CA for a real deployment.
+    Certs(CertsArgs),
+}
+
+impl Command {
+    /// The command's TLS flags; `certs` has none.
+    fn tls(&self) -> Option<&TlsArgs> {
+        Some(match self {
+            Command::Client(args) => &args.tls,
+            Command::Status(args) => &args.tls,
+            Command::Members(MembersArgs {
+                command: MembersCommand::List(args),
+            }) => &args.tls,
+            Command::Members(MembersArgs {
+                command: MembersCommand::Add(args) | MembersCommand::Remove(args),
+            }) => &args.tls,
+            Command::Bench(args) => &args.tls,
+            Command::Proxy(args) => &args.tls,
+            Command::Certs(_) => return None,
+        })
+    }
+}
+
+/// Mutual TLS (DESIGN §10). Give all three, to every node and every tool: every
+/// connection the process makes or accepts is then mutual TLS, and plaintext peers and
+/// certificates that the CA did not sign are refused, with the reason, at both ends.
+#[derive(Args, Debug, Clone, Default)]
+#[command(next_help_heading = "Mutual TLS")]
+struct TlsArgs {
+    /// This process's certificate (PEM), signed by --tls-ca, valid for the host names
+    /// and addresses that peers dial it by, for server and client authentication.
+    #[arg(long, value_name = "FILE", env = "TPC_TLS_CERT", requires_all = ["tls_key", "tls_ca"])]
+    tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, value_name = "FILE", env = "TPC_TLS_KEY", requires_all = ["tls_cert", "tls_ca"])]
+    tls_key: Option<PathBuf>,
+    /// The CA certificate (PEM): peers whose certificates it did not sign are refused.
+    #[arg(long, value_name = "FILE", env = "TPC_TLS_CA", requires_all = ["tls_cert", "tls_key"])]
+    tls_ca: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    /// Turns TLS on for the whole process if the flags ask for it.
+    fn install(&self) -> Result<(), String> {
+        match (&self.tls_cert, &self.tls_key, &self.tls_ca) {
+            (Some(cert), Some(key), Some(ca)) => tpc::net::tls::install(&tpc::net::tls::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                ca: ca.clone(),
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+#[command(after_help = "Example (what scripts/cluster.sh --tls does):
+  tpc certs --dir data/tls leader f1 f2 f3 client
+  tpc --tpc-follower --journal-dir data/f1 --kv-dir data/f1/kv --port 50001 \\
+      --tls-cert data/tls/f1.pem --tls-key data/tls/f1-key.pem --tls-ca data/tls/ca.pem
+  tpc client --tls-cert data/tls/client.pem --tls-key data/tls/client-key.pem --tls-ca data/tls/ca.pem")]
+struct CertsArgs {
+    /// Where to write DIR/ca.pem and DIR/ca-key.pem (made unless already there), and
+    /// DIR/NAME.pem and DIR/NAME-key.pem for each NAME. Existing certificates are not
+    /// overwritten.
+    #[arg(long, value_name = "DIR")]
+    dir: PathBuf,
+    /// A host name or IP address the certificates are valid for, as peers dial them
+    /// (repeat, or separate with commas) [default: localhost,127.0.0.1,::1].
+    #[arg(long = "host", value_name = "HOST", value_delimiter = ',')]
+    hosts: Vec<String>,
+    /// The certificates to make, e.g. leader f1 f2 f3 client.
+    #[arg(value_name = "NAME", required = true)]
+    names: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -170,6 +247,8 @@ struct MembersChangeArgs {
     /// How long to wait for the answer.
     #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = parse_duration)]
     timeout: Duration,
+    #[command(flatten)]
+    tls: TlsArgs,
 }
 
 #[derive(Args, Debug)]
@@ -185,6 +264,8 @@ struct MembersListArgs {
     /// How long to wait for the answer.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
     timeout: Duration,
+    #[command(flatten)]
+    tls: TlsArgs,
 }
 
 #[derive(Args, Debug)]
@@ -199,6 +280,8 @@ struct StatusArgs {
     /// How long to wait for the answer.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
     timeout: Duration,
+    #[command(flatten)]
+    tls: TlsArgs,
 }
 
 #[derive(Args, Debug)]
@@ -238,6 +321,8 @@ struct ProxyArgs {
     /// Seed of the fault decisions (default: random; the seed used is logged at start).
     #[arg(long, value_name = "S")]
     seed: Option<u64>,
+    #[command(flatten)]
+    tls: TlsArgs,
 }
 
 #[derive(Args, Debug)]
@@ -292,6 +377,8 @@ struct BenchArgs {
     /// Print one JSON object instead of text, and no progress bar.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    tls: TlsArgs,
 }
 
 impl BenchArgs {
@@ -383,6 +470,8 @@ struct ClientArgs {
     timeout: Duration,
     #[command(subcommand)]
     op: Option<ClientOp>,
+    #[command(flatten)]
+    tls: TlsArgs,
 }
 
 #[derive(Subcommand, Debug)]
@@ -544,7 +633,16 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let tls = match &cli.command {
+        Some(command) => command.tls(),
+        None => Some(&cli.node.tls),
+    };
+    if let Err(e) = tls.map_or(Ok(()), TlsArgs::install) {
+        eprint_line(&format!("tpc: error: {e}"));
+        return ExitCode::from(2);
+    }
     match cli.command {
+        Some(Command::Certs(args)) => certs_main(&args),
         Some(Command::Client(args)) => runtime.block_on(client_main(args)),
         Some(Command::Status(args)) => runtime.block_on(status_main(args)),
         Some(Command::Members(args)) => runtime.block_on(members_main(args)),
@@ -570,6 +668,30 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+fn certs_main(args: &CertsArgs) -> ExitCode {
+    let hosts = if args.hosts.is_empty() {
+        tpc::net::certs::LOCAL_HOSTS
+            .iter()
+            .map(|h| h.to_string())
+            .collect()
+    } else {
+        args.hosts.clone()
+    };
+    match tpc::net::certs::write(&args.dir, &args.names, &hosts) {
+        Ok(written) => {
+            let lines: String = written
+                .iter()
+                .map(|path| format!("wrote {}\n", path.display()))
+                .collect();
+            printed("tpc certs", output::print(&lines))
+        }
+        Err(e) => {
+            eprint_line(&format!("tpc certs: error: {e}"));
+            ExitCode::from(2)
         }
     }
 }

@@ -19,7 +19,7 @@
 //! - [`server`], [`http`], [`metrics`]: what operators see: gRPC health and reflection,
 //!   `/metrics` and `/healthz`.
 //! - [`member`]: a follower's member id, kept in its journal directory.
-//! - [`net`], [`limits`], [`dirlock`], [`txid`]: addresses and sockets, input limits,
+//! - [`net`], [`limits`], [`dirlock`], [`txid`]: addresses, sockets and mutual TLS, input limits,
 //!   directory locks, transaction ids (which are also versions).
 //! - [`wire`]: what every gRPC server accepts off the wire: the codec of the generated
 //!   code, so bytes that do not decode get `INVALID_ARGUMENT`.
@@ -42,6 +42,7 @@ pub mod placement;
 pub mod proxy;
 pub mod raft;
 pub mod server;
+mod task;
 pub mod tpc;
 pub mod txid;
 pub mod txn;

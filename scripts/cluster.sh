@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Starts a local tpc cluster: N followers (default 3) and a leader, in the foreground.
 #
-#   scripts/cluster.sh [N] [--replication R] [--leaders L] [--fresh] [--data DIR] [--port BASE]
+#   scripts/cluster.sh [N] [--replication R] [--leaders L] [--tls] [--fresh] [--data DIR] [--port BASE]
 #
 # The leader listens on BASE (default 50000), follower i on BASE+i, and the leader's
 # live view and metrics on BASE+80. Each key lives on R followers (default 3; with R
@@ -11,10 +11,11 @@
 # DIR (default .tpc-cluster in the repository) and survives restarts; --fresh wipes it
 # first. Each node's log lines are prefixed with its name. A node that exits is
 # reported and the others keep running. Ctrl-C stops the nodes this script started,
-# and nothing else.
+# and nothing else. With --tls every connection is mutual TLS (DESIGN §10), with a
+# throwaway CA and certificates made by `tpc certs` in DIR/tls (kept with the data).
 set -euo pipefail
 
-usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; }
 
 n=3
 fresh=0
@@ -23,9 +24,11 @@ data="$root/.tpc-cluster"
 base=50000
 replication=3
 leaders=1
+tls=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --fresh) fresh=1 ;;
+    --tls) tls=1 ;;
     --data) data=${2:?--data needs a directory}; shift ;;
     --port) base=${2:?--port needs a number}; shift ;;
     --replication) replication=${2:?--replication needs a number}; shift ;;
@@ -58,11 +61,28 @@ trap stop EXIT
 stopping=0
 trap 'stopping=1' INT TERM
 
+# With --tls, a certificate for each node and for the tools, made once and kept.
+if [ "$tls" = 1 ]; then
+  case "$data" in *[[:space:]]*) echo "cluster.sh: --tls needs a --data path without spaces" >&2; exit 2 ;; esac
+  if [ "$leaders" = 1 ]; then leader_names=leader; else leader_names=$(seq -f 'leader%g' 1 "$leaders"); fi
+  for name in client $(seq -f 'f%g' 1 "$n") $leader_names; do
+    if [ ! -e "$data/tls/$name.pem" ]; then "$bin" certs --dir "$data/tls" "$name" > /dev/null; fi
+  done
+fi
+
+# tls_flags NAME: the TLS flags of NAME's certificate (with --tls).
+tls_flags() {
+  if [ "$tls" = 1 ]; then
+    echo "--tls-cert $data/tls/$1.pem --tls-key $data/tls/$1-key.pem --tls-ca $data/tls/ca.pem"
+  fi
+}
+
 # start NAME ARGS...: runs one node with its output prefixed by its name.
 declare -A names
 start() {
   local name=$1; shift
-  "$bin" "$@" --name "$name" > >(sed -u "s/^/[$name] /") 2>&1 &
+  # shellcheck disable=SC2046 # the TLS flags are words without spaces
+  "$bin" "$@" --name "$name" $(tls_flags "$name") > >(sed -u "s/^/[$name] /") 2>&1 &
   pids+=($!)
   names[$!]=$name
 }
@@ -96,6 +116,14 @@ else
   about="$leaders leaders on $addresses (one active, the others standing by)"
 fi
 
+client_env=
+if [ "$tls" = 1 ]; then
+  about="$about, mutual TLS (certificates in $data/tls)"
+  client_env="TPC_TLS_CERT=$data/tls/client.pem TPC_TLS_KEY=$data/tls/client-key.pem TPC_TLS_CA=$data/tls/ca.pem"
+  client_env="
+For the tools, first: export $client_env"
+fi
+
 cat >&2 <<MSG
 
 tpc cluster: $about,
@@ -105,7 +133,7 @@ Live view: http://127.0.0.1:$((base + 80))/   (also /metrics, /healthz)
 Status:   $bin status --leader $addresses
 Connect:  $bin client --leader $addresses          (interactive shell)
           $bin client --leader $addresses put k v  (one command)
-Ctrl-C stops the cluster.
+Ctrl-C stops the cluster.$client_env
 
 MSG
 

@@ -15,7 +15,8 @@
 # stops the nodes it started (by PID) and deletes their data. TPC_BIN may be an older
 # build, to compare (for one without --replication, set TPC_REPLICATION= to pass none).
 # TPC_LEADERS=3 starts three standby leaders instead of one (DESIGN §9; leader j on
-# +50+j for j >= 2, HTTP on +100 as well), and loads the active one.
+# +50+j for j >= 2, HTTP on +100 as well), and loads the active one. TPC_TLS=1 runs
+# every connection over mutual TLS (DESIGN §10), with certificates from `tpc certs`.
 #
 #   TPC_FOLLOWERS=9 TPC_REPLICATION=3 scripts/cost-per-write.sh put 64 10
 set -euo pipefail
@@ -40,6 +41,11 @@ cleanup() {
   rm -rf "$data"
 }
 trap cleanup EXIT INT TERM
+if [ "${TPC_TLS:-0}" = 1 ]; then
+  "$bin" certs --dir "$data/tls" node > /dev/null
+  # The TLS flags read these, in every node and in the tools.
+  export TPC_TLS_CERT="$data/tls/node.pem" TPC_TLS_KEY="$data/tls/node-key.pem" TPC_TLS_CA="$data/tls/ca.pem"
+fi
 
 # Node k listens on ports[k] and serves HTTP on ports[k] + 100; leaders first.
 names=()

@@ -54,6 +54,7 @@ use crate::metrics::{self, RequestTimer};
 use crate::net::{self, Address, Listener};
 use crate::proto::{api, rpc};
 use crate::server;
+use crate::task::AbortOnDrop;
 use crate::txn::{Evaluation, TxnSpec};
 use crate::{Error, Result};
 
@@ -71,15 +72,6 @@ pub struct LeaderConfig {
     /// How long a member may not answer before it is removed from the members
     /// (`--member-timeout`, DESIGN §8); `None`: never.
     pub member_timeout: Option<Duration>,
-}
-
-/// Stops a task when dropped.
-pub(crate) struct AbortOnDrop(pub(crate) tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 /// What serves while this leader is the active one: the coordinator with its core,

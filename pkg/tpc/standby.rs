@@ -35,7 +35,7 @@ use openraft::ServerState;
 use tokio::sync::watch;
 use tracing::Instrument;
 
-use super::leader::{api_server, follower_addresses, recover, AbortOnDrop, Active, LeaderConfig};
+use super::leader::{api_server, follower_addresses, recover, Active, LeaderConfig};
 use super::leader_journal::LeaderJournal;
 use super::records::LeaderRecord;
 use super::routing::Dispatch;
@@ -53,6 +53,7 @@ use crate::raft::{
     StateMachine, READ_LEASE_MS,
 };
 use crate::server;
+use crate::task::AbortOnDrop;
 use crate::{Error, Result};
 
 /// How often the active leader checks that its leadership is confirmed.

@@ -5,19 +5,34 @@
 //! HTTP/2 keepalive pings rare (5 minutes): classic grpcio and grpc-go peers answer
 //! frequent pings on idle connections with GOAWAY; dead peers are found by per-message
 //! timeouts instead.
+//!
+//! [`connect`], [`connect_lazy`] and [`Listener::serve`] are the only places where tpc
+//! dials or listens, so they are where mutual TLS ([`tls`]) is applied to every
+//! connection of a process.
+
+pub mod certs;
+mod refuse;
+pub mod tls;
+#[cfg(test)]
+mod tls_tests;
 
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener, UnixStream};
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
-use tokio_stream::StreamExt;
+use tokio_stream::{Stream, StreamExt};
+use tonic::transport::server::Connected;
 use tonic::transport::{Channel, Endpoint, Uri};
+
+use tls::Tls;
 
 /// Interval of HTTP/2 keepalive pings on client connections (DESIGN §2: 5 minutes or more).
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(300);
@@ -97,11 +112,22 @@ impl Listener {
         }
     }
 
-    /// Serves `router` until `shutdown` resolves.
+    /// Serves `router` until `shutdown` resolves; with TLS on ([`tls::install`]), only
+    /// to peers that pass the handshake and the CA's check.
     pub async fn serve(
         self,
         router: tonic::transport::server::Router,
         shutdown: impl Future<Output = ()>,
+    ) -> Result<(), tonic::transport::Error> {
+        self.serve_with(router, shutdown, tls::installed()).await
+    }
+
+    /// As [`Listener::serve`], with these TLS settings rather than the process's.
+    pub(crate) async fn serve_with(
+        self,
+        router: tonic::transport::server::Router,
+        shutdown: impl Future<Output = ()>,
+        tls: Option<Arc<Tls>>,
     ) -> Result<(), tonic::transport::Error> {
         match self {
             Listener::Tcp(l) => {
@@ -112,17 +138,39 @@ impl Listener {
                     }
                     s
                 });
-                router
-                    .serve_with_incoming_shutdown(incoming, shutdown)
-                    .await
+                serve_incoming(router, incoming, shutdown, tls).await
             }
             Listener::Unix(l, path) => {
-                let result = router
-                    .serve_with_incoming_shutdown(UnixListenerStream::new(l), shutdown)
-                    .await;
+                let result =
+                    serve_incoming(router, UnixListenerStream::new(l), shutdown, tls).await;
                 let _ = std::fs::remove_file(path);
                 result
             }
+        }
+    }
+}
+
+async fn serve_incoming<IO>(
+    router: tonic::transport::server::Router,
+    incoming: impl Stream<Item = std::io::Result<IO>> + Send + 'static,
+    shutdown: impl Future<Output = ()>,
+    tls: Option<Arc<Tls>>,
+) -> Result<(), tonic::transport::Error>
+where
+    IO: AsyncRead + AsyncWrite + Connected + tls::Peer + Unpin + Send + 'static,
+    IO::ConnectInfo: Clone + Send + Sync + 'static,
+{
+    match tls {
+        Some(tls) => {
+            router
+                .serve_with_incoming_shutdown(tls.accept(incoming), shutdown)
+                .await
+        }
+        None => {
+            let incoming = incoming.map(|io| io.map(refuse::Plaintext::new));
+            router
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await
         }
     }
 }
@@ -196,16 +244,35 @@ async fn dial_unix(path: PathBuf) -> std::io::Result<TokioIo<UnixStream>> {
 
 /// Connects now; fails if the peer is unreachable within `timeout`.
 pub async fn connect(addr: &Address, timeout: Duration) -> Result<Channel, String> {
+    connect_with(addr, timeout, tls::installed()).await
+}
+
+/// As [`connect`], with these TLS settings rather than the process's.
+pub(crate) async fn connect_with(
+    addr: &Address,
+    timeout: Duration,
+    tls: Option<Arc<Tls>>,
+) -> Result<Channel, String> {
     let endpoint = endpoint(addr, timeout)?;
-    let result = match addr {
-        Address::Tcp(_) => tokio::time::timeout(timeout, endpoint.connect()).await,
-        Address::Unix(path) => {
-            let path = path.clone();
-            let connector = tower::service_fn(move |_: Uri| dial_unix(path.clone()));
-            tokio::time::timeout(timeout, endpoint.connect_with_connector(connector)).await
+    let connecting = async {
+        match (tls, addr) {
+            (Some(tls), _) => {
+                let addr = addr.clone();
+                endpoint
+                    .connect_with_connector(tower::service_fn(move |_: Uri| {
+                        dial_tls(tls.clone(), addr.clone())
+                    }))
+                    .await
+            }
+            (None, Address::Tcp(_)) => endpoint.connect().await,
+            (None, Address::Unix(path)) => {
+                let path = path.clone();
+                let connector = tower::service_fn(move |_: Uri| dial_unix(path.clone()));
+                endpoint.connect_with_connector(connector).await
+            }
         }
     };
-    match result {
+    match tokio::time::timeout(timeout, connecting).await {
         Ok(Ok(channel)) => Ok(channel),
         Ok(Err(e)) => Err(describe_transport_error(addr, &e)),
         Err(_) => Err(format!("{addr}: no connection within {timeout:?}")),
@@ -215,15 +282,25 @@ pub async fn connect(addr: &Address, timeout: Duration) -> Result<Channel, Strin
 /// A channel that connects on first use and reconnects by itself (for pooled reads).
 pub fn connect_lazy(addr: &Address, timeout: Duration) -> Result<Channel, String> {
     let endpoint = endpoint(addr, timeout)?;
-    Ok(match addr {
-        Address::Tcp(_) => endpoint.connect_lazy(),
-        Address::Unix(path) => {
+    Ok(match (tls::installed(), addr) {
+        (Some(tls), _) => {
+            let addr = addr.clone();
+            endpoint.connect_with_connector_lazy(tower::service_fn(move |_: Uri| {
+                dial_tls(tls.clone(), addr.clone())
+            }))
+        }
+        (None, Address::Tcp(_)) => endpoint.connect_lazy(),
+        (None, Address::Unix(path)) => {
             let path = path.clone();
             endpoint.connect_with_connector_lazy(tower::service_fn(move |_: Uri| {
                 dial_unix(path.clone())
             }))
         }
     })
+}
+
+async fn dial_tls(tls: Arc<Tls>, addr: Address) -> std::io::Result<TokioIo<Box<dyn tls::Io>>> {
+    Ok(TokioIo::new(tls.dial(&addr).await?))
 }
 
 fn describe_transport_error(addr: &Address, e: &tonic::transport::Error) -> String {
