@@ -733,6 +733,8 @@ async fn node_main(args: NodeArgs) -> Result<(), String> {
     let name = args.name.clone().unwrap_or_else(|| role.to_string());
     let span = tracing::info_span!("node", name = %name);
     async move {
+        tpc::net::cut::listen_for_signals()
+            .map_err(|e| format!("cannot listen for the console's signals: {e}"))?;
         let shutdown = shutdown_signal();
         let http = match args.http_port {
             Some(port) => {

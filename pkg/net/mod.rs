@@ -8,9 +8,10 @@
 //!
 //! [`connect`], [`connect_lazy`] and [`Listener::serve`] are the only places where tpc
 //! dials or listens, so they are where mutual TLS ([`tls`]) is applied to every
-//! connection of a process.
+//! connection of a process, and where the cluster console cuts a node off ([`cut`]).
 
 pub mod certs;
+pub mod cut;
 mod refuse;
 pub mod tls;
 #[cfg(test)]
@@ -26,7 +27,7 @@ use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, UnixListener, UnixStream};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 use tokio_stream::{Stream, StreamExt};
 use tonic::transport::server::Connected;
@@ -160,6 +161,7 @@ where
     IO: AsyncRead + AsyncWrite + Connected + tls::Peer + Unpin + Send + 'static,
     IO::ConnectInfo: Clone + Send + Sync + 'static,
 {
+    let incoming = incoming.map(|io| io.map(cut::Cuttable));
     match tls {
         Some(tls) => {
             router
@@ -238,10 +240,6 @@ fn endpoint(addr: &Address, connect_timeout: Duration) -> Result<Endpoint, Strin
         .keep_alive_while_idle(false))
 }
 
-async fn dial_unix(path: PathBuf) -> std::io::Result<TokioIo<UnixStream>> {
-    Ok(TokioIo::new(UnixStream::connect(path).await?))
-}
-
 /// Connects now; fails if the peer is unreachable within `timeout`.
 pub async fn connect(addr: &Address, timeout: Duration) -> Result<Channel, String> {
     connect_with(addr, timeout, tls::installed()).await
@@ -254,24 +252,7 @@ pub(crate) async fn connect_with(
     tls: Option<Arc<Tls>>,
 ) -> Result<Channel, String> {
     let endpoint = endpoint(addr, timeout)?;
-    let connecting = async {
-        match (tls, addr) {
-            (Some(tls), _) => {
-                let addr = addr.clone();
-                endpoint
-                    .connect_with_connector(tower::service_fn(move |_: Uri| {
-                        dial_tls(tls.clone(), addr.clone())
-                    }))
-                    .await
-            }
-            (None, Address::Tcp(_)) => endpoint.connect().await,
-            (None, Address::Unix(path)) => {
-                let path = path.clone();
-                let connector = tower::service_fn(move |_: Uri| dial_unix(path.clone()));
-                endpoint.connect_with_connector(connector).await
-            }
-        }
-    };
+    let connecting = endpoint.connect_with_connector(dialer(addr, tls));
     match tokio::time::timeout(timeout, connecting).await {
         Ok(Ok(channel)) => Ok(channel),
         Ok(Err(e)) => Err(describe_transport_error(addr, &e)),
@@ -282,25 +263,44 @@ pub(crate) async fn connect_with(
 /// A channel that connects on first use and reconnects by itself (for pooled reads).
 pub fn connect_lazy(addr: &Address, timeout: Duration) -> Result<Channel, String> {
     let endpoint = endpoint(addr, timeout)?;
-    Ok(match (tls::installed(), addr) {
-        (Some(tls), _) => {
-            let addr = addr.clone();
-            endpoint.connect_with_connector_lazy(tower::service_fn(move |_: Uri| {
-                dial_tls(tls.clone(), addr.clone())
-            }))
-        }
-        (None, Address::Tcp(_)) => endpoint.connect_lazy(),
-        (None, Address::Unix(path)) => {
-            let path = path.clone();
-            endpoint.connect_with_connector_lazy(tower::service_fn(move |_: Uri| {
-                dial_unix(path.clone())
-            }))
-        }
-    })
+    Ok(endpoint.connect_with_connector_lazy(dialer(addr, tls::installed())))
 }
 
-async fn dial_tls(tls: Arc<Tls>, addr: Address) -> std::io::Result<TokioIo<Box<dyn tls::Io>>> {
-    Ok(TokioIo::new(tls.dial(&addr).await?))
+/// What channels to `addr` dial with: TCP or a Unix socket, then TLS if it is on; the
+/// connection fails while the node is cut off ([`cut`]).
+fn dialer(
+    addr: &Address,
+    tls: Option<Arc<Tls>>,
+) -> impl tower::Service<
+    Uri,
+    Response = TokioIo<cut::Cuttable<Box<dyn tls::Io>>>,
+    Error = std::io::Error,
+    Future = impl Future<Output = std::io::Result<TokioIo<cut::Cuttable<Box<dyn tls::Io>>>>> + Send,
+> + Send
+       + 'static {
+    let addr = addr.clone();
+    tower::service_fn(move |_: Uri| dial(addr.clone(), tls.clone()))
+}
+
+async fn dial(
+    addr: Address,
+    tls: Option<Arc<Tls>>,
+) -> std::io::Result<TokioIo<cut::Cuttable<Box<dyn tls::Io>>>> {
+    cut::check_dial()?;
+    let io: Box<dyn tls::Io> = match &addr {
+        Address::Tcp(hostport) => {
+            let tcp = TcpStream::connect(hostport.as_str()).await?;
+            // Nagle's algorithm would hold small messages back behind delayed ACKs.
+            tcp.set_nodelay(true)?;
+            Box::new(tcp)
+        }
+        Address::Unix(path) => Box::new(UnixStream::connect(path).await?),
+    };
+    let io = match tls {
+        Some(tls) => tls.secure(&addr, io).await?,
+        None => io,
+    };
+    Ok(TokioIo::new(cut::Cuttable(io)))
 }
 
 fn describe_transport_error(addr: &Address, e: &tonic::transport::Error) -> String {

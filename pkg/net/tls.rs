@@ -182,22 +182,15 @@ impl Tls {
         })
     }
 
-    /// Dials `addr` and runs the TLS handshake; the error says what went wrong in words.
-    pub(crate) async fn dial(&self, addr: &Address) -> io::Result<Box<dyn Io>> {
+    /// Runs the TLS handshake with `addr` over `io`, a connection to it; the error says
+    /// what went wrong in words.
+    pub(crate) async fn secure(&self, addr: &Address, io: Box<dyn Io>) -> io::Result<Box<dyn Io>> {
         let connector = TlsConnector::from(self.client.clone());
         let name = server_name(addr)?;
-        let handshake = |e: io::Error| io::Error::new(e.kind(), handshake_problem(addr, &e));
-        Ok(match addr {
-            Address::Tcp(hostport) => {
-                let tcp = TcpStream::connect(hostport.as_str()).await?;
-                tcp.set_nodelay(true)?;
-                Box::new(connector.connect(name, tcp).await.map_err(handshake)?)
-            }
-            Address::Unix(path) => {
-                let unix = UnixStream::connect(path).await?;
-                Box::new(connector.connect(name, unix).await.map_err(handshake)?)
-            }
-        })
+        match connector.connect(name, io).await {
+            Ok(stream) => Ok(Box::new(stream)),
+            Err(e) => Err(io::Error::new(e.kind(), handshake_problem(addr, &e))),
+        }
     }
 
     /// The connections of `incoming` that pass the handshake and the CA's check; every
