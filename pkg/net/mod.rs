@@ -266,6 +266,9 @@ pub fn connect_lazy(addr: &Address, timeout: Duration) -> Result<Channel, String
     Ok(endpoint.connect_with_connector_lazy(dialer(addr, tls::installed())))
 }
 
+/// A connection a channel dialed.
+type Dialed = TokioIo<cut::Cuttable<Box<dyn tls::Io>>>;
+
 /// What channels to `addr` dial with: TCP or a Unix socket, then TLS if it is on; the
 /// connection fails while the node is cut off ([`cut`]).
 fn dialer(
@@ -273,19 +276,16 @@ fn dialer(
     tls: Option<Arc<Tls>>,
 ) -> impl tower::Service<
     Uri,
-    Response = TokioIo<cut::Cuttable<Box<dyn tls::Io>>>,
+    Response = Dialed,
     Error = std::io::Error,
-    Future = impl Future<Output = std::io::Result<TokioIo<cut::Cuttable<Box<dyn tls::Io>>>>> + Send,
+    Future = impl Future<Output = std::io::Result<Dialed>> + Send,
 > + Send
        + 'static {
     let addr = addr.clone();
     tower::service_fn(move |_: Uri| dial(addr.clone(), tls.clone()))
 }
 
-async fn dial(
-    addr: Address,
-    tls: Option<Arc<Tls>>,
-) -> std::io::Result<TokioIo<cut::Cuttable<Box<dyn tls::Io>>>> {
+async fn dial(addr: Address, tls: Option<Arc<Tls>>) -> std::io::Result<Dialed> {
     cut::check_dial()?;
     let io: Box<dyn tls::Io> = match &addr {
         Address::Tcp(hostport) => {
