@@ -103,11 +103,17 @@ async fn view() -> Html<&'static str> {
 
 async fn status(State(state): State<AppState>) -> Response {
     match state.leader {
-        Some(pages) => (
-            [(header::CONTENT_TYPE, "application/json")],
-            crate::client::status::render_json(&(pages.status)()),
-        )
-            .into_response(),
+        Some(pages) => {
+            let mut json = crate::client::status::render_json(&(pages.status)());
+            if crate::net::cut::is_cut() {
+                // For the live view's banner (the console's `cut`, `pkg/net/cut.rs`).
+                if let Ok(serde_json::Value::Object(mut fields)) = serde_json::from_str(&json) {
+                    fields.insert("network_cut".into(), true.into());
+                    json = serde_json::Value::Object(fields).to_string();
+                }
+            }
+            ([(header::CONTENT_TYPE, "application/json")], json).into_response()
+        }
         None => StatusCode::NOT_FOUND.into_response(),
     }
 }

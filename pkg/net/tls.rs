@@ -441,9 +441,11 @@ fn accept_problem(e: &io::Error) -> String {
             )
         }
         Some(other) => format!("TLS handshake failed: {other}"),
-        None if e.kind() == io::ErrorKind::UnexpectedEof => "the client closed the connection during \
+        None if e.kind() == io::ErrorKind::UnexpectedEof => {
+            "the client closed the connection during \
             the TLS handshake; it may not trust this node's certificate (signed by another CA?)"
-            .to_string(),
+                .to_string()
+        }
         None => format!("TLS handshake failed: {e}"),
     }
 }
