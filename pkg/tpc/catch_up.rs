@@ -15,7 +15,8 @@
 //!   key it held has other replicas that stay, unless R members were removed at once).
 //!   A member replaced by a new process at its address while the change is under way
 //!   becomes a leaving one: the leader revises the change (`Membership::replacements`).
-//!   A crash starts the catch-up over.
+//!   A crash starts the catch-up over. A member that already holds every key
+//!   ([`FollowerCore::holds_every_key_now`]) has nothing to copy and asks no one.
 //! - **The source** ([`copy_stream`]) walks its store and streams the keys
 //!   [`FollowerCore::copies_to`] names, in batches, through a bounded channel: the copy
 //!   goes as fast as the gainer takes it. A key a prepared transaction holds is sent
@@ -286,6 +287,7 @@ async fn catch_up_on(
         let my_address = next.iter().find(|(id, _)| id.0 == me).map(|(_, a)| a);
         let sources: Vec<(String, bool)> = core
             .view()
+            .filter(|_| !core.holds_every_key_now())
             .map(|v| {
                 v.members
                     .iter()

@@ -450,6 +450,20 @@ impl FollowerCore {
         self.next.as_ref().map(|(view, _)| view)
     }
 
+    /// Whether this follower gains no key in the next view, so its catch-up has
+    /// nothing to copy: it holds every key in the view in force (a member of a view
+    /// whose replication covers every member). Copying would only wait on the other
+    /// members, among them perhaps an unreachable one on its way out (`catch_up.rs`).
+    pub fn holds_every_key_now(&self) -> bool {
+        match (&self.view, &self.me) {
+            (Some((view, _)), Some(me)) => {
+                view.replication >= view.members.len()
+                    && view.members.iter().any(|(id, _)| id == me)
+            }
+            _ => false,
+        }
+    }
+
     /// The view in force, if the leader handed one.
     pub fn view(&self) -> Option<&ViewRecord> {
         self.view.as_ref().map(|(view, _)| view)

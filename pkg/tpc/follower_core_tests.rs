@@ -1528,3 +1528,27 @@ fn the_participants_to_ask_are_the_members_of_the_view_the_prepare_ran_in() {
         "view 1 is no longer held"
     );
 }
+
+#[test]
+fn a_member_of_a_full_view_has_nothing_to_catch_up_on() {
+    let mut core = FollowerCore::new(false);
+    core.set_member_id("m1".into());
+    assert!(!core.holds_every_key_now(), "no view yet");
+    run(&mut core, 1, view_message(1, 3, &["m0", "m1", "m2"]));
+    assert!(core.holds_every_key_now(), "3 replicas over 3 members");
+    run(&mut core, 1, next_view_message(2, 3, &["m1", "m2"]));
+    assert!(core.holds_every_key_now(), "m0 leaves: m1 gains nothing");
+
+    let mut partial = FollowerCore::new(false);
+    partial.set_member_id("m1".into());
+    run(&mut partial, 1, view_message(1, 2, &["m0", "m1", "m2"]));
+    assert!(!partial.holds_every_key_now(), "2 replicas over 3 members");
+
+    let mut joining = FollowerCore::new(false);
+    joining.set_member_id("m3".into());
+    run(&mut joining, 1, view_message(1, 3, &["m0", "m1", "m2"]));
+    assert!(
+        !joining.holds_every_key_now(),
+        "not a member of the view in force"
+    );
+}
