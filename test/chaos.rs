@@ -92,6 +92,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tonic::Code;
 
+use support::outcomes::{record, surely_not_applied};
 use support::{spawn_with_args, Node, NodeDirs, Role};
 use tpc::check::{self, OpKind, Operation};
 use tpc::client::{members, Client, Txn};
@@ -749,40 +750,6 @@ async fn nap(nodes: &mut Nodes, d: Duration, events: &mut Events) {
     }
 }
 
-/// How a client's operation ended, for the history.
-fn record(client: usize, key: &str, kind: OpKind, call: u64, ret: Option<u64>) -> Operation {
-    Operation {
-        client,
-        key: key.to_string(),
-        kind,
-        call,
-        ret,
-    }
-}
-
-/// Whether a failed write is known not to have been applied: ABORTED, or UNAVAILABLE
-/// from the leader's own refusal or a standby leader's. Anything else (a crash, a
-/// timeout) is unknown.
-fn surely_not_applied(status: &tonic::Status) -> bool {
-    status.code() == Code::Aborted
-        || (status.code() == Code::Unavailable && status.message().starts_with("write not applied"))
-        || standby_refused(status)
-        || never_sent(status)
-}
-
-/// A standby leader's refusal, or a leader's that stands down (DESIGN §9): no leader is
-/// active, this one stands down, the call was forwarded to one no longer active, or
-/// the active leader could not be reached. UNAVAILABLE: not applied.
-fn standby_refused(status: &tonic::Status) -> bool {
-    const REFUSALS: [&str; 4] = [
-        "no leader is active yet",
-        "is standing down; retry",
-        "to a leader that is no longer active; retry",
-        "is unreachable; retry",
-    ];
-    status.code() == Code::Unavailable && REFUSALS.iter().any(|m| status.message().contains(m))
-}
-
 /// What a write's answer (got at `now`) says: acknowledged (`Some(Some(now))`), of
 /// unknown outcome (`Some(None)`), or surely not applied (`None`).
 fn write_outcome<T>(answer: &Result<T, tonic::Status>, seed: u64, now: u64) -> Option<Option<u64>> {
@@ -794,20 +761,6 @@ fn write_outcome<T>(answer: &Result<T, tonic::Status>, seed: u64, now: u64) -> O
             Some(None)
         }
     }
-}
-
-/// The client could not connect to the leader, so the request never left it.
-fn never_sent(status: &tonic::Status) -> bool {
-    const CONNECT_FAILURES: [&str; 4] = [
-        "tcp connect error",
-        "Connection refused",
-        "No such file or directory",
-        "error trying to connect",
-    ];
-    status.code() == Code::Unavailable
-        && CONNECT_FAILURES
-            .iter()
-            .any(|m| status.message().contains(m))
 }
 
 /// One client: a seeded sequence of operations until `stop`.

@@ -51,6 +51,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tonic::Code;
 
+use support::outcomes::{record, surely_not_applied};
 use support::{poll, NodeDirs, CALL_TIMEOUT};
 use tpc::check::{self, OpKind, Operation};
 use tpc::client::{members, status, Client};
@@ -413,50 +414,6 @@ fn since(start: Instant) -> u64 {
     start.elapsed().as_nanos() as u64
 }
 
-/// Whether a failed write is known not to have been applied: ABORTED, or UNAVAILABLE
-/// from the leader's own refusal or a standby leader's, or a call that never left the
-/// client. Anything else (a timeout, a lost connection) is unknown. (As `test/chaos.rs`.)
-fn surely_not_applied(status: &tonic::Status) -> bool {
-    status.code() == Code::Aborted
-        || (status.code() == Code::Unavailable && status.message().starts_with("write not applied"))
-        || standby_refused(status)
-        || never_sent(status)
-}
-
-/// A standby leader's refusal, or a leader's that stands down (DESIGN §9).
-fn standby_refused(status: &tonic::Status) -> bool {
-    const REFUSALS: [&str; 4] = [
-        "no leader is active yet",
-        "is standing down; retry",
-        "to a leader that is no longer active; retry",
-        "is unreachable; retry",
-    ];
-    status.code() == Code::Unavailable && REFUSALS.iter().any(|m| status.message().contains(m))
-}
-
-/// The client could not connect, so the request never left it.
-fn never_sent(status: &tonic::Status) -> bool {
-    const CONNECT_FAILURES: [&str; 3] = [
-        "tcp connect error",
-        "Connection refused",
-        "error trying to connect",
-    ];
-    status.code() == Code::Unavailable
-        && CONNECT_FAILURES
-            .iter()
-            .any(|m| status.message().contains(m))
-}
-
-fn record(client: usize, key: &str, kind: OpKind, call: u64, ret: Option<u64>) -> Operation {
-    Operation {
-        client,
-        key: key.to_string(),
-        kind,
-        call,
-        ret,
-    }
-}
-
 fn key(k: usize) -> String {
     format!("k{k}")
 }
@@ -605,69 +562,62 @@ async fn members_of(via: &str) -> Result<(Vec<Option<String>>, rpc::MembersReply
     Ok((states, reply))
 }
 
+/// Waits until the members listed by `via`, in an epoch after `before`, are as `wanted`
+/// says (given each follower's state); that epoch.
+async fn members_until(
+    via: &str,
+    what: &str,
+    before: u64,
+    wanted: impl Fn(&[Option<String>], &rpc::MembersReply) -> bool,
+) -> u64 {
+    let wanted = &wanted;
+    poll(what, SETTLE, || async move {
+        let (states, reply) = members_of(via).await?;
+        match reply.epoch > before && wanted(&states, &reply) {
+            true => Ok(reply.epoch),
+            false => Err(format!(
+                "states {states:?}, epoch {}, moving {}",
+                reply.epoch, reply.moving_keys
+            )),
+        }
+    })
+    .await
+}
+
 /// Waits until follower `f` is out of the members (listed down, the others active, no
 /// change under way, in an epoch after `before`); that epoch.
 async fn removed(via: &str, f: usize, before: u64) -> u64 {
-    poll(
-        &format!("follower {} to be removed from the members", f + 1),
-        SETTLE,
-        || async move {
-            let (states, reply) = members_of(via).await?;
-            let others_active = (0..FOLLOWERS)
-                .filter(|&i| i != f)
-                .all(|i| states[i].as_deref() == Some("active"));
-            match states[f].as_deref() == Some("down")
-                && others_active
-                && reply.epoch > before
-                && reply.moving_keys == 0
-            {
-                true => Ok(reply.epoch),
-                false => Err(format!(
-                    "states {states:?}, epoch {}, moving {}",
-                    reply.epoch, reply.moving_keys
-                )),
-            }
-        },
-    )
+    let what = format!("follower {} to be removed from the members", f + 1);
+    members_until(via, &what, before, |states, reply| {
+        let others_active = (0..FOLLOWERS)
+            .filter(|&i| i != f)
+            .all(|i| states[i].as_deref() == Some("active"));
+        states[f].as_deref() == Some("down") && others_active && reply.moving_keys == 0
+    })
     .await
 }
 
 /// Waits until follower `f` is listed down and leaving the members: a next view
 /// without it, after `before`, is journaled (its removal under way, or done); its epoch.
 async fn leaving(via: &str, f: usize, before: u64) -> u64 {
-    poll(
-        &format!("follower {} to be listed down and leaving", f + 1),
-        SETTLE,
-        || async move {
-            let (states, reply) = members_of(via).await?;
-            match states[f].as_deref() == Some("down") && reply.epoch > before {
-                true => Ok(reply.epoch),
-                false => Err(format!("states {states:?}, epoch {}", reply.epoch)),
-            }
-        },
-    )
+    let what = format!("follower {} to be listed down and leaving", f + 1);
+    members_until(via, &what, before, |states, _| {
+        states[f].as_deref() == Some("down")
+    })
     .await
 }
 
 /// Waits until every follower is an active member and no change is under way, in an
 /// epoch after `before`; that epoch.
 async fn all_members(via: &str, before: u64) -> u64 {
-    poll(
+    members_until(
+        via,
         "every follower to be a member again",
-        SETTLE,
-        || async move {
-            let (states, reply) = members_of(via).await?;
-            match states.iter().all(|s| s.as_deref() == Some("active"))
+        before,
+        |states, reply| {
+            states.iter().all(|s| s.as_deref() == Some("active"))
                 && reply.members.len() == FOLLOWERS
-                && reply.epoch > before
                 && reply.moving_keys == 0
-            {
-                true => Ok(reply.epoch),
-                false => Err(format!(
-                    "states {states:?}, epoch {}, moving {}",
-                    reply.epoch, reply.moving_keys
-                )),
-            }
         },
     )
     .await

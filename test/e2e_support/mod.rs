@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod outcomes;
+
 use std::fs::{File, OpenOptions};
 use std::future::Future;
 use std::io::Write;
