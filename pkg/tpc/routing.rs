@@ -60,7 +60,7 @@ impl Dispatch {
                 address: self.shared.group.address(id).unwrap_or_default().into(),
             }),
             Role::Standby { .. } => Err(Status::unavailable(
-                "no leader is active yet (the leaders are electing one); retry",
+                "no leader is active yet (the leaders are electing one, or this one cannot reach a majority of them); retry",
             )),
         }
     }
