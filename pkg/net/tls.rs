@@ -251,6 +251,17 @@ impl Tls {
         }
         let stream = match TlsAcceptor::from(self.server.clone()).accept(io).await {
             Ok(stream) => stream,
+            // A client that connected and hung up at once (a reachability check) can
+            // leave the last handshake message unsent: nothing was refused.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+                ) =>
+            {
+                tracing::debug!(%peer, error = %e, "a client hung up during the TLS handshake");
+                return None;
+            }
             Err(e) => {
                 refuse::log_refusal(
                     peer,
