@@ -246,7 +246,8 @@ impl Tls {
         if first != TLS_HANDSHAKE_RECORD {
             refuse::log_refusal(peer, "refused a plaintext connection: this node requires TLS (--tls-cert, --tls-key, --tls-ca)");
             let refusal = "this node requires mutual TLS and this connection is plaintext: give --tls-cert, --tls-key and --tls-ca";
-            refuse::unauthenticated(io, refusal.to_string()).await;
+            // In a task of its own: answering outlasts the handshake's time limit.
+            tokio::spawn(refuse::unauthenticated(io, refusal.to_string()));
             return None;
         }
         let stream = match TlsAcceptor::from(self.server.clone()).accept(io).await {
@@ -288,7 +289,7 @@ impl Tls {
             }
         };
         refuse::log_refusal(peer, &format!("refused a TLS connection: {refusal}"));
-        refuse::unauthenticated(stream, refusal).await;
+        tokio::spawn(refuse::unauthenticated(stream, refusal));
         None
     }
 }
