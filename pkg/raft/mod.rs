@@ -37,7 +37,9 @@ mod network;
 mod state_machine;
 #[cfg(test)]
 mod tests;
-mod validate;
+// Public only for the fuzz target `raft_message` (fuzz/): not an API.
+#[doc(hidden)]
+pub mod validate;
 
 pub use journal::ReplicatedJournal;
 pub use log_store::LogStore;
