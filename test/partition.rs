@@ -28,9 +28,9 @@
 //! and the replicas converge: every follower, a member again, answers a direct read of
 //! every key with the leader's value and version.
 //!
-//! About 40 s in a debug build, a third of it the removal in step 3: an unreachable
-//! member leaves only once the others' catch-up has given up copying from it (5 tries,
-//! each a connect timeout, even when no key moves). `TPC_PARTITION_VERBOSE=1` prints
+//! About 25 s in a debug build. (It was 40 s, a third of it the removal in step 3,
+//! until the others stopped trying to copy from an unreachable leaving member when they
+//! gain no key: `FollowerCore::holds_every_key_now`.) `TPC_PARTITION_VERBOSE=1` prints
 //! every client call that failed or whose outcome is unknown.
 //!
 //! Needs root and `ip netns` (CI has both); without them it says "skipped" and passes.
